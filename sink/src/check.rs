@@ -1,0 +1,91 @@
+//! `lakesink check`: validates the config, reaches the broker and the store, and prints the
+//! resolved plan with secrets redacted.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+use crate::config::{redacted, Plan};
+use crate::consume::{client_config, ConsumeError};
+use crate::error::Error;
+use crate::units::human_bytes;
+
+/// Checks everything a run needs and returns the plan as text.
+pub async fn check(plan: &Plan) -> Result<String, Error> {
+    let mut out = String::new();
+    let _ = writeln!(out, "config: {} (valid)", plan.source);
+
+    // Broker: metadata of every topic.
+    let consumer: BaseConsumer = client_config(&plan.kafka)
+        .create()
+        .map_err(|source| ConsumeError::Create { brokers: plan.kafka.brokers.clone(), source })?;
+    let kafka = plan.kafka.clone();
+    let topics = plan.topics();
+    let partitions = tokio::task::spawn_blocking(move || -> Result<Vec<(String, usize)>, ConsumeError> {
+        let mut v = Vec::new();
+        for t in &topics {
+            let md = consumer
+                .fetch_metadata(Some(t), Duration::from_secs(10))
+                .map_err(|source| ConsumeError::Metadata { brokers: kafka.brokers.clone(), source })?;
+            match md.topics().first() {
+                Some(mt) if mt.error().is_none() && !mt.partitions().is_empty() => v.push((t.clone(), mt.partitions().len())),
+                _ => return Err(ConsumeError::NoTopic { topic: t.clone(), brokers: kafka.brokers.clone() }),
+            }
+        }
+        Ok(v)
+    })
+    .await
+    .map_err(|e| Error::Other(e.to_string()))??;
+    let _ = writeln!(out, "kafka: {} group {} (reachable)", plan.kafka.brokers, plan.kafka.group_id);
+    for (k, v) in redacted(&plan.kafka.properties) {
+        let _ = writeln!(out, "  {k} = {v}");
+    }
+    for (t, n) in &partitions {
+        let _ = writeln!(out, "  topic {t}: {n} partitions");
+    }
+
+    // Store: list the root (proves the bucket exists and the credentials can read it).
+    let lake = crate::storage::open(&plan.storage)?;
+    lake.store
+        .list_with_delimiter(Some(&lake.root))
+        .await
+        .map_err(|source| Error::Store { url: lake.url.clone(), source })?;
+    let _ = writeln!(out, "storage: {} (reachable)", lake.url);
+    for (k, v) in redacted(&plan.storage.options) {
+        let _ = writeln!(out, "  {k} = {v}");
+    }
+    let p = &plan.pipeline;
+    let _ = writeln!(
+        out,
+        "pipeline: {} workers, max_buffered_bytes {}, part_size {}, drain_timeout {:?}, commit_interval {:?}",
+        p.workers,
+        human_bytes(p.max_buffered_bytes),
+        human_bytes(p.part_size as u64),
+        p.drain_timeout,
+        p.commit_interval
+    );
+    for t in &plan.tables {
+        let _ = writeln!(out, "table {}:", t.name);
+        let _ = writeln!(out, "  topics: {}", t.topics.join(", "));
+        let _ = writeln!(out, "  format: {} (gzip level {})", t.format.extension(), t.compression_level);
+        let _ = writeln!(
+            out,
+            "  objects: {}/{}/{}/{{topic}}+{{partition}}+{{start offset:020}}.{}",
+            lake.url,
+            t.name,
+            t.partition.source,
+            t.format.extension()
+        );
+        let _ = writeln!(out, "  partition columns: {}", t.partition.partition_columns().join(", "));
+        let _ = writeln!(out, "  event time: {:?} in {:?}; missing → {:?}; future skew {:?}", t.timestamp, t.timezone, t.on_missing_timestamp, t.max_future_skew);
+        let _ = writeln!(
+            out,
+            "  rotate: max_records {}, max_bytes {}, max_age {:?}",
+            t.rotate.max_records,
+            human_bytes(t.rotate.max_bytes),
+            t.rotate.max_age
+        );
+    }
+    Ok(out)
+}

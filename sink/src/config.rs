@@ -1,0 +1,742 @@
+//! The configuration file: serde structs that mirror the TOML one to one, parsed strictly
+//! (`deny_unknown_fields`, so a typo is an error naming the key and its line) and then validated
+//! once into a typed [`Plan`] that the pipeline runs from. Nothing after [`Plan::from_toml`]
+//! parses a string from the config again.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path as FsPath;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::route::template::{PartitionTemplate, TemplateError};
+use crate::route::timestamp::{TimeZoneSpec, TimestampSource, TimestampUnit};
+use crate::units::{parse_bytes, parse_duration, UnitError};
+
+/// Everything that can be wrong with a configuration file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Syntax { path: String, message: String },
+    #[error("{path}: table `{table}`: {message}")]
+    Table {
+        path: String,
+        table: String,
+        message: String,
+    },
+    #[error("{path}: {key}: {source}")]
+    Unit {
+        path: String,
+        key: String,
+        #[source]
+        source: UnitError,
+    },
+    #[error("{path}: table `{table}`: partition_by: {source}")]
+    Template {
+        path: String,
+        table: String,
+        #[source]
+        source: TemplateError,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+// ---------------------------------------------------------------------------------------------
+// The file as written.
+// ---------------------------------------------------------------------------------------------
+
+/// The TOML file, key for key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub kafka: KafkaSection,
+    pub storage: StorageSection,
+    #[serde(default)]
+    pub pipeline: PipelineSection,
+    #[serde(default)]
+    pub tables: Vec<TableSection>,
+}
+
+/// `[kafka]`: where the consumer group reads from.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSection {
+    /// Bootstrap servers, `host:port[,host:port…]`.
+    pub brokers: String,
+    /// The consumer group; every Lakesink instance of one deployment uses the same one.
+    pub group_id: String,
+    /// Any librdkafka consumer property (SASL, TLS, timeouts…). A few that would break the
+    /// commit protocol (`enable.auto.commit`, …) are refused.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+/// `[storage]`: the object store the lake lives in.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSection {
+    /// `s3://bucket/prefix`, `gs://…`, `az://…`, `file:///abs/dir`, `memory://`.
+    pub url: String,
+    /// object_store options (endpoint, region, allow_http, access keys…). Environment variables
+    /// (`AWS_*`, `GOOGLE_*`, `AZURE_*`) are read as well; these take precedence.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+/// `[pipeline]`: daemon-wide limits. Every key has a default.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSection {
+    /// Upper bound for the bytes held by open files and uploads in flight, all tables together.
+    #[serde(default = "default_max_buffered")]
+    pub max_buffered_bytes: String,
+    /// Size of one multipart-upload part (≥ 5 MiB, S3's minimum).
+    #[serde(default = "default_part_size")]
+    pub part_size: String,
+    /// Encoding threads; 0 means one per core.
+    #[serde(default)]
+    pub workers: usize,
+    /// How long SIGTERM may spend uploading and committing before the daemon gives up.
+    #[serde(default = "default_drain_timeout")]
+    pub drain_timeout: String,
+    /// How often finished segments are committed to Kafka.
+    #[serde(default = "default_commit_interval")]
+    pub commit_interval: String,
+}
+
+fn default_max_buffered() -> String {
+    "1GiB".into()
+}
+fn default_part_size() -> String {
+    "8MiB".into()
+}
+fn default_drain_timeout() -> String {
+    "120s".into()
+}
+fn default_commit_interval() -> String {
+    "1s".into()
+}
+
+impl Default for PipelineSection {
+    fn default() -> Self {
+        Self {
+            max_buffered_bytes: default_max_buffered(),
+            part_size: default_part_size(),
+            workers: 0,
+            drain_timeout: default_drain_timeout(),
+            commit_interval: default_commit_interval(),
+        }
+    }
+}
+
+/// `[[tables]]`: one table of the lake.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableSection {
+    /// Objects go under `{storage.url}/{name}/`.
+    pub name: String,
+    /// Topics whose records land in this table.
+    pub topics: Vec<String>,
+    /// `json.gz` (Parquet arrives with the schema-registry work).
+    #[serde(default = "default_format")]
+    pub format: String,
+    /// Hive-style partition template: literal text, `{event_time:STRFTIME}`, `{topic}`,
+    /// `{partition}` and `{field:a.b}`.
+    #[serde(default = "default_partition_by")]
+    pub partition_by: String,
+    /// Where the event time comes from: `{ field = "eventTime" }` (with optional
+    /// `unit = "auto" | "rfc3339" | "s" | "ms" | "us"`) or `"kafka"`.
+    #[serde(default)]
+    pub timestamp: Option<TimestampSection>,
+    /// `UTC`, an IANA zone (`Europe/Berlin`) or a fixed offset (`+02:00`).
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    /// What a record without a usable event time does: `kafka` (use the Kafka timestamp),
+    /// `fail` (stop with an error), `dlq` (not available yet).
+    #[serde(default = "default_on_missing_timestamp")]
+    pub on_missing_timestamp: String,
+    /// Event times further than this ahead of the record's Kafka timestamp are not trusted.
+    #[serde(default = "default_max_future_skew")]
+    pub max_future_skew: String,
+    /// What an unusable record (not a JSON object, not UTF-8, empty) does: `fail` (`dlq`
+    /// arrives with the dead-letter work).
+    #[serde(default = "default_on_bad_record")]
+    pub on_bad_record: String,
+    /// gzip level 0–9 for `json.gz`.
+    #[serde(default = "default_compression_level")]
+    pub compression_level: u32,
+    #[serde(default)]
+    pub rotate: RotateSection,
+}
+
+fn default_format() -> String {
+    "json.gz".into()
+}
+fn default_partition_by() -> String {
+    "date={event_time:%Y-%m-%d}/hour={event_time:%H}".into()
+}
+fn default_timezone() -> String {
+    "UTC".into()
+}
+fn default_on_missing_timestamp() -> String {
+    "fail".into()
+}
+fn default_on_bad_record() -> String {
+    "fail".into()
+}
+fn default_max_future_skew() -> String {
+    "1h".into()
+}
+fn default_compression_level() -> u32 {
+    6
+}
+
+/// `timestamp = …` in a table.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum TimestampSection {
+    /// `timestamp = "kafka"`.
+    Named(String),
+    /// `timestamp = { field = "eventTime", unit = "auto" }`.
+    Field {
+        field: String,
+        #[serde(default)]
+        unit: Option<String>,
+    },
+}
+
+/// `[tables.rotate]`: when an open file is closed and uploaded.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateSection {
+    #[serde(default = "default_max_records")]
+    pub max_records: u64,
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: String,
+    #[serde(default = "default_max_age")]
+    pub max_age: String,
+}
+
+fn default_max_records() -> u64 {
+    500_000
+}
+fn default_max_bytes() -> String {
+    "128MiB".into()
+}
+fn default_max_age() -> String {
+    "5m".into()
+}
+
+impl Default for RotateSection {
+    fn default() -> Self {
+        Self {
+            max_records: default_max_records(),
+            max_bytes: default_max_bytes(),
+            max_age: default_max_age(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The validated plan.
+// ---------------------------------------------------------------------------------------------
+
+/// The configuration after validation: what the pipeline runs from.
+#[derive(Clone)]
+pub struct Plan {
+    pub source: String,
+    pub kafka: KafkaPlan,
+    pub storage: StoragePlan,
+    pub pipeline: PipelinePlan,
+    pub tables: Vec<TablePlan>,
+}
+
+#[derive(Clone)]
+pub struct KafkaPlan {
+    pub brokers: String,
+    pub group_id: String,
+    pub properties: BTreeMap<String, String>,
+}
+
+#[derive(Clone)]
+pub struct StoragePlan {
+    pub url: url::Url,
+    pub options: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct PipelinePlan {
+    pub max_buffered_bytes: u64,
+    pub part_size: usize,
+    pub workers: usize,
+    pub drain_timeout: Duration,
+    pub commit_interval: Duration,
+}
+
+/// Output format of a table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    JsonGz,
+}
+
+impl Format {
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::JsonGz => "json.gz",
+        }
+    }
+}
+
+/// What a record without a usable event time does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MissingTimestamp {
+    /// Use the record's Kafka timestamp (and the wall clock if it has none).
+    Kafka,
+    /// Stop the daemon with an error naming the record.
+    Fail,
+}
+
+/// Rotation limits of one table; see [`crate::rotate`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RotateLimits {
+    pub max_records: u64,
+    pub max_bytes: u64,
+    pub max_age: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct TablePlan {
+    pub name: String,
+    pub topics: Vec<String>,
+    pub format: Format,
+    pub partition: PartitionTemplate,
+    pub timestamp: TimestampSource,
+    pub timezone: TimeZoneSpec,
+    pub on_missing_timestamp: MissingTimestamp,
+    pub max_future_skew: Duration,
+    pub compression_level: u32,
+    pub rotate: RotateLimits,
+}
+
+/// librdkafka properties Lakesink sets itself; a config that sets them would break the
+/// commit-after-upload protocol.
+const RESERVED_PROPERTIES: &[&str] = &[
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "group.id",
+    "bootstrap.servers",
+];
+
+impl Plan {
+    /// Reads and validates a config file.
+    pub fn load(path: &FsPath) -> Result<Plan, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Plan::from_toml(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates config text; `origin` names it in errors.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Plan, ConfigError> {
+        let file: ConfigFile = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: origin.to_string(),
+            message: format_toml_error(&e, text),
+        })?;
+        Plan::from_file(file, origin)
+    }
+
+    fn from_file(file: ConfigFile, origin: &str) -> Result<Plan, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: origin.to_string(),
+            message,
+        };
+        let unit = |key: &str, r: Result<u64, UnitError>| {
+            r.map_err(|source| ConfigError::Unit {
+                path: origin.to_string(),
+                key: key.to_string(),
+                source,
+            })
+        };
+        let dur = |key: &str, r: Result<Duration, UnitError>| {
+            r.map_err(|source| ConfigError::Unit {
+                path: origin.to_string(),
+                key: key.to_string(),
+                source,
+            })
+        };
+
+        if file.kafka.brokers.trim().is_empty() {
+            return Err(invalid("kafka.brokers is empty".into()));
+        }
+        if file.kafka.group_id.trim().is_empty() {
+            return Err(invalid("kafka.group_id is empty".into()));
+        }
+        for key in file.kafka.properties.keys() {
+            if RESERVED_PROPERTIES.contains(&key.as_str()) {
+                return Err(invalid(format!(
+                    "kafka.properties.\"{key}\" is set by Lakesink itself (offsets are committed only after upload); remove it"
+                )));
+            }
+        }
+
+        let url = url::Url::parse(&file.storage.url)
+            .map_err(|e| invalid(format!("storage.url `{}`: {e}", file.storage.url)))?;
+        match url.scheme() {
+            "s3" | "s3a" | "gs" | "az" | "abfs" | "abfss" | "file" | "memory" | "http"
+            | "https" => {}
+            other => {
+                return Err(invalid(format!(
+                    "storage.url: unsupported scheme `{other}` (use s3, gs, az, file or memory)"
+                )))
+            }
+        }
+
+        let p = &file.pipeline;
+        let part_size = unit("pipeline.part_size", parse_bytes(&p.part_size))?;
+        if part_size < 5 * 1024 * 1024 {
+            return Err(invalid(format!(
+                "pipeline.part_size = {:?} is below S3's 5 MiB minimum part size",
+                p.part_size
+            )));
+        }
+        let max_buffered_bytes = unit("pipeline.max_buffered_bytes", parse_bytes(&p.max_buffered_bytes))?;
+        if max_buffered_bytes < 2 * part_size {
+            return Err(invalid(format!(
+                "pipeline.max_buffered_bytes ({}) must be at least twice pipeline.part_size ({})",
+                p.max_buffered_bytes, p.part_size
+            )));
+        }
+        let workers = if p.workers == 0 {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        } else {
+            p.workers
+        };
+        let pipeline = PipelinePlan {
+            max_buffered_bytes,
+            part_size: part_size as usize,
+            workers,
+            drain_timeout: dur("pipeline.drain_timeout", parse_duration(&p.drain_timeout))?,
+            commit_interval: dur("pipeline.commit_interval", parse_duration(&p.commit_interval))?,
+        };
+
+        if file.tables.is_empty() {
+            return Err(invalid("no [[tables]]: nothing to write".into()));
+        }
+        let mut tables = Vec::with_capacity(file.tables.len());
+        for t in file.tables {
+            tables.push(table_plan(t, origin)?);
+        }
+        let mut names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
+        names.sort_unstable();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(invalid(format!("two tables are named `{}`", w[0])));
+        }
+
+        Ok(Plan {
+            source: origin.to_string(),
+            kafka: KafkaPlan {
+                brokers: file.kafka.brokers,
+                group_id: file.kafka.group_id,
+                properties: file.kafka.properties,
+            },
+            storage: StoragePlan {
+                url,
+                options: file.storage.options,
+            },
+            pipeline,
+            tables,
+        })
+    }
+
+    /// Every topic of every table, each once, sorted.
+    pub fn topics(&self) -> Vec<String> {
+        let mut topics: Vec<String> = self.tables.iter().flat_map(|t| t.topics.clone()).collect();
+        topics.sort();
+        topics.dedup();
+        topics
+    }
+}
+
+fn table_plan(t: TableSection, origin: &str) -> Result<TablePlan, ConfigError> {
+    let name = t.name.clone();
+    let err = |message: String| ConfigError::Table {
+        path: origin.to_string(),
+        table: name.clone(),
+        message,
+    };
+    let unit_err = |key: &str, source: UnitError| ConfigError::Unit {
+        path: origin.to_string(),
+        key: format!("tables.{}.{key}", name),
+        source,
+    };
+
+    if t.name.is_empty()
+        || !t
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(err(
+            "name must be non-empty and use only ASCII letters, digits, `_` and `-` (it is a path segment and a catalog table name)".into(),
+        ));
+    }
+    if t.topics.is_empty() {
+        return Err(err("topics is empty".into()));
+    }
+    let format = match t.format.as_str() {
+        "json.gz" | "jsongz" | "ndjson.gz" => Format::JsonGz,
+        "parquet" => {
+            return Err(err(
+                "format = \"parquet\" is not available in this version (json.gz only)".into(),
+            ))
+        }
+        other => return Err(err(format!("unknown format `{other}` (use json.gz)"))),
+    };
+    let partition = PartitionTemplate::parse(&t.partition_by).map_err(|source| {
+        ConfigError::Template {
+            path: origin.to_string(),
+            table: name.clone(),
+            source,
+        }
+    })?;
+    let timestamp = match t.timestamp {
+        None => TimestampSource::Kafka,
+        Some(TimestampSection::Named(s)) if s == "kafka" => TimestampSource::Kafka,
+        Some(TimestampSection::Named(s)) => {
+            return Err(err(format!(
+                "timestamp = \"{s}\": use \"kafka\" or {{ field = \"eventTime\" }}"
+            )))
+        }
+        Some(TimestampSection::Field { field, unit }) => {
+            let unit = match unit.as_deref() {
+                None | Some("auto") => TimestampUnit::Auto,
+                Some("rfc3339") | Some("iso8601") => TimestampUnit::Rfc3339,
+                Some("s") => TimestampUnit::Seconds,
+                Some("ms") => TimestampUnit::Millis,
+                Some("us") => TimestampUnit::Micros,
+                Some(other) => {
+                    return Err(err(format!(
+                        "timestamp.unit = \"{other}\": use auto, rfc3339, s, ms or us"
+                    )))
+                }
+            };
+            if field.is_empty() || field.split('.').any(str::is_empty) {
+                return Err(err(format!("timestamp.field = \"{field}\" is not a field path")));
+            }
+            TimestampSource::Field {
+                path: field.split('.').map(str::to_string).collect(),
+                unit,
+            }
+        }
+    };
+    let timezone = TimeZoneSpec::parse(&t.timezone).map_err(err)?;
+    let on_missing_timestamp = match t.on_missing_timestamp.as_str() {
+        "kafka" => MissingTimestamp::Kafka,
+        "fail" => MissingTimestamp::Fail,
+        "dlq" => {
+            return Err(err(
+                "on_missing_timestamp = \"dlq\" needs a dead-letter destination, which this version does not have yet; use \"kafka\" or \"fail\"".into(),
+            ))
+        }
+        other => {
+            return Err(err(format!(
+                "on_missing_timestamp = \"{other}\": use \"kafka\" or \"fail\""
+            )))
+        }
+    };
+    match t.on_bad_record.as_str() {
+        "fail" => {}
+        "dlq" => {
+            return Err(err(
+                "on_bad_record = \"dlq\" needs a dead-letter destination, which this version does not have yet; use \"fail\"".into(),
+            ))
+        }
+        other => return Err(err(format!("on_bad_record = \"{other}\": use \"fail\""))),
+    }
+    if t.compression_level > 9 {
+        return Err(err(format!(
+            "compression_level = {} (gzip levels are 0–9)",
+            t.compression_level
+        )));
+    }
+    let max_future_skew =
+        parse_duration(&t.max_future_skew).map_err(|e| unit_err("max_future_skew", e))?;
+    if t.rotate.max_records == 0 {
+        return Err(err("rotate.max_records must be at least 1".into()));
+    }
+    let rotate = RotateLimits {
+        max_records: t.rotate.max_records,
+        max_bytes: parse_bytes(&t.rotate.max_bytes).map_err(|e| unit_err("rotate.max_bytes", e))?,
+        max_age: parse_duration(&t.rotate.max_age).map_err(|e| unit_err("rotate.max_age", e))?,
+    };
+    if rotate.max_bytes == 0 || rotate.max_age.is_zero() {
+        return Err(err("rotate.max_bytes and rotate.max_age must be positive".into()));
+    }
+
+    Ok(TablePlan {
+        name: t.name,
+        topics: t.topics,
+        format,
+        partition,
+        timestamp,
+        timezone,
+        on_missing_timestamp,
+        max_future_skew,
+        compression_level: t.compression_level,
+        rotate,
+    })
+}
+
+/// toml's messages already name the key; add the line and column up front.
+fn format_toml_error(e: &toml::de::Error, text: &str) -> String {
+    let message = e.message().trim().to_string();
+    match e.span().map(|s| s.start) {
+        Some(start) => {
+            let before = &text[..start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let col = before.rfind('\n').map_or(before.len(), |i| before.len() - i - 1) + 1;
+            format!("line {line}, column {col}: {message}")
+        }
+        None => message,
+    }
+}
+
+/// Option keys whose values are secrets and never printed.
+pub fn is_secret_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    ["secret", "password", "token", "sas", "credential", "private", "key"]
+        .iter()
+        .any(|s| k.contains(s))
+        && !k.ends_with("key_id")
+        && !k.ends_with("location")
+        && !k.ends_with(".id")
+}
+
+/// Renders a map for humans with secret values replaced by `***`.
+pub fn redacted(map: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    map.iter()
+        .map(|(k, v)| {
+            let v = if is_secret_key(k) { "***".to_string() } else { v.clone() };
+            (k.clone(), v)
+        })
+        .collect()
+}
+
+impl fmt::Debug for KafkaPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaPlan")
+            .field("brokers", &self.brokers)
+            .field("group_id", &self.group_id)
+            .field("properties", &redacted(&self.properties))
+            .finish()
+    }
+}
+
+impl fmt::Debug for StoragePlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut url = self.url.clone();
+        if url.password().is_some() {
+            let _ = url.set_password(Some("***"));
+        }
+        f.debug_struct("StoragePlan")
+            .field("url", &url.as_str())
+            .field("options", &redacted(&self.options))
+            .finish()
+    }
+}
+
+impl fmt::Debug for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Plan")
+            .field("kafka", &self.kafka)
+            .field("storage", &self.storage)
+            .field("pipeline", &self.pipeline)
+            .field("tables", &self.tables)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[kafka]
+brokers = "127.0.0.1:9092"
+group_id = "g"
+[kafka.properties]
+"sasl.password" = "hunter2"
+[storage]
+url = "s3://bucket/prefix"
+[storage.options]
+endpoint = "http://127.0.0.1:8333"
+aws_secret_access_key = "topsecret"
+[[tables]]
+name = "cloudtrail"
+topics = ["cloudtrail"]
+partition_by = "date={event_time:%Y-%m-%d}/hour={event_time:%H}/region={field:awsRegion}"
+timestamp = { field = "eventTime" }
+[tables.rotate]
+max_records = 1000
+max_bytes = "64MiB"
+max_age = "30s"
+"#;
+
+    #[test]
+    fn parses_the_documented_shape() {
+        let plan = Plan::from_toml(MINIMAL, "t.toml").unwrap();
+        let t = &plan.tables[0];
+        assert_eq!(t.rotate.max_records, 1000);
+        assert_eq!(t.rotate.max_bytes, 64 * 1024 * 1024);
+        assert_eq!(t.rotate.max_age, Duration::from_secs(30));
+        assert_eq!(t.format, Format::JsonGz);
+        assert_eq!(plan.topics(), vec!["cloudtrail".to_string()]);
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let text = MINIMAL.replace("max_age = \"30s\"", "max_age = \"30s\"\nmax_agee = 3");
+        let e = Plan::from_toml(&text, "t.toml").unwrap_err().to_string();
+        assert!(e.contains("max_agee"), "{e}");
+        assert!(e.contains("line 21, column 1"), "{e}");
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug() {
+        let plan = Plan::from_toml(MINIMAL, "t.toml").unwrap();
+        let shown = format!("{plan:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("topsecret"), "{shown}");
+        assert!(shown.contains("http://127.0.0.1:8333"));
+    }
+
+    #[test]
+    fn auto_commit_is_refused() {
+        let text = MINIMAL.replace("[kafka.properties]", "[kafka.properties]\n\"enable.auto.commit\" = \"true\"");
+        let e = Plan::from_toml(&text, "t.toml").unwrap_err().to_string();
+        assert!(e.contains("enable.auto.commit"), "{e}");
+    }
+
+    #[test]
+    fn dlq_is_refused_until_it_exists() {
+        let text = MINIMAL.replace("[tables.rotate]", "on_missing_timestamp = \"dlq\"\n[tables.rotate]");
+        let e = Plan::from_toml(&text, "t.toml").unwrap_err().to_string();
+        assert!(e.contains("dead-letter"), "{e}");
+    }
+
+    #[test]
+    fn bad_units_name_the_key() {
+        let text = MINIMAL.replace("\"64MiB\"", "\"64 lots\"");
+        let e = Plan::from_toml(&text, "t.toml").unwrap_err().to_string();
+        assert!(e.contains("rotate.max_bytes"), "{e}");
+    }
+}

@@ -1,0 +1,478 @@
+//! Consume stage: the rdkafka consumer-group member. One thread polls, copies each record once
+//! into a per-partition batch for the worker that owns the partition, commits what the ledger
+//! says is safe, and handles rebalances.
+//!
+//! Rebalances: on revocation the callback flushes the revoked partitions' records to their
+//! workers, has them cut and upload their open segments, commits the safe offsets, and only then
+//! returns, so the revocation completes after the commit — or, past the drain timeout, without
+//! committing what was not uploaded. The ledger forgets a revoked partition, so nothing about it
+//! is ever committed after another member took it over.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use crate::commit::{CommitError, OffsetLedger, Tp};
+use crate::config::KafkaPlan;
+use crate::error::Fatal;
+use crate::memory::Budget;
+use crate::stats::Stats;
+use crate::worker::{Batch, RecMeta, WorkerMsg};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumeError {
+    #[error("creating the Kafka consumer for {brokers}: {source}")]
+    Create {
+        brokers: String,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("subscribing to {topics:?}: {source}")]
+    Subscribe {
+        topics: Vec<String>,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("Kafka metadata from {brokers}: {source}")]
+    Metadata {
+        brokers: String,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("topic `{topic}` does not exist on {brokers}")]
+    NoTopic { topic: String, brokers: String },
+    #[error("the Kafka client failed: {source}")]
+    Fatal {
+        #[source]
+        source: KafkaError,
+    },
+}
+
+/// A batch is sent to its worker once it holds this many bytes…
+const BATCH_BYTES: usize = 256 * 1024;
+/// …or this many records, and at the latest after this long.
+const BATCH_RECORDS: usize = 4096;
+const BATCH_AGE: Duration = Duration::from_millis(100);
+
+/// Builds the librdkafka configuration: Lakesink's required settings, then the user's.
+pub fn client_config(kafka: &KafkaPlan) -> ClientConfig {
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", &kafka.brokers)
+        .set("group.id", &kafka.group_id)
+        .set("auto.offset.reset", "earliest")
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("enable.partition.eof", "false")
+        .set("session.timeout.ms", "10000")
+        .set("client.id", "lakesink")
+        .set_log_level(RDKafkaLogLevel::Warning);
+    for (k, v) in &kafka.properties {
+        cfg.set(k, v);
+    }
+    // Offsets move only when the ledger says so.
+    cfg.set("enable.auto.commit", "false").set("enable.auto.offset.store", "false");
+    cfg
+}
+
+struct PartState {
+    tp: Tp,
+    epoch: u64,
+    worker: usize,
+    batch: Option<Batch>,
+    /// Next offset after the last record taken from Kafka.
+    position: Option<i64>,
+}
+
+/// State the poll loop and the rebalance callbacks share. Callbacks run on the polling thread,
+/// inside `poll`, so the locks are never contended.
+pub struct Shared {
+    workers: Vec<SyncSender<WorkerMsg>>,
+    pub ledger: Arc<Mutex<OffsetLedger>>,
+    parts: Mutex<HashMap<Arc<str>, HashMap<i32, PartState>>>,
+    revoke_timeout: Duration,
+    fatal: Arc<Fatal>,
+    stats: Arc<Stats>,
+}
+
+impl Shared {
+    pub fn new(
+        workers: Vec<SyncSender<WorkerMsg>>,
+        ledger: Arc<Mutex<OffsetLedger>>,
+        revoke_timeout: Duration,
+        fatal: Arc<Fatal>,
+        stats: Arc<Stats>,
+    ) -> Shared {
+        Shared { workers, ledger, parts: Mutex::new(HashMap::new()), revoke_timeout, fatal, stats }
+    }
+
+    fn worker_of(&self, tp: &Tp) -> usize {
+        // Stable and spread: partitions of one topic go round-robin over the workers.
+        let h = tp.topic.bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
+        (h.wrapping_add(tp.partition as usize)) % self.workers.len()
+    }
+
+    fn send(&self, worker: usize, msg: WorkerMsg) -> bool {
+        self.workers[worker].send(msg).is_ok()
+    }
+
+    fn assign(&self, tpl: &TopicPartitionList) {
+        let mut parts = self.parts.lock().expect("parts lock");
+        for e in tpl.elements() {
+            let tp = Tp::new(e.topic(), e.partition());
+            let epoch = self.ledger.lock().expect("ledger lock").assign(&tp);
+            let worker = self.worker_of(&tp);
+            tracing::info!(%tp, epoch, worker, "partition assigned");
+            self.send(worker, WorkerMsg::Assign { tp: tp.clone(), epoch });
+            parts
+                .entry(tp.topic.clone())
+                .or_default()
+                .insert(tp.partition, PartState { tp, epoch, worker, batch: None, position: None });
+        }
+    }
+
+    /// Uploads and commits the revoked partitions (bounded by the drain timeout), then forgets
+    /// them.
+    fn revoke<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>, tpl: &TopicPartitionList) {
+        let deadline = Instant::now() + self.revoke_timeout;
+        let mut by_worker: HashMap<usize, Vec<Tp>> = HashMap::new();
+        {
+            let mut parts = self.parts.lock().expect("parts lock");
+            for e in tpl.elements() {
+                let Some(state) = parts.get_mut(e.topic()).and_then(|m| m.remove(&e.partition())) else { continue };
+                if let Some(b) = state.batch {
+                    self.send(state.worker, WorkerMsg::Batch(b));
+                }
+                by_worker.entry(state.worker).or_default().push(state.tp);
+            }
+        }
+        let tps: Vec<Tp> = by_worker.values().flatten().cloned().collect();
+        if tps.is_empty() {
+            return;
+        }
+        let (reply_tx, reply_rx) = mpsc::channel();
+        let mut expected = 0;
+        for (w, tps) in by_worker {
+            if self.send(w, WorkerMsg::Revoke { tps, deadline, reply: reply_tx.clone() }) {
+                expected += 1;
+            }
+        }
+        drop(reply_tx);
+        let mut all = true;
+        for _ in 0..expected {
+            let left = deadline.saturating_duration_since(Instant::now());
+            all &= reply_rx.recv_timeout(left).unwrap_or(false);
+        }
+        let offsets = self.ledger.lock().expect("ledger lock").safe_offsets(&tps);
+        if !self.fatal.is_set() && !offsets.is_empty() {
+            if let Err(e) = commit(consumer, &offsets) {
+                tracing::warn!(error = %e, "commit on revocation failed; the next owner re-reads from the last committed offset");
+            } else {
+                Stats::add(&self.stats.offsets_committed, offsets.len() as u64);
+            }
+        }
+        let mut ledger = self.ledger.lock().expect("ledger lock");
+        for tp in &tps {
+            ledger.revoke(tp);
+        }
+        if all {
+            tracing::info!(partitions = ?tps, "partitions revoked after upload and commit");
+        } else {
+            tracing::warn!(partitions = ?tps, "partitions revoked before every upload finished: the unfinished ones are abandoned, not committed");
+        }
+    }
+
+    /// Takes one record: copies it into its partition's batch and sends full batches.
+    fn take(&self, m: &BorrowedMessage<'_>) {
+        let mut parts = self.parts.lock().expect("parts lock");
+        let Some(state) = parts.get_mut(m.topic()).and_then(|p| p.get_mut(&m.partition())) else {
+            return; // not (or no longer) assigned: the owner reads it
+        };
+        let batch = state.batch.get_or_insert_with(|| Batch {
+            tp: state.tp.clone(),
+            epoch: state.epoch,
+            data: Vec::with_capacity(BATCH_BYTES + 64 * 1024),
+            recs: Vec::with_capacity(256),
+        });
+        let value = m.payload().map(|p| {
+            let s = batch.data.len();
+            batch.data.extend_from_slice(p);
+            (s as u32, batch.data.len() as u32)
+        });
+        batch.recs.push(RecMeta { offset: m.offset(), kafka_millis: m.timestamp().to_millis(), value });
+        state.position = Some(m.offset() + 1);
+        Stats::add(&self.stats.records_in, 1);
+        Stats::add(&self.stats.bytes_in, m.payload_len() as u64);
+        if batch.data.len() >= BATCH_BYTES || batch.recs.len() >= BATCH_RECORDS {
+            let b = state.batch.take().expect("just filled");
+            let w = state.worker;
+            drop(parts);
+            self.send(w, WorkerMsg::Batch(b));
+        }
+    }
+
+    /// Sends every partial batch.
+    fn flush(&self) {
+        let batches: Vec<(usize, Batch)> = {
+            let mut parts = self.parts.lock().expect("parts lock");
+            parts
+                .values_mut()
+                .flat_map(|m| m.values_mut())
+                .filter_map(|s| s.batch.take().map(|b| (s.worker, b)))
+                .collect()
+        };
+        for (w, b) in batches {
+            self.send(w, WorkerMsg::Batch(b));
+        }
+    }
+
+    fn assigned(&self) -> Vec<(Tp, Option<i64>)> {
+        let parts = self.parts.lock().expect("parts lock");
+        parts.values().flat_map(|m| m.values()).map(|s| (s.tp.clone(), s.position)).collect()
+    }
+
+    /// Cuts everything, waits for the uploads (until `deadline`) and reports whether all
+    /// finished.
+    fn drain(&self, deadline: Instant) -> bool {
+        self.flush();
+        let (tx, rx) = mpsc::channel();
+        let mut expected = 0;
+        for w in 0..self.workers.len() {
+            if self.send(w, WorkerMsg::Drain { deadline, reply: tx.clone() }) {
+                expected += 1;
+            }
+        }
+        drop(tx);
+        let mut all = true;
+        for _ in 0..expected {
+            all &= rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).unwrap_or(false);
+        }
+        all
+    }
+}
+
+fn commit<C: ConsumerContext>(consumer: &BaseConsumer<C>, offsets: &[(Tp, i64)]) -> Result<(), CommitError> {
+    let mut tpl = TopicPartitionList::new();
+    for (tp, o) in offsets {
+        tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*o))
+            .map_err(|source| CommitError::Kafka { offsets: describe(offsets), source })?;
+    }
+    consumer
+        .commit(&tpl, CommitMode::Sync)
+        .map_err(|source| CommitError::Kafka { offsets: describe(offsets), source })
+}
+
+fn describe(offsets: &[(Tp, i64)]) -> String {
+    offsets.iter().map(|(tp, o)| format!("{tp}@{o}")).collect::<Vec<_>>().join(", ")
+}
+
+/// The consumer's context: logs through `tracing` and handles rebalances.
+pub struct SinkContext {
+    pub shared: Arc<Shared>,
+}
+
+impl ClientContext for SinkContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+                tracing::error!(target: "librdkafka", fac, "{log_message}")
+            }
+            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", fac, "{log_message}"),
+            _ => tracing::debug!(target: "librdkafka", fac, "{log_message}"),
+        }
+    }
+}
+
+impl ConsumerContext for SinkContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => self.shared.assign(tpl),
+            Rebalance::Revoke(tpl) => self.shared.revoke(consumer, tpl),
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+        }
+    }
+}
+
+/// What makes the poll loop stop.
+#[derive(Debug, Default)]
+pub struct Control {
+    /// Set by SIGTERM / Ctrl-C: drain and exit.
+    pub shutdown: AtomicBool,
+    /// Drain and exit once every assigned partition is consumed to its end.
+    pub exit_when_caught_up: AtomicBool,
+}
+
+impl Control {
+    pub fn stop(&self) {
+        self.shutdown.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The poll loop.
+pub struct PollLoop {
+    pub consumer: BaseConsumer<SinkContext>,
+    pub shared: Arc<Shared>,
+    pub control: Arc<Control>,
+    pub budget: Arc<Budget>,
+    pub fatal: Arc<Fatal>,
+    pub commit_interval: Duration,
+    pub drain_timeout: Duration,
+}
+
+/// How the poll loop ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// Drained: everything consumed was uploaded and committed.
+    Drained,
+    /// The drain timed out with this many segments not uploaded (their offsets not committed).
+    DrainTimedOut(usize),
+    /// A fatal error was reported; nothing more was committed.
+    Failed,
+}
+
+impl PollLoop {
+    pub fn run(self) -> Ending {
+        let mut last_commit = Instant::now();
+        let mut last_flush = Instant::now();
+        let mut last_caught_up_check = Instant::now();
+        let mut paused = false;
+        loop {
+            if self.fatal.is_set() {
+                return Ending::Failed;
+            }
+            let caught_up = self.control.exit_when_caught_up.load(Ordering::SeqCst)
+                && last_caught_up_check.elapsed() >= Duration::from_millis(250)
+                && {
+                    last_caught_up_check = Instant::now();
+                    self.caught_up()
+                };
+            if self.control.shutdown.load(Ordering::SeqCst) || caught_up {
+                return self.drain();
+            }
+
+            if !paused && self.budget.over() {
+                paused = self.set_paused(true);
+                tracing::info!(used = self.budget.used(), max = self.budget.max(), "memory budget full: fetching paused until uploads free memory");
+            } else if paused && self.budget.below_resume_mark() {
+                paused = !self.set_paused(false);
+            }
+
+            match self.consumer.poll(Duration::from_millis(50)) {
+                Some(Ok(m)) => self.shared.take(&m),
+                Some(Err(KafkaError::PartitionEOF(_))) => {}
+                Some(Err(e)) => {
+                    if let Some(code) = e.rdkafka_error_code() {
+                        if code == rdkafka::types::RDKafkaErrorCode::Fatal {
+                            self.fatal.set(ConsumeError::Fatal { source: e }.into());
+                            continue;
+                        }
+                    }
+                    tracing::warn!(error = %e, "Kafka consumer error (librdkafka retries by itself)");
+                }
+                None => {
+                    self.shared.flush();
+                    last_flush = Instant::now();
+                }
+            }
+            if last_flush.elapsed() >= BATCH_AGE {
+                self.shared.flush();
+                last_flush = Instant::now();
+            }
+            if last_commit.elapsed() >= self.commit_interval {
+                self.commit_safe();
+                last_commit = Instant::now();
+            }
+        }
+    }
+
+    fn set_paused(&self, pause: bool) -> bool {
+        let Ok(assignment) = self.consumer.assignment() else { return false };
+        let r = if pause { self.consumer.pause(&assignment) } else { self.consumer.resume(&assignment) };
+        if let Err(e) = &r {
+            tracing::warn!(error = %e, pause, "pausing/resuming the assignment failed");
+        }
+        r.is_ok()
+    }
+
+    fn commit_safe(&self) {
+        if self.fatal.is_set() {
+            return;
+        }
+        let offsets = self.shared.ledger.lock().expect("ledger lock").to_commit();
+        if offsets.is_empty() {
+            return;
+        }
+        match commit(&self.consumer, &offsets) {
+            Ok(()) => {
+                self.shared.ledger.lock().expect("ledger lock").committed(&offsets);
+                Stats::add(&self.shared.stats.offsets_committed, offsets.len() as u64);
+                tracing::debug!(offsets = %describe(&offsets), "committed");
+            }
+            Err(e) => tracing::warn!(error = %e, "commit failed; retrying at the next interval"),
+        }
+    }
+
+    /// Whether every assigned partition has been read to its high watermark.
+    fn caught_up(&self) -> bool {
+        let assigned = self.shared.assigned();
+        if assigned.is_empty() {
+            return false;
+        }
+        for (tp, position) in assigned {
+            let high = match self.consumer.fetch_watermarks(&tp.topic, tp.partition, Duration::from_secs(5)) {
+                Ok((_, high)) => high,
+                Err(_) => return false,
+            };
+            let position = match position {
+                Some(p) => p,
+                None => match self.committed_of(&tp) {
+                    Some(p) => p,
+                    None => {
+                        if high == 0 {
+                            continue;
+                        }
+                        return false;
+                    }
+                },
+            };
+            if position < high {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn committed_of(&self, tp: &Tp) -> Option<i64> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&tp.topic, tp.partition);
+        let c = self.consumer.committed_offsets(tpl, Duration::from_secs(5)).ok()?;
+        let e = c.find_partition(&tp.topic, tp.partition)?;
+        match e.offset() {
+            Offset::Offset(o) => Some(o),
+            _ => None,
+        }
+    }
+
+    fn drain(self) -> Ending {
+        tracing::info!("draining: fetching stopped; closing, uploading and committing every open file");
+        self.set_paused(true);
+        let deadline = Instant::now() + self.drain_timeout;
+        let all = self.shared.drain(deadline);
+        self.commit_safe();
+        if self.fatal.is_set() {
+            return Ending::Failed;
+        }
+        if all {
+            Ending::Drained
+        } else {
+            let pending = self.shared.ledger.lock().expect("ledger lock").to_commit().len();
+            Ending::DrainTimedOut(pending.max(1))
+        }
+    }
+}

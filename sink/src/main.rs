@@ -1,0 +1,132 @@
+//! The `lakesink` command line: parses arguments and hands over to the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "lakesink", version, about = "Lands Kafka topics in object storage as a hive-partitioned data lake")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon (SIGTERM / Ctrl-C drain: upload, commit, exit 0).
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Exit once every assigned partition is consumed to its end (backfills, benchmarks).
+        #[arg(long)]
+        until_caught_up: bool,
+    },
+    /// Validate the config, reach the broker and the store, print the resolved plan.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run the real pipeline on an embedded broker into a local directory, then verify it.
+    Demo {
+        /// Where the lake goes.
+        #[arg(long, default_value = "lakesink-demo")]
+        dir: PathBuf,
+        /// How many events to produce.
+        #[arg(long, default_value_t = 300_000)]
+        records: u64,
+        /// Kafka partitions of the demo topic.
+        #[arg(long, default_value_t = 6)]
+        partitions: i32,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LAKESINK_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(match cli.command {
+                    Command::Demo { .. } => "warn",
+                    _ => "info",
+                })),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(dispatch(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Run { config, until_caught_up } => {
+            let plan = lakesink::Plan::load(&config)?;
+            let control = Arc::new(lakesink::Control::default());
+            control.exit_when_caught_up.store(until_caught_up, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(stop_on_signal(control.clone()));
+            let summary = lakesink::run(plan, control, Arc::new(lakesink::Stats::default())).await?;
+            let s = summary.stats;
+            tracing::info!(
+                records = s.records_written,
+                files = s.files_written,
+                bytes = s.bytes_written,
+                seconds = summary.elapsed.as_secs_f64(),
+                "drained: everything consumed is uploaded and committed"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { config } => {
+            let plan = lakesink::Plan::load(&config)?;
+            print!("{}", lakesink::check::check(&plan).await?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo { dir, records, partitions } => {
+            eprintln!("lakesink demo: producing {records} events into an embedded broker and landing them in {}/ …", dir.display());
+            let report = lakesink::demo::run(lakesink::demo::DemoOptions { dir, records, partitions }).await?;
+            print!("{}", report.render());
+            Ok(if report.is_exact() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+    }
+}
+
+/// SIGTERM and Ctrl-C start a drain; a second one exits at once without committing more.
+async fn stop_on_signal(control: Arc<lakesink::Control>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+            return;
+        };
+        for round in 0..2 {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            if round == 0 {
+                tracing::info!("signal received: draining (send it again to exit at once)");
+                control.stop();
+            } else {
+                eprintln!("second signal: exiting without committing what is not uploaded");
+                std::process::exit(130);
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        control.stop();
+    }
+}

@@ -1,0 +1,102 @@
+//! Wires the stages together and runs them until shutdown: consumer thread → worker threads →
+//! upload tasks → catalog → ledger → commit (on the consumer thread).
+
+use std::sync::mpsc::sync_channel;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+use crate::catalog::{Catalog, NoCatalog};
+use crate::commit::OffsetLedger;
+use crate::config::Plan;
+use crate::consume::{client_config, ConsumeError, Control, Ending, PollLoop, Shared, SinkContext};
+use crate::error::{Error, Fatal};
+use crate::memory::Budget;
+use crate::stats::{Snapshot, Stats};
+use crate::writer::WriterCtx;
+
+/// Batches queued per worker before the consumer thread waits.
+const WORKER_QUEUE: usize = 16;
+
+/// What a run did.
+#[derive(Debug, Clone, Copy)]
+pub struct Summary {
+    pub stats: Snapshot,
+    pub elapsed: Duration,
+}
+
+/// Runs the daemon until `control` says stop (or, with `exit_when_caught_up`, until every
+/// assigned partition is consumed to its end), then drains: uploads and commits everything.
+pub async fn run(plan: Plan, control: Arc<Control>, stats: Arc<Stats>) -> Result<Summary, Error> {
+    let started = Instant::now();
+    let lake = crate::storage::open(&plan.storage)?;
+    let catalog: Arc<dyn Catalog> = Arc::new(NoCatalog);
+    let fatal = Arc::new(Fatal::default());
+    let ledger = Arc::new(Mutex::new(OffsetLedger::new()));
+    let budget = Arc::new(Budget::new(plan.pipeline.max_buffered_bytes));
+
+    let ctx = Arc::new(WriterCtx {
+        tables: Arc::new(plan.tables.clone()),
+        store: lake.store.clone(),
+        root: lake.root.to_string(),
+        location_base: lake.url.clone(),
+        rt: tokio::runtime::Handle::current(),
+        ledger: ledger.clone(),
+        catalog,
+        budget: budget.clone(),
+        stats: stats.clone(),
+        fatal: fatal.clone(),
+        part_size: plan.pipeline.part_size,
+    });
+
+    let mut senders = Vec::new();
+    let mut threads = Vec::new();
+    for i in 0..plan.pipeline.workers.max(1) {
+        let (tx, rx) = sync_channel(WORKER_QUEUE);
+        senders.push(tx);
+        let ctx = ctx.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("lakesink-worker-{i}"))
+                .spawn(move || crate::worker::run(ctx, rx))
+                .map_err(|e| Error::Other(format!("starting worker thread: {e}")))?,
+        );
+    }
+
+    let shared = Arc::new(Shared::new(senders, ledger, plan.pipeline.drain_timeout, fatal.clone(), stats.clone()));
+    let consumer: BaseConsumer<SinkContext> = client_config(&plan.kafka)
+        .create_with_context(SinkContext { shared: shared.clone() })
+        .map_err(|source| ConsumeError::Create { brokers: plan.kafka.brokers.clone(), source })?;
+    let topics = plan.topics();
+    let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer
+        .subscribe(&refs)
+        .map_err(|source| ConsumeError::Subscribe { topics: topics.clone(), source })?;
+    tracing::info!(topics = ?topics, group = %plan.kafka.group_id, workers = threads.len(), "consuming");
+
+    let poll = PollLoop {
+        consumer,
+        shared,
+        control,
+        budget,
+        fatal: fatal.clone(),
+        commit_interval: plan.pipeline.commit_interval,
+        drain_timeout: plan.pipeline.drain_timeout,
+    };
+    // `run` drops the consumer when it returns: it leaves the group (its revocation callback
+    // still reaches the workers), then the workers' queues close and they exit.
+    let ending = tokio::task::spawn_blocking(move || poll.run())
+    .await
+    .map_err(|e| Error::Other(format!("consumer thread: {e}")))?;
+    drop(ctx);
+    for t in threads {
+        let _ = tokio::task::spawn_blocking(move || t.join()).await;
+    }
+
+    match ending {
+        Ending::Drained => Ok(Summary { stats: stats.snapshot(), elapsed: started.elapsed() }),
+        Ending::DrainTimedOut(pending) => Err(Error::DrainTimeout { secs: plan.pipeline.drain_timeout.as_secs(), pending }),
+        Ending::Failed => Err(fatal.take().unwrap_or_else(|| Error::Other("stopped after a fatal error".into()))),
+    }
+}

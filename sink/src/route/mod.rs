@@ -1,0 +1,264 @@
+//! Route stage: gives each record its event time and its partition path within a table.
+//!
+//! Pure and synchronous: a [`TableRouter`] borrows the record's bytes, validates them as one JSON
+//! object, reads the event-time and partition fields in one pass, and renders the Hive path. It
+//! never allocates per record in the steady state (the path is written into a reused buffer).
+
+pub mod escape;
+pub mod json;
+pub mod template;
+pub mod timestamp;
+
+use std::borrow::Cow;
+
+use crate::config::{MissingTimestamp, TablePlan};
+use json::{FieldSet, JsonError};
+use template::{RecordKeys, Renderer};
+use timestamp::{parse_time_number, parse_time_str, TimestampError, TimestampSource, TimestampUnit};
+
+/// A Kafka record as the route stage sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordRef<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    /// Kafka timestamp in milliseconds, if the record has one.
+    pub kafka_millis: Option<i64>,
+    pub payload: Option<&'a [u8]>,
+}
+
+/// Why a record cannot be written to a table.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    #[error("empty or null value (tombstone)")]
+    Empty,
+    #[error("value is not UTF-8 (invalid byte at {0})")]
+    NotUtf8(usize),
+    #[error(transparent)]
+    Json(#[from] JsonError),
+    #[error("no event time: field `{0}` is missing or null")]
+    MissingTimestamp(String),
+    #[error("bad event time in field `{field}`: {source}")]
+    BadTimestamp {
+        field: String,
+        #[source]
+        source: TimestampError,
+    },
+    #[error("event time {event} is more than {skew_secs}s ahead of the record's Kafka timestamp {reference}")]
+    FutureTimestamp { event: String, reference: String, skew_secs: u64 },
+}
+
+impl RouteError {
+    /// Whether `on_missing_timestamp` (rather than `on_bad_record`) governs this error.
+    pub fn is_timestamp_problem(&self) -> bool {
+        matches!(
+            self,
+            RouteError::MissingTimestamp(_) | RouteError::BadTimestamp { .. } | RouteError::FutureTimestamp { .. }
+        )
+    }
+
+    /// A short, stable name for counting (`invalid_json`, `missing_timestamp`, …).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            RouteError::Empty => "empty",
+            RouteError::NotUtf8(_) => "not_utf8",
+            RouteError::Json(JsonError::Invalid(_)) => "invalid_json",
+            RouteError::Json(JsonError::NotAnObject) => "not_an_object",
+            RouteError::MissingTimestamp(_) => "missing_timestamp",
+            RouteError::BadTimestamp { .. } => "bad_timestamp",
+            RouteError::FutureTimestamp { .. } => "future_timestamp",
+        }
+    }
+}
+
+/// Where a routed record goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Routed {
+    pub event_micros: i64,
+    /// The record's own event time was unusable and the Kafka timestamp was used instead.
+    pub fell_back: bool,
+}
+
+/// Routes records of one table.
+#[derive(Debug)]
+pub struct TableRouter {
+    fields: FieldSet,
+    timestamp: Option<(usize, String, TimestampUnit)>,
+    template_fields: Vec<usize>,
+    renderer: Renderer,
+    on_missing: MissingTimestamp,
+    skew_micros: i64,
+}
+
+impl TableRouter {
+    pub fn new(table: &TablePlan) -> Result<TableRouter, String> {
+        let mut fields = FieldSet::default();
+        let timestamp = match &table.timestamp {
+            TimestampSource::Kafka => None,
+            TimestampSource::Field { path, unit } => Some((fields.add(path)?, path.join("."), *unit)),
+        };
+        let template_fields = table
+            .partition
+            .fields()
+            .map(|p| fields.add(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(TableRouter {
+            fields,
+            timestamp,
+            template_fields,
+            renderer: Renderer::new(table.partition.clone(), table.timezone.clone()),
+            on_missing: table.on_missing_timestamp,
+            skew_micros: i64::try_from(table.max_future_skew.as_micros()).unwrap_or(i64::MAX),
+        })
+    }
+
+    /// Validates the record, finds its event time and writes its partition path into `path`.
+    /// `now_micros` is only used for records that carry no Kafka timestamp.
+    pub fn route(&mut self, rec: &RecordRef<'_>, now_micros: i64, path: &mut String) -> Result<Routed, RouteError> {
+        let payload = match rec.payload {
+            None | Some([]) => return Err(RouteError::Empty),
+            Some(p) => p,
+        };
+        if let Err(e) = std::str::from_utf8(payload) {
+            return Err(RouteError::NotUtf8(e.valid_up_to()));
+        }
+        if payload.trim_ascii() == b"null" {
+            return Err(RouteError::Empty);
+        }
+        let found = self.fields.extract(payload)?;
+        let kafka_micros = rec.kafka_millis.filter(|m| *m >= 0).map(|m| m.saturating_mul(1000));
+        let reference = kafka_micros.unwrap_or(now_micros);
+
+        let (event_micros, fell_back) = match &self.timestamp {
+            None => (reference, false),
+            Some((i, name, unit)) => match self.field_time(found[*i], name, *unit, reference) {
+                Ok(t) => (t, false),
+                Err(e) => match self.on_missing {
+                    MissingTimestamp::Kafka => (reference, true),
+                    MissingTimestamp::Fail => return Err(e),
+                },
+            },
+        };
+
+        let values: [Option<Cow<'_, str>>; json::MAX_FIELDS] =
+            std::array::from_fn(|k| self.template_fields.get(k).and_then(|&fi| found[fi]).and_then(json::value_text));
+        self.renderer.render(
+            &RecordKeys {
+                event_micros,
+                topic: rec.topic,
+                partition: rec.partition,
+                fields: &values[..self.template_fields.len()],
+            },
+            path,
+        );
+        Ok(Routed { event_micros, fell_back })
+    }
+
+    fn field_time(
+        &self,
+        raw: Option<&serde_json::value::RawValue>,
+        name: &str,
+        unit: TimestampUnit,
+        reference: i64,
+    ) -> Result<i64, RouteError> {
+        let raw = raw.ok_or_else(|| RouteError::MissingTimestamp(name.to_string()))?;
+        let bad = |source| RouteError::BadTimestamp { field: name.to_string(), source };
+        let t = if json::is_string(raw) {
+            let text = json::value_text(raw).ok_or_else(|| RouteError::MissingTimestamp(name.to_string()))?;
+            parse_time_str(&text, unit, self.renderer_tz()).map_err(bad)?
+        } else if raw.get() == "null" {
+            return Err(RouteError::MissingTimestamp(name.to_string()));
+        } else {
+            parse_time_number(raw.get(), unit).map_err(bad)?
+        };
+        if t > reference.saturating_add(self.skew_micros) {
+            return Err(RouteError::FutureTimestamp {
+                event: timestamp::micros_to_utc(t).to_rfc3339(),
+                reference: timestamp::micros_to_utc(reference).to_rfc3339(),
+                skew_secs: (self.skew_micros / 1_000_000) as u64,
+            });
+        }
+        Ok(t)
+    }
+
+    fn renderer_tz(&self) -> &timestamp::TimeZoneSpec {
+        self.renderer.tz()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Plan;
+
+    fn router(extra: &str) -> TableRouter {
+        let text = format!(
+            r#"
+[kafka]
+brokers = "b:9092"
+group_id = "g"
+[storage]
+url = "memory://"
+[[tables]]
+name = "ct"
+topics = ["ct"]
+partition_by = "date={{event_time:%Y-%m-%d}}/hour={{event_time:%H}}/region={{field:awsRegion}}"
+timestamp = {{ field = "eventTime" }}
+{extra}
+"#
+        );
+        TableRouter::new(&Plan::from_toml(&text, "t").unwrap().tables[0]).unwrap()
+    }
+
+    fn rec(payload: &str) -> RecordRef<'_> {
+        RecordRef {
+            topic: "ct",
+            partition: 0,
+            offset: 42,
+            kafka_millis: Some(1_704_160_000_000), // 2024-01-02T01:46:40Z
+            payload: Some(payload.as_bytes()),
+        }
+    }
+
+    #[test]
+    fn late_records_go_to_their_own_hour() {
+        let mut r = router("");
+        let mut path = String::new();
+        r.route(&rec(r#"{"eventTime":"2024-01-01T22:59:59Z","awsRegion":"eu-west-1"}"#), 0, &mut path).unwrap();
+        assert_eq!(path, "date=2024-01-01/hour=22/region=eu-west-1");
+    }
+
+    #[test]
+    fn fallback_and_fail_policies() {
+        let mut path = String::new();
+        let mut strict = router("on_missing_timestamp = \"fail\"");
+        let e = strict.route(&rec(r#"{"awsRegion":"x"}"#), 0, &mut path).unwrap_err();
+        assert_eq!(e.reason(), "missing_timestamp");
+        let e = strict.route(&rec(r#"{"eventTime":"soon"}"#), 0, &mut path).unwrap_err();
+        assert_eq!(e.reason(), "bad_timestamp");
+        let e = strict.route(&rec(r#"{"eventTime":"2030-01-01T00:00:00Z"}"#), 0, &mut path).unwrap_err();
+        assert_eq!(e.reason(), "future_timestamp");
+
+        let mut lenient = router("on_missing_timestamp = \"kafka\"");
+        let routed = lenient.route(&rec(r#"{"eventTime":"soon"}"#), 0, &mut path).unwrap();
+        assert!(routed.fell_back);
+        assert_eq!(path, "date=2024-01-02/hour=01/region=__HIVE_DEFAULT_PARTITION__");
+    }
+
+    #[test]
+    fn bad_records() {
+        let mut r = router("");
+        let mut path = String::new();
+        let mut bad = |p: Option<&[u8]>| {
+            let mut x = rec("");
+            x.payload = p;
+            r.route(&x, 0, &mut path).unwrap_err().reason()
+        };
+        assert_eq!(bad(None), "empty");
+        assert_eq!(bad(Some(b"")), "empty");
+        assert_eq!(bad(Some(b"null")), "empty");
+        assert_eq!(bad(Some(b"{\"a\":\xff}")), "not_utf8");
+        assert_eq!(bad(Some(b"{\"a\":")), "invalid_json");
+        assert_eq!(bad(Some(b"[1]")), "not_an_object");
+    }
+}

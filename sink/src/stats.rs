@@ -1,0 +1,49 @@
+//! Counters of what the pipeline did: the one small metrics facade. The demo, the progress line
+//! and the logs read snapshots of it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub records_in: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub records_written: AtomicU64,
+    pub files_written: AtomicU64,
+    pub bytes_written: AtomicU64,
+    pub segments_committed: AtomicU64,
+    pub timestamp_fallbacks: AtomicU64,
+    pub offsets_committed: AtomicU64,
+}
+
+/// A copy of the counters at one moment.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Snapshot {
+    pub records_in: u64,
+    pub bytes_in: u64,
+    pub records_written: u64,
+    pub files_written: u64,
+    pub bytes_written: u64,
+    pub segments_committed: u64,
+    pub timestamp_fallbacks: u64,
+    pub offsets_committed: u64,
+}
+
+impl Stats {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Snapshot {
+            records_in: g(&self.records_in),
+            bytes_in: g(&self.bytes_in),
+            records_written: g(&self.records_written),
+            files_written: g(&self.files_written),
+            bytes_written: g(&self.bytes_written),
+            segments_committed: g(&self.segments_committed),
+            timestamp_fallbacks: g(&self.timestamp_fallbacks),
+            offsets_committed: g(&self.offsets_committed),
+        }
+    }
+}

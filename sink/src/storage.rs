@@ -1,0 +1,68 @@
+//! Opens the object store named by `storage.url`, with credentials from the environment (the
+//! standard chains of each cloud) overridden by `[storage.options]`.
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreScheme};
+
+use crate::config::StoragePlan;
+use crate::error::Error;
+
+/// An opened store and the path prefix every table lives under.
+pub struct Lake {
+    pub store: Arc<dyn ObjectStore>,
+    pub root: Path,
+    /// `storage.url` without a trailing slash.
+    pub url: String,
+}
+
+pub fn open(plan: &StoragePlan) -> Result<Lake, Error> {
+    let url = &plan.url;
+    let err = |source: object_store::Error| Error::Store { url: url.to_string(), source };
+    let (scheme, path) =
+        ObjectStoreScheme::parse(url).map_err(|e| Error::Other(format!("storage.url {url}: {e}")))?;
+    let bad_option = |k: &str| {
+        Error::Other(format!(
+            "storage.options.{k}: not an option of the {} store (see object_store's config keys)",
+            url.scheme()
+        ))
+    };
+    let (store, root): (Arc<dyn ObjectStore>, Path) = match scheme {
+        ObjectStoreScheme::Local => {
+            let dir = url.to_file_path().map_err(|_| Error::Other(format!("storage.url {url}: not a local path")))?;
+            std::fs::create_dir_all(&dir).map_err(|e| Error::Other(format!("creating {}: {e}", dir.display())))?;
+            (Arc::new(LocalFileSystem::new_with_prefix(&dir).map_err(err)?), Path::default())
+        }
+        ObjectStoreScheme::Memory => (Arc::new(InMemory::new()), path),
+        ObjectStoreScheme::AmazonS3 => {
+            let mut b = AmazonS3Builder::from_env().with_url(url.as_str());
+            for (k, v) in &plan.options {
+                b = b.with_config(AmazonS3ConfigKey::from_str(k).map_err(|_| bad_option(k))?, v);
+            }
+            (Arc::new(b.build().map_err(err)?), path)
+        }
+        ObjectStoreScheme::GoogleCloudStorage => {
+            let mut b = GoogleCloudStorageBuilder::from_env().with_url(url.as_str());
+            for (k, v) in &plan.options {
+                b = b.with_config(GoogleConfigKey::from_str(k).map_err(|_| bad_option(k))?, v);
+            }
+            (Arc::new(b.build().map_err(err)?), path)
+        }
+        ObjectStoreScheme::MicrosoftAzure => {
+            let mut b = MicrosoftAzureBuilder::from_env().with_url(url.as_str());
+            for (k, v) in &plan.options {
+                b = b.with_config(AzureConfigKey::from_str(k).map_err(|_| bad_option(k))?, v);
+            }
+            (Arc::new(b.build().map_err(err)?), path)
+        }
+        other => return Err(Error::Other(format!("storage.url {url}: {other:?} stores are not supported"))),
+    };
+    Ok(Lake { store, root, url: url.as_str().trim_end_matches('/').to_string() })
+}

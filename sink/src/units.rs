@@ -1,0 +1,93 @@
+//! Human units in the config: sizes (`"64MiB"`, `"1.5GB"`, `"4096"`) and durations (`"5m"`,
+//! `"30s"`, `"1h 30m"`).
+
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum UnitError {
+    #[error("`{0}` is not a size (examples: \"512KiB\", \"64MiB\", \"1GB\", \"4096\")")]
+    Size(String),
+    #[error("`{0}` is not a duration (examples: \"500ms\", \"30s\", \"5m\", \"1h\")")]
+    Duration(String),
+}
+
+/// Parses a byte size: a number with an optional unit (B, KB, KiB, MB, MiB, GB, GiB, TB, TiB;
+/// case-insensitive, space allowed).
+pub fn parse_bytes(s: &str) -> Result<u64, UnitError> {
+    let err = || UnitError::Size(s.to_string());
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '_'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let num: f64 = num.replace('_', "").parse().map_err(|_| err())?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        "t" | "tb" => 1_000_000_000_000,
+        "tib" => 1 << 40,
+        _ => return Err(err()),
+    };
+    let v = num * mult as f64;
+    if !v.is_finite() || v < 0.0 || v > u64::MAX as f64 {
+        return Err(err());
+    }
+    Ok(v.round() as u64)
+}
+
+/// Parses a duration in humantime syntax (`"5m"`, `"30s"`, `"1h 30m"`, `"250ms"`).
+pub fn parse_duration(s: &str) -> Result<Duration, UnitError> {
+    humantime::parse_duration(s.trim()).map_err(|_| UnitError::Duration(s.to_string()))
+}
+
+/// Formats a byte count for people (`"12.3 MiB"`).
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert_eq!(parse_bytes("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_bytes("64 mib"), Ok(64 << 20));
+        assert_eq!(parse_bytes("1.5GB"), Ok(1_500_000_000));
+        assert_eq!(parse_bytes("128KiB"), Ok(128 << 10));
+        assert!(parse_bytes("12 parsecs").is_err());
+        assert!(parse_bytes("").is_err());
+        assert!(parse_bytes("-1MiB").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn human() {
+        assert_eq!(human_bytes(12), "12 B");
+        assert_eq!(human_bytes(3 << 20), "3.0 MiB");
+    }
+}

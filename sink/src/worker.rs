@@ -1,0 +1,135 @@
+//! Worker threads: each owns the writers of some Kafka partitions and does their CPU work
+//! (validation, routing, compression), so files of different partitions are encoded in parallel
+//! while the consumer thread keeps fetching.
+
+use std::collections::HashMap;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::commit::Tp;
+use crate::rotate::CutReason;
+use crate::writer::{PartitionWriter, RecordIn, WriterCtx};
+
+/// One record inside a [`Batch`].
+#[derive(Debug, Clone, Copy)]
+pub struct RecMeta {
+    pub offset: i64,
+    pub kafka_millis: Option<i64>,
+    /// Byte range of the value in the batch's data, if it has one.
+    pub value: Option<(u32, u32)>,
+}
+
+/// Consecutive records of one partition, copied out of the consumer's buffers once.
+#[derive(Debug)]
+pub struct Batch {
+    pub tp: Tp,
+    pub epoch: u64,
+    pub data: Vec<u8>,
+    pub recs: Vec<RecMeta>,
+}
+
+pub enum WorkerMsg {
+    Assign { tp: Tp, epoch: u64 },
+    Batch(Batch),
+    /// Cut, upload and forget these partitions; reply when their uploads finished (or the
+    /// deadline passed: then `false`).
+    Revoke { tps: Vec<Tp>, deadline: Instant, reply: Sender<bool> },
+    /// Cut and upload everything; reply when done.
+    Drain { deadline: Instant, reply: Sender<bool> },
+}
+
+/// How often a worker looks at `max_age` deadlines and the memory budget while idle.
+const TICK: Duration = Duration::from_millis(100);
+
+pub fn run(ctx: Arc<WriterCtx>, rx: Receiver<WorkerMsg>) {
+    let mut writers: HashMap<Tp, PartitionWriter> = HashMap::new();
+    let mut last_tick = Instant::now();
+    loop {
+        match rx.recv_timeout(TICK) {
+            Ok(WorkerMsg::Assign { tp, epoch }) => match PartitionWriter::new(&ctx, tp.clone(), epoch) {
+                Ok(w) => {
+                    writers.insert(tp, w);
+                }
+                Err(e) => ctx.fatal.set(crate::Error::Other(format!("{tp}: {e}"))),
+            },
+            Ok(WorkerMsg::Batch(b)) => {
+                if ctx.fatal.is_set() {
+                    continue;
+                }
+                let Some(w) = writers.get_mut(&b.tp).filter(|w| w.epoch() == b.epoch) else {
+                    continue; // revoked meanwhile: the next owner re-reads these records
+                };
+                let now = Instant::now();
+                let now_micros = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64);
+                for m in &b.recs {
+                    let payload = m.value.map(|(s, e)| &b.data[s as usize..e as usize]);
+                    let rec = RecordIn { offset: m.offset, kafka_millis: m.kafka_millis, payload };
+                    if let Err(e) = w.push(&ctx, rec, now, now_micros) {
+                        ctx.fatal.set(e.into());
+                        break;
+                    }
+                }
+            }
+            Ok(WorkerMsg::Revoke { tps, deadline, reply }) => {
+                let mut all = true;
+                for tp in &tps {
+                    if let Some(mut w) = writers.remove(tp) {
+                        if !ctx.fatal.is_set() {
+                            if let Err(e) = w.cut(&ctx, CutReason::Revoke) {
+                                ctx.fatal.set(e.into());
+                            }
+                        }
+                        all &= w.wait(&ctx.rt, deadline);
+                    }
+                }
+                let _ = reply.send(all && !ctx.fatal.is_set());
+            }
+            Ok(WorkerMsg::Drain { deadline, reply }) => {
+                for w in writers.values_mut() {
+                    if ctx.fatal.is_set() {
+                        break;
+                    }
+                    if let Err(e) = w.cut(&ctx, CutReason::Shutdown) {
+                        ctx.fatal.set(e.into());
+                    }
+                }
+                let mut all = true;
+                for w in writers.values_mut() {
+                    all &= w.wait(&ctx.rt, deadline);
+                }
+                let _ = reply.send(all && !ctx.fatal.is_set());
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+
+        let now = Instant::now();
+        if now.duration_since(last_tick) >= TICK && !ctx.fatal.is_set() {
+            last_tick = now;
+            for w in writers.values_mut() {
+                w.reap();
+                if w.deadline_expired(now) {
+                    if let Err(e) = w.cut(&ctx, CutReason::Age) {
+                        ctx.fatal.set(e.into());
+                    }
+                }
+            }
+        }
+        // Over budget with much of it in this worker's open files: cut its largest open segment.
+        // (Bytes in flight to the store are freed by the uploads; the consumer pauses meanwhile.)
+        if ctx.budget.over() && !ctx.fatal.is_set() && held(&writers) > ctx.budget.max() as usize / 4 {
+            if let Some(w) = writers.values_mut().filter(|w| w.held() > 0).max_by_key(|w| w.held()) {
+                tracing::debug!(tp = %w.tp(), held = w.held(), used = ctx.budget.used(), "memory budget exceeded: cutting early");
+                if let Err(e) = w.cut(&ctx, CutReason::Memory) {
+                    ctx.fatal.set(e.into());
+                }
+            }
+        }
+    }
+    // Writers dropped here abandon their open files (multipart uploads abort).
+}
+
+fn held(writers: &HashMap<Tp, PartitionWriter>) -> usize {
+    writers.values().map(PartitionWriter::held).sum()
+}

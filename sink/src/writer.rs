@@ -1,0 +1,352 @@
+//! Partition writers: the open segment of one Kafka partition, its open files (one per table and
+//! partition path), and the hand-over of a cut segment to upload → catalog → ledger.
+//!
+//! A writer lives on one worker thread and sees its partition's records in offset order, so every
+//! decision it makes from the records (routing, cuts on count or bytes) is the same on a replay.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use object_store::path::Path;
+use object_store::ObjectStore;
+use tokio::runtime::Handle;
+use tokio::task::JoinHandle;
+
+use crate::catalog::{Catalog, CatalogError, NewPartition};
+use crate::commit::{CommitError, OffsetLedger, Tp};
+use crate::config::TablePlan;
+use crate::encode::{EncodeError, Encoder, GzipNdjson, GZIP_ENCODER_OVERHEAD};
+use crate::error::Fatal;
+use crate::memory::Budget;
+use crate::rotate::{file_full, CutReason, Deadline};
+use crate::route::escape::escape_partition_value;
+use crate::route::{RecordRef, RouteError, TableRouter};
+use crate::stats::Stats;
+use crate::upload::{ObjectUpload, UploadError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("table `{table}`: bad record at {tp} offset {offset}: {source} (on_bad_record = \"fail\": stopping; nothing from this offset on is committed)")]
+    BadRecord {
+        table: String,
+        tp: Tp,
+        offset: i64,
+        #[source]
+        source: RouteError,
+    },
+    #[error("encoding {key}: {source}")]
+    Encode {
+        key: String,
+        #[source]
+        source: EncodeError,
+    },
+    #[error(transparent)]
+    Upload(#[from] UploadError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Commit(#[from] CommitError),
+    #[error("table `{table}`: object key `{key}` is invalid: {message}")]
+    Key { table: String, key: String, message: String },
+    #[error("segment {tp} [{start}, {end}): upload task failed: {message}")]
+    Task { tp: Tp, start: i64, end: i64, message: String },
+}
+
+/// What every writer shares.
+pub struct WriterCtx {
+    pub tables: Arc<Vec<TablePlan>>,
+    pub store: Arc<dyn ObjectStore>,
+    /// The store's path prefix from `storage.url` (may be empty).
+    pub root: String,
+    /// `storage.url` without a trailing slash, for catalog locations.
+    pub location_base: String,
+    pub rt: Handle,
+    pub ledger: Arc<Mutex<OffsetLedger>>,
+    pub catalog: Arc<dyn Catalog>,
+    pub budget: Arc<Budget>,
+    pub stats: Arc<Stats>,
+    pub fatal: Arc<Fatal>,
+    pub part_size: usize,
+}
+
+/// One record handed to a writer.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordIn<'a> {
+    pub offset: i64,
+    pub kafka_millis: Option<i64>,
+    pub payload: Option<&'a [u8]>,
+}
+
+struct OpenFile {
+    encoder: Box<dyn Encoder>,
+    upload: ObjectUpload,
+    records: u64,
+    /// Budget charged for encoded bytes held by the encoder.
+    charged: usize,
+}
+
+/// The open segment of one Kafka partition.
+pub struct PartitionWriter {
+    tp: Tp,
+    epoch: u64,
+    /// Tables fed by this partition's topic: (index into ctx.tables, router).
+    routers: Vec<(usize, TableRouter)>,
+    /// Open files per router slot, by partition path.
+    files: Vec<HashMap<String, OpenFile>>,
+    /// First offset of the open segment, if it has any record.
+    start: Option<i64>,
+    /// One past the last offset taken.
+    next: i64,
+    deadline: Deadline,
+    /// Bytes this writer holds in open files (encoded bytes plus encoder overhead).
+    held: usize,
+    path: String,
+    in_flight: Vec<JoinHandle<()>>,
+    budget: Arc<Budget>,
+}
+
+impl PartitionWriter {
+    pub fn new(ctx: &WriterCtx, tp: Tp, epoch: u64) -> Result<PartitionWriter, String> {
+        let mut routers = Vec::new();
+        for (i, t) in ctx.tables.iter().enumerate() {
+            if t.topics.iter().any(|x| **x == *tp.topic) {
+                routers.push((i, TableRouter::new(t)?));
+            }
+        }
+        let files = routers.iter().map(|_| HashMap::new()).collect();
+        Ok(PartitionWriter {
+            tp,
+            epoch,
+            routers,
+            files,
+            start: None,
+            next: 0,
+            deadline: Deadline::default(),
+            held: 0,
+            path: String::with_capacity(128),
+            in_flight: Vec::new(),
+            budget: ctx.budget.clone(),
+        })
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    pub fn tp(&self) -> &Tp {
+        &self.tp
+    }
+
+    /// Bytes held by the open files.
+    pub fn held(&self) -> usize {
+        self.held
+    }
+
+    pub fn deadline_expired(&self, now: Instant) -> bool {
+        self.start.is_some() && self.deadline.expired(now)
+    }
+
+    /// Writes one record to every table its topic feeds; cuts the segment after it when a file
+    /// is full.
+    pub fn push(&mut self, ctx: &WriterCtx, rec: RecordIn<'_>, now: Instant, now_micros: i64) -> Result<(), WriteError> {
+        let r = RecordRef {
+            topic: &self.tp.topic,
+            partition: self.tp.partition,
+            offset: rec.offset,
+            kafka_millis: rec.kafka_millis,
+            payload: rec.payload,
+        };
+        let mut full = None;
+        for slot in 0..self.routers.len() {
+            let (table_idx, router) = &mut self.routers[slot];
+            let table = &ctx.tables[*table_idx];
+            let routed = router.route(&r, now_micros, &mut self.path).map_err(|source| WriteError::BadRecord {
+                table: table.name.clone(),
+                tp: self.tp.clone(),
+                offset: rec.offset,
+                source,
+            })?;
+            if routed.fell_back {
+                Stats::add(&ctx.stats.timestamp_fallbacks, 1);
+            }
+            let payload = rec.payload.unwrap_or_default();
+            let files = &mut self.files[slot];
+            let cut = if let Some(f) = files.get_mut(self.path.as_str()) {
+                append(ctx, table, f, payload, &mut self.held)?
+            } else {
+                let mut f = open_file(ctx, table, &self.tp, &self.path, rec.offset)?;
+                self.held += GZIP_ENCODER_OVERHEAD;
+                ctx.budget.charge(GZIP_ENCODER_OVERHEAD);
+                self.deadline.file_opened(now, table.rotate.max_age);
+                let cut = append(ctx, table, &mut f, payload, &mut self.held)?;
+                files.insert(self.path.clone(), f);
+                cut
+            };
+            full = full.or(cut);
+        }
+        if self.start.is_none() {
+            self.start = Some(rec.offset);
+        }
+        self.next = rec.offset + 1;
+        if let Some(reason) = full {
+            self.cut(ctx, reason)?;
+        }
+        Ok(())
+    }
+
+    /// Cuts the open segment: finishes every open file, starts the uploads, and hands the segment
+    /// to a task that registers its partitions and marks it done in the ledger.
+    pub fn cut(&mut self, ctx: &WriterCtx, reason: CutReason) -> Result<(), WriteError> {
+        let Some(start) = self.start.take() else { return Ok(()) };
+        let end = self.next;
+        self.deadline.reset();
+        let ticket = ctx.ledger.lock().expect("ledger lock").seal(&self.tp, self.epoch, start, end)?;
+
+        let mut uploads = Vec::new();
+        let mut partitions = Vec::new();
+        let mut records = 0u64;
+        let mut bytes = 0u64;
+        for (slot, files) in self.files.iter_mut().enumerate() {
+            let table = &ctx.tables[self.routers[slot].0];
+            for (path, f) in files.drain() {
+                let key = f.upload.key().to_string();
+                let written_before = f.encoder.written() - f.encoder.buffered() as u64;
+                let tail = f.encoder.finish().map_err(|source| WriteError::Encode { key: key.clone(), source })?;
+                // The tail now carries what was charged as buffered, plus the trailer.
+                ctx.budget.charge(tail.len().saturating_sub(f.charged));
+                ctx.budget.release(GZIP_ENCODER_OVERHEAD);
+                self.held = self.held.saturating_sub(GZIP_ENCODER_OVERHEAD + f.charged);
+                records += f.records;
+                bytes += written_before + tail.len() as u64;
+                tracing::debug!(table = %table.name, key = %key, records = f.records, parts = f.upload.parts(), reason = reason.as_str(), "file closed");
+                uploads.push(f.upload.finish(&ctx.rt, &ctx.store, &ctx.budget, tail));
+                partitions.push(NewPartition {
+                    table: table.name.clone(),
+                    location: format!("{}/{}/{}/", ctx.location_base, table.name, path),
+                    path,
+                });
+            }
+        }
+        let files = uploads.len() as u64;
+        let tp = self.tp.clone();
+        let ledger = ctx.ledger.clone();
+        let catalog = ctx.catalog.clone();
+        let stats = ctx.stats.clone();
+        let fatal = ctx.fatal.clone();
+        let task = ctx.rt.spawn(async move {
+            let result: Result<(), WriteError> = async {
+                for u in uploads {
+                    match u.await {
+                        Ok(r) => r?,
+                        Err(e) => {
+                            return Err(WriteError::Task { tp: tp.clone(), start, end, message: e.to_string() });
+                        }
+                    }
+                }
+                catalog.register(&partitions).await?;
+                if let Some(t) = ticket {
+                    ledger.lock().expect("ledger lock").done(&t);
+                }
+                Ok(())
+            }
+            .await;
+            match result {
+                Ok(()) => {
+                    Stats::add(&stats.records_written, records);
+                    Stats::add(&stats.files_written, files);
+                    Stats::add(&stats.bytes_written, bytes);
+                    Stats::add(&stats.segments_committed, 1);
+                    tracing::debug!(%tp, start, end, files, records, reason = reason.as_str(), "segment uploaded");
+                }
+                Err(e) => fatal.set(e.into()),
+            }
+        });
+        self.in_flight.push(task);
+        Ok(())
+    }
+
+    /// Forgets segment tasks that have finished.
+    pub fn reap(&mut self) {
+        self.in_flight.retain(|t| !t.is_finished());
+    }
+
+    /// Blocks until every sealed segment of this writer has finished uploading (or failed), or
+    /// until `deadline`. Returns whether all finished.
+    pub fn wait(&mut self, rt: &Handle, deadline: Instant) -> bool {
+        for t in self.in_flight.drain(..) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if rt.block_on(async { tokio::time::timeout(left, t).await }).is_err() {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// Creates the file for a new partition path; its key carries the offset of its first record.
+fn open_file(ctx: &WriterCtx, table: &TablePlan, tp: &Tp, path: &str, offset: i64) -> Result<OpenFile, WriteError> {
+    let mut name = String::with_capacity(64);
+    escape_partition_value(&tp.topic, &mut name);
+    let key = format!(
+        "{}{}{}/{}/{}+{}+{:020}.{}",
+        ctx.root,
+        if ctx.root.is_empty() { "" } else { "/" },
+        table.name,
+        path,
+        name,
+        tp.partition,
+        offset,
+        table.format.extension()
+    );
+    let parsed = Path::parse(&key).map_err(|e| WriteError::Key {
+        table: table.name.clone(),
+        key: key.clone(),
+        message: e.to_string(),
+    })?;
+    Ok(OpenFile {
+        encoder: Box::new(GzipNdjson::new(table.compression_level)),
+        upload: ObjectUpload::new(parsed),
+        records: 0,
+        charged: 0,
+    })
+}
+
+/// Appends one record to a file, ships a part when one is ready, and says whether the file is
+/// now full.
+fn append(ctx: &WriterCtx, table: &TablePlan, f: &mut OpenFile, payload: &[u8], held: &mut usize) -> Result<Option<CutReason>, WriteError> {
+    f.encoder
+        .append(payload)
+        .map_err(|source| WriteError::Encode { key: f.upload.key().to_string(), source })?;
+    f.records += 1;
+    let buffered = f.encoder.buffered();
+    if buffered > f.charged {
+        ctx.budget.charge(buffered - f.charged);
+        *held += buffered - f.charged;
+        f.charged = buffered;
+    }
+    if let Some(part) = f.encoder.take_ready(ctx.part_size) {
+        // The part's bytes stay charged until the store has them; the upload credits them.
+        *held = held.saturating_sub(f.charged);
+        f.charged = 0;
+        f.upload.send_part(&ctx.rt, &ctx.store, &ctx.budget, part)?;
+    }
+    Ok(file_full(&table.rotate, f.records, f.encoder.written()))
+}
+
+impl Drop for PartitionWriter {
+    fn drop(&mut self) {
+        // Files still open are abandoned: their multipart uploads abort when their channel
+        // closes. Return what they held to the budget.
+        let mut held = 0;
+        for files in &self.files {
+            for f in files.values() {
+                held += GZIP_ENCODER_OVERHEAD + f.charged;
+            }
+        }
+        if held > 0 {
+            tracing::debug!(tp = %self.tp, held, "abandoning open files");
+        }
+        self.budget.release(held);
+    }
+}
