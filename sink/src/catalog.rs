@@ -19,12 +19,19 @@ pub struct NewPartition {
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
     #[error("registering partition {path} of table {table}: {message}")]
-    Register { table: String, path: String, message: String },
+    Register {
+        table: String,
+        path: String,
+        message: String,
+    },
 }
 
 /// Registers partitions; "already exists" is success.
 pub trait Catalog: Send + Sync {
-    fn register<'a>(&'a self, partitions: &'a [NewPartition]) -> BoxFuture<'a, Result<(), CatalogError>>;
+    fn register<'a>(
+        &'a self,
+        partitions: &'a [NewPartition],
+    ) -> BoxFuture<'a, Result<(), CatalogError>>;
     fn kind(&self) -> &'static str;
 }
 

@@ -17,27 +17,46 @@ pub async fn check(plan: &Plan) -> Result<String, Error> {
     let _ = writeln!(out, "config: {} (valid)", plan.source);
 
     // Broker: metadata of every topic.
-    let consumer: BaseConsumer = client_config(&plan.kafka)
-        .create()
-        .map_err(|source| ConsumeError::Create { brokers: plan.kafka.brokers.clone(), source })?;
+    let consumer: BaseConsumer =
+        client_config(&plan.kafka)
+            .create()
+            .map_err(|source| ConsumeError::Create {
+                brokers: plan.kafka.brokers.clone(),
+                source,
+            })?;
     let kafka = plan.kafka.clone();
     let topics = plan.topics();
-    let partitions = tokio::task::spawn_blocking(move || -> Result<Vec<(String, usize)>, ConsumeError> {
-        let mut v = Vec::new();
-        for t in &topics {
-            let md = consumer
-                .fetch_metadata(Some(t), Duration::from_secs(10))
-                .map_err(|source| ConsumeError::Metadata { brokers: kafka.brokers.clone(), source })?;
-            match md.topics().first() {
-                Some(mt) if mt.error().is_none() && !mt.partitions().is_empty() => v.push((t.clone(), mt.partitions().len())),
-                _ => return Err(ConsumeError::NoTopic { topic: t.clone(), brokers: kafka.brokers.clone() }),
+    let partitions =
+        tokio::task::spawn_blocking(move || -> Result<Vec<(String, usize)>, ConsumeError> {
+            let mut v = Vec::new();
+            for t in &topics {
+                let md = consumer
+                    .fetch_metadata(Some(t), Duration::from_secs(10))
+                    .map_err(|source| ConsumeError::Metadata {
+                        brokers: kafka.brokers.clone(),
+                        source,
+                    })?;
+                match md.topics().first() {
+                    Some(mt) if mt.error().is_none() && !mt.partitions().is_empty() => {
+                        v.push((t.clone(), mt.partitions().len()))
+                    }
+                    _ => {
+                        return Err(ConsumeError::NoTopic {
+                            topic: t.clone(),
+                            brokers: kafka.brokers.clone(),
+                        })
+                    }
+                }
             }
-        }
-        Ok(v)
-    })
-    .await
-    .map_err(|e| Error::Other(e.to_string()))??;
-    let _ = writeln!(out, "kafka: {} group {} (reachable)", plan.kafka.brokers, plan.kafka.group_id);
+            Ok(v)
+        })
+        .await
+        .map_err(|e| Error::Other(e.to_string()))??;
+    let _ = writeln!(
+        out,
+        "kafka: {} group {} (reachable)",
+        plan.kafka.brokers, plan.kafka.group_id
+    );
     for (k, v) in redacted(&plan.kafka.properties) {
         let _ = writeln!(out, "  {k} = {v}");
     }
@@ -50,7 +69,10 @@ pub async fn check(plan: &Plan) -> Result<String, Error> {
     lake.store
         .list_with_delimiter(Some(&lake.root))
         .await
-        .map_err(|source| Error::Store { url: lake.url.clone(), source })?;
+        .map_err(|source| Error::Store {
+            url: lake.url.clone(),
+            source,
+        })?;
     let _ = writeln!(out, "storage: {} (reachable)", lake.url);
     for (k, v) in redacted(&plan.storage.options) {
         let _ = writeln!(out, "  {k} = {v}");
@@ -68,7 +90,12 @@ pub async fn check(plan: &Plan) -> Result<String, Error> {
     for t in &plan.tables {
         let _ = writeln!(out, "table {}:", t.name);
         let _ = writeln!(out, "  topics: {}", t.topics.join(", "));
-        let _ = writeln!(out, "  format: {} (gzip level {})", t.format.extension(), t.compression_level);
+        let _ = writeln!(
+            out,
+            "  format: {} (gzip level {})",
+            t.format.extension(),
+            t.compression_level
+        );
         let _ = writeln!(
             out,
             "  objects: {}/{}/{}/{{topic}}+{{partition}}+{{start offset:020}}.{}",
@@ -77,8 +104,16 @@ pub async fn check(plan: &Plan) -> Result<String, Error> {
             t.partition.source,
             t.format.extension()
         );
-        let _ = writeln!(out, "  partition columns: {}", t.partition.partition_columns().join(", "));
-        let _ = writeln!(out, "  event time: {:?} in {:?}; missing → {:?}; future skew {:?}", t.timestamp, t.timezone, t.on_missing_timestamp, t.max_future_skew);
+        let _ = writeln!(
+            out,
+            "  partition columns: {}",
+            t.partition.partition_columns().join(", ")
+        );
+        let _ = writeln!(
+            out,
+            "  event time: {:?} in {:?}; missing → {:?}; future skew {:?}",
+            t.timestamp, t.timezone, t.on_missing_timestamp, t.max_future_skew
+        );
         let _ = writeln!(
             out,
             "  rotate: max_records {}, max_bytes {}, max_age {:?}",

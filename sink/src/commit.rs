@@ -25,7 +25,10 @@ pub struct Tp {
 
 impl Tp {
     pub fn new(topic: &str, partition: i32) -> Tp {
-        Tp { topic: Arc::from(topic), partition }
+        Tp {
+            topic: Arc::from(topic),
+            partition,
+        }
     }
 }
 
@@ -51,7 +54,12 @@ pub enum CommitError {
         source: rdkafka::error::KafkaError,
     },
     #[error("segment {tp} [{start}, {end}) does not follow the previous one (ends at {prev})")]
-    OutOfOrder { tp: Tp, start: i64, end: i64, prev: i64 },
+    OutOfOrder {
+        tp: Tp,
+        start: i64,
+        end: i64,
+        prev: i64,
+    },
 }
 
 /// Proof that a segment was sealed; hand it back to [`OffsetLedger::done`] once uploaded.
@@ -92,7 +100,13 @@ impl OffsetLedger {
     pub fn assign(&mut self, tp: &Tp) -> u64 {
         self.next_epoch += 1;
         let epoch = self.next_epoch;
-        self.parts.insert(tp.clone(), PartLedger { epoch, ..Default::default() });
+        self.parts.insert(
+            tp.clone(),
+            PartLedger {
+                epoch,
+                ..Default::default()
+            },
+        );
         epoch
     }
 
@@ -111,24 +125,44 @@ impl OffsetLedger {
     }
 
     /// A segment `[start, end)` was cut and its files are uploading.
-    pub fn seal(&mut self, tp: &Tp, epoch: u64, start: i64, end: i64) -> Result<Option<Ticket>, CommitError> {
-        let Some(p) = self.parts.get_mut(tp) else { return Ok(None) };
+    pub fn seal(
+        &mut self,
+        tp: &Tp,
+        epoch: u64,
+        start: i64,
+        end: i64,
+    ) -> Result<Option<Ticket>, CommitError> {
+        let Some(p) = self.parts.get_mut(tp) else {
+            return Ok(None);
+        };
         if p.epoch != epoch {
             return Ok(None);
         }
         if let Some(prev) = p.sealed_end {
             if start < prev || end <= start {
-                return Err(CommitError::OutOfOrder { tp: tp.clone(), start, end, prev });
+                return Err(CommitError::OutOfOrder {
+                    tp: tp.clone(),
+                    start,
+                    end,
+                    prev,
+                });
             }
         }
         p.sealed.insert(start, (end, false));
         p.sealed_end = Some(end);
-        Ok(Some(Ticket { tp: tp.clone(), epoch, start, end }))
+        Ok(Some(Ticket {
+            tp: tp.clone(),
+            epoch,
+            start,
+            end,
+        }))
     }
 
     /// Every file of the ticket's segment is uploaded and registered.
     pub fn done(&mut self, t: &Ticket) {
-        let Some(p) = self.parts.get_mut(&t.tp) else { return };
+        let Some(p) = self.parts.get_mut(&t.tp) else {
+            return;
+        };
         if p.epoch != t.epoch {
             return;
         }
@@ -163,7 +197,12 @@ impl OffsetLedger {
     /// Safe offsets of some partitions (for a revocation), committed or not.
     pub fn safe_offsets(&self, tps: &[Tp]) -> Vec<(Tp, i64)> {
         tps.iter()
-            .filter_map(|tp| self.parts.get(tp).and_then(|p| p.safe).map(|s| (tp.clone(), s)))
+            .filter_map(|tp| {
+                self.parts
+                    .get(tp)
+                    .and_then(|p| p.safe)
+                    .map(|s| (tp.clone(), s))
+            })
             .collect()
     }
 

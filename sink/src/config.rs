@@ -408,7 +408,10 @@ impl Plan {
                 p.part_size
             )));
         }
-        let max_buffered_bytes = unit("pipeline.max_buffered_bytes", parse_bytes(&p.max_buffered_bytes))?;
+        let max_buffered_bytes = unit(
+            "pipeline.max_buffered_bytes",
+            parse_bytes(&p.max_buffered_bytes),
+        )?;
         if max_buffered_bytes < 2 * part_size {
             return Err(invalid(format!(
                 "pipeline.max_buffered_bytes ({}) must be at least twice pipeline.part_size ({})",
@@ -425,7 +428,10 @@ impl Plan {
             part_size: part_size as usize,
             workers,
             drain_timeout: dur("pipeline.drain_timeout", parse_duration(&p.drain_timeout))?,
-            commit_interval: dur("pipeline.commit_interval", parse_duration(&p.commit_interval))?,
+            commit_interval: dur(
+                "pipeline.commit_interval",
+                parse_duration(&p.commit_interval),
+            )?,
         };
 
         if file.tables.is_empty() {
@@ -501,13 +507,12 @@ fn table_plan(t: TableSection, origin: &str) -> Result<TablePlan, ConfigError> {
         }
         other => return Err(err(format!("unknown format `{other}` (use json.gz)"))),
     };
-    let partition = PartitionTemplate::parse(&t.partition_by).map_err(|source| {
-        ConfigError::Template {
+    let partition =
+        PartitionTemplate::parse(&t.partition_by).map_err(|source| ConfigError::Template {
             path: origin.to_string(),
             table: name.clone(),
             source,
-        }
-    })?;
+        })?;
     let timestamp = match t.timestamp {
         None => TimestampSource::Kafka,
         Some(TimestampSection::Named(s)) if s == "kafka" => TimestampSource::Kafka,
@@ -530,7 +535,9 @@ fn table_plan(t: TableSection, origin: &str) -> Result<TablePlan, ConfigError> {
                 }
             };
             if field.is_empty() || field.split('.').any(str::is_empty) {
-                return Err(err(format!("timestamp.field = \"{field}\" is not a field path")));
+                return Err(err(format!(
+                    "timestamp.field = \"{field}\" is not a field path"
+                )));
             }
             TimestampSource::Field {
                 path: field.split('.').map(str::to_string).collect(),
@@ -579,7 +586,9 @@ fn table_plan(t: TableSection, origin: &str) -> Result<TablePlan, ConfigError> {
         max_age: parse_duration(&t.rotate.max_age).map_err(|e| unit_err("rotate.max_age", e))?,
     };
     if rotate.max_bytes == 0 || rotate.max_age.is_zero() {
-        return Err(err("rotate.max_bytes and rotate.max_age must be positive".into()));
+        return Err(err(
+            "rotate.max_bytes and rotate.max_age must be positive".into()
+        ));
     }
 
     Ok(TablePlan {
@@ -603,7 +612,10 @@ fn format_toml_error(e: &toml::de::Error, text: &str) -> String {
         Some(start) => {
             let before = &text[..start.min(text.len())];
             let line = before.matches('\n').count() + 1;
-            let col = before.rfind('\n').map_or(before.len(), |i| before.len() - i - 1) + 1;
+            let col = before
+                .rfind('\n')
+                .map_or(before.len(), |i| before.len() - i - 1)
+                + 1;
             format!("line {line}, column {col}: {message}")
         }
         None => message,
@@ -613,9 +625,17 @@ fn format_toml_error(e: &toml::de::Error, text: &str) -> String {
 /// Option keys whose values are secrets and never printed.
 pub fn is_secret_key(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
-    ["secret", "password", "token", "sas", "credential", "private", "key"]
-        .iter()
-        .any(|s| k.contains(s))
+    [
+        "secret",
+        "password",
+        "token",
+        "sas",
+        "credential",
+        "private",
+        "key",
+    ]
+    .iter()
+    .any(|s| k.contains(s))
         && !k.ends_with("key_id")
         && !k.ends_with("location")
         && !k.ends_with(".id")
@@ -625,7 +645,11 @@ pub fn is_secret_key(key: &str) -> bool {
 pub fn redacted(map: &BTreeMap<String, String>) -> BTreeMap<String, String> {
     map.iter()
         .map(|(k, v)| {
-            let v = if is_secret_key(k) { "***".to_string() } else { v.clone() };
+            let v = if is_secret_key(k) {
+                "***".to_string()
+            } else {
+                v.clone()
+            };
             (k.clone(), v)
         })
         .collect()
@@ -721,14 +745,20 @@ max_age = "30s"
 
     #[test]
     fn auto_commit_is_refused() {
-        let text = MINIMAL.replace("[kafka.properties]", "[kafka.properties]\n\"enable.auto.commit\" = \"true\"");
+        let text = MINIMAL.replace(
+            "[kafka.properties]",
+            "[kafka.properties]\n\"enable.auto.commit\" = \"true\"",
+        );
         let e = Plan::from_toml(&text, "t.toml").unwrap_err().to_string();
         assert!(e.contains("enable.auto.commit"), "{e}");
     }
 
     #[test]
     fn dlq_is_refused_until_it_exists() {
-        let text = MINIMAL.replace("[tables.rotate]", "on_missing_timestamp = \"dlq\"\n[tables.rotate]");
+        let text = MINIMAL.replace(
+            "[tables.rotate]",
+            "on_missing_timestamp = \"dlq\"\n[tables.rotate]",
+        );
         let e = Plan::from_toml(&text, "t.toml").unwrap_err().to_string();
         assert!(e.contains("dead-letter"), "{e}");
     }

@@ -72,12 +72,18 @@ pub fn client_config(kafka: &KafkaPlan) -> ClientConfig {
         .set("enable.partition.eof", "false")
         .set("session.timeout.ms", "10000")
         .set("client.id", "lakesink")
-        .set_log_level(RDKafkaLogLevel::Warning);
+        // librdkafka's debug contexts (`"debug" = "fetch,cgrp"`) are logged when asked for.
+        .set_log_level(if kafka.properties.contains_key("debug") {
+            RDKafkaLogLevel::Debug
+        } else {
+            RDKafkaLogLevel::Warning
+        });
     for (k, v) in &kafka.properties {
         cfg.set(k, v);
     }
     // Offsets move only when the ledger says so.
-    cfg.set("enable.auto.commit", "false").set("enable.auto.offset.store", "false");
+    cfg.set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false");
     cfg
 }
 
@@ -109,12 +115,22 @@ impl Shared {
         fatal: Arc<Fatal>,
         stats: Arc<Stats>,
     ) -> Shared {
-        Shared { workers, ledger, parts: Mutex::new(HashMap::new()), revoke_timeout, fatal, stats }
+        Shared {
+            workers,
+            ledger,
+            parts: Mutex::new(HashMap::new()),
+            revoke_timeout,
+            fatal,
+            stats,
+        }
     }
 
     fn worker_of(&self, tp: &Tp) -> usize {
         // Stable and spread: partitions of one topic go round-robin over the workers.
-        let h = tp.topic.bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
+        let h = tp
+            .topic
+            .bytes()
+            .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
         (h.wrapping_add(tp.partition as usize)) % self.workers.len()
     }
 
@@ -129,11 +145,23 @@ impl Shared {
             let epoch = self.ledger.lock().expect("ledger lock").assign(&tp);
             let worker = self.worker_of(&tp);
             tracing::info!(%tp, epoch, worker, "partition assigned");
-            self.send(worker, WorkerMsg::Assign { tp: tp.clone(), epoch });
-            parts
-                .entry(tp.topic.clone())
-                .or_default()
-                .insert(tp.partition, PartState { tp, epoch, worker, batch: None, position: None });
+            self.send(
+                worker,
+                WorkerMsg::Assign {
+                    tp: tp.clone(),
+                    epoch,
+                },
+            );
+            parts.entry(tp.topic.clone()).or_default().insert(
+                tp.partition,
+                PartState {
+                    tp,
+                    epoch,
+                    worker,
+                    batch: None,
+                    position: None,
+                },
+            );
         }
     }
 
@@ -145,7 +173,12 @@ impl Shared {
         {
             let mut parts = self.parts.lock().expect("parts lock");
             for e in tpl.elements() {
-                let Some(state) = parts.get_mut(e.topic()).and_then(|m| m.remove(&e.partition())) else { continue };
+                let Some(state) = parts
+                    .get_mut(e.topic())
+                    .and_then(|m| m.remove(&e.partition()))
+                else {
+                    continue;
+                };
                 if let Some(b) = state.batch {
                     self.send(state.worker, WorkerMsg::Batch(b));
                 }
@@ -159,7 +192,14 @@ impl Shared {
         let (reply_tx, reply_rx) = mpsc::channel();
         let mut expected = 0;
         for (w, tps) in by_worker {
-            if self.send(w, WorkerMsg::Revoke { tps, deadline, reply: reply_tx.clone() }) {
+            if self.send(
+                w,
+                WorkerMsg::Revoke {
+                    tps,
+                    deadline,
+                    reply: reply_tx.clone(),
+                },
+            ) {
                 expected += 1;
             }
         }
@@ -191,7 +231,10 @@ impl Shared {
     /// Takes one record: copies it into its partition's batch and sends full batches.
     fn take(&self, m: &BorrowedMessage<'_>) {
         let mut parts = self.parts.lock().expect("parts lock");
-        let Some(state) = parts.get_mut(m.topic()).and_then(|p| p.get_mut(&m.partition())) else {
+        let Some(state) = parts
+            .get_mut(m.topic())
+            .and_then(|p| p.get_mut(&m.partition()))
+        else {
             return; // not (or no longer) assigned: the owner reads it
         };
         let batch = state.batch.get_or_insert_with(|| Batch {
@@ -205,7 +248,11 @@ impl Shared {
             batch.data.extend_from_slice(p);
             (s as u32, batch.data.len() as u32)
         });
-        batch.recs.push(RecMeta { offset: m.offset(), kafka_millis: m.timestamp().to_millis(), value });
+        batch.recs.push(RecMeta {
+            offset: m.offset(),
+            kafka_millis: m.timestamp().to_millis(),
+            value,
+        });
         state.position = Some(m.offset() + 1);
         Stats::add(&self.stats.records_in, 1);
         Stats::add(&self.stats.bytes_in, m.payload_len() as u64);
@@ -234,7 +281,11 @@ impl Shared {
 
     fn assigned(&self) -> Vec<(Tp, Option<i64>)> {
         let parts = self.parts.lock().expect("parts lock");
-        parts.values().flat_map(|m| m.values()).map(|s| (s.tp.clone(), s.position)).collect()
+        parts
+            .values()
+            .flat_map(|m| m.values())
+            .map(|s| (s.tp.clone(), s.position))
+            .collect()
     }
 
     /// Cuts everything, waits for the uploads (until `deadline`) and reports whether all
@@ -244,32 +295,72 @@ impl Shared {
         let (tx, rx) = mpsc::channel();
         let mut expected = 0;
         for w in 0..self.workers.len() {
-            if self.send(w, WorkerMsg::Drain { deadline, reply: tx.clone() }) {
+            if self.send(
+                w,
+                WorkerMsg::Drain {
+                    deadline,
+                    reply: tx.clone(),
+                },
+            ) {
                 expected += 1;
             }
         }
         drop(tx);
         let mut all = true;
         for _ in 0..expected {
-            all &= rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).unwrap_or(false);
+            all &= rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or(false);
         }
         all
     }
 }
 
-fn commit<C: ConsumerContext>(consumer: &BaseConsumer<C>, offsets: &[(Tp, i64)]) -> Result<(), CommitError> {
+/// The high watermark librdkafka saw in its last fetch response for a partition (no request).
+fn cached_high_watermark<C: ConsumerContext>(consumer: &BaseConsumer<C>, tp: &Tp) -> Option<i64> {
+    let topic = std::ffi::CString::new(tp.topic.as_bytes()).ok()?;
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the client pointer is valid while `consumer` lives; the call only reads
+    // librdkafka's cached offsets into the two locals.
+    let err = unsafe {
+        rdkafka_sys::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            tp.partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (err == rdkafka_sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+        .then_some(high)
+}
+
+fn commit<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    offsets: &[(Tp, i64)],
+) -> Result<(), CommitError> {
     let mut tpl = TopicPartitionList::new();
     for (tp, o) in offsets {
         tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*o))
-            .map_err(|source| CommitError::Kafka { offsets: describe(offsets), source })?;
+            .map_err(|source| CommitError::Kafka {
+                offsets: describe(offsets),
+                source,
+            })?;
     }
     consumer
         .commit(&tpl, CommitMode::Sync)
-        .map_err(|source| CommitError::Kafka { offsets: describe(offsets), source })
+        .map_err(|source| CommitError::Kafka {
+            offsets: describe(offsets),
+            source,
+        })
 }
 
 fn describe(offsets: &[(Tp, i64)]) -> String {
-    offsets.iter().map(|(tp, o)| format!("{tp}@{o}")).collect::<Vec<_>>().join(", ")
+    offsets
+        .iter()
+        .map(|(tp, o)| format!("{tp}@{o}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The consumer's context: logs through `tracing` and handles rebalances.
@@ -280,7 +371,10 @@ pub struct SinkContext {
 impl ClientContext for SinkContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
         match level {
-            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => {
                 tracing::error!(target: "librdkafka", fac, "{log_message}")
             }
             RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", fac, "{log_message}"),
@@ -341,13 +435,16 @@ impl PollLoop {
         let mut last_commit = Instant::now();
         let mut last_flush = Instant::now();
         let mut last_caught_up_check = Instant::now();
+        let mut last_record = Instant::now();
         let mut paused = false;
         loop {
             if self.fatal.is_set() {
                 return Ending::Failed;
             }
+            // Only when records stopped coming for a moment: the check may ask the broker.
             let caught_up = self.control.exit_when_caught_up.load(Ordering::SeqCst)
-                && last_caught_up_check.elapsed() >= Duration::from_millis(250)
+                && last_record.elapsed() >= Duration::from_millis(500)
+                && last_caught_up_check.elapsed() >= Duration::from_millis(500)
                 && {
                     last_caught_up_check = Instant::now();
                     self.caught_up()
@@ -358,13 +455,20 @@ impl PollLoop {
 
             if !paused && self.budget.over() {
                 paused = self.set_paused(true);
-                tracing::info!(used = self.budget.used(), max = self.budget.max(), "memory budget full: fetching paused until uploads free memory");
+                tracing::info!(
+                    used = self.budget.used(),
+                    max = self.budget.max(),
+                    "memory budget full: fetching paused until uploads free memory"
+                );
             } else if paused && self.budget.below_resume_mark() {
                 paused = !self.set_paused(false);
             }
 
             match self.consumer.poll(Duration::from_millis(50)) {
-                Some(Ok(m)) => self.shared.take(&m),
+                Some(Ok(m)) => {
+                    self.shared.take(&m);
+                    last_record = Instant::now();
+                }
                 Some(Err(KafkaError::PartitionEOF(_))) => {}
                 Some(Err(e)) => {
                     if let Some(code) = e.rdkafka_error_code() {
@@ -392,8 +496,14 @@ impl PollLoop {
     }
 
     fn set_paused(&self, pause: bool) -> bool {
-        let Ok(assignment) = self.consumer.assignment() else { return false };
-        let r = if pause { self.consumer.pause(&assignment) } else { self.consumer.resume(&assignment) };
+        let Ok(assignment) = self.consumer.assignment() else {
+            return false;
+        };
+        let r = if pause {
+            self.consumer.pause(&assignment)
+        } else {
+            self.consumer.resume(&assignment)
+        };
         if let Err(e) = &r {
             tracing::warn!(error = %e, pause, "pausing/resuming the assignment failed");
         }
@@ -410,7 +520,11 @@ impl PollLoop {
         }
         match commit(&self.consumer, &offsets) {
             Ok(()) => {
-                self.shared.ledger.lock().expect("ledger lock").committed(&offsets);
+                self.shared
+                    .ledger
+                    .lock()
+                    .expect("ledger lock")
+                    .committed(&offsets);
                 Stats::add(&self.shared.stats.offsets_committed, offsets.len() as u64);
                 tracing::debug!(offsets = %describe(&offsets), "committed");
             }
@@ -425,9 +539,17 @@ impl PollLoop {
             return false;
         }
         for (tp, position) in assigned {
-            let high = match self.consumer.fetch_watermarks(&tp.topic, tp.partition, Duration::from_secs(5)) {
-                Ok((_, high)) => high,
-                Err(_) => return false,
+            // The high watermark of the last fetch response, else ask the broker.
+            let high = match cached_high_watermark(&self.consumer, &tp) {
+                Some(high) => high,
+                _ => match self.consumer.fetch_watermarks(
+                    &tp.topic,
+                    tp.partition,
+                    Duration::from_secs(5),
+                ) {
+                    Ok((_, high)) => high,
+                    Err(_) => return false,
+                },
             };
             let position = match position {
                 Some(p) => p,
@@ -451,7 +573,10 @@ impl PollLoop {
     fn committed_of(&self, tp: &Tp) -> Option<i64> {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(&tp.topic, tp.partition);
-        let c = self.consumer.committed_offsets(tpl, Duration::from_secs(5)).ok()?;
+        let c = self
+            .consumer
+            .committed_offsets(tpl, Duration::from_secs(5))
+            .ok()?;
         let e = c.find_partition(&tp.topic, tp.partition)?;
         match e.offset() {
             Offset::Offset(o) => Some(o),
@@ -460,7 +585,9 @@ impl PollLoop {
     }
 
     fn drain(self) -> Ending {
-        tracing::info!("draining: fetching stopped; closing, uploading and committing every open file");
+        tracing::info!(
+            "draining: fetching stopped; closing, uploading and committing every open file"
+        );
         self.set_paused(true);
         let deadline = Instant::now() + self.drain_timeout;
         let all = self.shared.drain(deadline);
@@ -471,7 +598,13 @@ impl PollLoop {
         if all {
             Ending::Drained
         } else {
-            let pending = self.shared.ledger.lock().expect("ledger lock").to_commit().len();
+            let pending = self
+                .shared
+                .ledger
+                .lock()
+                .expect("ledger lock")
+                .to_commit()
+                .len();
             Ending::DrainTimedOut(pending.max(1))
         }
     }

@@ -65,7 +65,11 @@ impl Encoder for GzipNdjson {
     fn append(&mut self, record: &[u8]) -> Result<(), EncodeError> {
         if memchr::memchr2(b'\n', b'\r', record).is_some() {
             self.scratch.clear();
-            self.scratch.extend(record.iter().map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b }));
+            self.scratch.extend(
+                record
+                    .iter()
+                    .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b }),
+            );
             self.enc.write_all(&self.scratch).map_err(io("record"))?;
         } else {
             self.enc.write_all(record).map_err(io("record"))?;
@@ -104,7 +108,9 @@ mod tests {
 
     fn gunzip(b: &[u8]) -> String {
         let mut s = String::new();
-        flate2::read::MultiGzDecoder::new(b).read_to_string(&mut s).unwrap();
+        flate2::read::MultiGzDecoder::new(b)
+            .read_to_string(&mut s)
+            .unwrap();
         s
     }
 
@@ -123,7 +129,8 @@ mod tests {
             let mut e: Box<dyn Encoder> = Box::new(GzipNdjson::new(1));
             let mut parts = Vec::new();
             for i in 0..20_000 {
-                e.append(format!(r#"{{"i":{i},"pad":"{}"}}"#, i * 7919 % 10007).as_bytes()).unwrap();
+                e.append(format!(r#"{{"i":{i},"pad":"{}"}}"#, i * 7919 % 10007).as_bytes())
+                    .unwrap();
                 if let Some(c) = e.take_ready(16 * 1024) {
                     parts.push(c);
                 }
@@ -139,6 +146,8 @@ mod tests {
         assert!(written <= a.len() as u64);
         let text = gunzip(&a);
         assert_eq!(text.lines().count(), 20_000);
-        assert!(text.lines().all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()));
+        assert!(text
+            .lines()
+            .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()));
     }
 }

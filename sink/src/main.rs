@@ -7,7 +7,11 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "lakesink", version, about = "Lands Kafka topics in object storage as a hive-partitioned data lake")]
+#[command(
+    name = "lakesink",
+    version,
+    about = "Lands Kafka topics in object storage as a hive-partitioned data lake"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -46,15 +50,20 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("LAKESINK_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(match cli.command {
+            tracing_subscriber::EnvFilter::try_from_env("LAKESINK_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(match cli.command {
                     Command::Demo { .. } => "warn",
                     _ => "info",
-                })),
+                })
+            }),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: starting the runtime: {e}");
@@ -72,14 +81,21 @@ fn main() -> ExitCode {
 
 async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Run { config, until_caught_up } => {
+        Command::Run {
+            config,
+            until_caught_up,
+        } => {
             let plan = lakesink::Plan::load(&config)?;
             let control = Arc::new(lakesink::Control::default());
-            control.exit_when_caught_up.store(until_caught_up, std::sync::atomic::Ordering::SeqCst);
+            control
+                .exit_when_caught_up
+                .store(until_caught_up, std::sync::atomic::Ordering::SeqCst);
             tokio::spawn(stop_on_signal(control.clone()));
-            let summary = lakesink::run(plan, control, Arc::new(lakesink::Stats::default())).await?;
+            let summary =
+                lakesink::run(plan, control, Arc::new(lakesink::Stats::default())).await?;
             let s = summary.stats;
             tracing::info!(
+                consumed = s.records_in,
                 records = s.records_written,
                 files = s.files_written,
                 bytes = s.bytes_written,
@@ -93,11 +109,24 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             print!("{}", lakesink::check::check(&plan).await?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Demo { dir, records, partitions } => {
+        Command::Demo {
+            dir,
+            records,
+            partitions,
+        } => {
             eprintln!("lakesink demo: producing {records} events into an embedded broker and landing them in {}/ …", dir.display());
-            let report = lakesink::demo::run(lakesink::demo::DemoOptions { dir, records, partitions }).await?;
+            let report = lakesink::demo::run(lakesink::demo::DemoOptions {
+                dir,
+                records,
+                partitions,
+            })
+            .await?;
             print!("{}", report.render());
-            Ok(if report.is_exact() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if report.is_exact() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
     }
 }
@@ -107,7 +136,10 @@ async fn stop_on_signal(control: Arc<lakesink::Control>) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
             return;
         };
         for round in 0..2 {

@@ -13,7 +13,10 @@ pub struct Budget {
 
 impl Budget {
     pub fn new(max: u64) -> Budget {
-        Budget { max: i64::try_from(max).unwrap_or(i64::MAX), used: AtomicI64::new(0) }
+        Budget {
+            max: i64::try_from(max).unwrap_or(i64::MAX),
+            used: AtomicI64::new(0),
+        }
     }
 
     pub fn charge(&self, n: usize) {

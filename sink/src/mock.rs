@@ -22,9 +22,12 @@ impl EmbeddedBroker {
             .set("test.mock.num.brokers", brokers.to_string())
             .set("log_level", "3")
             .create()?;
-        let mock = owner.client().mock_cluster().ok_or(rdkafka::error::KafkaError::MockCluster(
-            rdkafka::types::RDKafkaErrorCode::Fail,
-        ))?;
+        let mock = owner
+            .client()
+            .mock_cluster()
+            .ok_or(rdkafka::error::KafkaError::MockCluster(
+                rdkafka::types::RDKafkaErrorCode::Fail,
+            ))?;
         let bootstrap = mock.bootstrap_servers();
         drop(mock);
         // The first group join waits 3 s by default (group.initial.rebalance.delay.ms); a
@@ -46,11 +49,13 @@ impl EmbeddedBroker {
 
     /// Creates a topic (the admin API's CreateTopics times out on the mock; this does not).
     pub fn create_topic(&self, name: &str, partitions: i32) -> KafkaResult<()> {
-        let mock = self
-            .owner
-            .client()
-            .mock_cluster()
-            .ok_or(rdkafka::error::KafkaError::MockCluster(rdkafka::types::RDKafkaErrorCode::Fail))?;
+        let mock =
+            self.owner
+                .client()
+                .mock_cluster()
+                .ok_or(rdkafka::error::KafkaError::MockCluster(
+                    rdkafka::types::RDKafkaErrorCode::Fail,
+                ))?;
         mock.create_topic(name, partitions, 1)
     }
 }

@@ -64,15 +64,29 @@ pub async fn run(plan: Plan, control: Arc<Control>, stats: Arc<Stats>) -> Result
         );
     }
 
-    let shared = Arc::new(Shared::new(senders, ledger, plan.pipeline.drain_timeout, fatal.clone(), stats.clone()));
+    let shared = Arc::new(Shared::new(
+        senders,
+        ledger,
+        plan.pipeline.drain_timeout,
+        fatal.clone(),
+        stats.clone(),
+    ));
     let consumer: BaseConsumer<SinkContext> = client_config(&plan.kafka)
-        .create_with_context(SinkContext { shared: shared.clone() })
-        .map_err(|source| ConsumeError::Create { brokers: plan.kafka.brokers.clone(), source })?;
+        .create_with_context(SinkContext {
+            shared: shared.clone(),
+        })
+        .map_err(|source| ConsumeError::Create {
+            brokers: plan.kafka.brokers.clone(),
+            source,
+        })?;
     let topics = plan.topics();
     let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer
         .subscribe(&refs)
-        .map_err(|source| ConsumeError::Subscribe { topics: topics.clone(), source })?;
+        .map_err(|source| ConsumeError::Subscribe {
+            topics: topics.clone(),
+            source,
+        })?;
     tracing::info!(topics = ?topics, group = %plan.kafka.group_id, workers = threads.len(), "consuming");
 
     let poll = PollLoop {
@@ -87,16 +101,24 @@ pub async fn run(plan: Plan, control: Arc<Control>, stats: Arc<Stats>) -> Result
     // `run` drops the consumer when it returns: it leaves the group (its revocation callback
     // still reaches the workers), then the workers' queues close and they exit.
     let ending = tokio::task::spawn_blocking(move || poll.run())
-    .await
-    .map_err(|e| Error::Other(format!("consumer thread: {e}")))?;
+        .await
+        .map_err(|e| Error::Other(format!("consumer thread: {e}")))?;
     drop(ctx);
     for t in threads {
         let _ = tokio::task::spawn_blocking(move || t.join()).await;
     }
 
     match ending {
-        Ending::Drained => Ok(Summary { stats: stats.snapshot(), elapsed: started.elapsed() }),
-        Ending::DrainTimedOut(pending) => Err(Error::DrainTimeout { secs: plan.pipeline.drain_timeout.as_secs(), pending }),
-        Ending::Failed => Err(fatal.take().unwrap_or_else(|| Error::Other("stopped after a fatal error".into()))),
+        Ending::Drained => Ok(Summary {
+            stats: stats.snapshot(),
+            elapsed: started.elapsed(),
+        }),
+        Ending::DrainTimedOut(pending) => Err(Error::DrainTimeout {
+            secs: plan.pipeline.drain_timeout.as_secs(),
+            pending,
+        }),
+        Ending::Failed => Err(fatal
+            .take()
+            .unwrap_or_else(|| Error::Other("stopped after a fatal error".into()))),
     }
 }

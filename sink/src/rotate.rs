@@ -77,7 +77,11 @@ mod tests {
     use super::*;
 
     fn limits() -> RotateLimits {
-        RotateLimits { max_records: 3, max_bytes: 100, max_age: Duration::from_secs(60) }
+        RotateLimits {
+            max_records: 3,
+            max_bytes: 100,
+            max_age: Duration::from_secs(60),
+        }
     }
 
     #[test]

@@ -25,9 +25,12 @@ pub struct Lake {
 
 pub fn open(plan: &StoragePlan) -> Result<Lake, Error> {
     let url = &plan.url;
-    let err = |source: object_store::Error| Error::Store { url: url.to_string(), source };
-    let (scheme, path) =
-        ObjectStoreScheme::parse(url).map_err(|e| Error::Other(format!("storage.url {url}: {e}")))?;
+    let err = |source: object_store::Error| Error::Store {
+        url: url.to_string(),
+        source,
+    };
+    let (scheme, path) = ObjectStoreScheme::parse(url)
+        .map_err(|e| Error::Other(format!("storage.url {url}: {e}")))?;
     let bad_option = |k: &str| {
         Error::Other(format!(
             "storage.options.{k}: not an option of the {} store (see object_store's config keys)",
@@ -36,15 +39,24 @@ pub fn open(plan: &StoragePlan) -> Result<Lake, Error> {
     };
     let (store, root): (Arc<dyn ObjectStore>, Path) = match scheme {
         ObjectStoreScheme::Local => {
-            let dir = url.to_file_path().map_err(|_| Error::Other(format!("storage.url {url}: not a local path")))?;
-            std::fs::create_dir_all(&dir).map_err(|e| Error::Other(format!("creating {}: {e}", dir.display())))?;
-            (Arc::new(LocalFileSystem::new_with_prefix(&dir).map_err(err)?), Path::default())
+            let dir = url
+                .to_file_path()
+                .map_err(|_| Error::Other(format!("storage.url {url}: not a local path")))?;
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| Error::Other(format!("creating {}: {e}", dir.display())))?;
+            (
+                Arc::new(LocalFileSystem::new_with_prefix(&dir).map_err(err)?),
+                Path::default(),
+            )
         }
         ObjectStoreScheme::Memory => (Arc::new(InMemory::new()), path),
         ObjectStoreScheme::AmazonS3 => {
             let mut b = AmazonS3Builder::from_env().with_url(url.as_str());
             for (k, v) in &plan.options {
-                b = b.with_config(AmazonS3ConfigKey::from_str(k).map_err(|_| bad_option(k))?, v);
+                b = b.with_config(
+                    AmazonS3ConfigKey::from_str(k).map_err(|_| bad_option(k))?,
+                    v,
+                );
             }
             (Arc::new(b.build().map_err(err)?), path)
         }
@@ -62,7 +74,15 @@ pub fn open(plan: &StoragePlan) -> Result<Lake, Error> {
             }
             (Arc::new(b.build().map_err(err)?), path)
         }
-        other => return Err(Error::Other(format!("storage.url {url}: {other:?} stores are not supported"))),
+        other => {
+            return Err(Error::Other(format!(
+                "storage.url {url}: {other:?} stores are not supported"
+            )))
+        }
     };
-    Ok(Lake { store, root, url: url.as_str().trim_end_matches('/').to_string() })
+    Ok(Lake {
+        store,
+        root,
+        url: url.as_str().trim_end_matches('/').to_string(),
+    })
 }

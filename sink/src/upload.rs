@@ -36,7 +36,10 @@ pub enum UploadError {
 
 impl UploadError {
     fn store(key: &Path, source: object_store::Error) -> UploadError {
-        UploadError::Store { key: key.to_string(), source }
+        UploadError::Store {
+            key: key.to_string(),
+            source,
+        }
     }
 }
 
@@ -57,7 +60,11 @@ pub struct ObjectUpload {
 
 impl ObjectUpload {
     pub fn new(key: Path) -> ObjectUpload {
-        ObjectUpload { key, streaming: None, parts: 0 }
+        ObjectUpload {
+            key,
+            streaming: None,
+            parts: 0,
+        }
     }
 
     pub fn key(&self) -> &Path {
@@ -67,10 +74,21 @@ impl ObjectUpload {
     /// Sends one full part, starting the multipart upload on the first. Blocks the calling
     /// (non-async) thread while the upload is [`PARTS_IN_FLIGHT`] parts behind: backpressure.
     /// `budget` was charged for `data` by the caller and is credited when the part is stored.
-    pub fn send_part(&mut self, rt: &Handle, store: &Arc<dyn ObjectStore>, budget: &Arc<Budget>, data: Vec<u8>) -> Result<(), UploadError> {
+    pub fn send_part(
+        &mut self,
+        rt: &Handle,
+        store: &Arc<dyn ObjectStore>,
+        budget: &Arc<Budget>,
+        data: Vec<u8>,
+    ) -> Result<(), UploadError> {
         let (tx, _) = self.streaming.get_or_insert_with(|| {
             let (tx, rx) = mpsc::channel(1);
-            let task = rt.spawn(multipart(store.clone(), self.key.clone(), rx, budget.clone()));
+            let task = rt.spawn(multipart(
+                store.clone(),
+                self.key.clone(),
+                rx,
+                budget.clone(),
+            ));
             (tx, task)
         });
         self.parts += 1;
@@ -82,7 +100,13 @@ impl ObjectUpload {
     }
 
     /// Ends the object with its last bytes; the returned task resolves once it is stored.
-    pub fn finish(self, rt: &Handle, store: &Arc<dyn ObjectStore>, budget: &Arc<Budget>, tail: Vec<u8>) -> JoinHandle<Result<(), UploadError>> {
+    pub fn finish(
+        self,
+        rt: &Handle,
+        store: &Arc<dyn ObjectStore>,
+        budget: &Arc<Budget>,
+        tail: Vec<u8>,
+    ) -> JoinHandle<Result<(), UploadError>> {
         let key = self.key;
         match self.streaming {
             None => {
@@ -109,7 +133,10 @@ impl ObjectUpload {
                     drop(tx);
                     match task.await {
                         Ok(r) => r,
-                        Err(e) => Err(UploadError::Task { key: key.to_string(), message: e.to_string() }),
+                        Err(e) => Err(UploadError::Task {
+                            key: key.to_string(),
+                            message: e.to_string(),
+                        }),
                     }
                 })
             }
@@ -122,7 +149,12 @@ impl ObjectUpload {
     }
 }
 
-async fn multipart(store: Arc<dyn ObjectStore>, key: Path, mut rx: mpsc::Receiver<Part>, budget: Arc<Budget>) -> Result<(), UploadError> {
+async fn multipart(
+    store: Arc<dyn ObjectStore>,
+    key: Path,
+    mut rx: mpsc::Receiver<Part>,
+    budget: Arc<Budget>,
+) -> Result<(), UploadError> {
     let mut upload = match store.put_multipart(&key).await {
         Ok(u) => u,
         Err(e) => {
@@ -160,10 +192,17 @@ async fn multipart(store: Arc<dyn ObjectStore>, key: Path, mut rx: mpsc::Receive
                     while let Some(r) = in_flight.next().await {
                         r?;
                     }
-                    upload.complete().await.map_err(|e| UploadError::store(&key, e))?;
+                    upload
+                        .complete()
+                        .await
+                        .map_err(|e| UploadError::store(&key, e))?;
                     return Ok(());
                 }
-                None => return Err(UploadError::Abandoned { key: key.to_string() }),
+                None => {
+                    return Err(UploadError::Abandoned {
+                        key: key.to_string(),
+                    })
+                }
             }
         }
     }
@@ -192,13 +231,19 @@ mod tests {
 
     #[test]
     fn small_and_multipart_objects_arrive_whole() {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
         let budget = Arc::new(Budget::new(1 << 30));
 
         let small = ObjectUpload::new(Path::from("t/small"));
         budget.charge(3);
-        rt.block_on(small.finish(rt.handle(), &store, &budget, b"abc".to_vec())).unwrap().unwrap();
+        rt.block_on(small.finish(rt.handle(), &store, &budget, b"abc".to_vec()))
+            .unwrap()
+            .unwrap();
 
         let mut big = ObjectUpload::new(Path::from("t/big"));
         let mut expected = Vec::new();
@@ -210,9 +255,21 @@ mod tests {
         }
         expected.extend_from_slice(b"tail");
         budget.charge(4);
-        rt.block_on(big.finish(rt.handle(), &store, &budget, b"tail".to_vec())).unwrap().unwrap();
+        rt.block_on(big.finish(rt.handle(), &store, &budget, b"tail".to_vec()))
+            .unwrap()
+            .unwrap();
 
-        let get = |k: &str| rt.block_on(async { store.get(&Path::from(k)).await.unwrap().bytes().await.unwrap() });
+        let get = |k: &str| {
+            rt.block_on(async {
+                store
+                    .get(&Path::from(k))
+                    .await
+                    .unwrap()
+                    .bytes()
+                    .await
+                    .unwrap()
+            })
+        };
         assert_eq!(&get("t/small")[..], b"abc");
         assert_eq!(&get("t/big")[..], &expected[..]);
         assert_eq!(budget.used(), 0, "every byte charged was credited");
@@ -220,12 +277,17 @@ mod tests {
 
     #[test]
     fn abandoned_multipart_leaves_no_object() {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
         let budget = Arc::new(Budget::new(1 << 30));
         let mut up = ObjectUpload::new(Path::from("t/gone"));
         budget.charge(100);
-        up.send_part(rt.handle(), &store, &budget, vec![1; 100]).unwrap();
+        up.send_part(rt.handle(), &store, &budget, vec![1; 100])
+            .unwrap();
         let (_, task) = up.streaming.take().unwrap();
         let r = rt.block_on(task).unwrap();
         assert!(matches!(r, Err(UploadError::Abandoned { .. })));

@@ -30,13 +30,23 @@ pub struct Batch {
 }
 
 pub enum WorkerMsg {
-    Assign { tp: Tp, epoch: u64 },
+    Assign {
+        tp: Tp,
+        epoch: u64,
+    },
     Batch(Batch),
     /// Cut, upload and forget these partitions; reply when their uploads finished (or the
     /// deadline passed: then `false`).
-    Revoke { tps: Vec<Tp>, deadline: Instant, reply: Sender<bool> },
+    Revoke {
+        tps: Vec<Tp>,
+        deadline: Instant,
+        reply: Sender<bool>,
+    },
     /// Cut and upload everything; reply when done.
-    Drain { deadline: Instant, reply: Sender<bool> },
+    Drain {
+        deadline: Instant,
+        reply: Sender<bool>,
+    },
 }
 
 /// How often a worker looks at `max_age` deadlines and the memory budget while idle.
@@ -47,12 +57,14 @@ pub fn run(ctx: Arc<WriterCtx>, rx: Receiver<WorkerMsg>) {
     let mut last_tick = Instant::now();
     loop {
         match rx.recv_timeout(TICK) {
-            Ok(WorkerMsg::Assign { tp, epoch }) => match PartitionWriter::new(&ctx, tp.clone(), epoch) {
-                Ok(w) => {
-                    writers.insert(tp, w);
+            Ok(WorkerMsg::Assign { tp, epoch }) => {
+                match PartitionWriter::new(&ctx, tp.clone(), epoch) {
+                    Ok(w) => {
+                        writers.insert(tp, w);
+                    }
+                    Err(e) => ctx.fatal.set(crate::Error::Other(format!("{tp}: {e}"))),
                 }
-                Err(e) => ctx.fatal.set(crate::Error::Other(format!("{tp}: {e}"))),
-            },
+            }
             Ok(WorkerMsg::Batch(b)) => {
                 if ctx.fatal.is_set() {
                     continue;
@@ -61,17 +73,27 @@ pub fn run(ctx: Arc<WriterCtx>, rx: Receiver<WorkerMsg>) {
                     continue; // revoked meanwhile: the next owner re-reads these records
                 };
                 let now = Instant::now();
-                let now_micros = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64);
+                let now_micros = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_micros() as i64);
                 for m in &b.recs {
                     let payload = m.value.map(|(s, e)| &b.data[s as usize..e as usize]);
-                    let rec = RecordIn { offset: m.offset, kafka_millis: m.kafka_millis, payload };
+                    let rec = RecordIn {
+                        offset: m.offset,
+                        kafka_millis: m.kafka_millis,
+                        payload,
+                    };
                     if let Err(e) = w.push(&ctx, rec, now, now_micros) {
                         ctx.fatal.set(e.into());
                         break;
                     }
                 }
             }
-            Ok(WorkerMsg::Revoke { tps, deadline, reply }) => {
+            Ok(WorkerMsg::Revoke {
+                tps,
+                deadline,
+                reply,
+            }) => {
                 let mut all = true;
                 for tp in &tps {
                     if let Some(mut w) = writers.remove(tp) {
@@ -118,8 +140,15 @@ pub fn run(ctx: Arc<WriterCtx>, rx: Receiver<WorkerMsg>) {
         }
         // Over budget with much of it in this worker's open files: cut its largest open segment.
         // (Bytes in flight to the store are freed by the uploads; the consumer pauses meanwhile.)
-        if ctx.budget.over() && !ctx.fatal.is_set() && held(&writers) > ctx.budget.max() as usize / 4 {
-            if let Some(w) = writers.values_mut().filter(|w| w.held() > 0).max_by_key(|w| w.held()) {
+        if ctx.budget.over()
+            && !ctx.fatal.is_set()
+            && held(&writers) > ctx.budget.max() as usize / 4
+        {
+            if let Some(w) = writers
+                .values_mut()
+                .filter(|w| w.held() > 0)
+                .max_by_key(|w| w.held())
+            {
                 tracing::debug!(tp = %w.tp(), held = w.held(), used = ctx.budget.used(), "memory budget exceeded: cutting early");
                 if let Err(e) = w.cut(&ctx, CutReason::Memory) {
                     ctx.fatal.set(e.into());

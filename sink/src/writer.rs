@@ -48,9 +48,18 @@ pub enum WriteError {
     #[error(transparent)]
     Commit(#[from] CommitError),
     #[error("table `{table}`: object key `{key}` is invalid: {message}")]
-    Key { table: String, key: String, message: String },
+    Key {
+        table: String,
+        key: String,
+        message: String,
+    },
     #[error("segment {tp} [{start}, {end}): upload task failed: {message}")]
-    Task { tp: Tp, start: i64, end: i64, message: String },
+    Task {
+        tp: Tp,
+        start: i64,
+        end: i64,
+        message: String,
+    },
 }
 
 /// What every writer shares.
@@ -149,7 +158,13 @@ impl PartitionWriter {
 
     /// Writes one record to every table its topic feeds; cuts the segment after it when a file
     /// is full.
-    pub fn push(&mut self, ctx: &WriterCtx, rec: RecordIn<'_>, now: Instant, now_micros: i64) -> Result<(), WriteError> {
+    pub fn push(
+        &mut self,
+        ctx: &WriterCtx,
+        rec: RecordIn<'_>,
+        now: Instant,
+        now_micros: i64,
+    ) -> Result<(), WriteError> {
         let r = RecordRef {
             topic: &self.tp.topic,
             partition: self.tp.partition,
@@ -161,12 +176,14 @@ impl PartitionWriter {
         for slot in 0..self.routers.len() {
             let (table_idx, router) = &mut self.routers[slot];
             let table = &ctx.tables[*table_idx];
-            let routed = router.route(&r, now_micros, &mut self.path).map_err(|source| WriteError::BadRecord {
-                table: table.name.clone(),
-                tp: self.tp.clone(),
-                offset: rec.offset,
-                source,
-            })?;
+            let routed = router
+                .route(&r, now_micros, &mut self.path)
+                .map_err(|source| WriteError::BadRecord {
+                    table: table.name.clone(),
+                    tp: self.tp.clone(),
+                    offset: rec.offset,
+                    source,
+                })?;
             if routed.fell_back {
                 Stats::add(&ctx.stats.timestamp_fallbacks, 1);
             }
@@ -198,10 +215,16 @@ impl PartitionWriter {
     /// Cuts the open segment: finishes every open file, starts the uploads, and hands the segment
     /// to a task that registers its partitions and marks it done in the ledger.
     pub fn cut(&mut self, ctx: &WriterCtx, reason: CutReason) -> Result<(), WriteError> {
-        let Some(start) = self.start.take() else { return Ok(()) };
+        let Some(start) = self.start.take() else {
+            return Ok(());
+        };
         let end = self.next;
         self.deadline.reset();
-        let ticket = ctx.ledger.lock().expect("ledger lock").seal(&self.tp, self.epoch, start, end)?;
+        let ticket = ctx
+            .ledger
+            .lock()
+            .expect("ledger lock")
+            .seal(&self.tp, self.epoch, start, end)?;
 
         let mut uploads = Vec::new();
         let mut partitions = Vec::new();
@@ -212,7 +235,10 @@ impl PartitionWriter {
             for (path, f) in files.drain() {
                 let key = f.upload.key().to_string();
                 let written_before = f.encoder.written() - f.encoder.buffered() as u64;
-                let tail = f.encoder.finish().map_err(|source| WriteError::Encode { key: key.clone(), source })?;
+                let tail = f.encoder.finish().map_err(|source| WriteError::Encode {
+                    key: key.clone(),
+                    source,
+                })?;
                 // The tail now carries what was charged as buffered, plus the trailer.
                 ctx.budget.charge(tail.len().saturating_sub(f.charged));
                 ctx.budget.release(GZIP_ENCODER_OVERHEAD);
@@ -276,7 +302,10 @@ impl PartitionWriter {
     pub fn wait(&mut self, rt: &Handle, deadline: Instant) -> bool {
         for t in self.in_flight.drain(..) {
             let left = deadline.saturating_duration_since(Instant::now());
-            if rt.block_on(async { tokio::time::timeout(left, t).await }).is_err() {
+            if rt
+                .block_on(async { tokio::time::timeout(left, t).await })
+                .is_err()
+            {
                 return false;
             }
         }
@@ -285,7 +314,13 @@ impl PartitionWriter {
 }
 
 /// Creates the file for a new partition path; its key carries the offset of its first record.
-fn open_file(ctx: &WriterCtx, table: &TablePlan, tp: &Tp, path: &str, offset: i64) -> Result<OpenFile, WriteError> {
+fn open_file(
+    ctx: &WriterCtx,
+    table: &TablePlan,
+    tp: &Tp,
+    path: &str,
+    offset: i64,
+) -> Result<OpenFile, WriteError> {
     let mut name = String::with_capacity(64);
     escape_partition_value(&tp.topic, &mut name);
     let key = format!(
@@ -314,10 +349,19 @@ fn open_file(ctx: &WriterCtx, table: &TablePlan, tp: &Tp, path: &str, offset: i6
 
 /// Appends one record to a file, ships a part when one is ready, and says whether the file is
 /// now full.
-fn append(ctx: &WriterCtx, table: &TablePlan, f: &mut OpenFile, payload: &[u8], held: &mut usize) -> Result<Option<CutReason>, WriteError> {
+fn append(
+    ctx: &WriterCtx,
+    table: &TablePlan,
+    f: &mut OpenFile,
+    payload: &[u8],
+    held: &mut usize,
+) -> Result<Option<CutReason>, WriteError> {
     f.encoder
         .append(payload)
-        .map_err(|source| WriteError::Encode { key: f.upload.key().to_string(), source })?;
+        .map_err(|source| WriteError::Encode {
+            key: f.upload.key().to_string(),
+            source,
+        })?;
     f.records += 1;
     let buffered = f.encoder.buffered();
     if buffered > f.charged {

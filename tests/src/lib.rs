@@ -1,1 +1,335 @@
+//! Harness of the end-to-end tests: the real servers that `scripts/test.sh` started (tansu,
+//! SeaweedFS), a DuckDB reader, and the `lakesink` binary run as a daemon.
+//!
+//! Every test makes its own topic, bucket and consumer group, so tests share nothing but the
+//! servers.
 
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use lakesink::demo::generator::{event, GenConfig};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde_json::Value;
+
+/// The servers of this test run.
+#[derive(Debug, Clone)]
+pub struct Testbed {
+    pub brokers: String,
+    pub s3_endpoint: String,
+    pub s3_key: String,
+    pub s3_secret: String,
+    pub python: PathBuf,
+    pub tansu: PathBuf,
+    pub bin: PathBuf,
+    pub root: PathBuf,
+}
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the end-to-end tests through scripts/test.sh, which starts the servers")
+    })
+}
+
+impl Testbed {
+    pub fn from_env() -> Testbed {
+        Testbed {
+            brokers: env("LAKESINK_BROKERS"),
+            s3_endpoint: env("LAKESINK_S3_ENDPOINT"),
+            s3_key: env("LAKESINK_S3_KEY"),
+            s3_secret: env("LAKESINK_S3_SECRET"),
+            python: env("LAKESINK_PYTHON").into(),
+            tansu: env("LAKESINK_TANSU").into(),
+            bin: env("LAKESINK_BIN").into(),
+            root: Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf(),
+        }
+    }
+
+    /// A name no other test of this run uses (topics, buckets, groups).
+    pub fn unique(prefix: &str) -> String {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+            % 100_000_000;
+        format!(
+            "{prefix}-{}-{t}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    pub fn create_topic(&self, name: &str, partitions: i32) {
+        let out = Command::new(&self.tansu)
+            .args([
+                "topic",
+                "create",
+                name,
+                "--broker",
+                &format!("tcp://{}", self.brokers),
+                "--partitions",
+                &partitions.to_string(),
+            ])
+            .output()
+            .expect("run tansu topic create");
+        assert!(
+            out.status.success(),
+            "tansu topic create {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn python(&self, script: &str, args: &[&str]) -> String {
+        let out = Command::new(&self.python)
+            .arg(self.root.join("py").join(script))
+            .args(args)
+            .output()
+            .expect("run python");
+        assert!(
+            out.status.success(),
+            "{script} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn create_bucket(&self, name: &str) {
+        self.python("s3_admin.py", &["create-bucket", name]);
+    }
+
+    /// Objects under a prefix: key, size, etag, modified.
+    pub fn list_objects(&self, bucket: &str, prefix: &str) -> Vec<Value> {
+        serde_json::from_str(&self.python("s3_admin.py", &["list", bucket, prefix])).unwrap()
+    }
+
+    /// Runs SQL in DuckDB with the test S3 server configured; rows as JSON objects.
+    pub fn duckdb(&self, sql: &str) -> Vec<Value> {
+        serde_json::from_str(&self.python("duckdb_query.py", &[sql])).unwrap()
+    }
+
+    /// Produces generated CloudTrail events round-robin over the partitions; returns bytes sent.
+    pub fn produce_events(
+        &self,
+        topic: &str,
+        partitions: i32,
+        cfg: &GenConfig,
+        seqs: std::ops::Range<u64>,
+        total: u64,
+    ) -> u64 {
+        let p: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("linger.ms", "20")
+            .set("compression.type", "lz4")
+            .set("acks", "all")
+            .create()
+            .unwrap();
+        let mut buf = String::new();
+        let mut bytes = 0;
+        for seq in seqs {
+            event(cfg, seq, total, &mut buf);
+            bytes += buf.len() as u64;
+            let part = (seq % partitions as u64) as i32;
+            loop {
+                match p.send(
+                    BaseRecord::<(), str>::to(topic)
+                        .partition(part)
+                        .payload(buf.as_str()),
+                ) {
+                    Ok(()) => break,
+                    Err(_) => {
+                        p.poll(Duration::from_millis(10));
+                    }
+                }
+            }
+            p.poll(Duration::ZERO);
+        }
+        p.flush(Duration::from_secs(120))
+            .expect("all records delivered");
+        bytes
+    }
+
+    fn client(&self, group: Option<&str>) -> BaseConsumer {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers);
+        if let Some(g) = group {
+            c.set("group.id", g);
+        }
+        c.create().unwrap()
+    }
+
+    /// Committed offsets of a group for a topic's partitions.
+    pub fn committed(&self, group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
+        let c = self.client(Some(group));
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition(topic, p);
+        }
+        let Ok(got) = c.committed_offsets(tpl, Duration::from_secs(10)) else {
+            return BTreeMap::new();
+        };
+        got.elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some((e.partition(), o)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn high_watermarks(&self, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
+        let c = self.client(None);
+        (0..partitions)
+            .map(|p| {
+                (
+                    p,
+                    c.fetch_watermarks(topic, p, Duration::from_secs(10))
+                        .unwrap()
+                        .1,
+                )
+            })
+            .collect()
+    }
+
+    /// Writes a daemon config for one table on this run's servers.
+    pub fn write_config(&self, dir: &Path, group: &str, bucket: &str, tables: &str) -> PathBuf {
+        let text = format!(
+            r#"[kafka]
+brokers = "{brokers}"
+group_id = "{group}"
+[kafka.properties]
+"session.timeout.ms" = "6000"
+
+[storage]
+url = "s3://{bucket}/lake"
+[storage.options]
+endpoint = "{endpoint}"
+allow_http = "true"
+region = "us-east-1"
+access_key_id = "{key}"
+secret_access_key = "{secret}"
+
+[pipeline]
+commit_interval = "500ms"
+part_size = "5MiB"
+max_buffered_bytes = "256MiB"
+
+{tables}
+"#,
+            brokers = self.brokers,
+            endpoint = self.s3_endpoint,
+            key = self.s3_key,
+            secret = self.s3_secret,
+        );
+        let path = dir.join("lakesink.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// Starts `lakesink run`. Its log goes to the test run's directory (kept with
+    /// `KEEP_TEST_LOGS=1`), or to `dir`.
+    pub fn start_daemon(&self, config: &Path, dir: &Path, extra: &[&str]) -> Daemon {
+        let logs =
+            std::env::var_os("LAKESINK_TEST_RUN").map_or_else(|| dir.to_path_buf(), PathBuf::from);
+        let log = logs.join(format!("{}.log", Testbed::unique("daemon")));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(&self.bin)
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .args(extra)
+            .env("LAKESINK_LOG", "info,lakesink=debug")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("start lakesink");
+        Daemon {
+            child: Some(child),
+            log,
+        }
+    }
+}
+
+/// A running `lakesink run`; killed if dropped while running.
+pub struct Daemon {
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "kill -{sig}");
+    }
+
+    /// Waits for the process to exit; panics with its log past the deadline.
+    pub fn wait(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                self.child = None;
+                return st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "lakesink did not exit within {within:?}; log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Polls `f` until it returns true; panics with `what` past the deadline.
+pub fn wait_until(within: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !f() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Appends a line of figures to `target/e2e-figures.txt` (and stderr) for the notes.
+pub fn report(line: &str) {
+    eprintln!("{line}");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/e2e-figures.txt");
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = writeln!(f, "{line}");
+    }
+}

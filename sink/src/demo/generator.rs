@@ -28,37 +28,83 @@ impl Rng {
 }
 
 const REGIONS: &[&str] = &[
-    "us-east-1", "us-east-2", "us-west-1", "us-west-2", "eu-west-1", "eu-west-2", "eu-west-3", "eu-central-1",
-    "eu-north-1", "eu-south-1", "ap-south-1", "ap-northeast-1", "ap-northeast-2", "ap-northeast-3",
-    "ap-southeast-1", "ap-southeast-2", "ca-central-1", "sa-east-1", "me-south-1", "af-south-1",
+    "us-east-1",
+    "us-east-2",
+    "us-west-1",
+    "us-west-2",
+    "eu-west-1",
+    "eu-west-2",
+    "eu-west-3",
+    "eu-central-1",
+    "eu-north-1",
+    "eu-south-1",
+    "ap-south-1",
+    "ap-northeast-1",
+    "ap-northeast-2",
+    "ap-northeast-3",
+    "ap-southeast-1",
+    "ap-southeast-2",
+    "ca-central-1",
+    "sa-east-1",
+    "me-south-1",
+    "af-south-1",
 ];
 
 const EVENTS: &[(&str, &str, bool)] = &[
-    ("s3.amazonaws.com", "GetObject", true), ("s3.amazonaws.com", "PutObject", false),
-    ("s3.amazonaws.com", "ListBucket", true), ("s3.amazonaws.com", "DeleteObject", false),
-    ("s3.amazonaws.com", "HeadObject", true), ("s3.amazonaws.com", "GetBucketAcl", true),
-    ("s3.amazonaws.com", "PutBucketPolicy", false), ("s3.amazonaws.com", "CreateMultipartUpload", false),
-    ("ec2.amazonaws.com", "DescribeInstances", true), ("ec2.amazonaws.com", "RunInstances", false),
-    ("ec2.amazonaws.com", "TerminateInstances", false), ("ec2.amazonaws.com", "DescribeSecurityGroups", true),
-    ("ec2.amazonaws.com", "AuthorizeSecurityGroupIngress", false), ("ec2.amazonaws.com", "DescribeVolumes", true),
-    ("ec2.amazonaws.com", "CreateTags", false), ("ec2.amazonaws.com", "DescribeSubnets", true),
-    ("iam.amazonaws.com", "GetUser", true), ("iam.amazonaws.com", "ListRoles", true),
-    ("iam.amazonaws.com", "CreateAccessKey", false), ("iam.amazonaws.com", "AttachRolePolicy", false),
-    ("iam.amazonaws.com", "PassRole", false), ("iam.amazonaws.com", "ListPolicies", true),
-    ("sts.amazonaws.com", "AssumeRole", false), ("sts.amazonaws.com", "GetCallerIdentity", true),
-    ("sts.amazonaws.com", "AssumeRoleWithWebIdentity", false), ("signin.amazonaws.com", "ConsoleLogin", false),
-    ("kms.amazonaws.com", "Decrypt", true), ("kms.amazonaws.com", "Encrypt", true),
-    ("kms.amazonaws.com", "GenerateDataKey", true), ("kms.amazonaws.com", "DescribeKey", true),
-    ("lambda.amazonaws.com", "Invoke", false), ("lambda.amazonaws.com", "ListFunctions20150331", true),
-    ("lambda.amazonaws.com", "UpdateFunctionCode20150331v2", false), ("dynamodb.amazonaws.com", "DescribeTable", true),
-    ("dynamodb.amazonaws.com", "CreateTable", false), ("dynamodb.amazonaws.com", "ListTables", true),
-    ("cloudwatch.amazonaws.com", "PutMetricData", false), ("cloudwatch.amazonaws.com", "GetMetricData", true),
-    ("logs.amazonaws.com", "CreateLogStream", false), ("logs.amazonaws.com", "DescribeLogGroups", true),
-    ("rds.amazonaws.com", "DescribeDBInstances", true), ("rds.amazonaws.com", "CreateDBSnapshot", false),
-    ("sqs.amazonaws.com", "SendMessage", false), ("sqs.amazonaws.com", "ReceiveMessage", true),
-    ("sns.amazonaws.com", "Publish", false), ("secretsmanager.amazonaws.com", "GetSecretValue", true),
-    ("ssm.amazonaws.com", "GetParameter", true), ("ssm.amazonaws.com", "StartSession", false),
-    ("ecr.amazonaws.com", "GetAuthorizationToken", true), ("eks.amazonaws.com", "DescribeCluster", true),
+    ("s3.amazonaws.com", "GetObject", true),
+    ("s3.amazonaws.com", "PutObject", false),
+    ("s3.amazonaws.com", "ListBucket", true),
+    ("s3.amazonaws.com", "DeleteObject", false),
+    ("s3.amazonaws.com", "HeadObject", true),
+    ("s3.amazonaws.com", "GetBucketAcl", true),
+    ("s3.amazonaws.com", "PutBucketPolicy", false),
+    ("s3.amazonaws.com", "CreateMultipartUpload", false),
+    ("ec2.amazonaws.com", "DescribeInstances", true),
+    ("ec2.amazonaws.com", "RunInstances", false),
+    ("ec2.amazonaws.com", "TerminateInstances", false),
+    ("ec2.amazonaws.com", "DescribeSecurityGroups", true),
+    ("ec2.amazonaws.com", "AuthorizeSecurityGroupIngress", false),
+    ("ec2.amazonaws.com", "DescribeVolumes", true),
+    ("ec2.amazonaws.com", "CreateTags", false),
+    ("ec2.amazonaws.com", "DescribeSubnets", true),
+    ("iam.amazonaws.com", "GetUser", true),
+    ("iam.amazonaws.com", "ListRoles", true),
+    ("iam.amazonaws.com", "CreateAccessKey", false),
+    ("iam.amazonaws.com", "AttachRolePolicy", false),
+    ("iam.amazonaws.com", "PassRole", false),
+    ("iam.amazonaws.com", "ListPolicies", true),
+    ("sts.amazonaws.com", "AssumeRole", false),
+    ("sts.amazonaws.com", "GetCallerIdentity", true),
+    ("sts.amazonaws.com", "AssumeRoleWithWebIdentity", false),
+    ("signin.amazonaws.com", "ConsoleLogin", false),
+    ("kms.amazonaws.com", "Decrypt", true),
+    ("kms.amazonaws.com", "Encrypt", true),
+    ("kms.amazonaws.com", "GenerateDataKey", true),
+    ("kms.amazonaws.com", "DescribeKey", true),
+    ("lambda.amazonaws.com", "Invoke", false),
+    ("lambda.amazonaws.com", "ListFunctions20150331", true),
+    (
+        "lambda.amazonaws.com",
+        "UpdateFunctionCode20150331v2",
+        false,
+    ),
+    ("dynamodb.amazonaws.com", "DescribeTable", true),
+    ("dynamodb.amazonaws.com", "CreateTable", false),
+    ("dynamodb.amazonaws.com", "ListTables", true),
+    ("cloudwatch.amazonaws.com", "PutMetricData", false),
+    ("cloudwatch.amazonaws.com", "GetMetricData", true),
+    ("logs.amazonaws.com", "CreateLogStream", false),
+    ("logs.amazonaws.com", "DescribeLogGroups", true),
+    ("rds.amazonaws.com", "DescribeDBInstances", true),
+    ("rds.amazonaws.com", "CreateDBSnapshot", false),
+    ("sqs.amazonaws.com", "SendMessage", false),
+    ("sqs.amazonaws.com", "ReceiveMessage", true),
+    ("sns.amazonaws.com", "Publish", false),
+    ("secretsmanager.amazonaws.com", "GetSecretValue", true),
+    ("ssm.amazonaws.com", "GetParameter", true),
+    ("ssm.amazonaws.com", "StartSession", false),
+    ("ecr.amazonaws.com", "GetAuthorizationToken", true),
+    ("eks.amazonaws.com", "DescribeCluster", true),
 ];
 
 const AGENTS: &[&str] = &[
@@ -108,19 +154,32 @@ impl Default for GenConfig {
 pub fn event(cfg: &GenConfig, seq: u64, total: u64, out: &mut String) -> i64 {
     out.clear();
     let mut r = Rng::new(cfg.seed ^ seq.wrapping_mul(0x2545_F491_4F6C_DD1D));
-    let mut t = cfg.start_secs + (seq as i128 * cfg.span_secs as i128 / total.max(1) as i128) as i64;
+    let mut t =
+        cfg.start_secs + (seq as i128 * cfg.span_secs as i128 / total.max(1) as i128) as i64;
     if r.below(1000) < cfg.late_per_mille {
         t -= 600 + r.below(4800) as i64;
         t = t.max(cfg.start_secs - 5400);
     }
-    let ts = chrono::DateTime::from_timestamp(t, 0).unwrap_or_default().format("%Y-%m-%dT%H:%M:%SZ");
+    let ts = chrono::DateTime::from_timestamp(t, 0)
+        .unwrap_or_default()
+        .format("%Y-%m-%dT%H:%M:%SZ");
     let user = r.below(cfg.users);
     let account = 100_000_000_000 + (user % 7) * 111_111_111;
     let (source, name, read_only) = EVENTS[r.below(EVENTS.len() as u64) as usize];
     let region = r.pick(REGIONS);
     let agent = r.pick(AGENTS);
-    let ip = format!("{}.{}.{}.{}", 10 + r.below(200), r.below(256), r.below(256), 1 + r.below(254));
-    let kind = if user % 5 == 0 { "AssumedRole" } else { "IAMUser" };
+    let ip = format!(
+        "{}.{}.{}.{}",
+        10 + r.below(200),
+        r.below(256),
+        r.below(256),
+        1 + r.below(254)
+    );
+    let kind = if user % 5 == 0 {
+        "AssumedRole"
+    } else {
+        "IAMUser"
+    };
     let bucket = format!("team-{}-data-{}", user % 17, region);
     let key = format!("logs/{}/part-{:05}.json.gz", user % 31, r.below(100_000));
     let request_id = format!("{:016X}", r.next_u64());
@@ -130,7 +189,14 @@ pub fn event(cfg: &GenConfig, seq: u64, total: u64, out: &mut String) -> i64 {
         k = r.next_u64(),
         mfa = user % 3 == 0,
         max = 10 + r.below(990),
-        resp = if read_only { "null".to_string() } else { format!(r#"{{"x-amz-server-side-encryption":"AES256","x-amz-version-id":"{:016x}"}}"#, r.next_u64()) },
+        resp = if read_only {
+            "null".to_string()
+        } else {
+            format!(
+                r#"{{"x-amz-server-side-encryption":"AES256","x-amz-version-id":"{:016x}"}}"#,
+                r.next_u64()
+            )
+        },
         bin = r.below(100_000),
         bout = r.below(10_000_000),
         e1 = r.next_u64() as u32,
@@ -138,7 +204,11 @@ pub fn event(cfg: &GenConfig, seq: u64, total: u64, out: &mut String) -> i64 {
         e3 = r.below(4096),
         e4 = r.below(4096),
         mgmt = !source.starts_with("s3."),
-        cat = if source.starts_with("s3.") { "Data" } else { "Management" },
+        cat = if source.starts_with("s3.") {
+            "Data"
+        } else {
+            "Management"
+        },
     );
     if r.below(100) < 4 {
         let (code, msg) = ERRORS[r.below(ERRORS.len() as u64) as usize];

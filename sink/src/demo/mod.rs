@@ -35,7 +35,11 @@ pub struct DemoOptions {
 
 impl Default for DemoOptions {
     fn default() -> Self {
-        DemoOptions { dir: PathBuf::from("lakesink-demo"), records: 300_000, partitions: 6 }
+        DemoOptions {
+            dir: PathBuf::from("lakesink-demo"),
+            records: 300_000,
+            partitions: 6,
+        }
     }
 }
 
@@ -85,17 +89,23 @@ max_age = "30s"
 }
 
 pub async fn run(opts: DemoOptions) -> Result<DemoReport, Error> {
-    std::fs::create_dir_all(&opts.dir).map_err(|e| Error::Other(format!("creating {}: {e}", opts.dir.display())))?;
-    let dir = std::fs::canonicalize(&opts.dir).map_err(|e| Error::Other(format!("{}: {e}", opts.dir.display())))?;
+    std::fs::create_dir_all(&opts.dir)
+        .map_err(|e| Error::Other(format!("creating {}: {e}", opts.dir.display())))?;
+    let dir = std::fs::canonicalize(&opts.dir)
+        .map_err(|e| Error::Other(format!("{}: {e}", opts.dir.display())))?;
     let table_dir = dir.join("cloudtrail");
     // Only the demo's own table is replaced, never anything else in the directory.
     if table_dir.exists() {
-        std::fs::remove_dir_all(&table_dir).map_err(|e| Error::Other(format!("removing {}: {e}", table_dir.display())))?;
+        std::fs::remove_dir_all(&table_dir)
+            .map_err(|e| Error::Other(format!("removing {}: {e}", table_dir.display())))?;
     }
 
-    let kafka_err = |what: &str, e: KafkaError| Error::Other(format!("embedded broker: {what}: {e}"));
+    let kafka_err =
+        |what: &str, e: KafkaError| Error::Other(format!("embedded broker: {what}: {e}"));
     let broker = EmbeddedBroker::start(1).map_err(|e| kafka_err("start", e))?;
-    broker.create_topic(TOPIC, opts.partitions).map_err(|e| kafka_err("create topic", e))?;
+    broker
+        .create_topic(TOPIC, opts.partitions)
+        .map_err(|e| kafka_err("create topic", e))?;
     let config = demo_config(&dir, broker.bootstrap_servers());
     let _ = std::fs::write(dir.join("lakesink.toml"), &config);
     let plan = Plan::from_toml(&config, "lakesink demo")?;
@@ -115,8 +125,12 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, Error> {
             r
         })
     };
-    let produced = producer.await.map_err(|e| Error::Other(format!("producer thread: {e}")))?;
-    let summary = pipeline.await.map_err(|e| Error::Other(format!("pipeline task: {e}")))??;
+    let produced = producer
+        .await
+        .map_err(|e| Error::Other(format!("producer thread: {e}")))?;
+    let summary = pipeline
+        .await
+        .map_err(|e| Error::Other(format!("pipeline task: {e}")))??;
     let (produced, produced_bytes) = produced?;
     drop(broker);
 
@@ -126,12 +140,24 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, Error> {
     })
     .await
     .map_err(|e| Error::Other(format!("scan: {e}")))??;
-    Ok(DemoReport { produced, produced_bytes, kafka_partitions: opts.partitions, summary, lake, table_dir })
+    Ok(DemoReport {
+        produced,
+        produced_bytes,
+        kafka_partitions: opts.partitions,
+        summary,
+        lake,
+        table_dir,
+    })
 }
 
 /// Produces the demo events, never more than ~2 MiB per partition ahead of the sink (the
 /// embedded broker silently drops a partition's data beyond ~5 MiB).
-pub fn produce(brokers: &str, records: u64, partitions: i32, stats: &Stats) -> Result<(u64, u64), Error> {
+pub fn produce(
+    brokers: &str,
+    records: u64,
+    partitions: i32,
+    stats: &Stats,
+) -> Result<(u64, u64), Error> {
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("linger.ms", "5")
@@ -147,7 +173,11 @@ pub fn produce(brokers: &str, records: u64, partitions: i32, stats: &Stats) -> R
         bytes += buf.len() as u64;
         let part = (seq % partitions as u64) as i32;
         loop {
-            match producer.send(BaseRecord::<(), str>::to(TOPIC).partition(part).payload(buf.as_str())) {
+            match producer.send(
+                BaseRecord::<(), str>::to(TOPIC)
+                    .partition(part)
+                    .payload(buf.as_str()),
+            ) {
                 Ok(()) => break,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                     producer.poll(Duration::from_millis(5));
@@ -159,7 +189,9 @@ pub fn produce(brokers: &str, records: u64, partitions: i32, stats: &Stats) -> R
             producer.poll(Duration::from_millis(2));
         }
     }
-    producer.flush(Duration::from_secs(60)).map_err(|e| Error::Other(format!("demo producer flush: {e}")))?;
+    producer
+        .flush(Duration::from_secs(60))
+        .map_err(|e| Error::Other(format!("demo producer flush: {e}")))?;
     Ok((records, bytes))
 }
 
@@ -182,7 +214,8 @@ pub fn scan_lake(table_dir: &Path, expected: u64) -> Result<LakeScan, Error> {
     let mut seen = vec![false; expected as usize];
     let mut stack = vec![table_dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let entries = std::fs::read_dir(&d).map_err(|e| Error::Other(format!("{}: {e}", d.display())))?;
+        let entries =
+            std::fs::read_dir(&d).map_err(|e| Error::Other(format!("{}: {e}", d.display())))?;
         for entry in entries {
             let p = entry.map_err(|e| Error::Other(e.to_string()))?.path();
             if p.is_dir() {
@@ -192,18 +225,33 @@ pub fn scan_lake(table_dir: &Path, expected: u64) -> Result<LakeScan, Error> {
             if !p.to_string_lossy().ends_with(".json.gz") {
                 continue;
             }
-            let rel = p.strip_prefix(table_dir).unwrap_or(&p).parent().map(|x| x.to_string_lossy().into_owned()).unwrap_or_default();
+            let rel = p
+                .strip_prefix(table_dir)
+                .unwrap_or(&p)
+                .parent()
+                .map(|x| x.to_string_lossy().into_owned())
+                .unwrap_or_default();
             scan.partitions.insert(rel.clone());
             scan.files += 1;
-            let f = std::fs::File::open(&p).map_err(|e| Error::Other(format!("{}: {e}", p.display())))?;
+            let f = std::fs::File::open(&p)
+                .map_err(|e| Error::Other(format!("{}: {e}", p.display())))?;
             scan.bytes += f.metadata().map(|m| m.len()).unwrap_or(0);
-            for (n, line) in BufReader::new(flate2::read::MultiGzDecoder::new(f)).lines().enumerate() {
-                let line = line.map_err(|e| Error::Other(format!("{} line {}: {e}", p.display(), n + 1)))?;
-                let v: serde_json::Value = serde_json::from_str(&line)
-                    .map_err(|e| Error::Other(format!("{} line {}: not JSON: {e}", p.display(), n + 1)))?;
+            for (n, line) in BufReader::new(flate2::read::MultiGzDecoder::new(f))
+                .lines()
+                .enumerate()
+            {
+                let line =
+                    line.map_err(|e| Error::Other(format!("{} line {}: {e}", p.display(), n + 1)))?;
+                let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| {
+                    Error::Other(format!("{} line {}: not JSON: {e}", p.display(), n + 1))
+                })?;
                 scan.lines += 1;
                 let t = v["eventTime"].as_str().unwrap_or_default();
-                let want = format!("date={}/hour={}", t.get(..10).unwrap_or(""), t.get(11..13).unwrap_or(""));
+                let want = format!(
+                    "date={}/hour={}",
+                    t.get(..10).unwrap_or(""),
+                    t.get(11..13).unwrap_or("")
+                );
                 if want != rel {
                     scan.misplaced += 1;
                 }
@@ -226,7 +274,10 @@ pub fn scan_lake(table_dir: &Path, expected: u64) -> Result<LakeScan, Error> {
 
 impl DemoReport {
     pub fn is_exact(&self) -> bool {
-        self.lake.missing == 0 && self.lake.duplicates == 0 && self.lake.misplaced == 0 && self.lake.distinct == self.produced
+        self.lake.missing == 0
+            && self.lake.duplicates == 0
+            && self.lake.misplaced == 0
+            && self.lake.distinct == self.produced
     }
 
     /// The summary printed by `lakesink demo`.
@@ -267,4 +318,3 @@ impl DemoReport {
         )
     }
 }
-

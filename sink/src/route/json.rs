@@ -52,9 +52,14 @@ impl FieldSet {
         let mut found: Found<'a> = [None; MAX_FIELDS];
         let mut de = serde_json::Deserializer::from_slice(bytes);
         let mask = ((1u16 << self.paths.len()) - 1) as u8;
-        ObjectSeed { paths: &self.paths, mask, depth: 0, found: &mut found }
-            .deserialize(&mut de)
-            .map_err(map_err)?;
+        ObjectSeed {
+            paths: &self.paths,
+            mask,
+            depth: 0,
+            found: &mut found,
+        }
+        .deserialize(&mut de)
+        .map_err(map_err)?;
         de.end().map_err(|e| JsonError::Invalid(e.to_string()))?;
         Ok(found)
     }
@@ -244,7 +249,8 @@ mod tests {
     fn set(paths: &[&str]) -> FieldSet {
         let mut s = FieldSet::default();
         for p in paths {
-            s.add(&p.split('.').map(str::to_string).collect::<Vec<_>>()).unwrap();
+            s.add(&p.split('.').map(str::to_string).collect::<Vec<_>>())
+                .unwrap();
         }
         s
     }
@@ -289,8 +295,14 @@ mod tests {
         assert_eq!(s.extract(b"[1,2]").err(), Some(JsonError::NotAnObject));
         assert_eq!(s.extract(b"\"str\"").err(), Some(JsonError::NotAnObject));
         assert!(matches!(s.extract(b"{\"k\":1"), Err(JsonError::Invalid(_))));
-        assert!(matches!(s.extract(b"{\"k\":1} {}"), Err(JsonError::Invalid(_))));
-        assert!(matches!(s.extract(b"{\"k\":tru}"), Err(JsonError::Invalid(_))));
+        assert!(matches!(
+            s.extract(b"{\"k\":1} {}"),
+            Err(JsonError::Invalid(_))
+        ));
+        assert!(matches!(
+            s.extract(b"{\"k\":tru}"),
+            Err(JsonError::Invalid(_))
+        ));
         assert!(s.extract(b" {\"k\":1}\n").is_ok());
     }
 }

@@ -14,7 +14,9 @@ use std::borrow::Cow;
 use crate::config::{MissingTimestamp, TablePlan};
 use json::{FieldSet, JsonError};
 use template::{RecordKeys, Renderer};
-use timestamp::{parse_time_number, parse_time_str, TimestampError, TimestampSource, TimestampUnit};
+use timestamp::{
+    parse_time_number, parse_time_str, TimestampError, TimestampSource, TimestampUnit,
+};
 
 /// A Kafka record as the route stage sees it.
 #[derive(Debug, Clone, Copy)]
@@ -45,7 +47,11 @@ pub enum RouteError {
         source: TimestampError,
     },
     #[error("event time {event} is more than {skew_secs}s ahead of the record's Kafka timestamp {reference}")]
-    FutureTimestamp { event: String, reference: String, skew_secs: u64 },
+    FutureTimestamp {
+        event: String,
+        reference: String,
+        skew_secs: u64,
+    },
 }
 
 impl RouteError {
@@ -53,7 +59,9 @@ impl RouteError {
     pub fn is_timestamp_problem(&self) -> bool {
         matches!(
             self,
-            RouteError::MissingTimestamp(_) | RouteError::BadTimestamp { .. } | RouteError::FutureTimestamp { .. }
+            RouteError::MissingTimestamp(_)
+                | RouteError::BadTimestamp { .. }
+                | RouteError::FutureTimestamp { .. }
         )
     }
 
@@ -95,7 +103,9 @@ impl TableRouter {
         let mut fields = FieldSet::default();
         let timestamp = match &table.timestamp {
             TimestampSource::Kafka => None,
-            TimestampSource::Field { path, unit } => Some((fields.add(path)?, path.join("."), *unit)),
+            TimestampSource::Field { path, unit } => {
+                Some((fields.add(path)?, path.join("."), *unit))
+            }
         };
         let template_fields = table
             .partition
@@ -114,7 +124,12 @@ impl TableRouter {
 
     /// Validates the record, finds its event time and writes its partition path into `path`.
     /// `now_micros` is only used for records that carry no Kafka timestamp.
-    pub fn route(&mut self, rec: &RecordRef<'_>, now_micros: i64, path: &mut String) -> Result<Routed, RouteError> {
+    pub fn route(
+        &mut self,
+        rec: &RecordRef<'_>,
+        now_micros: i64,
+        path: &mut String,
+    ) -> Result<Routed, RouteError> {
         let payload = match rec.payload {
             None | Some([]) => return Err(RouteError::Empty),
             Some(p) => p,
@@ -126,7 +141,10 @@ impl TableRouter {
             return Err(RouteError::Empty);
         }
         let found = self.fields.extract(payload)?;
-        let kafka_micros = rec.kafka_millis.filter(|m| *m >= 0).map(|m| m.saturating_mul(1000));
+        let kafka_micros = rec
+            .kafka_millis
+            .filter(|m| *m >= 0)
+            .map(|m| m.saturating_mul(1000));
         let reference = kafka_micros.unwrap_or(now_micros);
 
         let (event_micros, fell_back) = match &self.timestamp {
@@ -140,8 +158,12 @@ impl TableRouter {
             },
         };
 
-        let values: [Option<Cow<'_, str>>; json::MAX_FIELDS] =
-            std::array::from_fn(|k| self.template_fields.get(k).and_then(|&fi| found[fi]).and_then(json::value_text));
+        let values: [Option<Cow<'_, str>>; json::MAX_FIELDS] = std::array::from_fn(|k| {
+            self.template_fields
+                .get(k)
+                .and_then(|&fi| found[fi])
+                .and_then(json::value_text)
+        });
         self.renderer.render(
             &RecordKeys {
                 event_micros,
@@ -151,7 +173,10 @@ impl TableRouter {
             },
             path,
         );
-        Ok(Routed { event_micros, fell_back })
+        Ok(Routed {
+            event_micros,
+            fell_back,
+        })
     }
 
     fn field_time(
@@ -162,9 +187,13 @@ impl TableRouter {
         reference: i64,
     ) -> Result<i64, RouteError> {
         let raw = raw.ok_or_else(|| RouteError::MissingTimestamp(name.to_string()))?;
-        let bad = |source| RouteError::BadTimestamp { field: name.to_string(), source };
+        let bad = |source| RouteError::BadTimestamp {
+            field: name.to_string(),
+            source,
+        };
         let t = if json::is_string(raw) {
-            let text = json::value_text(raw).ok_or_else(|| RouteError::MissingTimestamp(name.to_string()))?;
+            let text = json::value_text(raw)
+                .ok_or_else(|| RouteError::MissingTimestamp(name.to_string()))?;
             parse_time_str(&text, unit, self.renderer_tz()).map_err(bad)?
         } else if raw.get() == "null" {
             return Err(RouteError::MissingTimestamp(name.to_string()));
@@ -224,7 +253,12 @@ timestamp = {{ field = "eventTime" }}
     fn late_records_go_to_their_own_hour() {
         let mut r = router("");
         let mut path = String::new();
-        r.route(&rec(r#"{"eventTime":"2024-01-01T22:59:59Z","awsRegion":"eu-west-1"}"#), 0, &mut path).unwrap();
+        r.route(
+            &rec(r#"{"eventTime":"2024-01-01T22:59:59Z","awsRegion":"eu-west-1"}"#),
+            0,
+            &mut path,
+        )
+        .unwrap();
         assert_eq!(path, "date=2024-01-01/hour=22/region=eu-west-1");
     }
 
@@ -232,17 +266,32 @@ timestamp = {{ field = "eventTime" }}
     fn fallback_and_fail_policies() {
         let mut path = String::new();
         let mut strict = router("on_missing_timestamp = \"fail\"");
-        let e = strict.route(&rec(r#"{"awsRegion":"x"}"#), 0, &mut path).unwrap_err();
+        let e = strict
+            .route(&rec(r#"{"awsRegion":"x"}"#), 0, &mut path)
+            .unwrap_err();
         assert_eq!(e.reason(), "missing_timestamp");
-        let e = strict.route(&rec(r#"{"eventTime":"soon"}"#), 0, &mut path).unwrap_err();
+        let e = strict
+            .route(&rec(r#"{"eventTime":"soon"}"#), 0, &mut path)
+            .unwrap_err();
         assert_eq!(e.reason(), "bad_timestamp");
-        let e = strict.route(&rec(r#"{"eventTime":"2030-01-01T00:00:00Z"}"#), 0, &mut path).unwrap_err();
+        let e = strict
+            .route(
+                &rec(r#"{"eventTime":"2030-01-01T00:00:00Z"}"#),
+                0,
+                &mut path,
+            )
+            .unwrap_err();
         assert_eq!(e.reason(), "future_timestamp");
 
         let mut lenient = router("on_missing_timestamp = \"kafka\"");
-        let routed = lenient.route(&rec(r#"{"eventTime":"soon"}"#), 0, &mut path).unwrap();
+        let routed = lenient
+            .route(&rec(r#"{"eventTime":"soon"}"#), 0, &mut path)
+            .unwrap();
         assert!(routed.fell_back);
-        assert_eq!(path, "date=2024-01-02/hour=01/region=__HIVE_DEFAULT_PARTITION__");
+        assert_eq!(
+            path,
+            "date=2024-01-02/hour=01/region=__HIVE_DEFAULT_PARTITION__"
+        );
     }
 
     #[test]

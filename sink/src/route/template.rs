@@ -24,7 +24,9 @@ pub enum TemplateError {
     BadFormat(String),
     #[error("field path `{0}` is empty or has an empty segment")]
     BadField(String),
-    #[error("the template must not start or end with `/`, contain `//`, or a `.`/`..` segment: `{0}`")]
+    #[error(
+        "the template must not start or end with `/`, contain `//`, or a `.`/`..` segment: `{0}`"
+    )]
     BadPath(String),
 }
 
@@ -32,7 +34,10 @@ pub enum TemplateError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Piece {
     Literal(String),
-    EventTime { format: String, granularity_secs: i64 },
+    EventTime {
+        format: String,
+        granularity_secs: i64,
+    },
     Topic,
     Partition,
     Field(Vec<String>),
@@ -84,11 +89,16 @@ impl PartitionTemplate {
         if skeleton.is_empty()
             || skeleton.starts_with('/')
             || skeleton.ends_with('/')
-            || skeleton.split('/').any(|seg| seg.is_empty() || seg == "." || seg == "..")
+            || skeleton
+                .split('/')
+                .any(|seg| seg.is_empty() || seg == "." || seg == "..")
         {
             return Err(TemplateError::BadPath(s.to_string()));
         }
-        Ok(PartitionTemplate { source: s.to_string(), pieces })
+        Ok(PartitionTemplate {
+            source: s.to_string(),
+            pieces,
+        })
     }
 
     /// Field paths the template reads.
@@ -129,7 +139,10 @@ fn parse_placeholder(inner: &str) -> Result<Piece, TemplateError> {
                 return Err(TemplateError::BadFormat(format));
             }
             let granularity_secs = granularity(&format);
-            Ok(Piece::EventTime { format, granularity_secs })
+            Ok(Piece::EventTime {
+                format,
+                granularity_secs,
+            })
         }
         ("topic", None) => Ok(Piece::Topic),
         ("partition", None) => Ok(Piece::Partition),
@@ -190,7 +203,11 @@ pub struct RecordKeys<'a> {
 impl Renderer {
     pub fn new(template: PartitionTemplate, tz: TimeZoneSpec) -> Renderer {
         let n = template.pieces.len();
-        Renderer { template, tz, cache: vec![None; n] }
+        Renderer {
+            template,
+            tz,
+            cache: vec![None; n],
+        }
     }
 
     pub fn template(&self) -> &PartitionTemplate {
@@ -220,7 +237,10 @@ impl Renderer {
                     }
                     field_i += 1;
                 }
-                Piece::EventTime { format, granularity_secs } => {
+                Piece::EventTime {
+                    format,
+                    granularity_secs,
+                } => {
                     let secs = keys.event_micros.div_euclid(1_000_000);
                     // Cache key: the step of the local clock the instant falls in. With a named
                     // zone, offsets change on 15-minute boundaries, so never cache coarser.
@@ -254,9 +274,18 @@ mod tests {
     fn render(t: &str, tz: &str, micros: i64, fields: &[Option<&str>]) -> String {
         let tpl = PartitionTemplate::parse(t).unwrap();
         let mut r = Renderer::new(tpl, TimeZoneSpec::parse(tz).unwrap());
-        let fields: Vec<Option<Cow<'_, str>>> = fields.iter().map(|f| f.map(Cow::Borrowed)).collect();
+        let fields: Vec<Option<Cow<'_, str>>> =
+            fields.iter().map(|f| f.map(Cow::Borrowed)).collect();
         let mut out = String::new();
-        r.render(&RecordKeys { event_micros: micros, topic: "cloud/trail", partition: 7, fields: &fields }, &mut out);
+        r.render(
+            &RecordKeys {
+                event_micros: micros,
+                topic: "cloud/trail",
+                partition: 7,
+                fields: &fields,
+            },
+            &mut out,
+        );
         out
     }
 
@@ -265,12 +294,23 @@ mod tests {
         let t = "date={event_time:%Y-%m-%d}/hour={event_time:%H}";
         assert_eq!(render(t, "UTC", T, &[]), "date=2024-01-02/hour=01");
         assert_eq!(render(t, "+05:30", T, &[]), "date=2024-01-02/hour=06");
-        assert_eq!(render(t, "America/New_York", T, &[]), "date=2024-01-01/hour=20");
         assert_eq!(
-            render("topic={topic}/p={partition}/region={field:awsRegion}", "UTC", T, &[Some("../x")]),
+            render(t, "America/New_York", T, &[]),
+            "date=2024-01-01/hour=20"
+        );
+        assert_eq!(
+            render(
+                "topic={topic}/p={partition}/region={field:awsRegion}",
+                "UTC",
+                T,
+                &[Some("../x")]
+            ),
             "topic=cloud%2Ftrail/p=7/region=..%2Fx"
         );
-        assert_eq!(render("r={field:a}", "UTC", T, &[None]), "r=__HIVE_DEFAULT_PARTITION__");
+        assert_eq!(
+            render("r={field:a}", "UTC", T, &[None]),
+            "r=__HIVE_DEFAULT_PARTITION__"
+        );
     }
 
     #[test]
@@ -281,7 +321,15 @@ mod tests {
         let hour = 3_600_000_000;
         for k in [0, 1, 0, 25, 24, -1, 0] {
             let m = T + k * hour;
-            r.render(&RecordKeys { event_micros: m, topic: "t", partition: 0, fields: &[] }, &mut out);
+            r.render(
+                &RecordKeys {
+                    event_micros: m,
+                    topic: "t",
+                    partition: 0,
+                    fields: &[],
+                },
+                &mut out,
+            );
             let dt = micros_to_utc(m);
             assert_eq!(out, dt.format("d=%Y-%m-%d/h=%H").to_string());
         }
@@ -308,7 +356,10 @@ mod tests {
 
     #[test]
     fn partition_columns() {
-        let t = PartitionTemplate::parse("date={event_time:%Y-%m-%d}/hour={event_time:%H}/region={field:r}").unwrap();
+        let t = PartitionTemplate::parse(
+            "date={event_time:%Y-%m-%d}/hour={event_time:%H}/region={field:r}",
+        )
+        .unwrap();
         assert_eq!(t.partition_columns(), vec!["date", "hour", "region"]);
     }
 }

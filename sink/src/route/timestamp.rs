@@ -11,7 +11,10 @@ pub enum TimestampSource {
     /// The Kafka record timestamp (CreateTime or LogAppendTime).
     Kafka,
     /// A JSON field, by path (`["detail", "time"]` for `detail.time`).
-    Field { path: Vec<String>, unit: TimestampUnit },
+    Field {
+        path: Vec<String>,
+        unit: TimestampUnit,
+    },
 }
 
 /// How a timestamp field is written.
@@ -41,10 +44,20 @@ const MICROS_PER_SEC: i64 = 1_000_000;
 
 /// Parses a timestamp string (RFC 3339, ISO 8601 with `T` or space, `Z` or an offset; a
 /// date-time without offset is read in `tz`; a string of digits is an epoch number).
-pub fn parse_time_str(s: &str, unit: TimestampUnit, tz: &TimeZoneSpec) -> Result<i64, TimestampError> {
+pub fn parse_time_str(
+    s: &str,
+    unit: TimestampUnit,
+    tz: &TimeZoneSpec,
+) -> Result<i64, TimestampError> {
     let t = s.trim();
-    if matches!(unit, TimestampUnit::Seconds | TimestampUnit::Millis | TimestampUnit::Micros)
-        || (unit == TimestampUnit::Auto && !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit() || b == b'.' || b == b'-') && !t[1..].contains('-'))
+    if matches!(
+        unit,
+        TimestampUnit::Seconds | TimestampUnit::Millis | TimestampUnit::Micros
+    ) || (unit == TimestampUnit::Auto
+        && !t.is_empty()
+        && t.bytes()
+            .all(|b| b.is_ascii_digit() || b == b'.' || b == b'-')
+        && !t[1..].contains('-'))
     {
         return parse_time_number(t, unit);
     }
@@ -62,9 +75,15 @@ pub fn parse_time_str(s: &str, unit: TimestampUnit, tz: &TimeZoneSpec) -> Result
     if let Ok(dt) = DateTime::parse_from_rfc3339(t2) {
         return to_micros(dt.timestamp(), dt.timestamp_subsec_nanos(), s);
     }
-    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"] {
+    for fmt in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%dT%H:%M",
+    ] {
         if let Ok(naive) = NaiveDateTime::parse_from_str(t2, fmt) {
-            let utc = tz.naive_to_utc(naive).ok_or_else(|| TimestampError::BadString(s.to_string()))?;
+            let utc = tz
+                .naive_to_utc(naive)
+                .ok_or_else(|| TimestampError::BadString(s.to_string()))?;
             return to_micros(utc.timestamp(), utc.timestamp_subsec_nanos(), s);
         }
     }
@@ -148,8 +167,14 @@ impl TimeZoneSpec {
         if t.starts_with('+') || t.starts_with('-') {
             let digits: String = t[1..].chars().filter(|c| c.is_ascii_digit()).collect();
             if digits.len() == 4 || digits.len() == 2 {
-                let h: i32 = digits[..2].parse().map_err(|_| format!("bad timezone offset `{s}`"))?;
-                let m: i32 = if digits.len() == 4 { digits[2..].parse().unwrap_or(0) } else { 0 };
+                let h: i32 = digits[..2]
+                    .parse()
+                    .map_err(|_| format!("bad timezone offset `{s}`"))?;
+                let m: i32 = if digits.len() == 4 {
+                    digits[2..].parse().unwrap_or(0)
+                } else {
+                    0
+                };
                 let secs = (h * 3600 + m * 60) * if t.starts_with('-') { -1 } else { 1 };
                 return FixedOffset::east_opt(secs)
                     .map(TimeZoneSpec::Fixed)
@@ -157,9 +182,11 @@ impl TimeZoneSpec {
             }
             return Err(format!("bad timezone offset `{s}` (use +HH:MM)"));
         }
-        t.parse::<Tz>()
-            .map(TimeZoneSpec::Named)
-            .map_err(|_| format!("unknown timezone `{s}` (use UTC, an IANA name such as Europe/Berlin, or +HH:MM)"))
+        t.parse::<Tz>().map(TimeZoneSpec::Named).map_err(|_| {
+            format!(
+                "unknown timezone `{s}` (use UTC, an IANA name such as Europe/Berlin, or +HH:MM)"
+            )
+        })
     }
 
     /// The UTC offset in seconds that applies at `utc_micros` when it is a fixed one.
@@ -180,8 +207,14 @@ impl TimeZoneSpec {
 
     fn naive_to_utc(&self, naive: NaiveDateTime) -> Option<DateTime<Utc>> {
         match self {
-            TimeZoneSpec::Fixed(o) => o.from_local_datetime(&naive).earliest().map(|d| d.with_timezone(&Utc)),
-            TimeZoneSpec::Named(tz) => tz.from_local_datetime(&naive).earliest().map(|d| d.with_timezone(&Utc)),
+            TimeZoneSpec::Fixed(o) => o
+                .from_local_datetime(&naive)
+                .earliest()
+                .map(|d| d.with_timezone(&Utc)),
+            TimeZoneSpec::Named(tz) => tz
+                .from_local_datetime(&naive)
+                .earliest()
+                .map(|d| d.with_timezone(&Utc)),
         }
     }
 }
@@ -223,11 +256,26 @@ mod tests {
 
     #[test]
     fn epoch_numbers() {
-        assert_eq!(parse_time_number("1704157323", TimestampUnit::Auto), Ok(T * 1_000_000));
-        assert_eq!(parse_time_number("1704157323000", TimestampUnit::Auto), Ok(T * 1_000_000));
-        assert_eq!(parse_time_number("1704157323000000", TimestampUnit::Auto), Ok(T * 1_000_000));
-        assert_eq!(parse_time_number("1704157323.5", TimestampUnit::Auto), Ok(T * 1_000_000 + 500_000));
-        assert_eq!(parse_time_number("1704157323", TimestampUnit::Millis), Ok(T * 1_000));
+        assert_eq!(
+            parse_time_number("1704157323", TimestampUnit::Auto),
+            Ok(T * 1_000_000)
+        );
+        assert_eq!(
+            parse_time_number("1704157323000", TimestampUnit::Auto),
+            Ok(T * 1_000_000)
+        );
+        assert_eq!(
+            parse_time_number("1704157323000000", TimestampUnit::Auto),
+            Ok(T * 1_000_000)
+        );
+        assert_eq!(
+            parse_time_number("1704157323.5", TimestampUnit::Auto),
+            Ok(T * 1_000_000 + 500_000)
+        );
+        assert_eq!(
+            parse_time_number("1704157323", TimestampUnit::Millis),
+            Ok(T * 1_000)
+        );
         assert_eq!(p("1704157323"), Ok(T * 1_000_000));
         assert!(parse_time_number("12abc", TimestampUnit::Auto).is_err());
         assert!(parse_time_number("1e300", TimestampUnit::Auto).is_err());
@@ -235,9 +283,18 @@ mod tests {
 
     #[test]
     fn zones() {
-        assert_eq!(TimeZoneSpec::parse("UTC").unwrap().fixed_offset_secs(), Some(0));
-        assert_eq!(TimeZoneSpec::parse("+05:30").unwrap().fixed_offset_secs(), Some(19800));
-        assert_eq!(TimeZoneSpec::parse("-0800").unwrap().fixed_offset_secs(), Some(-28800));
+        assert_eq!(
+            TimeZoneSpec::parse("UTC").unwrap().fixed_offset_secs(),
+            Some(0)
+        );
+        assert_eq!(
+            TimeZoneSpec::parse("+05:30").unwrap().fixed_offset_secs(),
+            Some(19800)
+        );
+        assert_eq!(
+            TimeZoneSpec::parse("-0800").unwrap().fixed_offset_secs(),
+            Some(-28800)
+        );
         assert!(TimeZoneSpec::parse("Mars/Olympus").is_err());
     }
 }

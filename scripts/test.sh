@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# The test command (README, .ci/run): installs what the tests need (cached in ~/.cache/lakesink),
+# starts the real servers for this run — tansu (Kafka protocol, sqlite storage) and SeaweedFS
+# (S3) on 127.0.0.1 — runs every test of the workspace, and stops the servers again.
+#
+#   scripts/test.sh [extra cargo-nextest arguments, e.g. a test name filter]
+#   scripts/test.sh --servers-only     start the servers and wait (for debugging)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+eval "$(scripts/install-testbed.sh --env)"
+
+RUN="$(mktemp -d "${TMPDIR:-/tmp}/lakesink-test.XXXXXX")"
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  if [ "${KEEP_TEST_LOGS:-}" = "" ]; then rm -rf "$RUN"; else echo "server logs kept in $RUN" >&2; fi
+}
+trap cleanup EXIT
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+wait_port() { # port name seconds log
+  local deadline=$((SECONDS + $3))
+  until port_open "$1"; do
+    if [ $SECONDS -ge $deadline ]; then echo "$2 did not open port $1 within $3 s; its log:" >&2; tail -n 40 "$4" >&2; exit 1; fi
+    sleep 0.2
+  done
+}
+free_port() { "$LAKESINK_PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# SeaweedFS: S3 on its fixed port 8333 (it opens ~11 fixed ports, so one instance per machine).
+if port_open 8333; then
+  echo "port 8333 is taken: is another SeaweedFS (or test run) still running?" >&2
+  exit 1
+fi
+export LAKESINK_S3_KEY=lakesink LAKESINK_S3_SECRET=lakesink-secret-key
+mkdir -p "$RUN/weed"
+AWS_ACCESS_KEY_ID=$LAKESINK_S3_KEY AWS_SECRET_ACCESS_KEY=$LAKESINK_S3_SECRET \
+  "$LAKESINK_WEED" mini -dir="$RUN/weed" -ip=127.0.0.1 -ip.bind=127.0.0.1 -webdav=false -admin.ui=false \
+  >"$RUN/weed.log" 2>&1 &
+PIDS+=($!)
+export LAKESINK_S3_ENDPOINT=http://127.0.0.1:8333
+
+# tansu with sqlite storage on a free port.
+TANSU_PORT="$(free_port)"
+# (tansu reads `sqlite://` paths relative to its working directory.)
+(cd "$RUN" && exec env -u CLUSTER_ID -u LISTENER_URL -u ADVERTISED_LISTENER_URL -u STORAGE_ENGINE -u SCHEMA_REGISTRY \
+  "$LAKESINK_TANSU" broker --listener-url "tcp://127.0.0.1:$TANSU_PORT" \
+  --advertised-listener-url "tcp://127.0.0.1:$TANSU_PORT" --storage-engine "sqlite://tansu.db") \
+  >"$RUN/tansu.log" 2>&1 &
+PIDS+=($!)
+export LAKESINK_BROKERS="127.0.0.1:$TANSU_PORT"
+
+# Build while the servers start.
+cargo build -p lakesink --bin lakesink
+export LAKESINK_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/lakesink"
+
+wait_port "$TANSU_PORT" tansu 60 "$RUN/tansu.log"
+wait_port 8333 SeaweedFS 60 "$RUN/weed.log"
+# SeaweedFS answers on 8333 a moment before its S3 gateway serves requests.
+deadline=$((SECONDS + 60))
+until "$LAKESINK_PYTHON" tests/py/s3_admin.py list-buckets >/dev/null 2>&1; do
+  if [ $SECONDS -ge $deadline ]; then echo "SeaweedFS S3 is not answering; its log:" >&2; tail -n 40 "$RUN/weed.log" >&2; exit 1; fi
+  sleep 0.5
+done
+export LAKESINK_TEST_RUN="$RUN"
+env | grep '^LAKESINK_' | sed 's/^/export /' >"$RUN/env"
+
+if [ "${1:-}" = "--servers-only" ]; then
+  # For debugging: keep the servers up; `source $RUN/env` in another shell.
+  echo "servers up; environment in $RUN/env (Ctrl-C to stop)" >&2
+  sleep infinity
+fi
+cargo nextest run --workspace --no-fail-fast "$@"

@@ -1,0 +1,27 @@
+"""Bucket chores on the test S3 server: list-buckets | create-bucket NAME | list NAME PREFIX."""
+import json
+import os
+import sys
+
+import boto3
+
+s3 = boto3.client(
+    "s3",
+    endpoint_url=os.environ["LAKESINK_S3_ENDPOINT"],
+    aws_access_key_id=os.environ["LAKESINK_S3_KEY"],
+    aws_secret_access_key=os.environ["LAKESINK_S3_SECRET"],
+    region_name="us-east-1",
+)
+cmd = sys.argv[1]
+if cmd == "list-buckets":
+    print(json.dumps([b["Name"] for b in s3.list_buckets().get("Buckets", [])]))
+elif cmd == "create-bucket":
+    s3.create_bucket(Bucket=sys.argv[2])
+elif cmd == "list":
+    out = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=sys.argv[2], Prefix=sys.argv[3]):
+        for o in page.get("Contents", []):
+            out.append({"key": o["Key"], "size": o["Size"], "etag": o["ETag"], "modified": o["LastModified"].isoformat()})
+    print(json.dumps(out))
+else:
+    sys.exit(f"unknown command {cmd}")
