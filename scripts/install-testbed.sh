@@ -21,7 +21,7 @@ log() { printf '[install-testbed] %s\n' "$*" >&2; }
 
 # Debian packages the C parts of rdkafka need (a fresh machine usually has them already).
 need_apt=()
-for pkg in gcc make pkg-config zlib1g-dev python3 python3-venv; do
+for pkg in gcc make pkg-config zlib1g-dev libssl-dev python3 python3-venv; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ "${#need_apt[@]}" -gt 0 ]; then

@@ -764,6 +764,17 @@ max_age = "30s"
     }
 
     #[test]
+    fn the_shipped_example_is_valid() {
+        let text = include_str!("../../kafka-config/lakesink.example.toml");
+        let plan = Plan::from_toml(text, "kafka-config/lakesink.example.toml").unwrap();
+        assert_eq!(plan.tables.len(), 2);
+        assert_eq!(
+            plan.tables[1].partition.partition_columns(),
+            vec!["date", "hour", "resolver"]
+        );
+    }
+
+    #[test]
     fn bad_units_name_the_key() {
         let text = MINIMAL.replace("\"64MiB\"", "\"64 lots\"");
         let e = Plan::from_toml(&text, "t.toml").unwrap_err().to_string();
