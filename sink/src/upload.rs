@@ -51,10 +51,13 @@ enum Part {
     Finish,
 }
 
+/// A task that stores one object.
+pub type UploadTask = JoinHandle<Result<(), UploadError>>;
+
 /// The upload side of one open file.
 pub struct ObjectUpload {
     key: Path,
-    streaming: Option<(mpsc::Sender<Part>, JoinHandle<Result<(), UploadError>>)>,
+    streaming: Option<(mpsc::Sender<Part>, UploadTask)>,
     parts: usize,
 }
 
@@ -80,7 +83,7 @@ impl ObjectUpload {
         store: &Arc<dyn ObjectStore>,
         budget: &Arc<Budget>,
         data: Vec<u8>,
-    ) -> Result<(), UploadError> {
+    ) {
         let (tx, _) = self.streaming.get_or_insert_with(|| {
             let (tx, rx) = mpsc::channel(1);
             let task = rt.spawn(multipart(
@@ -92,11 +95,10 @@ impl ObjectUpload {
             (tx, task)
         });
         self.parts += 1;
+        let len = data.len();
         if tx.blocking_send(Part::Data(Bytes::from(data))).is_err() {
-            // The task ended early: its error is reported by `finish`.
-            return Ok(());
+            budget.release(len);
         }
-        Ok(())
     }
 
     /// Ends the object with its last bytes; the returned task resolves once it is stored.
@@ -106,7 +108,7 @@ impl ObjectUpload {
         store: &Arc<dyn ObjectStore>,
         budget: &Arc<Budget>,
         tail: Vec<u8>,
-    ) -> JoinHandle<Result<(), UploadError>> {
+    ) -> UploadTask {
         let key = self.key;
         match self.streaming {
             None => {
@@ -251,7 +253,7 @@ mod tests {
             let part = vec![i; 1000];
             expected.extend_from_slice(&part);
             budget.charge(part.len());
-            big.send_part(rt.handle(), &store, &budget, part).unwrap();
+            big.send_part(rt.handle(), &store, &budget, part);
         }
         expected.extend_from_slice(b"tail");
         budget.charge(4);
@@ -286,8 +288,7 @@ mod tests {
         let budget = Arc::new(Budget::new(1 << 30));
         let mut up = ObjectUpload::new(Path::from("t/gone"));
         budget.charge(100);
-        up.send_part(rt.handle(), &store, &budget, vec![1; 100])
-            .unwrap();
+        up.send_part(rt.handle(), &store, &budget, vec![1; 100]);
         let (_, task) = up.streaming.take().unwrap();
         let r = rt.block_on(task).unwrap();
         assert!(matches!(r, Err(UploadError::Abandoned { .. })));

@@ -373,7 +373,7 @@ fn append(
         // The part's bytes stay charged until the store has them; the upload credits them.
         *held = held.saturating_sub(f.charged);
         f.charged = 0;
-        f.upload.send_part(&ctx.rt, &ctx.store, &ctx.budget, part)?;
+        f.upload.send_part(&ctx.rt, &ctx.store, &ctx.budget, part);
     }
     Ok(file_full(&table.rotate, f.records, f.encoder.written()))
 }
