@@ -72,4 +72,14 @@ if [ "${1:-}" = "--servers-only" ]; then
   echo "servers up; environment in $RUN/env (Ctrl-C to stop)" >&2
   sleep infinity
 fi
+# Keep the benchmark working: a small debug-build run (its figures mean nothing), before the
+# tests so that the test runner's summary stays the last thing printed.
+if [ $# -eq 0 ]; then
+  cargo build -p lakesink-bench
+  "${CARGO_TARGET_DIR:-$PWD/target}/debug/lakesink-bench" --quick \
+    --out "$RUN/bench-quick.md" --workdir "$RUN/bench" >/dev/null
+  echo "benchmark (quick, debug build): OK"
+fi
+
 cargo nextest run --workspace --no-fail-fast "$@"
+

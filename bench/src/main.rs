@@ -1,0 +1,425 @@
+//! `lakesink-bench`: measures Lakesink against the ceiling of the work it cannot avoid, on the
+//! same data, in the same run.
+//!
+//! 1. A broker process (`lakesink-bench-broker`) preloads generated CloudTrail events into
+//!    librdkafka's mock cluster.
+//! 2. Ceilings: a null consumer in a consumer group (consume and discard) in its own process,
+//!    and gzip of the same bytes with the same library and level (on one thread).
+//! 3. Lakesink runs `--until-caught-up` for each configuration, in its own process, into a
+//!    local directory (and, with `--s3`, into an S3 server).
+//!
+//! Each process is measured with `wait4`: wall time, user + system CPU, peak RSS. CPU-seconds
+//! per GB of input is the headline: it holds on a noisy machine where wall time does not.
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use flate2::write::GzEncoder;
+use flate2::Compression;
+use lakesink::demo::generator::{event, GenConfig};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::ClientConfig;
+
+#[derive(Parser)]
+#[command(about = "Benchmark Lakesink against the machine's ceiling")]
+struct Args {
+    /// Events to generate (~1.4 KB each).
+    #[arg(long, default_value_t = 700_000)]
+    records: u64,
+    /// A small, quick run (to keep the benchmark working in CI, not to judge speed).
+    #[arg(long)]
+    quick: bool,
+    /// Where the results table goes (Markdown).
+    #[arg(long, default_value = "bench/results/latest.md")]
+    out: PathBuf,
+    /// Scratch directory for the lakes written.
+    #[arg(long, default_value = "target/bench")]
+    workdir: PathBuf,
+    /// Also run into this S3 endpoint (bucket must exist): `http://127.0.0.1:8333/BUCKET`;
+    /// credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY.
+    #[arg(long)]
+    s3: Option<String>,
+    #[command(subcommand)]
+    sub: Option<Sub>,
+}
+
+#[derive(Subcommand)]
+enum Sub {
+    /// (internal) Consume a topic in a consumer group and discard everything.
+    NullConsume {
+        #[arg(long)]
+        brokers: String,
+        #[arg(long)]
+        topic: String,
+        #[arg(long)]
+        expect: u64,
+    },
+}
+
+/// What `wait4` says about a finished process.
+#[derive(Debug, Clone, Copy)]
+struct Measured {
+    wall: f64,
+    cpu: f64,
+    peak_rss_mb: f64,
+}
+
+fn measure(mut cmd: Command, what: &str) -> Measured {
+    let start = Instant::now();
+    let child = cmd.spawn().unwrap_or_else(|e| panic!("start {what}: {e}"));
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: plain wait4 on our own child; `ru` is a zeroed out-parameter.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+    let wall = start.elapsed().as_secs_f64();
+    drop(child);
+    assert!(r == pid, "wait4 on {what} failed");
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "{what} failed (status {status})"
+    );
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Measured {
+        wall,
+        cpu: secs(ru.ru_utime) + secs(ru.ru_stime),
+        peak_rss_mb: ru.ru_maxrss as f64 / 1024.0,
+    }
+}
+
+/// Thread CPU time, for measuring work done on this thread only.
+fn thread_cpu() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime fills the out-parameter.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}
+
+struct Broker {
+    child: Child,
+    _stdin: ChildStdin,
+    bootstrap: String,
+    partitions: i32,
+    bytes: u64,
+}
+
+fn start_broker(bin_dir: &Path, records: u64, topic: &str) -> Broker {
+    let mut child = Command::new(bin_dir.join("lakesink-bench-broker"))
+        .args(["--records", &records.to_string(), "--topic", topic])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start lakesink-bench-broker (build it: cargo build --release -p lakesink-bench)");
+    let stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut get = |key: &str| -> String {
+        let line = lines.next().expect("broker output").expect("broker output");
+        line.strip_prefix(key)
+            .unwrap_or_else(|| panic!("broker said {line:?}, expected {key}"))
+            .trim()
+            .to_string()
+    };
+    let bootstrap = get("BOOTSTRAP");
+    let partitions = get("PARTITIONS").parse().unwrap();
+    let bytes = get("BYTES").parse().unwrap();
+    Broker {
+        child,
+        _stdin: stdin,
+        bootstrap,
+        partitions,
+        bytes,
+    }
+}
+
+fn null_consume(brokers: &str, topic: &str, expect: u64) {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("null-{}", std::process::id()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .create()
+        .unwrap();
+    c.subscribe(&[topic]).unwrap();
+    let (mut n, mut bytes) = (0u64, 0u64);
+    let deadline = Instant::now() + Duration::from_secs(3600);
+    while n < expect {
+        assert!(
+            Instant::now() < deadline,
+            "null consumer timed out at {n}/{expect}"
+        );
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            n += 1;
+            bytes += m.payload_len() as u64;
+        }
+    }
+    std::hint::black_box(bytes);
+}
+
+/// CPU seconds to gzip the same NDJSON bytes at `level` (one thread, large writes).
+fn gzip_ceiling(records: u64, level: u32) -> (f64, u64, u64) {
+    let cfg = GenConfig::default();
+    let mut data = Vec::with_capacity((records * 1500) as usize);
+    let mut buf = String::new();
+    for seq in 0..records {
+        event(&cfg, seq, records, &mut buf);
+        data.extend_from_slice(buf.as_bytes());
+        data.push(b'\n');
+    }
+    let t0 = thread_cpu();
+    let mut out_bytes = 0u64;
+    for chunk in data.chunks(64 << 20) {
+        let mut enc = GzEncoder::new(Vec::with_capacity(chunk.len() / 4), Compression::new(level));
+        for piece in chunk.chunks(256 << 10) {
+            enc.write_all(piece).unwrap();
+        }
+        out_bytes += enc.finish().unwrap().len() as u64;
+    }
+    (thread_cpu() - t0, data.len() as u64, out_bytes)
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                total += e.metadata().map(|m| m.len()).unwrap_or(0);
+            }
+        }
+    }
+    total
+}
+
+struct Row {
+    name: String,
+    m: Measured,
+    out_mb: Option<f64>,
+    ceiling_cpu_per_gb: Option<f64>,
+}
+
+fn main() {
+    let mut args = Args::parse();
+    if let Some(Sub::NullConsume {
+        brokers,
+        topic,
+        expect,
+    }) = &args.sub
+    {
+        null_consume(brokers, topic, *expect);
+        return;
+    }
+    if args.quick {
+        args.records = 20_000;
+    }
+    let bin_dir = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let lakesink = bin_dir.join("lakesink");
+    assert!(
+        lakesink.exists(),
+        "{} not found: build it with the same profile (cargo build --release -p lakesink)",
+        lakesink.display()
+    );
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let topic = "bench";
+
+    eprintln!("preloading {} events into the mock broker …", args.records);
+    let mut broker = start_broker(&bin_dir, args.records, topic);
+    let gb = broker.bytes as f64 / 1e9;
+    let mb = broker.bytes as f64 / 1e6;
+    eprintln!(
+        "broker ready: {} partitions, {:.1} MB",
+        broker.partitions, mb
+    );
+
+    let mut rows: Vec<Row> = Vec::new();
+
+    // Ceiling 1: consume and discard, in a consumer group.
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "null-consume",
+        "--brokers",
+        &broker.bootstrap,
+        "--topic",
+        topic,
+        "--expect",
+        &args.records.to_string(),
+    ]);
+    let null = measure(cmd, "null consumer");
+    let consume_cpu_per_gb = null.cpu / gb;
+    rows.push(Row {
+        name: "ceiling: null consumer (consume + discard)".into(),
+        m: null,
+        out_mb: None,
+        ceiling_cpu_per_gb: None,
+    });
+
+    // Ceiling 2: gzip of the same bytes.
+    let mut gzip_cpu_per_gb = std::collections::BTreeMap::new();
+    for level in [1u32, 6] {
+        let (cpu, bytes_in, bytes_out) = gzip_ceiling(args.records, level);
+        let per_gb = cpu / (bytes_in as f64 / 1e9);
+        gzip_cpu_per_gb.insert(level, per_gb);
+        rows.push(Row {
+            name: format!("ceiling: gzip level {level} of the same bytes (1 thread)"),
+            m: Measured {
+                wall: cpu,
+                cpu,
+                peak_rss_mb: 0.0,
+            },
+            out_mb: Some(bytes_out as f64 / 1e6),
+            ceiling_cpu_per_gb: None,
+        });
+    }
+
+    // Lakesink runs.
+    let mut targets: Vec<(String, String, Vec<(String, String)>)> = Vec::new();
+    std::fs::create_dir_all(&args.workdir).unwrap();
+    let workdir = std::fs::canonicalize(&args.workdir).unwrap();
+    for level in [1u32, 6] {
+        targets.push((
+            format!("lakesink json.gz level {level} → local dir"),
+            format!("file://{}/gz{level}", workdir.display()),
+            vec![("level".into(), level.to_string())],
+        ));
+    }
+    if let Some(s3) = &args.s3 {
+        let (endpoint, bucket) = s3.rsplit_once('/').expect("--s3 http://host:port/BUCKET");
+        targets.push((
+            "lakesink json.gz level 6 → S3".into(),
+            format!("s3://{bucket}/bench-{}", std::process::id()),
+            vec![
+                ("level".into(), "6".into()),
+                ("endpoint".into(), endpoint.into()),
+            ],
+        ));
+    }
+    for (i, (name, url, opts)) in targets.iter().enumerate() {
+        let level: u32 = opts
+            .iter()
+            .find(|(k, _)| k == "level")
+            .unwrap()
+            .1
+            .parse()
+            .unwrap();
+        if let Some(dir) = url.strip_prefix("file://") {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        let endpoint = opts.iter().find(|(k, _)| k == "endpoint").map(|(_, v)| {
+            format!("[storage.options]\nendpoint = \"{v}\"\nallow_http = \"true\"\nregion = \"us-east-1\"\n")
+        });
+        let config = format!(
+            r#"[kafka]
+brokers = "{brokers}"
+group_id = "bench-{pid}-{i}"
+[storage]
+url = "{url}"
+{endpoint}
+[pipeline]
+max_buffered_bytes = "1GiB"
+[[tables]]
+name = "cloudtrail"
+topics = ["{topic}"]
+partition_by = "date={{event_time:%Y-%m-%d}}/hour={{event_time:%H}}"
+timestamp = {{ field = "eventTime" }}
+max_future_skew = "1000d"
+compression_level = {level}
+[tables.rotate]
+max_records = 500000
+max_bytes = "128MiB"
+max_age = "5m"
+"#,
+            brokers = broker.bootstrap,
+            pid = std::process::id(),
+            endpoint = endpoint.unwrap_or_default(),
+        );
+        let path = workdir.join(format!("bench-{i}.toml"));
+        std::fs::write(&path, config).unwrap();
+        eprintln!("running {name} …");
+        let mut cmd = Command::new(&lakesink);
+        cmd.args(["run", "--until-caught-up", "--config"])
+            .arg(&path)
+            .env("LAKESINK_LOG", "warn");
+        let m = measure(cmd, name);
+        let out_mb = url
+            .strip_prefix("file://")
+            .map(|d| dir_bytes(Path::new(d)) as f64 / 1e6);
+        rows.push(Row {
+            name: name.clone(),
+            m,
+            out_mb,
+            ceiling_cpu_per_gb: Some(consume_cpu_per_gb + gzip_cpu_per_gb[&level]),
+        });
+    }
+    drop(broker._stdin);
+    let _ = broker.child.wait();
+
+    // The table.
+    let mut md = String::new();
+    let _ = writeln!(md, "# Lakesink benchmark\n");
+    let _ = writeln!(
+        md,
+        "{} CloudTrail-shaped events, {:.1} MB of JSON, {} Kafka partitions (mock broker in its own process), {} cores.\n",
+        args.records, mb, broker.partitions, cores
+    );
+    let _ = writeln!(md, "| run | records | input MB | wall s | CPU s | CPU-s/GB | MB/s | records/s | peak RSS MB | output MB | ceiling CPU-s/GB | CPU ratio | throughput ratio |");
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for r in &rows {
+        let cpu_per_gb = r.m.cpu / gb;
+        let (cpu_ratio, tput_ratio) = match r.ceiling_cpu_per_gb {
+            Some(c) => {
+                let ceiling_mb_s = cores as f64 / c * 1e3;
+                (
+                    format!("{:.0} %", c / cpu_per_gb * 100.0),
+                    format!("{:.0} %", mb / r.m.wall / ceiling_mb_s * 100.0),
+                )
+            }
+            None => ("".into(), "".into()),
+        };
+        let _ =
+            writeln!(
+            md,
+            "| {} | {} | {:.1} | {:.2} | {:.2} | {:.2} | {:.1} | {:.0} | {} | {} | {} | {} | {} |",
+            r.name,
+            args.records,
+            mb,
+            r.m.wall,
+            r.m.cpu,
+            cpu_per_gb,
+            mb / r.m.wall,
+            args.records as f64 / r.m.wall,
+            if r.m.peak_rss_mb > 0.0 { format!("{:.0}", r.m.peak_rss_mb) } else { String::new() },
+            r.out_mb.map(|x| format!("{x:.1}")).unwrap_or_default(),
+            r.ceiling_cpu_per_gb.map(|x| format!("{x:.2}")).unwrap_or_default(),
+            cpu_ratio,
+            tput_ratio,
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nCeiling of a run = consume-and-discard CPU-s/GB + gzip CPU-s/GB at the run's level. \
+         CPU ratio = ceiling ÷ Lakesink CPU-s/GB. Throughput ratio = Lakesink MB/s ÷ ({cores} cores ÷ ceiling CPU-s/GB)."
+    );
+    print!("{md}");
+    if let Some(parent) = args.out.parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    std::fs::write(&args.out, md).expect("write the results");
+    eprintln!("written to {}", args.out.display());
+}
