@@ -289,39 +289,46 @@ fn main() {
     }
 
     // Lakesink runs.
-    let mut targets: Vec<(String, String, Vec<(String, String)>)> = Vec::new();
+    struct Target {
+        name: String,
+        url: String,
+        level: u32,
+        endpoint: Option<String>,
+    }
+    let mut targets: Vec<Target> = Vec::new();
     std::fs::create_dir_all(&args.workdir).unwrap();
     let workdir = std::fs::canonicalize(&args.workdir).unwrap();
     for level in [1u32, 6] {
-        targets.push((
-            format!("lakesink json.gz level {level} → local dir"),
-            format!("file://{}/gz{level}", workdir.display()),
-            vec![("level".into(), level.to_string())],
-        ));
+        targets.push(Target {
+            name: format!("lakesink json.gz level {level} → local dir"),
+            url: format!("file://{}/gz{level}", workdir.display()),
+            level,
+            endpoint: None,
+        });
     }
     if let Some(s3) = &args.s3 {
         let (endpoint, bucket) = s3.rsplit_once('/').expect("--s3 http://host:port/BUCKET");
-        targets.push((
-            "lakesink json.gz level 6 → S3".into(),
-            format!("s3://{bucket}/bench-{}", std::process::id()),
-            vec![
-                ("level".into(), "6".into()),
-                ("endpoint".into(), endpoint.into()),
-            ],
-        ));
+        targets.push(Target {
+            name: "lakesink json.gz level 6 → S3".into(),
+            url: format!("s3://{bucket}/bench-{}", std::process::id()),
+            level: 6,
+            endpoint: Some(endpoint.into()),
+        });
     }
-    for (i, (name, url, opts)) in targets.iter().enumerate() {
-        let level: u32 = opts
-            .iter()
-            .find(|(k, _)| k == "level")
-            .unwrap()
-            .1
-            .parse()
-            .unwrap();
+    for (
+        i,
+        Target {
+            name,
+            url,
+            level,
+            endpoint,
+        },
+    ) in targets.iter().enumerate()
+    {
         if let Some(dir) = url.strip_prefix("file://") {
             let _ = std::fs::remove_dir_all(dir);
         }
-        let endpoint = opts.iter().find(|(k, _)| k == "endpoint").map(|(_, v)| {
+        let endpoint = endpoint.as_ref().map(|v| {
             format!("[storage.options]\nendpoint = \"{v}\"\nallow_http = \"true\"\nregion = \"us-east-1\"\n")
         });
         let config = format!(
@@ -364,7 +371,7 @@ max_age = "5m"
             name: name.clone(),
             m,
             out_mb,
-            ceiling_cpu_per_gb: Some(consume_cpu_per_gb + gzip_cpu_per_gb[&level]),
+            ceiling_cpu_per_gb: Some(consume_cpu_per_gb + gzip_cpu_per_gb[level]),
         });
     }
     drop(broker._stdin);
