@@ -32,9 +32,13 @@ pub trait Encoder: Send {
     fn finish(self: Box<Self>) -> Result<Vec<u8>, EncodeError>;
 }
 
+/// Records are gathered into this much input before the compressor sees them: deflate spends
+/// far more per byte on many small inputs than on a few large ones.
+const INPUT_CHUNK: usize = 64 * 1024;
+
 /// Estimated memory of one open gzip encoder besides its output: zlib's window, hash chains and
-/// pending buffer (about 256 KiB at levels 1–9) plus slack.
-pub const GZIP_ENCODER_OVERHEAD: usize = 320 * 1024;
+/// pending buffer (about 256 KiB at levels 1–9), the input chunk, and slack.
+pub const GZIP_ENCODER_OVERHEAD: usize = 320 * 1024 + INPUT_CHUNK;
 
 /// One gzip member of newline-delimited JSON: each record's bytes unchanged, one per line.
 ///
@@ -43,7 +47,8 @@ pub const GZIP_ENCODER_OVERHEAD: usize = 320 * 1024;
 pub struct GzipNdjson {
     enc: GzEncoder<Vec<u8>>,
     taken: u64,
-    scratch: Vec<u8>,
+    /// Records not yet handed to the compressor (up to [`INPUT_CHUNK`]).
+    input: Vec<u8>,
 }
 
 impl GzipNdjson {
@@ -52,7 +57,7 @@ impl GzipNdjson {
         GzipNdjson {
             enc: GzEncoder::new(Vec::with_capacity(64 * 1024), Compression::new(level)),
             taken: 0,
-            scratch: Vec::new(),
+            input: Vec::with_capacity(INPUT_CHUNK + 4096),
         }
     }
 }
@@ -63,18 +68,21 @@ fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> EncodeError {
 
 impl Encoder for GzipNdjson {
     fn append(&mut self, record: &[u8]) -> Result<(), EncodeError> {
+        let start = self.input.len();
+        self.input.extend_from_slice(record);
         if memchr::memchr2(b'\n', b'\r', record).is_some() {
-            self.scratch.clear();
-            self.scratch.extend(
-                record
-                    .iter()
-                    .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b }),
-            );
-            self.enc.write_all(&self.scratch).map_err(io("record"))?;
-        } else {
-            self.enc.write_all(record).map_err(io("record"))?;
+            for b in &mut self.input[start..] {
+                if *b == b'\n' || *b == b'\r' {
+                    *b = b' ';
+                }
+            }
         }
-        self.enc.write_all(b"\n").map_err(io("newline"))
+        self.input.push(b'\n');
+        if self.input.len() >= INPUT_CHUNK {
+            self.enc.write_all(&self.input).map_err(io("records"))?;
+            self.input.clear();
+        }
+        Ok(())
     }
 
     fn written(&self) -> u64 {
@@ -96,7 +104,8 @@ impl Encoder for GzipNdjson {
         Some(chunk)
     }
 
-    fn finish(self: Box<Self>) -> Result<Vec<u8>, EncodeError> {
+    fn finish(mut self: Box<Self>) -> Result<Vec<u8>, EncodeError> {
+        self.enc.write_all(&self.input).map_err(io("records"))?;
         self.enc.finish().map_err(io("gzip trailer"))
     }
 }
