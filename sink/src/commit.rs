@@ -220,9 +220,9 @@ impl OffsetLedger {
         self.parts.values().any(|p| !p.sealed.is_empty())
     }
 
-    /// The number of sealed segments still uploading, for one partition.
-    pub fn pending_of(&self, tp: &Tp) -> usize {
-        self.parts.get(tp).map_or(0, |p| p.sealed.len())
+    /// Sealed segments not yet done, over all partitions.
+    pub fn pending_segments(&self) -> usize {
+        self.parts.values().map(|p| p.sealed.len()).sum()
     }
 }
 

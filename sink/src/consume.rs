@@ -149,6 +149,7 @@ impl Shared {
             let epoch = self.ledger.lock().expect("ledger lock").assign(&tp);
             let worker = self.worker_of(&tp);
             tracing::info!(%tp, epoch, worker, "partition assigned");
+            Stats::add(&self.stats.partitions_assigned, 1);
             self.send(
                 worker,
                 WorkerMsg::Assign {
@@ -216,7 +217,8 @@ impl Shared {
         let offsets = self.ledger.lock().expect("ledger lock").safe_offsets(&tps);
         if !self.fatal.is_set() && !offsets.is_empty() {
             if let Err(e) = commit(consumer, &offsets) {
-                tracing::warn!(error = %e, "commit on revocation failed; the next owner re-reads from the last committed offset");
+                all = false;
+                tracing::warn!(error = %e, "commit on revocation failed; the next owner re-reads from the last committed offset and rewrites the same objects");
             } else {
                 Stats::add(&self.stats.offsets_committed, offsets.len() as u64);
             }
@@ -225,10 +227,13 @@ impl Shared {
         for tp in &tps {
             ledger.revoke(tp);
         }
+        self.stats
+            .partitions_assigned
+            .fetch_sub(tps.len() as u64, Ordering::Relaxed);
         if all {
             tracing::info!(partitions = ?tps, "partitions revoked after upload and commit");
         } else {
-            tracing::warn!(partitions = ?tps, "partitions revoked before every upload finished: the unfinished ones are abandoned, not committed");
+            tracing::warn!(partitions = ?tps, "partitions revoked before every upload finished and was committed: what was not committed is read again by the next owner");
         }
     }
 
@@ -514,13 +519,14 @@ impl PollLoop {
         r.is_ok()
     }
 
-    fn commit_safe(&self) {
+    /// Commits the safe offsets; returns whether nothing safe is left uncommitted.
+    fn commit_safe(&self) -> bool {
         if self.fatal.is_set() {
-            return;
+            return false;
         }
         let offsets = self.shared.ledger.lock().expect("ledger lock").to_commit();
         if offsets.is_empty() {
-            return;
+            return true;
         }
         match commit(&self.consumer, &offsets) {
             Ok(()) => {
@@ -531,8 +537,12 @@ impl PollLoop {
                     .committed(&offsets);
                 Stats::add(&self.shared.stats.offsets_committed, offsets.len() as u64);
                 tracing::debug!(offsets = %describe(&offsets), "committed");
+                true
             }
-            Err(e) => tracing::warn!(error = %e, "commit failed; retrying at the next interval"),
+            Err(e) => {
+                tracing::warn!(error = %e, "commit failed; retrying");
+                false
+            }
         }
     }
 
@@ -595,11 +605,22 @@ impl PollLoop {
         self.set_paused(true);
         let deadline = Instant::now() + self.drain_timeout;
         let all = self.shared.drain(deadline);
-        self.commit_safe();
+        // A rebalance in progress refuses commits for a moment: retry, serving the group's
+        // callbacks, until the deadline. Records that still arrive are not taken (the
+        // assignment is paused; a newly assigned partition is re-read by its next owner).
+        let committed = loop {
+            if self.commit_safe() {
+                break true;
+            }
+            if self.fatal.is_set() || Instant::now() >= deadline {
+                break false;
+            }
+            let _ = self.consumer.poll(Duration::from_millis(100));
+        };
         if self.fatal.is_set() {
             return Ending::Failed;
         }
-        if all {
+        if all && committed {
             Ending::Drained
         } else {
             let pending = self
@@ -607,8 +628,7 @@ impl PollLoop {
                 .ledger
                 .lock()
                 .expect("ledger lock")
-                .to_commit()
-                .len();
+                .pending_segments();
             Ending::DrainTimedOut(pending.max(1))
         }
     }

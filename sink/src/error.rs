@@ -25,7 +25,7 @@ pub enum Error {
         #[source]
         source: object_store::Error,
     },
-    #[error("shutdown did not finish within {secs}s: {pending} segment(s) not uploaded, their offsets not committed")]
+    #[error("shutdown did not finish within {secs}s: {pending} segment(s) not uploaded or not committed; their records will be read again")]
     DrainTimeout { secs: u64, pending: usize },
     #[error("{0}")]
     Other(String),

@@ -13,6 +13,8 @@ pub struct Stats {
     pub segments_committed: AtomicU64,
     pub timestamp_fallbacks: AtomicU64,
     pub offsets_committed: AtomicU64,
+    /// Partitions currently assigned to this member (a gauge).
+    pub partitions_assigned: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -26,6 +28,7 @@ pub struct Snapshot {
     pub segments_committed: u64,
     pub timestamp_fallbacks: u64,
     pub offsets_committed: u64,
+    pub partitions_assigned: u64,
 }
 
 impl Stats {
@@ -44,6 +47,7 @@ impl Stats {
             segments_committed: g(&self.segments_committed),
             timestamp_fallbacks: g(&self.timestamp_fallbacks),
             offsets_committed: g(&self.offsets_committed),
+            partitions_assigned: g(&self.partitions_assigned),
         }
     }
 }

@@ -114,14 +114,22 @@ async fn run_until_caught_up(plan: Plan, stats: Arc<Stats>) -> lakesink::Summary
     .expect("pipeline succeeded")
 }
 
+/// Stops a pipeline when a test ends, also when it fails, so that its threads do not keep the
+/// test runtime alive.
+struct StopOnDrop(Arc<Control>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
+}
+
 fn setup(records: u64) -> (EmbeddedBroker, String) {
     let broker = EmbeddedBroker::start(1).unwrap();
     broker.create_topic(TOPIC, PARTITIONS).unwrap();
     let brokers = broker.bootstrap_servers().to_string();
     // The broker keeps ~5 MiB per partition: small data sets can be produced up front.
-    let unlimited = Stats::default();
-    unlimited.bytes_in.store(u64::MAX / 2, Ordering::Relaxed);
-    produce(&brokers, records, PARTITIONS, &unlimited).unwrap();
+    produce(&brokers, 0..records, records, PARTITIONS, None).unwrap();
     (broker, brokers)
 }
 
@@ -250,4 +258,80 @@ async fn stop_midway_then_resume_gives_every_record_exactly_once() {
         (records, 0, 0, 0),
         "{scan:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_member_joining_and_leaving_loses_and_duplicates_nothing() {
+    let total = 8_000;
+    let broker = EmbeddedBroker::start(1).unwrap();
+    broker.create_topic(TOPIC, PARTITIONS).unwrap();
+    let brokers = broker.bootstrap_servers().to_string();
+    // Small data (~4 MB per partition at most): no pacing needed.
+    produce(&brokers, 0..total / 2, total, PARTITIONS, None).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let start = |stats: &Arc<Stats>, control: &Arc<Control>| {
+        tokio::spawn(lakesink::run(
+            config(dir.path(), &brokers, "rb", 300),
+            control.clone(),
+            stats.clone(),
+        ))
+    };
+    let (stats_a, control_a) = (Arc::new(Stats::default()), Arc::new(Control::default()));
+    let _stop_a = StopOnDrop(control_a.clone());
+    let a = start(&stats_a, &control_a);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while stats_a.records_in.load(Ordering::Relaxed) < 1_000 {
+        assert!(Instant::now() < deadline, "member A consumes");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    // B joins: A must upload and commit what it revokes before B reads it.
+    let (stats_b, control_b) = (Arc::new(Stats::default()), Arc::new(Control::default()));
+    let _stop_b = StopOnDrop(control_b.clone());
+    let b = start(&stats_b, &control_b);
+    // A cooperative rebalance takes a few session intervals on the mock cluster.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while stats_b.partitions_assigned.load(Ordering::Relaxed) == 0 {
+        assert!(Instant::now() < deadline, "member B got partitions");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        stats_a.partitions_assigned.load(Ordering::Relaxed) < PARTITIONS as u64,
+        "A gave some up"
+    );
+    let brokers2 = brokers.clone();
+    tokio::task::spawn_blocking(move || {
+        produce(&brokers2, total / 2..total, total, PARTITIONS, None).unwrap()
+    })
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while stats_b.records_in.load(Ordering::Relaxed) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "member B consumes its partitions"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    // A leaves (its partitions move to B), then B finishes the topic.
+    control_a.stop();
+    let sa = a.await.unwrap().expect("A drains");
+    control_b.exit_when_caught_up.store(true, Ordering::SeqCst);
+    let sb = tokio::time::timeout(Duration::from_secs(120), b)
+        .await
+        .expect("B finishes")
+        .unwrap()
+        .expect("B drains");
+
+    let scan = scan_lake(&dir.path().join("cloudtrail"), total).unwrap();
+    assert_eq!(
+        (scan.distinct, scan.missing, scan.duplicates, scan.misplaced),
+        (total, 0, 0, 0),
+        "A read {}, B read {}: {scan:?}",
+        sa.stats.records_in,
+        sb.stats.records_in
+    );
+    assert_eq!(committed(&brokers, "rb"), high_watermarks(&brokers));
 }

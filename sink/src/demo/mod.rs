@@ -119,7 +119,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, Error> {
         let brokers = broker.bootstrap_servers().to_string();
         let (records, partitions) = (opts.records, opts.partitions);
         tokio::task::spawn_blocking(move || {
-            let r = produce(&brokers, records, partitions, &stats);
+            let r = produce(&brokers, 0..records, records, partitions, Some(&stats));
             // Whatever happened, let the pipeline finish what it has.
             control.exit_when_caught_up.store(true, Ordering::SeqCst);
             r
@@ -150,13 +150,15 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, Error> {
     })
 }
 
-/// Produces the demo events, never more than ~2 MiB per partition ahead of the sink (the
-/// embedded broker silently drops a partition's data beyond ~5 MiB).
+/// Produces demo events `seqs` (of a stream of `total`). With `pace`, the sink's counters, it
+/// never runs more than ~2 MiB per partition ahead of the sink (the embedded broker silently
+/// drops a partition's data beyond ~5 MiB). Returns the number of events and their bytes.
 pub fn produce(
     brokers: &str,
-    records: u64,
+    seqs: std::ops::Range<u64>,
+    total: u64,
     partitions: i32,
-    stats: &Stats,
+    pace: Option<&Stats>,
 ) -> Result<(u64, u64), Error> {
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -168,8 +170,10 @@ pub fn produce(
     let ahead_limit = partitions as u64 * 2 * 1024 * 1024;
     let mut buf = String::with_capacity(2048);
     let mut bytes = 0u64;
-    for seq in 0..records {
-        event(&cfg, seq, records, &mut buf);
+    let count = seqs.end - seqs.start;
+    let consumed_before = pace.map_or(0, |s| s.bytes_in.load(Ordering::Relaxed));
+    for seq in seqs {
+        event(&cfg, seq, total, &mut buf);
         bytes += buf.len() as u64;
         let part = (seq % partitions as u64) as i32;
         loop {
@@ -185,14 +189,21 @@ pub fn produce(
                 Err((e, _)) => return Err(Error::Other(format!("demo producer: {e}"))),
             }
         }
-        while bytes.saturating_sub(stats.bytes_in.load(Ordering::Relaxed)) > ahead_limit {
-            producer.poll(Duration::from_millis(2));
+        if let Some(sink) = pace {
+            let consumed = || {
+                sink.bytes_in
+                    .load(Ordering::Relaxed)
+                    .saturating_sub(consumed_before)
+            };
+            while bytes.saturating_sub(consumed()) > ahead_limit {
+                producer.poll(Duration::from_millis(2));
+            }
         }
     }
     producer
         .flush(Duration::from_secs(60))
         .map_err(|e| Error::Other(format!("demo producer flush: {e}")))?;
-    Ok((records, bytes))
+    Ok((count, bytes))
 }
 
 /// What reading the lake back found.
