@@ -6,6 +6,7 @@ COPY Cargo.toml Cargo.lock ./
 COPY sink sink
 COPY schema-registry schema-registry
 COPY tests tests
+COPY bench bench
 RUN cargo build --release -p lakesink --bin lakesink
 
 FROM debian:bookworm-slim
