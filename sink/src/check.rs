@@ -61,7 +61,7 @@ pub async fn check(plan: &Plan) -> Result<String, Error> {
         let _ = writeln!(out, "  {k} = {v}");
     }
     for (t, n) in &partitions {
-        let _ = writeln!(out, "  topic {t}: {n} partitions");
+        let _ = writeln!(out, "  topic {t}: {n} partitions{}", lag(plan, t, *n).await);
     }
 
     // Store: list the root (proves the bucket exists and the credentials can read it).
@@ -123,4 +123,34 @@ pub async fn check(plan: &Plan) -> Result<String, Error> {
         );
     }
     Ok(out)
+}
+
+/// The group's committed position and lag on a topic, for the plan's print-out.
+async fn lag(plan: &Plan, topic: &str, partitions: usize) -> String {
+    let (brokers, group, topic) = (
+        plan.kafka.brokers.clone(),
+        plan.kafka.group_id.clone(),
+        topic.to_string(),
+    );
+    let n = partitions as i32;
+    let r = tokio::task::spawn_blocking(move || {
+        let ends = crate::consume::high_watermarks(&brokers, &topic, n)?;
+        let committed = crate::consume::committed_offsets(&brokers, &group, &topic, n)?;
+        Ok::<_, rdkafka::error::KafkaError>((ends, committed))
+    })
+    .await;
+    match r {
+        Ok(Ok((ends, committed))) => {
+            let total: i64 = ends.values().sum();
+            let lag: i64 = ends
+                .iter()
+                .map(|(p, e)| e - committed.get(p).copied().unwrap_or(0))
+                .sum();
+            format!(
+                ", {total} records, group has {} partitions committed, lag {lag} records",
+                committed.len()
+            )
+        }
+        _ => String::new(),
+    }
 }

@@ -56,6 +56,47 @@ pub enum ConsumeError {
     },
 }
 
+/// Committed offsets of `group` for partitions `0..partitions` of `topic` (those that have one).
+/// Blocking; for `check`, tests and tools.
+pub fn committed_offsets(
+    brokers: &str,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> Result<std::collections::BTreeMap<i32, i64>, KafkaError> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let got = c.committed_offsets(tpl, Duration::from_secs(10))?;
+    Ok(got
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some((e.partition(), o)),
+            _ => None,
+        })
+        .collect())
+}
+
+/// High watermarks (end offsets) of partitions `0..partitions` of `topic`. Blocking.
+pub fn high_watermarks(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+) -> Result<std::collections::BTreeMap<i32, i64>, KafkaError> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    (0..partitions)
+        .map(|p| Ok((p, c.fetch_watermarks(topic, p, Duration::from_secs(10))?.1)))
+        .collect()
+}
+
 /// A batch is sent to its worker once it holds this many bytes…
 const BATCH_BYTES: usize = 256 * 1024;
 /// …or this many records, and at the latest after this long.

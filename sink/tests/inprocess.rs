@@ -10,8 +10,6 @@ use std::time::{Duration, Instant};
 use lakesink::demo::{produce, scan_lake, TOPIC};
 use lakesink::mock::EmbeddedBroker;
 use lakesink::{Control, Plan, Stats};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 const PARTITIONS: i32 = 3;
 
@@ -44,42 +42,12 @@ max_age = "1h"
     Plan::from_toml(&text, "test").unwrap()
 }
 
-/// Committed offsets of a group, per partition.
 fn committed(brokers: &str, group: &str) -> BTreeMap<i32, i64> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", group)
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        tpl.add_partition(TOPIC, p);
-    }
-    let got = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
-    got.elements()
-        .iter()
-        .filter_map(|e| match e.offset() {
-            Offset::Offset(o) => Some((e.partition(), o)),
-            _ => None,
-        })
-        .collect()
+    lakesink::consume::committed_offsets(brokers, group, TOPIC, PARTITIONS).unwrap()
 }
 
 fn high_watermarks(brokers: &str) -> BTreeMap<i32, i64> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .unwrap();
-    (0..PARTITIONS)
-        .map(|p| {
-            (
-                p,
-                c.fetch_watermarks(TOPIC, p, Duration::from_secs(10))
-                    .unwrap()
-                    .1,
-            )
-        })
-        .collect()
+    lakesink::consume::high_watermarks(brokers, TOPIC, PARTITIONS).unwrap()
 }
 
 /// Lists every object under a directory with its bytes.

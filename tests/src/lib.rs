@@ -12,9 +12,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use lakesink::demo::generator::{event, GenConfig};
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
 use serde_json::Value;
 
 /// The servers of this test run.
@@ -154,46 +153,14 @@ impl Testbed {
         bytes
     }
 
-    fn client(&self, group: Option<&str>) -> BaseConsumer {
-        let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", &self.brokers);
-        if let Some(g) = group {
-            c.set("group.id", g);
-        }
-        c.create().unwrap()
-    }
-
-    /// Committed offsets of a group for a topic's partitions.
+    /// Committed offsets of a group for a topic's partitions (empty if it has none yet).
     pub fn committed(&self, group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
-        let c = self.client(Some(group));
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..partitions {
-            tpl.add_partition(topic, p);
-        }
-        let Ok(got) = c.committed_offsets(tpl, Duration::from_secs(10)) else {
-            return BTreeMap::new();
-        };
-        got.elements()
-            .iter()
-            .filter_map(|e| match e.offset() {
-                Offset::Offset(o) => Some((e.partition(), o)),
-                _ => None,
-            })
-            .collect()
+        lakesink::consume::committed_offsets(&self.brokers, group, topic, partitions)
+            .unwrap_or_default()
     }
 
     pub fn high_watermarks(&self, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
-        let c = self.client(None);
-        (0..partitions)
-            .map(|p| {
-                (
-                    p,
-                    c.fetch_watermarks(topic, p, Duration::from_secs(10))
-                        .unwrap()
-                        .1,
-                )
-            })
-            .collect()
+        lakesink::consume::high_watermarks(&self.brokers, topic, partitions).unwrap()
     }
 
     /// Writes a daemon config for one table on this run's servers.

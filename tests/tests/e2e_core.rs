@@ -125,6 +125,38 @@ max_age = "3s"
         all.len() - hourly.len()
     ));
 
+    // `check` reaches both servers, prints the plan with the secret redacted, and sees no lag.
+    let out = std::process::Command::new(&tb.bin)
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("lag 0 records") && text.contains("secret_access_key = ***"),
+        "{text}"
+    );
+    assert!(!text.contains(&tb.s3_secret), "{text}");
+    // …and fails clearly on a bucket that does not exist.
+    let missing = Testbed::unique("nobucket");
+    let bad = tb.write_config(dir.path(), &group, &missing, &tables);
+    let out = std::process::Command::new(&tb.bin)
+        .args(["check", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains(&missing),
+        "check must name the missing bucket: {err}"
+    );
+    let config = tb.write_config(dir.path(), &group, &bucket, &tables);
+
     // Restart: nothing is re-read, nothing rewritten.
     let before = tb.list_objects(&bucket, "lake/");
     let mut again = tb.start_daemon(&config, dir.path(), &["--until-caught-up"]);
