@@ -215,6 +215,15 @@ impl OffsetLedger {
         }
     }
 
+    /// Whether Kafka acknowledged an offset of at least `offset` for the partition (in its
+    /// current assignment).
+    pub fn is_committed(&self, tp: &Tp, offset: i64) -> bool {
+        self.parts
+            .get(tp)
+            .and_then(|p| p.committed)
+            .is_some_and(|c| c >= offset)
+    }
+
     /// Whether any sealed segment is still uploading.
     pub fn has_pending(&self) -> bool {
         self.parts.values().any(|p| !p.sealed.is_empty())

@@ -24,8 +24,9 @@ use crate::commit::{CommitError, OffsetLedger, Tp};
 use crate::config::KafkaPlan;
 use crate::error::Fatal;
 use crate::memory::Budget;
+use crate::rotate::CutReason;
 use crate::stats::Stats;
-use crate::worker::{Batch, RecMeta, WorkerMsg};
+use crate::worker::{Batch, Flushed, RecMeta, WorkerMsg};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConsumeError {
@@ -235,34 +236,37 @@ impl Shared {
         if tps.is_empty() {
             return;
         }
-        let (reply_tx, reply_rx) = mpsc::channel();
-        let mut expected = 0;
-        for (w, tps) in by_worker {
-            if self.send(
-                w,
-                WorkerMsg::Revoke {
-                    tps,
-                    deadline,
-                    reply: reply_tx.clone(),
-                },
-            ) {
-                expected += 1;
-            }
-        }
-        drop(reply_tx);
-        let mut all = true;
-        for _ in 0..expected {
-            let left = deadline.saturating_duration_since(Instant::now());
-            all &= reply_rx.recv_timeout(left).unwrap_or(false);
-        }
-        let offsets = self.ledger.lock().expect("ledger lock").safe_offsets(&tps);
-        if !self.fatal.is_set() && !offsets.is_empty() {
-            if let Err(e) = commit(consumer, &offsets) {
-                all = false;
-                tracing::warn!(error = %e, "commit on revocation failed; the next owner re-reads from the last committed offset and rewrites the same objects");
-            } else {
+        let targets: Vec<(usize, Option<Vec<Tp>>)> = by_worker
+            .iter()
+            .map(|(w, t)| (*w, Some(t.clone())))
+            .collect();
+        // Cut, upload, commit; again while a cut waited for that commit (the partition's gate),
+        // but only as long as commits succeed: a revocation must not hold up the rebalance.
+        let mut all;
+        loop {
+            let flushed = self.flush_writers(&targets, CutReason::Revoke, deadline);
+            all = flushed.uploaded;
+            let offsets = self.ledger.lock().expect("ledger lock").safe_offsets(&tps);
+            if !self.fatal.is_set() && !offsets.is_empty() {
+                if let Err(e) = commit(consumer, &offsets) {
+                    all = false;
+                    tracing::warn!(error = %e, "commit on revocation failed; the next owner re-reads from the last committed offset and rewrites the same objects");
+                    break;
+                }
                 Stats::add(&self.stats.offsets_committed, offsets.len() as u64);
+                self.ledger.lock().expect("ledger lock").committed(&offsets);
             }
+            all &= !flushed.open;
+            if !flushed.open
+                || !flushed.uploaded
+                || self.fatal.is_set()
+                || Instant::now() >= deadline
+            {
+                break;
+            }
+        }
+        for (w, tps) in by_worker {
+            self.send(w, WorkerMsg::Forget { tps });
         }
         let mut ledger = self.ledger.lock().expect("ledger lock");
         for tp in &tps {
@@ -340,29 +344,47 @@ impl Shared {
 
     /// Cuts everything, waits for the uploads (until `deadline`) and reports whether all
     /// finished.
-    fn drain(&self, deadline: Instant) -> bool {
+    /// Has workers cut and upload the given partitions (`None`: all of a worker's) and waits
+    /// for their replies until `deadline`.
+    fn flush_writers(
+        &self,
+        targets: &[(usize, Option<Vec<Tp>>)],
+        reason: CutReason,
+        deadline: Instant,
+    ) -> Flushed {
         self.flush();
         let (tx, rx) = mpsc::channel();
         let mut expected = 0;
-        for w in 0..self.workers.len() {
-            if self.send(
-                w,
-                WorkerMsg::Drain {
-                    deadline,
-                    reply: tx.clone(),
-                },
-            ) {
+        for (w, tps) in targets {
+            let msg = WorkerMsg::Flush {
+                tps: tps.clone(),
+                reason,
+                deadline,
+                reply: tx.clone(),
+            };
+            if self.send(*w, msg) {
                 expected += 1;
             }
         }
         drop(tx);
-        let mut all = true;
+        let mut out = Flushed {
+            uploaded: true,
+            open: false,
+        };
         for _ in 0..expected {
-            all &= rx
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .unwrap_or(false);
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(f) => {
+                    out.uploaded &= f.uploaded;
+                    out.open |= f.open;
+                }
+                Err(_) => out.uploaded = false,
+            }
         }
-        all
+        out
+    }
+
+    fn all_workers(&self) -> Vec<(usize, Option<Vec<Tp>>)> {
+        (0..self.workers.len()).map(|w| (w, None)).collect()
     }
 }
 
@@ -645,32 +667,39 @@ impl PollLoop {
         );
         self.set_paused(true);
         let deadline = Instant::now() + self.drain_timeout;
-        let all = self.shared.drain(deadline);
-        // A rebalance in progress refuses commits for a moment: retry, serving the group's
-        // callbacks, until the deadline. Records that still arrive are not taken (the
-        // assignment is paused; a newly assigned partition is re-read by its next owner).
-        let committed = loop {
-            if self.commit_safe() {
-                break true;
-            }
-            if self.fatal.is_set() || Instant::now() >= deadline {
-                break false;
-            }
-            let _ = self.consumer.poll(Duration::from_millis(100));
-        };
-        if self.fatal.is_set() {
-            return Ending::Failed;
-        }
-        if all && committed {
-            Ending::Drained
-        } else {
-            let pending = self
+        // Cut and upload everything, then commit. A partition whose cut waited for that commit
+        // (its gate) is cut in the next round. A rebalance in progress refuses commits for a
+        // moment: retry, serving the group's callbacks. Records that still arrive are not taken
+        // (the assignment is paused; a newly assigned partition is re-read by its next owner).
+        let workers = self.shared.all_workers();
+        loop {
+            let flushed = self
                 .shared
-                .ledger
-                .lock()
-                .expect("ledger lock")
-                .pending_segments();
-            Ending::DrainTimedOut(pending.max(1))
+                .flush_writers(&workers, CutReason::Shutdown, deadline);
+            let committed = loop {
+                if self.commit_safe() {
+                    break true;
+                }
+                if self.fatal.is_set() || Instant::now() >= deadline {
+                    break false;
+                }
+                let _ = self.consumer.poll(Duration::from_millis(100));
+            };
+            if self.fatal.is_set() {
+                return Ending::Failed;
+            }
+            if flushed.uploaded && committed && !flushed.open {
+                return Ending::Drained;
+            }
+            if !flushed.uploaded || !committed || Instant::now() >= deadline {
+                let pending = self
+                    .shared
+                    .ledger
+                    .lock()
+                    .expect("ledger lock")
+                    .pending_segments();
+                return Ending::DrainTimedOut(pending.max(1));
+            }
         }
     }
 }

@@ -35,18 +35,28 @@ pub enum WorkerMsg {
         epoch: u64,
     },
     Batch(Batch),
-    /// Cut, upload and forget these partitions; reply when their uploads finished (or the
-    /// deadline passed: then `false`).
-    Revoke {
+    /// Cut (where the partition's gate allows) and upload the open segments of these
+    /// partitions, or of all with `None`; reply once their uploads finished or the deadline
+    /// passed.
+    Flush {
+        tps: Option<Vec<Tp>>,
+        reason: CutReason,
+        deadline: Instant,
+        reply: Sender<Flushed>,
+    },
+    /// Drop these partitions' writers: whatever they still hold is abandoned, not committed.
+    Forget {
         tps: Vec<Tp>,
-        deadline: Instant,
-        reply: Sender<bool>,
     },
-    /// Cut and upload everything; reply when done.
-    Drain {
-        deadline: Instant,
-        reply: Sender<bool>,
-    },
+}
+
+/// What a [`WorkerMsg::Flush`] achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flushed {
+    /// Every cut segment finished uploading (and no fatal error).
+    pub uploaded: bool,
+    /// Some partition still has an open segment (its cut waits for a commit).
+    pub open: bool,
 }
 
 /// How often a worker looks at `max_age` deadlines and the memory budget while idle.
@@ -89,38 +99,35 @@ pub fn run(ctx: Arc<WriterCtx>, rx: Receiver<WorkerMsg>) {
                     }
                 }
             }
-            Ok(WorkerMsg::Revoke {
+            Ok(WorkerMsg::Flush {
                 tps,
+                reason,
                 deadline,
                 reply,
             }) => {
-                let mut all = true;
-                for tp in &tps {
-                    if let Some(mut w) = writers.remove(tp) {
-                        if !ctx.fatal.is_set() {
-                            if let Err(e) = w.cut(&ctx, CutReason::Revoke) {
-                                ctx.fatal.set(e.into());
-                            }
+                let mut done = Flushed {
+                    uploaded: true,
+                    open: false,
+                };
+                for (tp, w) in writers.iter_mut() {
+                    if tps.as_ref().is_some_and(|t| !t.contains(tp)) {
+                        continue;
+                    }
+                    if !ctx.fatal.is_set() {
+                        match w.cut(&ctx, reason) {
+                            Ok(cut) => done.open |= !cut,
+                            Err(e) => ctx.fatal.set(e.into()),
                         }
-                        all &= w.wait(&ctx.rt, deadline);
                     }
+                    done.uploaded &= w.wait(&ctx.rt, deadline);
                 }
-                let _ = reply.send(all && !ctx.fatal.is_set());
+                done.uploaded &= !ctx.fatal.is_set();
+                let _ = reply.send(done);
             }
-            Ok(WorkerMsg::Drain { deadline, reply }) => {
-                for w in writers.values_mut() {
-                    if ctx.fatal.is_set() {
-                        break;
-                    }
-                    if let Err(e) = w.cut(&ctx, CutReason::Shutdown) {
-                        ctx.fatal.set(e.into());
-                    }
+            Ok(WorkerMsg::Forget { tps }) => {
+                for tp in &tps {
+                    writers.remove(tp);
                 }
-                let mut all = true;
-                for w in writers.values_mut() {
-                    all &= w.wait(&ctx.rt, deadline);
-                }
-                let _ = reply.send(all && !ctx.fatal.is_set());
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
@@ -131,8 +138,11 @@ pub fn run(ctx: Arc<WriterCtx>, rx: Receiver<WorkerMsg>) {
             last_tick = now;
             for w in writers.values_mut() {
                 w.reap();
-                if w.deadline_expired(now) {
-                    if let Err(e) = w.cut(&ctx, CutReason::Age) {
+                let due = w
+                    .deferred()
+                    .or(w.deadline_expired(now).then_some(CutReason::Age));
+                if let Some(reason) = due {
+                    if let Err(e) = w.cut(&ctx, reason) {
                         ctx.fatal.set(e.into());
                     }
                 }

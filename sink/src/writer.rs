@@ -113,6 +113,11 @@ pub struct PartitionWriter {
     path: String,
     in_flight: Vec<JoinHandle<()>>,
     budget: Arc<Budget>,
+    /// End of the last segment cut at an offset a replay would not reproduce; the next cut
+    /// waits until it is committed (see [`crate::rotate`]).
+    gate: Option<i64>,
+    /// A cut that waits for the gate; it is retried on every record and tick.
+    deferred: Option<CutReason>,
 }
 
 impl PartitionWriter {
@@ -136,6 +141,8 @@ impl PartitionWriter {
             path: String::with_capacity(128),
             in_flight: Vec::new(),
             budget: ctx.budget.clone(),
+            gate: None,
+            deferred: None,
         })
     }
 
@@ -206,7 +213,7 @@ impl PartitionWriter {
             self.start = Some(rec.offset);
         }
         self.next = rec.offset + 1;
-        if let Some(reason) = full {
+        if let Some(reason) = full.or(self.deferred) {
             self.cut(ctx, reason)?;
         }
         Ok(())
@@ -214,11 +221,35 @@ impl PartitionWriter {
 
     /// Cuts the open segment: finishes every open file, starts the uploads, and hands the segment
     /// to a task that registers its partitions and marks it done in the ledger.
-    pub fn cut(&mut self, ctx: &WriterCtx, reason: CutReason) -> Result<(), WriteError> {
+    ///
+    /// While the partition is gated by an uncommitted non-reproducible segment, the cut is
+    /// deferred instead (and `Ok(false)` returned); it is retried later.
+    pub fn cut(&mut self, ctx: &WriterCtx, reason: CutReason) -> Result<bool, WriteError> {
+        if self.start.is_none() {
+            return Ok(true);
+        }
+        if let Some(g) = self.gate {
+            if !ctx
+                .ledger
+                .lock()
+                .expect("ledger lock")
+                .is_committed(&self.tp, g)
+            {
+                self.deferred = self.deferred.or(Some(reason));
+                return Ok(false);
+            }
+            self.gate = None;
+        }
+        // A deferred cut no longer falls where the data would put it.
+        let reproducible = reason.is_reproducible() && self.deferred.is_none();
+        self.deferred = None;
         let Some(start) = self.start.take() else {
-            return Ok(());
+            return Ok(true);
         };
         let end = self.next;
+        if !reproducible {
+            self.gate = Some(end);
+        }
         self.deadline.reset();
         let ticket = ctx
             .ledger
@@ -289,7 +320,12 @@ impl PartitionWriter {
             }
         });
         self.in_flight.push(task);
-        Ok(())
+        Ok(true)
+    }
+
+    /// A cut that is waiting for the gate, if any.
+    pub fn deferred(&self) -> Option<CutReason> {
+        self.deferred
     }
 
     /// Forgets segment tasks that have finished.
@@ -392,5 +428,113 @@ impl Drop for PartitionWriter {
             tracing::debug!(tp = %self.tp, held, "abandoning open files");
         }
         self.budget.release(held);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::NoCatalog;
+    use crate::config::Plan;
+    use crate::error::Fatal;
+    use std::time::Duration;
+
+    fn ctx(rt: &tokio::runtime::Runtime) -> WriterCtx {
+        let plan = Plan::from_toml(
+            r#"
+[kafka]
+brokers = "b:9092"
+group_id = "g"
+[storage]
+url = "memory://"
+[[tables]]
+name = "t"
+topics = ["t"]
+timestamp = { field = "ts" }
+max_future_skew = "1000d"
+[tables.rotate]
+max_records = 3
+"#,
+            "test",
+        )
+        .unwrap();
+        WriterCtx {
+            tables: Arc::new(plan.tables),
+            store: Arc::new(object_store::memory::InMemory::new()),
+            root: String::new(),
+            location_base: "memory://".into(),
+            rt: rt.handle().clone(),
+            ledger: Arc::new(Mutex::new(OffsetLedger::new())),
+            catalog: Arc::new(NoCatalog),
+            budget: Arc::new(Budget::new(1 << 30)),
+            stats: Arc::new(Stats::default()),
+            fatal: Arc::new(Fatal::default()),
+            part_size: 5 << 20,
+        }
+    }
+
+    fn push(w: &mut PartitionWriter, ctx: &WriterCtx, offset: i64) {
+        let payload = br#"{"ts":"2024-01-02T01:00:00Z"}"#;
+        let rec = RecordIn {
+            offset,
+            kafka_millis: Some(1_704_157_200_000),
+            payload: Some(payload),
+        };
+        w.push(ctx, rec, Instant::now(), 0).unwrap();
+    }
+
+    fn safe(ctx: &WriterCtx) -> Vec<(Tp, i64)> {
+        ctx.ledger.lock().unwrap().to_commit()
+    }
+
+    #[test]
+    fn after_a_clock_cut_the_next_cut_waits_for_its_commit() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let ctx = ctx(&rt);
+        let tp = Tp::new("t", 0);
+        let epoch = ctx.ledger.lock().unwrap().assign(&tp);
+        let mut w = PartitionWriter::new(&ctx, tp.clone(), epoch).unwrap();
+        let far = Instant::now() + Duration::from_secs(60);
+
+        // Cuts decided by the data pipeline freely: two segments sealed without any commit.
+        for o in 0..6 {
+            push(&mut w, &ctx, o);
+        }
+        assert!(w.wait(&ctx.rt, far));
+        assert_eq!(safe(&ctx), vec![(tp.clone(), 6)]);
+
+        // A cut by the clock gates the partition…
+        push(&mut w, &ctx, 6);
+        assert!(w.cut(&ctx, CutReason::Age).unwrap());
+        assert!(w.wait(&ctx.rt, far));
+        assert_eq!(safe(&ctx), vec![(tp.clone(), 7)]);
+        // …so a full file (max_records = 3) is not cut until offset 7 is committed.
+        for o in 7..10 {
+            push(&mut w, &ctx, o);
+        }
+        assert_eq!(w.deferred(), Some(CutReason::Records));
+        assert!(w.wait(&ctx.rt, far));
+        assert_eq!(
+            safe(&ctx),
+            vec![(tp.clone(), 7)],
+            "nothing sealed past the gate"
+        );
+        assert!(
+            !w.cut(&ctx, CutReason::Shutdown).unwrap(),
+            "a shutdown cut waits too"
+        );
+
+        ctx.ledger.lock().unwrap().committed(&[(tp.clone(), 7)]);
+        push(&mut w, &ctx, 10);
+        assert_eq!(w.deferred(), None, "the deferred cut happened");
+        assert!(w.wait(&ctx.rt, far));
+        assert_eq!(safe(&ctx), vec![(tp.clone(), 11)]);
+        // The deferred cut did not fall where the data put it, so it gates again.
+        push(&mut w, &ctx, 11);
+        assert!(!w.cut(&ctx, CutReason::Age).unwrap());
     }
 }
