@@ -226,6 +226,7 @@ impl PartitionWriter {
     /// deferred instead (and `Ok(false)` returned); it is retried later.
     pub fn cut(&mut self, ctx: &WriterCtx, reason: CutReason) -> Result<bool, WriteError> {
         if self.start.is_none() {
+            self.deferred = None;
             return Ok(true);
         }
         if let Some(g) = self.gate {
