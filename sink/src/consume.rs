@@ -562,9 +562,25 @@ impl PollLoop {
             }
             if last_commit.elapsed() >= self.commit_interval {
                 self.commit_safe();
+                self.update_lag();
                 last_commit = Instant::now();
             }
         }
+    }
+
+    /// Records between the consumer's position and the last known high watermark, summed over
+    /// the assignment (from librdkafka's cached watermarks: no request).
+    fn update_lag(&self) {
+        let lag: i64 = self
+            .shared
+            .assigned()
+            .iter()
+            .filter_map(|(tp, position)| {
+                let high = cached_high_watermark(&self.consumer, tp)?;
+                Some((high - position.unwrap_or(high)).max(0))
+            })
+            .sum();
+        self.shared.stats.lag.store(lag as u64, Ordering::Relaxed);
     }
 
     fn set_paused(&self, pause: bool) -> bool {

@@ -91,8 +91,11 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 .exit_when_caught_up
                 .store(until_caught_up, std::sync::atomic::Ordering::SeqCst);
             tokio::spawn(stop_on_signal(control.clone()));
-            let summary =
-                lakesink::run(plan, control, Arc::new(lakesink::Stats::default())).await?;
+            let stats = Arc::new(lakesink::Stats::default());
+            if until_caught_up && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                tokio::spawn(show_progress(stats.clone()));
+            }
+            let summary = lakesink::run(plan, control, stats).await?;
             let s = summary.stats;
             tracing::info!(
                 consumed = s.records_in,
@@ -128,6 +131,21 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
+    }
+}
+
+/// A progress line on the terminal for backfills: records, throughput, remaining lag.
+async fn show_progress(stats: Arc<lakesink::Stats>) {
+    use std::io::Write;
+    let mut last = stats.snapshot();
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let now = stats.snapshot();
+        eprint!("\r\x1b[2K{}", now.progress_line(&last, 1.0));
+        let _ = std::io::stderr().flush();
+        last = now;
     }
 }
 

@@ -15,6 +15,8 @@ pub struct Stats {
     pub offsets_committed: AtomicU64,
     /// Partitions currently assigned to this member (a gauge).
     pub partitions_assigned: AtomicU64,
+    /// Records behind the high watermarks of the assignment, as last seen (a gauge).
+    pub lag: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -29,6 +31,7 @@ pub struct Snapshot {
     pub timestamp_fallbacks: u64,
     pub offsets_committed: u64,
     pub partitions_assigned: u64,
+    pub lag: u64,
 }
 
 impl Stats {
@@ -48,6 +51,22 @@ impl Stats {
             timestamp_fallbacks: g(&self.timestamp_fallbacks),
             offsets_committed: g(&self.offsets_committed),
             partitions_assigned: g(&self.partitions_assigned),
+            lag: g(&self.lag),
         }
+    }
+}
+
+impl Snapshot {
+    /// One line for a terminal: progress since `earlier`, `secs` ago.
+    pub fn progress_line(&self, start: &Snapshot, secs: f64) -> String {
+        let mb = (self.bytes_in - start.bytes_in) as f64 / 1e6;
+        format!(
+            "{} records, {:.1} MB read, {:.1} MB/s, {} files written, lag {} records",
+            self.records_in,
+            self.bytes_in as f64 / 1e6,
+            mb / secs.max(1e-9),
+            self.files_written,
+            self.lag
+        )
     }
 }

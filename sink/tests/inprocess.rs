@@ -133,6 +133,7 @@ async fn late_records_land_in_their_own_hour_and_everything_is_committed() {
         high_watermarks(&brokers),
         "graceful end commits everything"
     );
+    assert_eq!(summary.stats.lag, 0, "caught up: no lag left");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -286,6 +287,12 @@ async fn a_second_member_joining_and_leaving_loses_and_duplicates_nothing() {
     // A leaves (its partitions move to B), then B finishes the topic.
     control_a.stop();
     let sa = a.await.unwrap().expect("A drains");
+    // "Caught up" is judged on B's own assignment: let the group hand it A's partitions first.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while stats_b.partitions_assigned.load(Ordering::Relaxed) < PARTITIONS as u64 {
+        assert!(Instant::now() < deadline, "B took over A's partitions");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     control_b.exit_when_caught_up.store(true, Ordering::SeqCst);
     let sb = tokio::time::timeout(Duration::from_secs(120), b)
         .await
