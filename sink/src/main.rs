@@ -92,10 +92,15 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 .store(until_caught_up, std::sync::atomic::Ordering::SeqCst);
             tokio::spawn(stop_on_signal(control.clone()));
             let stats = Arc::new(lakesink::Stats::default());
-            if until_caught_up && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            let progress = until_caught_up && std::io::IsTerminal::is_terminal(&std::io::stderr());
+            if progress {
                 tokio::spawn(show_progress(stats.clone()));
             }
-            let summary = lakesink::run(plan, control, stats).await?;
+            let result = lakesink::run(plan, control, stats).await;
+            if progress {
+                eprintln!();
+            }
+            let summary = result?;
             let s = summary.stats;
             tracing::info!(
                 consumed = s.records_in,
