@@ -224,11 +224,6 @@ impl OffsetLedger {
             .is_some_and(|c| c >= offset)
     }
 
-    /// Whether any sealed segment is still uploading.
-    pub fn has_pending(&self) -> bool {
-        self.parts.values().any(|p| !p.sealed.is_empty())
-    }
-
     /// Sealed segments not yet done, over all partitions.
     pub fn pending_segments(&self) -> usize {
         self.parts.values().map(|p| p.sealed.len()).sum()
@@ -253,7 +248,7 @@ mod tests {
         assert_eq!(l.to_commit(), vec![(tp.clone(), 25)]);
         l.committed(&[(tp.clone(), 25)]);
         assert!(l.to_commit().is_empty());
-        assert!(!l.has_pending());
+        assert_eq!(l.pending_segments(), 0);
     }
 
     #[test]

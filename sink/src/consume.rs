@@ -73,15 +73,20 @@ pub fn committed_offsets(
     for p in 0..partitions {
         tpl.add_partition(topic, p);
     }
-    let got = c.committed_offsets(tpl, Duration::from_secs(10))?;
-    Ok(got
-        .elements()
+    Ok(offsets_of(
+        &c.committed_offsets(tpl, Duration::from_secs(10))?,
+    ))
+}
+
+/// The partitions of a list that carry a real offset, with that offset.
+fn offsets_of(tpl: &TopicPartitionList) -> std::collections::BTreeMap<i32, i64> {
+    tpl.elements()
         .iter()
         .filter_map(|e| match e.offset() {
             Offset::Offset(o) => Some((e.partition(), o)),
             _ => None,
         })
-        .collect())
+        .collect()
 }
 
 /// High watermarks (end offsets) of partitions `0..partitions` of `topic`. Blocking.
@@ -670,11 +675,7 @@ impl PollLoop {
             .consumer
             .committed_offsets(tpl, Duration::from_secs(5))
             .ok()?;
-        let e = c.find_partition(&tp.topic, tp.partition)?;
-        match e.offset() {
-            Offset::Offset(o) => Some(o),
-            _ => None,
-        }
+        offsets_of(&c).get(&tp.partition).copied()
     }
 
     fn drain(self) -> Ending {

@@ -225,10 +225,10 @@ impl PartitionWriter {
     /// While the partition is gated by an uncommitted non-reproducible segment, the cut is
     /// deferred instead (and `Ok(false)` returned); it is retried later.
     pub fn cut(&mut self, ctx: &WriterCtx, reason: CutReason) -> Result<bool, WriteError> {
-        if self.start.is_none() {
+        let Some(start) = self.start else {
             self.deferred = None;
             return Ok(true);
-        }
+        };
         if let Some(g) = self.gate {
             if !ctx
                 .ledger
@@ -244,9 +244,7 @@ impl PartitionWriter {
         // A deferred cut no longer falls where the data would put it.
         let reproducible = reason.is_reproducible() && self.deferred.is_none();
         self.deferred = None;
-        let Some(start) = self.start.take() else {
-            return Ok(true);
-        };
+        self.start = None;
         let end = self.next;
         if !reproducible {
             self.gate = Some(end);

@@ -194,7 +194,7 @@ impl TableRouter {
         let t = if json::is_string(raw) {
             let text = json::value_text(raw)
                 .ok_or_else(|| RouteError::MissingTimestamp(name.to_string()))?;
-            parse_time_str(&text, unit, self.renderer_tz()).map_err(bad)?
+            parse_time_str(&text, unit, self.renderer.tz()).map_err(bad)?
         } else if raw.get() == "null" {
             return Err(RouteError::MissingTimestamp(name.to_string()));
         } else {
@@ -208,10 +208,6 @@ impl TableRouter {
             });
         }
         Ok(t)
-    }
-
-    fn renderer_tz(&self) -> &timestamp::TimeZoneSpec {
-        self.renderer.tz()
     }
 }
 
