@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README, .ci/run): installs what the tests need (cached in ~/.cache/lakesink),
-# starts the real servers for this run — tansu (Kafka protocol, sqlite storage) and SeaweedFS
-# (S3) on 127.0.0.1 — runs every test of the workspace, and stops the servers again.
+# starts the real servers for this run — tansu (Kafka protocol, sqlite storage), SeaweedFS
+# (S3) and moto (AWS Glue) on 127.0.0.1 — runs every test of the workspace, and stops the servers again.
 #
 #   scripts/test.sh [extra cargo-nextest arguments, e.g. a test name filter]
 #   scripts/test.sh --servers-only     start the servers and wait (for debugging)
@@ -52,12 +52,19 @@ TANSU_PORT="$(free_port)"
 PIDS+=($!)
 export LAKESINK_BROKERS="127.0.0.1:$TANSU_PORT"
 
+# moto: the AWS Glue API (in memory) on a free port.
+MOTO_PORT="$(free_port)"
+"$LAKESINK_MOTO" -H 127.0.0.1 -p "$MOTO_PORT" >"$RUN/moto.log" 2>&1 &
+PIDS+=($!)
+export LAKESINK_GLUE_ENDPOINT="http://127.0.0.1:$MOTO_PORT"
+
 # Build while the servers start.
 cargo build -p lakesink --bin lakesink
 export LAKESINK_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/lakesink"
 
 wait_port "$TANSU_PORT" tansu 60 "$RUN/tansu.log"
 wait_port 8333 SeaweedFS 60 "$RUN/weed.log"
+wait_port "$MOTO_PORT" moto 60 "$RUN/moto.log"
 # SeaweedFS answers on 8333 a moment before its S3 gateway serves requests.
 deadline=$((SECONDS + 60))
 until "$LAKESINK_PYTHON" tests/py/s3_admin.py list-buckets >/dev/null 2>&1; do

@@ -62,7 +62,73 @@ pub struct ConfigFile {
     #[serde(default)]
     pub pipeline: PipelineSection,
     #[serde(default)]
+    pub catalog: CatalogSection,
+    #[serde(default)]
     pub tables: Vec<TableSection>,
+}
+
+/// `[catalog]`: where new partitions are registered, one catalog per daemon.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogSection {
+    /// `none` (default), `glue`, `hive` or `webhook`.
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// Glue and Hive: the database the tables live in (tables may override it).
+    #[serde(default)]
+    pub database: Option<String>,
+    /// Glue and Hive: create the database and tables when they do not exist.
+    #[serde(default)]
+    pub create_table: bool,
+    /// Glue: the AWS region (default: `AWS_REGION`, then `us-east-1`).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Glue: endpoint override (moto, LocalStack, Glue-compatible services).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Glue: static credentials; by default the standard AWS chain (environment, web
+    /// identity, container and instance metadata).
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    #[serde(default)]
+    pub secret_access_key: Option<String>,
+    #[serde(default)]
+    pub session_token: Option<String>,
+    /// Hive: `thrift://host:9083`.
+    #[serde(default)]
+    pub uri: Option<String>,
+    /// Webhook: where each new partition is POSTed.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Webhook: HMAC-SHA256 key for the `X-Lakesink-Signature` header.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// Timeout of one catalog call.
+    #[serde(default = "default_catalog_timeout")]
+    pub timeout: String,
+}
+
+fn default_catalog_timeout() -> String {
+    "10s".into()
+}
+
+impl Default for CatalogSection {
+    fn default() -> Self {
+        Self {
+            kind: None,
+            database: None,
+            create_table: false,
+            region: None,
+            endpoint: None,
+            access_key_id: None,
+            secret_access_key: None,
+            session_token: None,
+            uri: None,
+            url: None,
+            secret: None,
+            timeout: default_catalog_timeout(),
+        }
+    }
 }
 
 /// `[kafka]`: where the consumer group reads from.
@@ -175,6 +241,12 @@ pub struct TableSection {
     pub compression_level: u32,
     #[serde(default)]
     pub rotate: RotateSection,
+    /// The table's name in the catalog (default: `name`).
+    #[serde(default)]
+    pub catalog_table: Option<String>,
+    /// The table's database in the catalog (default: `catalog.database`).
+    #[serde(default)]
+    pub catalog_database: Option<String>,
 }
 
 fn default_format() -> String {
@@ -256,7 +328,82 @@ pub struct Plan {
     pub kafka: KafkaPlan,
     pub storage: StoragePlan,
     pub pipeline: PipelinePlan,
+    pub catalog: CatalogPlan,
     pub tables: Vec<TablePlan>,
+}
+
+/// The validated `[catalog]`.
+#[derive(Clone, Debug)]
+pub enum CatalogPlan {
+    None,
+    Glue(GluePlan),
+    Hive(HivePlan),
+    Webhook(WebhookPlan),
+}
+
+impl CatalogPlan {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CatalogPlan::None => "none",
+            CatalogPlan::Glue(_) => "glue",
+            CatalogPlan::Hive(_) => "hive",
+            CatalogPlan::Webhook(_) => "webhook",
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct GluePlan {
+    pub database: String,
+    pub region: String,
+    pub endpoint: Option<url::Url>,
+    pub create_table: bool,
+    /// (access key id, secret, session token); `None`: the standard credential chain.
+    pub credentials: Option<(String, String, Option<String>)>,
+    pub timeout: Duration,
+}
+
+impl fmt::Debug for GluePlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GluePlan")
+            .field("database", &self.database)
+            .field("region", &self.region)
+            .field("endpoint", &self.endpoint.as_ref().map(url::Url::as_str))
+            .field("create_table", &self.create_table)
+            .field(
+                "credentials",
+                &self
+                    .credentials
+                    .as_ref()
+                    .map(|(id, _, _)| format!("{id}:***")),
+            )
+            .finish()
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct HivePlan {
+    /// `host:port` of the metastore's Thrift endpoint.
+    pub address: String,
+    pub database: String,
+    pub create_table: bool,
+    pub timeout: Duration,
+}
+
+#[derive(Clone)]
+pub struct WebhookPlan {
+    pub url: url::Url,
+    pub secret: Option<String>,
+    pub timeout: Duration,
+}
+
+impl fmt::Debug for WebhookPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookPlan")
+            .field("url", &self.url.as_str())
+            .field("secret", &self.secret.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 #[derive(Clone)]
@@ -324,6 +471,8 @@ pub struct TablePlan {
     pub max_future_skew: Duration,
     pub compression_level: u32,
     pub rotate: RotateLimits,
+    pub catalog_table: Option<String>,
+    pub catalog_database: Option<String>,
 }
 
 /// librdkafka properties Lakesink sets itself; a config that sets them would break the
@@ -441,6 +590,23 @@ impl Plan {
         for t in file.tables {
             tables.push(table_plan(t, origin)?);
         }
+        let catalog = catalog_plan(&file.catalog, origin)?;
+        if !matches!(catalog, CatalogPlan::None) {
+            for t in &tables {
+                let columns = t.partition.partition_columns();
+                let segments = t.partition.source.trim_matches('/').split('/').count();
+                if columns.len() != segments {
+                    return Err(ConfigError::Table {
+                        path: origin.to_string(),
+                        table: t.name.clone(),
+                        message: format!(
+                            "partition_by = \"{}\": with a catalog every path segment must be `column=value` (the catalog needs a column name per level)",
+                            t.partition.source
+                        ),
+                    });
+                }
+            }
+        }
         let mut names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
         names.sort_unstable();
         if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
@@ -459,6 +625,7 @@ impl Plan {
                 options: file.storage.options,
             },
             pipeline,
+            catalog,
             tables,
         })
     }
@@ -602,6 +769,138 @@ fn table_plan(t: TableSection, origin: &str) -> Result<TablePlan, ConfigError> {
         max_future_skew,
         compression_level: t.compression_level,
         rotate,
+        catalog_table: t.catalog_table,
+        catalog_database: t.catalog_database,
+    })
+}
+
+fn catalog_plan(c: &CatalogSection, origin: &str) -> Result<CatalogPlan, ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid {
+        path: origin.to_string(),
+        message,
+    };
+    let kind = c.kind.as_deref().unwrap_or("none");
+    let timeout = parse_duration(&c.timeout).map_err(|source| ConfigError::Unit {
+        path: origin.to_string(),
+        key: "catalog.timeout".into(),
+        source,
+    })?;
+    // Keys that belong to another kind are a mistake worth naming.
+    let foreign: &[(&str, bool)] = &[
+        ("database", c.database.is_some()),
+        ("create_table", c.create_table),
+        ("region", c.region.is_some()),
+        ("endpoint", c.endpoint.is_some()),
+        ("access_key_id", c.access_key_id.is_some()),
+        ("secret_access_key", c.secret_access_key.is_some()),
+        ("session_token", c.session_token.is_some()),
+        ("uri", c.uri.is_some()),
+        ("url", c.url.is_some()),
+        ("secret", c.secret.is_some()),
+    ];
+    let allowed: &[&str] = match kind {
+        "none" => &[],
+        "glue" => &[
+            "database",
+            "create_table",
+            "region",
+            "endpoint",
+            "access_key_id",
+            "secret_access_key",
+            "session_token",
+        ],
+        "hive" => &["database", "create_table", "uri"],
+        "webhook" => &["url", "secret"],
+        other => {
+            return Err(invalid(format!(
+                "catalog.kind = \"{other}\": use glue, hive, webhook or none"
+            )))
+        }
+    };
+    if let Some((key, _)) = foreign.iter().find(|(k, set)| *set && !allowed.contains(k)) {
+        return Err(invalid(format!(
+            "catalog.{key} does not apply to catalog.kind = \"{kind}\""
+        )));
+    }
+    let database = || {
+        c.database
+            .clone()
+            .filter(|d| !d.is_empty())
+            .ok_or_else(|| invalid(format!("catalog.kind = \"{kind}\" needs catalog.database")))
+    };
+    let parse_url = |key: &str, v: &str| {
+        url::Url::parse(v).map_err(|e| invalid(format!("catalog.{key} = \"{v}\": {e}")))
+    };
+    Ok(match kind {
+        "none" => CatalogPlan::None,
+        "glue" => {
+            let credentials = match (&c.access_key_id, &c.secret_access_key) {
+                (Some(id), Some(secret)) => {
+                    Some((id.clone(), secret.clone(), c.session_token.clone()))
+                }
+                (None, None) => None,
+                _ => {
+                    return Err(invalid(
+                        "catalog.access_key_id and catalog.secret_access_key go together".into(),
+                    ))
+                }
+            };
+            CatalogPlan::Glue(GluePlan {
+                database: database()?,
+                region: c
+                    .region
+                    .clone()
+                    .or_else(|| std::env::var("AWS_REGION").ok())
+                    .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
+                    .unwrap_or_else(|| "us-east-1".into()),
+                endpoint: c
+                    .endpoint
+                    .as_deref()
+                    .map(|e| parse_url("endpoint", e))
+                    .transpose()?,
+                create_table: c.create_table,
+                credentials,
+                timeout,
+            })
+        }
+        "hive" => {
+            let uri = c.uri.as_deref().ok_or_else(|| {
+                invalid("catalog.kind = \"hive\" needs catalog.uri = \"thrift://host:9083\"".into())
+            })?;
+            let u = parse_url("uri", uri)?;
+            if u.scheme() != "thrift" || u.host_str().is_none() {
+                return Err(invalid(format!(
+                    "catalog.uri = \"{uri}\": use thrift://host:port"
+                )));
+            }
+            CatalogPlan::Hive(HivePlan {
+                address: format!(
+                    "{}:{}",
+                    u.host_str().unwrap_or_default(),
+                    u.port().unwrap_or(9083)
+                ),
+                database: database()?,
+                create_table: c.create_table,
+                timeout,
+            })
+        }
+        _ => {
+            let url = c
+                .url
+                .as_deref()
+                .ok_or_else(|| invalid("catalog.kind = \"webhook\" needs catalog.url".into()))?;
+            let url = parse_url("url", url)?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(invalid(format!(
+                    "catalog.url = \"{url}\": use http:// or https://"
+                )));
+            }
+            CatalogPlan::Webhook(WebhookPlan {
+                url,
+                secret: c.secret.clone(),
+                timeout,
+            })
+        }
     })
 }
 
@@ -684,6 +983,7 @@ impl fmt::Debug for Plan {
             .field("kafka", &self.kafka)
             .field("storage", &self.storage)
             .field("pipeline", &self.pipeline)
+            .field("catalog", &self.catalog)
             .field("tables", &self.tables)
             .finish()
     }
@@ -741,6 +1041,87 @@ max_age = "30s"
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(!shown.contains("topsecret"), "{shown}");
         assert!(shown.contains("http://127.0.0.1:8333"));
+    }
+
+    fn with_catalog(catalog: &str) -> String {
+        MINIMAL.replace("[[tables]]", &format!("{catalog}\n[[tables]]"))
+    }
+
+    #[test]
+    fn each_catalog_kind_parses() {
+        let glue = Plan::from_toml(
+            &with_catalog("[catalog]\nkind = \"glue\"\ndatabase = \"logs\"\nregion = \"eu-west-1\"\nendpoint = \"http://127.0.0.1:5000\"\ncreate_table = true\naccess_key_id = \"AKID\"\nsecret_access_key = \"glue-secret\""),
+            "t.toml",
+        )
+        .unwrap();
+        match &glue.catalog {
+            CatalogPlan::Glue(g) => {
+                assert_eq!(g.database, "logs");
+                assert_eq!(g.region, "eu-west-1");
+                assert!(g.create_table);
+                assert_eq!(
+                    g.endpoint.as_ref().unwrap().as_str(),
+                    "http://127.0.0.1:5000/"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!format!("{glue:?}").contains("glue-secret"));
+
+        let hive = Plan::from_toml(
+            &with_catalog(
+                "[catalog]\nkind = \"hive\"\ndatabase = \"logs\"\nuri = \"thrift://meta:9083\"",
+            ),
+            "t.toml",
+        )
+        .unwrap();
+        assert!(matches!(&hive.catalog, CatalogPlan::Hive(h) if h.address == "meta:9083"));
+
+        let hook = Plan::from_toml(
+            &with_catalog("[catalog]\nkind = \"webhook\"\nurl = \"https://hooks.example/p\"\nsecret = \"s3cr3t\""),
+            "t.toml",
+        )
+        .unwrap();
+        assert!(matches!(&hook.catalog, CatalogPlan::Webhook(_)));
+        assert!(!format!("{hook:?}").contains("s3cr3t"));
+        assert!(matches!(
+            Plan::from_toml(MINIMAL, "t.toml").unwrap().catalog,
+            CatalogPlan::None
+        ));
+    }
+
+    #[test]
+    fn catalog_mistakes_are_named() {
+        let cases = [
+            ("[catalog]\nkind = \"glue\"", "needs catalog.database"),
+            (
+                "[catalog]\nkind = \"webhook\"\nurl = \"http://x/\"\ndatabase = \"d\"",
+                "catalog.database does not apply",
+            ),
+            (
+                "[catalog]\nkind = \"hive\"\ndatabase = \"d\"\nuri = \"http://x:1\"",
+                "thrift://",
+            ),
+            (
+                "[catalog]\nkind = \"nessie\"",
+                "use glue, hive, webhook or none",
+            ),
+            (
+                "[catalog]\nkind = \"glue\"\ndatabase = \"d\"\naccess_key_id = \"a\"",
+                "go together",
+            ),
+        ];
+        for (catalog, want) in cases {
+            let e = Plan::from_toml(&with_catalog(catalog), "t.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{catalog}: {e}");
+        }
+        // A catalog needs `column=value` at every level of the path.
+        let text = with_catalog("[catalog]\nkind = \"webhook\"\nurl = \"http://x/\"")
+            .replace("/region={field:awsRegion}", "/{field:awsRegion}");
+        let e = Plan::from_toml(&text, "t.toml").unwrap_err().to_string();
+        assert!(e.contains("column=value"), "{e}");
     }
 
     #[test]

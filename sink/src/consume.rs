@@ -491,6 +491,8 @@ pub struct PollLoop {
     pub shared: Arc<Shared>,
     pub control: Arc<Control>,
     pub budget: Arc<Budget>,
+    /// Fetching also pauses while new partitions wait for an unreachable catalog.
+    pub catalog: Arc<crate::catalog::Registrar>,
     pub fatal: Arc<Fatal>,
     pub commit_interval: Duration,
     pub drain_timeout: Duration,
@@ -530,14 +532,19 @@ impl PollLoop {
                 return self.drain();
             }
 
-            if !paused && self.budget.over() {
+            let stalled = self.catalog.stalled();
+            if !paused && (self.budget.over() || stalled) {
                 paused = self.set_paused(true);
-                tracing::info!(
-                    used = self.budget.used(),
-                    max = self.budget.max(),
-                    "memory budget full: fetching paused until uploads free memory"
-                );
-            } else if paused && self.budget.below_resume_mark() {
+                if stalled {
+                    tracing::info!("catalog unreachable: fetching paused until it answers");
+                } else {
+                    tracing::info!(
+                        used = self.budget.used(),
+                        max = self.budget.max(),
+                        "memory budget full: fetching paused until uploads free memory"
+                    );
+                }
+            } else if paused && !stalled && self.budget.below_resume_mark() {
                 paused = !self.set_paused(false);
             }
 

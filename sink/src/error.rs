@@ -19,6 +19,8 @@ pub enum Error {
     Write(#[from] WriteError),
     #[error(transparent)]
     Commit(#[from] CommitError),
+    #[error(transparent)]
+    Catalog(#[from] crate::catalog::CatalogError),
     #[error("object store {url}: {source}")]
     Store {
         url: String,

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
-use crate::catalog::{Catalog, NoCatalog};
+use crate::catalog::Registrar;
 use crate::commit::OffsetLedger;
 use crate::config::Plan;
 use crate::consume::{client_config, ConsumeError, Control, Ending, PollLoop, Shared, SinkContext};
@@ -31,7 +31,11 @@ pub struct Summary {
 pub async fn run(plan: Plan, control: Arc<Control>, stats: Arc<Stats>) -> Result<Summary, Error> {
     let started = Instant::now();
     let lake = crate::storage::open(&plan.storage)?;
-    let catalog: Arc<dyn Catalog> = Arc::new(NoCatalog);
+    let catalog = Arc::new(Registrar::new(
+        crate::catalog::open(&plan)?,
+        crate::catalog::tables(&plan, &lake.url),
+        stats.clone(),
+    ));
     let fatal = Arc::new(Fatal::default());
     let ledger = Arc::new(Mutex::new(OffsetLedger::new()));
     let budget = Arc::new(Budget::new(plan.pipeline.max_buffered_bytes));
@@ -43,7 +47,7 @@ pub async fn run(plan: Plan, control: Arc<Control>, stats: Arc<Stats>) -> Result
         location_base: lake.url.clone(),
         rt: tokio::runtime::Handle::current(),
         ledger: ledger.clone(),
-        catalog,
+        catalog: catalog.clone(),
         budget: budget.clone(),
         stats: stats.clone(),
         fatal: fatal.clone(),
@@ -94,6 +98,7 @@ pub async fn run(plan: Plan, control: Arc<Control>, stats: Arc<Stats>) -> Result
         shared,
         control,
         budget,
+        catalog,
         fatal: fatal.clone(),
         commit_interval: plan.pipeline.commit_interval,
         drain_timeout: plan.pipeline.drain_timeout,

@@ -13,6 +13,12 @@ pub struct Stats {
     pub segments_committed: AtomicU64,
     pub timestamp_fallbacks: AtomicU64,
     pub offsets_committed: AtomicU64,
+    /// Partitions registered in the catalog by this process.
+    pub partitions_registered: AtomicU64,
+    /// Time spent in successful catalog registrations, µs.
+    pub catalog_micros: AtomicU64,
+    /// Catalog calls that failed and were retried.
+    pub catalog_retries: AtomicU64,
     /// Partitions currently assigned to this member (a gauge).
     pub partitions_assigned: AtomicU64,
     /// Records behind the high watermarks of the assignment, as last seen (a gauge).
@@ -30,6 +36,9 @@ pub struct Snapshot {
     pub segments_committed: u64,
     pub timestamp_fallbacks: u64,
     pub offsets_committed: u64,
+    pub partitions_registered: u64,
+    pub catalog_micros: u64,
+    pub catalog_retries: u64,
     pub partitions_assigned: u64,
     pub lag: u64,
 }
@@ -50,6 +59,9 @@ impl Stats {
             segments_committed: g(&self.segments_committed),
             timestamp_fallbacks: g(&self.timestamp_fallbacks),
             offsets_committed: g(&self.offsets_committed),
+            partitions_registered: g(&self.partitions_registered),
+            catalog_micros: g(&self.catalog_micros),
+            catalog_retries: g(&self.catalog_retries),
             partitions_assigned: g(&self.partitions_assigned),
             lag: g(&self.lag),
         }

@@ -13,7 +13,7 @@ use object_store::ObjectStore;
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
-use crate::catalog::{Catalog, CatalogError, NewPartition};
+use crate::catalog::{CatalogError, FileFacts, NewPartition, Registrar};
 use crate::commit::{CommitError, OffsetLedger, Tp};
 use crate::config::TablePlan;
 use crate::encode::{EncodeError, Encoder, GzipNdjson, GZIP_ENCODER_OVERHEAD};
@@ -72,7 +72,7 @@ pub struct WriterCtx {
     pub location_base: String,
     pub rt: Handle,
     pub ledger: Arc<Mutex<OffsetLedger>>,
-    pub catalog: Arc<dyn Catalog>,
+    pub catalog: Arc<Registrar>,
     pub budget: Arc<Budget>,
     pub stats: Arc<Stats>,
     pub fatal: Arc<Fatal>,
@@ -93,6 +93,9 @@ struct OpenFile {
     records: u64,
     /// Budget charged for encoded bytes held by the encoder.
     charged: usize,
+    /// Smallest and largest event time written, µs since the epoch.
+    min_event: i64,
+    max_event: i64,
 }
 
 /// The open segment of one Kafka partition.
@@ -197,12 +200,14 @@ impl PartitionWriter {
             let payload = rec.payload.unwrap_or_default();
             let files = &mut self.files[slot];
             let cut = if let Some(f) = files.get_mut(self.path.as_str()) {
+                f.saw(routed.event_micros);
                 append(ctx, table, f, payload, &mut self.held)?
             } else {
                 let mut f = open_file(ctx, table, &self.tp, &self.path, rec.offset)?;
                 self.held += GZIP_ENCODER_OVERHEAD;
                 ctx.budget.charge(GZIP_ENCODER_OVERHEAD);
                 self.deadline.file_opened(now, table.rotate.max_age);
+                f.saw(routed.event_micros);
                 let cut = append(ctx, table, &mut f, payload, &mut self.held)?;
                 files.insert(self.path.clone(), f);
                 cut
@@ -274,13 +279,22 @@ impl PartitionWriter {
                 ctx.budget.release(GZIP_ENCODER_OVERHEAD);
                 self.held = self.held.saturating_sub(GZIP_ENCODER_OVERHEAD + f.charged);
                 records += f.records;
-                bytes += written_before + tail.len() as u64;
+                let file_bytes = written_before + tail.len() as u64;
+                bytes += file_bytes;
+                let facts = FileFacts {
+                    key: key.clone(),
+                    records: f.records,
+                    bytes: file_bytes,
+                    min_event_micros: f.min_event,
+                    max_event_micros: f.max_event,
+                };
                 tracing::debug!(table = %table.name, key = %key, records = f.records, parts = f.upload.parts(), reason = reason.as_str(), "file closed");
                 uploads.push(f.upload.finish(&ctx.rt, &ctx.store, &ctx.budget, tail));
                 partitions.push(NewPartition {
                     table: table.name.clone(),
                     location: format!("{}/{}/{}/", ctx.location_base, table.name, path),
                     path,
+                    files: vec![facts],
                 });
             }
         }
@@ -300,7 +314,7 @@ impl PartitionWriter {
                         }
                     }
                 }
-                catalog.register(&partitions).await?;
+                catalog.ensure(&partitions).await?;
                 if let Some(t) = ticket {
                     ledger.lock().expect("ledger lock").done(&t);
                 }
@@ -379,7 +393,16 @@ fn open_file(
         upload: ObjectUpload::new(parsed),
         records: 0,
         charged: 0,
+        min_event: i64::MAX,
+        max_event: i64::MIN,
     })
+}
+
+impl OpenFile {
+    fn saw(&mut self, event_micros: i64) {
+        self.min_event = self.min_event.min(event_micros);
+        self.max_event = self.max_event.max(event_micros);
+    }
 }
 
 /// Appends one record to a file, ships a part when one is ready, and says whether the file is
@@ -433,7 +456,7 @@ impl Drop for PartitionWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::NoCatalog;
+    use crate::catalog::{NoCatalog, Registrar};
     use crate::config::Plan;
     use crate::error::Fatal;
     use std::time::Duration;
@@ -464,7 +487,11 @@ max_records = 3
             location_base: "memory://".into(),
             rt: rt.handle().clone(),
             ledger: Arc::new(Mutex::new(OffsetLedger::new())),
-            catalog: Arc::new(NoCatalog),
+            catalog: Arc::new(Registrar::new(
+                Arc::new(NoCatalog),
+                Vec::new(),
+                Arc::new(Stats::default()),
+            )),
             budget: Arc::new(Budget::new(1 << 30)),
             stats: Arc::new(Stats::default()),
             fatal: Arc::new(Fatal::default()),

@@ -4,6 +4,9 @@
 //! Every test makes its own topic, bucket and consumer group, so tests share nothing but the
 //! servers.
 
+pub mod proxy;
+pub mod receiver;
+
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -26,6 +29,8 @@ pub struct Testbed {
     pub python: PathBuf,
     pub tansu: PathBuf,
     pub bin: PathBuf,
+    /// The AWS Glue API (moto), `http://127.0.0.1:PORT`.
+    pub glue_endpoint: String,
     pub root: PathBuf,
 }
 
@@ -45,6 +50,7 @@ impl Testbed {
             python: env("LAKESINK_PYTHON").into(),
             tansu: env("LAKESINK_TANSU").into(),
             bin: env("LAKESINK_BIN").into(),
+            glue_endpoint: env("LAKESINK_GLUE_ENDPOINT"),
             root: Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf(),
         }
     }
@@ -105,6 +111,17 @@ impl Testbed {
     /// Objects under a prefix: key, size, etag, modified.
     pub fn list_objects(&self, bucket: &str, prefix: &str) -> Vec<Value> {
         serde_json::from_str(&self.python("s3_admin.py", &["list", bucket, prefix])).unwrap()
+    }
+
+    /// Glue partitions of a table: values, location, serde, input_format.
+    pub fn glue_partitions(&self, database: &str, table: &str) -> Vec<Value> {
+        serde_json::from_str(&self.python("glue_admin.py", &["partitions", database, table]))
+            .unwrap()
+    }
+
+    /// A Glue table: partition_keys, location, serde.
+    pub fn glue_table(&self, database: &str, table: &str) -> Value {
+        serde_json::from_str(&self.python("glue_admin.py", &["table", database, table])).unwrap()
     }
 
     /// Runs SQL in DuckDB with the test S3 server configured; rows as JSON objects.

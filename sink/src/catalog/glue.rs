@@ -1,0 +1,379 @@
+//! `kind = "glue"`: AWS Glue Data Catalog over its JSON API (`AWSGlue.*` targets, SigV4-signed),
+//! so any Glue-compatible endpoint works (moto, LocalStack) through `endpoint`.
+//!
+//! A partition's StorageDescriptor is the table's, with the partition's own location; values
+//! are the path's values as written (Hive-escaped). `BatchCreatePartition` answers duplicates
+//! with `AlreadyExistsException` entries, which count as success.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use futures::future::BoxFuture;
+use object_store::aws::AwsCredentialProvider;
+use serde_json::{json, Value};
+
+use super::{
+    http_error, sigv4, transport_error, Catalog, CatalogError, CatalogTable, NewPartition,
+};
+use crate::config::{Format, GluePlan};
+
+const KIND: &str = "glue";
+/// `BatchCreatePartition` takes at most 100 partitions.
+const BATCH: usize = 100;
+
+pub struct Glue {
+    http: reqwest::Client,
+    endpoint: url::Url,
+    region: String,
+    credentials: AwsCredentialProvider,
+    /// Each table's StorageDescriptor, as `GetTable` returned it.
+    descriptors: Mutex<HashMap<String, Value>>,
+}
+
+impl Glue {
+    pub fn new(plan: &GluePlan) -> Result<Glue, CatalogError> {
+        let refused = |message: String| CatalogError::Refused {
+            catalog: KIND,
+            what: "the configuration".into(),
+            message,
+        };
+        let endpoint = match &plan.endpoint {
+            Some(e) => e.clone(),
+            None => url::Url::parse(&format!("https://glue.{}.amazonaws.com/", plan.region))
+                .map_err(|e| refused(e.to_string()))?,
+        };
+        Ok(Glue {
+            http: reqwest::Client::builder()
+                .timeout(plan.timeout)
+                .build()
+                .map_err(|e| refused(e.to_string()))?,
+            endpoint,
+            region: plan.region.clone(),
+            credentials: sigv4::credentials(&plan.region, plan.credentials.as_ref())
+                .map_err(refused)?,
+            descriptors: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// One Glue API call. Errors come back as `{"__type": "…Exception", "message": "…"}`.
+    async fn call(
+        &self,
+        target: &str,
+        body: Value,
+    ) -> Result<Result<Value, GlueFault>, CatalogError> {
+        let body = serde_json::to_vec(&body).expect("JSON");
+        let credential =
+            self.credentials
+                .get_credential()
+                .await
+                .map_err(|e| CatalogError::Unreachable {
+                    catalog: KIND,
+                    message: format!("AWS credentials: {e}"),
+                })?;
+        let headers = sigv4::sign_post(
+            &credential,
+            "glue",
+            &self.region,
+            &self.endpoint,
+            &[
+                ("content-type", "application/x-amz-json-1.1".to_string()),
+                ("x-amz-target", format!("AWSGlue.{target}")),
+            ],
+            &body,
+        )
+        .map_err(|message| CatalogError::Refused {
+            catalog: KIND,
+            what: target.to_string(),
+            message,
+        })?;
+        let response = self
+            .http
+            .post(self.endpoint.clone())
+            .headers(headers)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| transport_error(KIND, target, &e))?;
+        let status = response.status().as_u16();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| transport_error(KIND, target, &e))?;
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if (200..300).contains(&status) {
+            return Ok(Ok(value));
+        }
+        let kind = value["__type"]
+            .as_str()
+            .or_else(|| value["code"].as_str())
+            .unwrap_or_default();
+        // `aws.protocols#…#ThrottlingException` style names: keep the last part.
+        let kind = kind.rsplit(['#', ':']).next().unwrap_or(kind).to_string();
+        let message = value["message"]
+            .as_str()
+            .or_else(|| value["Message"].as_str())
+            .map(str::to_string)
+            .unwrap_or_else(|| text.chars().take(300).collect());
+        if kind.contains("Throttling") || kind.contains("ConcurrentModification") {
+            return Err(http_error(
+                KIND,
+                target,
+                Some(503),
+                format!("{kind}: {message}"),
+            ));
+        }
+        if status >= 500 || status == 408 || status == 429 {
+            return Err(http_error(
+                KIND,
+                target,
+                Some(status),
+                format!("{kind}: {message}"),
+            ));
+        }
+        Ok(Err(GlueFault { kind, message }))
+    }
+
+    async fn get_table(&self, t: &CatalogTable) -> Result<Option<Value>, CatalogError> {
+        match self
+            .call(
+                "GetTable",
+                json!({"DatabaseName": t.database, "Name": t.table}),
+            )
+            .await?
+        {
+            Ok(v) => Ok(Some(v["Table"].clone())),
+            Err(f) if f.kind == "EntityNotFoundException" => Ok(None),
+            Err(f) => Err(f.refused(&format!("GetTable {}.{}", t.database, t.table))),
+        }
+    }
+
+    async fn create(&self, t: &CatalogTable) -> Result<(), CatalogError> {
+        match self
+            .call(
+                "CreateDatabase",
+                json!({"DatabaseInput": {"Name": t.database}}),
+            )
+            .await?
+        {
+            Ok(_) => tracing::info!(database = %t.database, "Glue database created"),
+            Err(f) if f.kind == "AlreadyExistsException" => {}
+            Err(f) => return Err(f.refused(&format!("CreateDatabase {}", t.database))),
+        }
+        match self
+            .call(
+                "CreateTable",
+                json!({"DatabaseName": t.database, "TableInput": table_input(t)}),
+            )
+            .await?
+        {
+            Ok(_) => {
+                tracing::info!(database = %t.database, table = %t.table, "Glue table created");
+                Ok(())
+            }
+            Err(f) if f.kind == "AlreadyExistsException" => Ok(()),
+            Err(f) => Err(f.refused(&format!("CreateTable {}.{}", t.database, t.table))),
+        }
+    }
+
+    async fn partitions(&self, t: &CatalogTable) -> Result<Vec<String>, CatalogError> {
+        let mut paths = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut req =
+                json!({"DatabaseName": t.database, "TableName": t.table, "MaxResults": 1000});
+            if let Some(tok) = &token {
+                req["NextToken"] = json!(tok);
+            }
+            let v = self
+                .call("GetPartitions", req)
+                .await?
+                .map_err(|f| f.refused(&format!("GetPartitions {}.{}", t.database, t.table)))?;
+            for p in v["Partitions"].as_array().into_iter().flatten() {
+                let values: Vec<&str> = p["Values"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
+                if values.len() == t.partition_columns.len() {
+                    paths.push(
+                        t.partition_columns
+                            .iter()
+                            .zip(values)
+                            .map(|(c, v)| format!("{c}={v}"))
+                            .collect::<Vec<_>>()
+                            .join("/"),
+                    );
+                }
+            }
+            match v["NextToken"].as_str() {
+                Some(tok) if !tok.is_empty() => token = Some(tok.to_string()),
+                _ => return Ok(paths),
+            }
+        }
+    }
+}
+
+/// A Glue error answer that retrying will not fix (or that the caller handles).
+struct GlueFault {
+    kind: String,
+    message: String,
+}
+
+impl GlueFault {
+    fn refused(self, what: &str) -> CatalogError {
+        CatalogError::Refused {
+            catalog: KIND,
+            what: what.to_string(),
+            message: format!("{}: {}", self.kind, self.message),
+        }
+    }
+}
+
+/// The table definition `create_table` uses: partition columns as strings, the format's SerDe.
+/// (Data columns come from the table's schema once schemas land; JSON SerDe tables work
+/// without them for engines that infer.)
+pub fn table_input(t: &CatalogTable) -> Value {
+    json!({
+        "Name": t.table,
+        "TableType": "EXTERNAL_TABLE",
+        "Parameters": {"EXTERNAL": "TRUE", "classification": "json", "compressionType": "gzip"},
+        "PartitionKeys": t.partition_columns.iter().map(|c| json!({"Name": c, "Type": "string"})).collect::<Vec<_>>(),
+        "StorageDescriptor": storage_descriptor(t.format, &t.location),
+    })
+}
+
+fn storage_descriptor(format: Format, location: &str) -> Value {
+    match format {
+        Format::JsonGz => json!({
+            "Columns": [],
+            "Location": location,
+            "InputFormat": "org.apache.hadoop.mapred.TextInputFormat",
+            "OutputFormat": "org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat",
+            "Compressed": true,
+            "SerdeInfo": {
+                "SerializationLibrary": "org.openx.data.jsonserde.JsonSerDe",
+                "Parameters": {"serialization.format": "1", "ignore.malformed.json": "FALSE"}
+            }
+        }),
+    }
+}
+
+impl Catalog for Glue {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn load<'a>(
+        &'a self,
+        t: &'a CatalogTable,
+    ) -> BoxFuture<'a, Result<Option<Vec<String>>, CatalogError>> {
+        Box::pin(async move {
+            let table = match self.get_table(t).await? {
+                Some(table) => table,
+                None if t.create => {
+                    self.create(t).await?;
+                    self.get_table(t).await?.ok_or_else(|| CatalogError::Refused {
+                        catalog: KIND,
+                        what: format!("GetTable {}.{}", t.database, t.table),
+                        message: "the table is missing right after CreateTable".into(),
+                    })?
+                }
+                None => {
+                    return Err(CatalogError::Refused {
+                        catalog: KIND,
+                        what: format!("table {}.{}", t.database, t.table),
+                        message: "no such table; create it (`lakesink ddl`) or set catalog.create_table = true".into(),
+                    })
+                }
+            };
+            let keys: Vec<&str> = table["PartitionKeys"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|k| k["Name"].as_str())
+                .collect();
+            if keys != t.partition_columns {
+                return Err(CatalogError::Refused {
+                    catalog: KIND,
+                    what: format!("table {}.{}", t.database, t.table),
+                    message: format!(
+                        "its partition keys {keys:?} differ from partition_by's columns {:?}",
+                        t.partition_columns
+                    ),
+                });
+            }
+            let mut sd = table["StorageDescriptor"].clone();
+            if !sd.is_object() {
+                sd = storage_descriptor(t.format, &t.location);
+            }
+            self.descriptors
+                .lock()
+                .expect("glue descriptors")
+                .insert(t.name.clone(), sd);
+            Ok(Some(self.partitions(t).await?))
+        })
+    }
+
+    fn register<'a>(
+        &'a self,
+        t: &'a CatalogTable,
+        partitions: &'a [&'a NewPartition],
+    ) -> BoxFuture<'a, Result<(), CatalogError>> {
+        Box::pin(async move {
+            let sd = self
+                .descriptors
+                .lock()
+                .expect("glue descriptors")
+                .get(&t.name)
+                .cloned()
+                .unwrap_or_else(|| storage_descriptor(t.format, &t.location));
+            for chunk in partitions.chunks(BATCH) {
+                let inputs: Vec<Value> = chunk
+                    .iter()
+                    .map(|p| {
+                        let mut sd = sd.clone();
+                        sd["Location"] = json!(p.location);
+                        json!({"Values": p.values(), "StorageDescriptor": sd, "Parameters": {}})
+                    })
+                    .collect();
+                let v = self
+                    .call(
+                        "BatchCreatePartition",
+                        json!({"DatabaseName": t.database, "TableName": t.table, "PartitionInputList": inputs}),
+                    )
+                    .await?
+                    .map_err(|f| f.refused(&format!("BatchCreatePartition {}.{}", t.database, t.table)))?;
+                for e in v["Errors"].as_array().into_iter().flatten() {
+                    let code = e["ErrorDetail"]["ErrorCode"].as_str().unwrap_or_default();
+                    if code == "AlreadyExistsException" {
+                        continue;
+                    }
+                    let message = e["ErrorDetail"]["ErrorMessage"]
+                        .as_str()
+                        .unwrap_or_default();
+                    let fault = GlueFault {
+                        kind: code.to_string(),
+                        message: format!("partition {}: {message}", e["PartitionValues"]),
+                    };
+                    if code.contains("Throttling")
+                        || code.contains("InternalService")
+                        || code.contains("ConcurrentModification")
+                        || code.contains("OperationTimeout")
+                    {
+                        return Err(http_error(
+                            KIND,
+                            "BatchCreatePartition",
+                            Some(503),
+                            format!("{}: {}", fault.kind, fault.message),
+                        ));
+                    }
+                    return Err(
+                        fault.refused(&format!("BatchCreatePartition {}.{}", t.database, t.table))
+                    );
+                }
+            }
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,325 @@
+//! `kind = "hive"`: a Hive Metastore over Thrift (binary protocol, unframed, no SASL: the
+//! metastore's defaults). Partitions are added with `add_partitions_req(ifNotExists = true)`,
+//! each with a copy of the table's storage descriptor and its own location.
+//!
+//! Field ids follow `hive_metastore.thrift` (Hive 2.3, unchanged since in what is used here).
+
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+
+use super::thrift::{self, Reply, TValue, T_STRING, T_STRUCT};
+use super::{Catalog, CatalogError, CatalogTable, NewPartition};
+use crate::config::{Format, HivePlan};
+
+const KIND: &str = "hive";
+
+pub struct HiveMetastore {
+    address: String,
+    timeout: Duration,
+    /// Each table's storage descriptor, as `get_table` returned it.
+    descriptors: std::sync::Mutex<std::collections::HashMap<String, TValue>>,
+}
+
+/// How a metastore call ended.
+enum Outcome {
+    Ok(TValue),
+    /// A declared exception: (field id of the exception, its message).
+    Thrown(i16, String),
+}
+
+impl HiveMetastore {
+    pub fn new(plan: &HivePlan) -> HiveMetastore {
+        HiveMetastore {
+            address: plan.address.clone(),
+            timeout: plan.timeout,
+            descriptors: Default::default(),
+        }
+    }
+
+    async fn call(&self, method: &'static str, args: TValue) -> Result<Outcome, CatalogError> {
+        let address = self.address.clone();
+        let timeout = self.timeout;
+        let reply =
+            tokio::task::spawn_blocking(move || thrift::call(&address, timeout, method, &args))
+                .await
+                .map_err(|e| CatalogError::Unreachable {
+                    catalog: KIND,
+                    message: format!("{method}: {e}"),
+                })?
+                .map_err(|e| CatalogError::Unreachable {
+                    catalog: KIND,
+                    message: format!("{method} at {}: {e}", self.address),
+                })?;
+        match reply {
+            Reply::Application(message) => Err(CatalogError::Refused {
+                catalog: KIND,
+                what: method.to_string(),
+                message,
+            }),
+            Reply::Result(TValue::Struct(fields)) => {
+                Ok(match fields.into_iter().next() {
+                    Some((0, v)) => Outcome::Ok(v),
+                    Some((id, v)) => {
+                        let message = v.field(1).and_then(TValue::as_str).unwrap_or_default();
+                        Outcome::Thrown(id, message.to_string())
+                    }
+                    // A void method.
+                    None => Outcome::Ok(TValue::Struct(Vec::new())),
+                })
+            }
+            Reply::Result(_) => Err(CatalogError::Unreachable {
+                catalog: KIND,
+                message: format!("{method}: malformed reply"),
+            }),
+        }
+    }
+
+    fn refused(what: String, message: String) -> CatalogError {
+        CatalogError::Refused {
+            catalog: KIND,
+            what,
+            message,
+        }
+    }
+
+    async fn get_table(&self, t: &CatalogTable) -> Result<Option<TValue>, CatalogError> {
+        let args = TValue::Struct(vec![
+            (1, TValue::str(&t.database)),
+            (2, TValue::str(&t.table)),
+        ]);
+        match self.call("get_table", args).await? {
+            Outcome::Ok(table) => Ok(Some(table)),
+            // o2: NoSuchObjectException.
+            Outcome::Thrown(2, _) => Ok(None),
+            // Some versions report a missing database as MetaException.
+            Outcome::Thrown(_, m) if m.contains("not found") || m.contains("does not exist") => {
+                Ok(None)
+            }
+            Outcome::Thrown(_, m) => Err(Self::refused(
+                format!("get_table {}.{}", t.database, t.table),
+                m,
+            )),
+        }
+    }
+
+    async fn create(&self, t: &CatalogTable) -> Result<(), CatalogError> {
+        let lake = t
+            .location
+            .trim_end_matches('/')
+            .rsplit_once('/')
+            .map_or(t.location.as_str(), |(base, _)| base);
+        let database = TValue::Struct(vec![
+            (1, TValue::str(&t.database)),
+            (2, TValue::str("Lakesink tables")),
+            (3, TValue::str(lake)),
+            (4, TValue::string_map(&[])),
+        ]);
+        match self
+            .call("create_database", TValue::Struct(vec![(1, database)]))
+            .await?
+        {
+            // o1: AlreadyExistsException.
+            Outcome::Ok(_) | Outcome::Thrown(1, _) => {}
+            Outcome::Thrown(_, m) => {
+                return Err(Self::refused(format!("create_database {}", t.database), m))
+            }
+        }
+        match self
+            .call("create_table", TValue::Struct(vec![(1, table_struct(t))]))
+            .await?
+        {
+            Outcome::Ok(_) => {
+                tracing::info!(database = %t.database, table = %t.table, "Hive table created");
+                Ok(())
+            }
+            Outcome::Thrown(1, _) => Ok(()),
+            Outcome::Thrown(_, m) => Err(Self::refused(
+                format!("create_table {}.{}", t.database, t.table),
+                m,
+            )),
+        }
+    }
+
+    async fn partition_names(&self, t: &CatalogTable) -> Result<Vec<String>, CatalogError> {
+        let args = TValue::Struct(vec![
+            (1, TValue::str(&t.database)),
+            (2, TValue::str(&t.table)),
+            (3, TValue::I16(-1)),
+        ]);
+        match self.call("get_partition_names", args).await? {
+            Outcome::Ok(names) => Ok(names
+                .as_list()
+                .iter()
+                .filter_map(|n| n.as_str().map(str::to_string))
+                .collect()),
+            Outcome::Thrown(_, m) => Err(Self::refused(
+                format!("get_partition_names {}.{}", t.database, t.table),
+                m,
+            )),
+        }
+    }
+}
+
+/// The storage descriptor `create_table` declares (partition columns are separate).
+fn storage_descriptor(format: Format, location: &str) -> TValue {
+    match format {
+        Format::JsonGz => TValue::Struct(vec![
+            (1, TValue::List(T_STRUCT, Vec::new())),
+            (2, TValue::str(location)),
+            (3, TValue::str("org.apache.hadoop.mapred.TextInputFormat")),
+            (
+                4,
+                TValue::str("org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat"),
+            ),
+            (5, TValue::Bool(true)),
+            (6, TValue::I32(-1)),
+            (
+                7,
+                TValue::Struct(vec![
+                    (1, TValue::str("json")),
+                    (2, TValue::str("org.apache.hive.hcatalog.data.JsonSerDe")),
+                    (3, TValue::string_map(&[("serialization.format", "1")])),
+                ]),
+            ),
+            (8, TValue::List(T_STRING, Vec::new())),
+            (9, TValue::List(T_STRUCT, Vec::new())),
+            (10, TValue::string_map(&[])),
+        ]),
+    }
+}
+
+fn table_struct(t: &CatalogTable) -> TValue {
+    let keys = t
+        .partition_columns
+        .iter()
+        .map(|c| {
+            TValue::Struct(vec![
+                (1, TValue::str(c)),
+                (2, TValue::str("string")),
+                (3, TValue::str("")),
+            ])
+        })
+        .collect();
+    TValue::Struct(vec![
+        (1, TValue::str(&t.table)),
+        (2, TValue::str(&t.database)),
+        (3, TValue::str("lakesink")),
+        (4, TValue::I32(0)),
+        (5, TValue::I32(0)),
+        (6, TValue::I32(0)),
+        (7, storage_descriptor(t.format, &t.location)),
+        (8, TValue::List(T_STRUCT, keys)),
+        (
+            9,
+            TValue::string_map(&[("EXTERNAL", "TRUE"), ("compressionType", "gzip")]),
+        ),
+        (12, TValue::str("EXTERNAL_TABLE")),
+    ])
+}
+
+impl Catalog for HiveMetastore {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn load<'a>(
+        &'a self,
+        t: &'a CatalogTable,
+    ) -> BoxFuture<'a, Result<Option<Vec<String>>, CatalogError>> {
+        Box::pin(async move {
+            let table = match self.get_table(t).await? {
+                Some(table) => table,
+                None if t.create => {
+                    self.create(t).await?;
+                    self.get_table(t).await?.ok_or_else(|| {
+                        Self::refused(
+                            format!("get_table {}.{}", t.database, t.table),
+                            "the table is missing right after create_table".into(),
+                        )
+                    })?
+                }
+                None => return Err(Self::refused(
+                    format!("table {}.{}", t.database, t.table),
+                    "no such table; create it (`lakesink ddl`) or set catalog.create_table = true"
+                        .into(),
+                )),
+            };
+            let keys: Vec<&str> = table
+                .field(8)
+                .map(TValue::as_list)
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|k| k.field(1).and_then(TValue::as_str))
+                .collect();
+            if keys != t.partition_columns {
+                return Err(Self::refused(
+                    format!("table {}.{}", t.database, t.table),
+                    format!(
+                        "its partition keys {keys:?} differ from partition_by's columns {:?}",
+                        t.partition_columns
+                    ),
+                ));
+            }
+            let sd = table
+                .field(7)
+                .cloned()
+                .unwrap_or_else(|| storage_descriptor(t.format, &t.location));
+            self.descriptors
+                .lock()
+                .expect("hive descriptors")
+                .insert(t.name.clone(), sd);
+            Ok(Some(self.partition_names(t).await?))
+        })
+    }
+
+    fn register<'a>(
+        &'a self,
+        t: &'a CatalogTable,
+        partitions: &'a [&'a NewPartition],
+    ) -> BoxFuture<'a, Result<(), CatalogError>> {
+        Box::pin(async move {
+            let sd = self
+                .descriptors
+                .lock()
+                .expect("hive descriptors")
+                .get(&t.name)
+                .cloned()
+                .unwrap_or_else(|| storage_descriptor(t.format, &t.location));
+            let parts = partitions
+                .iter()
+                .map(|p| {
+                    let mut sd = sd.clone();
+                    sd.set_field(2, TValue::str(&p.location));
+                    TValue::Struct(vec![
+                        (1, TValue::string_list(&p.values())),
+                        (2, TValue::str(&t.database)),
+                        (3, TValue::str(&t.table)),
+                        (4, TValue::I32(0)),
+                        (5, TValue::I32(0)),
+                        (6, sd),
+                        (7, TValue::string_map(&[])),
+                    ])
+                })
+                .collect();
+            let request = TValue::Struct(vec![
+                (1, TValue::str(&t.database)),
+                (2, TValue::str(&t.table)),
+                (3, TValue::List(T_STRUCT, parts)),
+                (4, TValue::Bool(true)),
+                (5, TValue::Bool(false)),
+            ]);
+            match self
+                .call("add_partitions_req", TValue::Struct(vec![(1, request)]))
+                .await?
+            {
+                // o2: AlreadyExistsException (with ifNotExists it should not come; still success).
+                Outcome::Ok(_) | Outcome::Thrown(2, _) => Ok(()),
+                Outcome::Thrown(_, m) => Err(Self::refused(
+                    format!("add_partitions_req {}.{}", t.database, t.table),
+                    m,
+                )),
+            }
+        })
+    }
+}

@@ -1,0 +1,512 @@
+//! Catalog registration end to end: tansu + SeaweedFS with AWS Glue on moto (directly and
+//! through a proxy that takes it away mid-run) and a webhook receiver.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use lakesink::demo::generator::GenConfig;
+use lakesink_e2e::proxy::{Mode, Proxy};
+use lakesink_e2e::receiver::Receiver;
+use lakesink_e2e::{report, wait_until, Testbed};
+use serde_json::Value;
+
+fn table(topic: &str, name: &str) -> String {
+    format!(
+        r#"[[tables]]
+name = "{name}"
+topics = ["{topic}"]
+partition_by = "date={{event_time:%Y-%m-%d}}/hour={{event_time:%H}}"
+timestamp = {{ field = "eventTime" }}
+max_future_skew = "1000d"
+[tables.rotate]
+max_records = 2000
+max_age = "2s"
+"#
+    )
+}
+
+fn glue_catalog(endpoint: &str, database: &str) -> String {
+    format!(
+        r#"[catalog]
+kind = "glue"
+database = "{database}"
+region = "us-east-1"
+endpoint = "{endpoint}"
+create_table = true
+access_key_id = "testing"
+secret_access_key = "testing"
+timeout = "2s"
+"#
+    )
+}
+
+/// One uploaded object: its partition path below the table, Kafka partition, first offset.
+#[derive(Debug)]
+struct Object {
+    path: String,
+    partition: i32,
+    offset: i64,
+}
+
+fn objects(tb: &Testbed, bucket: &str, table: &str) -> Vec<Object> {
+    let prefix = format!("lake/{table}/");
+    tb.list_objects(bucket, &prefix)
+        .iter()
+        .map(|o| {
+            let key = o["key"].as_str().unwrap();
+            let rest = &key[prefix.len()..];
+            let (path, name) = rest.rsplit_once('/').unwrap();
+            let mut it = name.trim_end_matches(".json.gz").rsplitn(3, '+');
+            let offset = it.next().unwrap().parse().unwrap();
+            let partition = it.next().unwrap().parse().unwrap();
+            Object {
+                path: path.to_string(),
+                partition,
+                offset,
+            }
+        })
+        .collect()
+}
+
+/// Glue partitions of a table as paths (`date=…/hour=…`) → the partition's Glue record.
+fn glue_paths(tb: &Testbed, database: &str, table: &str) -> BTreeMap<String, Value> {
+    tb.glue_partitions(database, table)
+        .into_iter()
+        .map(|p| {
+            let v: Vec<&str> = p["values"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap())
+                .collect();
+            (format!("date={}/hour={}", v[0], v[1]), p)
+        })
+        .collect()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn glue_lists_exactly_the_partitions_that_hold_objects() {
+    const RECORDS: u64 = 12_000;
+    const PARTITIONS: i32 = 3;
+    let tb = Testbed::from_env();
+    let topic = Testbed::unique("glue");
+    let bucket = Testbed::unique("lake");
+    let group = Testbed::unique("lakesink");
+    let database = Testbed::unique("logs").replace('-', "_");
+    tb.create_topic(&topic, PARTITIONS);
+    tb.create_bucket(&bucket);
+    tb.produce_events(
+        &topic,
+        PARTITIONS,
+        &GenConfig::default(),
+        0..RECORDS,
+        RECORDS,
+    );
+    let ends = tb.high_watermarks(&topic, PARTITIONS);
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = tb.write_config(
+        dir.path(),
+        &group,
+        &bucket,
+        &format!(
+            "{}\n{}",
+            glue_catalog(&tb.glue_endpoint, &database),
+            table(&topic, "cloudtrail")
+        ),
+    );
+    let started = Instant::now();
+    let mut daemon = tb.start_daemon(&config, dir.path(), &[]);
+    wait_until(Duration::from_secs(300), "every offset committed", || {
+        assert!(
+            daemon.running(),
+            "daemon exited early:\n{}",
+            daemon.log_text()
+        );
+        tb.committed(&group, &topic, PARTITIONS) == ends
+    });
+    let secs = started.elapsed().as_secs_f64();
+    daemon.signal("TERM");
+    assert!(
+        daemon.wait(Duration::from_secs(60)).success(),
+        "{}",
+        daemon.log_text()
+    );
+
+    // The table Lakesink created: partition keys as partition_by declares, the JSON SerDe.
+    let t = tb.glue_table(&database, "cloudtrail");
+    assert_eq!(
+        t["partition_keys"],
+        serde_json::json!([{"name": "date", "type": "string"}, {"name": "hour", "type": "string"}])
+    );
+    assert_eq!(t["serde"], "org.openx.data.jsonserde.JsonSerDe");
+    assert_eq!(t["location"], format!("s3://{bucket}/lake/cloudtrail/"));
+
+    // Exactly the partitions that hold objects, each at its own location.
+    let held: BTreeSet<String> = objects(&tb, &bucket, "cloudtrail")
+        .into_iter()
+        .map(|o| o.path)
+        .collect();
+    let glue = glue_paths(&tb, &database, "cloudtrail");
+    assert_eq!(glue.keys().cloned().collect::<BTreeSet<_>>(), held);
+    assert!(held.len() >= 5, "several hours: {held:?}");
+    for (path, p) in &glue {
+        assert_eq!(
+            p["location"],
+            format!("s3://{bucket}/lake/cloudtrail/{path}/"),
+            "{p}"
+        );
+        assert_eq!(p["serde"], "org.openx.data.jsonserde.JsonSerDe", "{p}");
+        assert_eq!(
+            p["input_format"], "org.apache.hadoop.mapred.TextInputFormat",
+            "{p}"
+        );
+    }
+
+    // A reader that knows only what Glue lists finds every record once.
+    let globs: Vec<String> = glue
+        .values()
+        .map(|p| format!("'{}*.json.gz'", p["location"].as_str().unwrap()))
+        .collect();
+    let rows = tb.duckdb(&format!(
+        "SELECT count(*) AS n, count(DISTINCT eventID) AS ids FROM read_json([{}])",
+        globs.join(", ")
+    ));
+    assert_eq!(rows[0]["n"], RECORDS, "{}", rows[0]);
+    assert_eq!(rows[0]["ids"], RECORDS, "{}", rows[0]);
+
+    let log = daemon.log_text();
+    let registered = log.matches("partitions registered").count();
+    report(&format!(
+        "e2e glue (moto): {RECORDS} records, {} partitions registered in {registered} calls, all committed {secs:.1} s after start",
+        glue.len()
+    ));
+}
+
+#[test]
+fn a_glue_outage_holds_commits_back_and_everything_lands_once_it_returns() {
+    const RECORDS: u64 = 16_000;
+    const PARTITIONS: i32 = 2;
+    let tb = Testbed::from_env();
+    let topic = Testbed::unique("outage");
+    let bucket = Testbed::unique("lake");
+    let group = Testbed::unique("lakesink");
+    let database = Testbed::unique("logs").replace('-', "_");
+    tb.create_topic(&topic, PARTITIONS);
+    tb.create_bucket(&bucket);
+    let upstream = tb.glue_endpoint.trim_start_matches("http://").to_string();
+    let proxy = Proxy::start(&upstream);
+
+    // Eight event hours; the first half is produced before the outage, the second during it,
+    // so the outage meets partitions the catalog has never seen.
+    let gen = GenConfig {
+        span_secs: 8 * 3600,
+        ..GenConfig::default()
+    };
+    let half = RECORDS / 2;
+    tb.produce_events(&topic, PARTITIONS, &gen, 0..half, RECORDS);
+    let first = tb.high_watermarks(&topic, PARTITIONS);
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = tb.write_config(
+        dir.path(),
+        &group,
+        &bucket,
+        &format!(
+            "{}\n{}",
+            glue_catalog(&proxy.url(), &database),
+            table(&topic, "cloudtrail")
+        ),
+    );
+    let mut daemon = tb.start_daemon(&config, dir.path(), &[]);
+    wait_until(Duration::from_secs(300), "the first half committed", || {
+        assert!(
+            daemon.running(),
+            "daemon exited early:\n{}",
+            daemon.log_text()
+        );
+        tb.committed(&group, &topic, PARTITIONS) == first
+    });
+    let before: BTreeSet<String> = glue_paths(&tb, &database, "cloudtrail")
+        .into_keys()
+        .collect();
+
+    // Outage: refused connections first, then connections that hang.
+    proxy.set(Mode::Refuse);
+    let outage = Instant::now();
+    tb.produce_events(&topic, PARTITIONS, &gen, half..RECORDS, RECORDS);
+    let ends = tb.high_watermarks(&topic, PARTITIONS);
+    wait_until(
+        Duration::from_secs(120),
+        "objects in partitions Glue lacks",
+        || {
+            objects(&tb, &bucket, "cloudtrail")
+                .iter()
+                .any(|o| !before.contains(&o.path))
+        },
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    proxy.set(Mode::Stall);
+    std::thread::sleep(Duration::from_secs(5));
+
+    // No offset has moved past an object whose partition is not registered.
+    let glue_now: BTreeSet<String> = glue_paths(&tb, &database, "cloudtrail")
+        .into_keys()
+        .collect();
+    assert_eq!(glue_now, before, "nothing registered while unreachable");
+    let committed = tb.committed(&group, &topic, PARTITIONS);
+    let objs = objects(&tb, &bucket, "cloudtrail");
+    let unregistered: Vec<&Object> = objs.iter().filter(|o| !before.contains(&o.path)).collect();
+    assert!(!unregistered.is_empty());
+    for o in &unregistered {
+        let c = committed.get(&o.partition).copied().unwrap_or(0);
+        assert!(
+            c <= o.offset,
+            "partition {} committed to {c}, past the unregistered object {o:?}",
+            o.partition
+        );
+    }
+    assert_ne!(
+        committed, ends,
+        "not everything may be committed during the outage"
+    );
+    let log = daemon.log_text();
+    assert!(
+        log.contains("catalog unreachable"),
+        "the stall is logged:\n{log}"
+    );
+    assert!(log.contains("fetching paused"), "fetching pauses:\n{log}");
+    let peak_kib = rss_kib(daemon.pid());
+    assert!(
+        peak_kib < 256 * 1024 + 200 * 1024,
+        "peak RSS {peak_kib} KiB beyond the 256 MiB budget plus overhead"
+    );
+
+    // Back: everything is registered and committed without a restart.
+    proxy.set(Mode::Pass);
+    let back = Instant::now();
+    wait_until(
+        Duration::from_secs(300),
+        "every offset committed after the outage",
+        || {
+            assert!(daemon.running(), "daemon exited:\n{}", daemon.log_text());
+            tb.committed(&group, &topic, PARTITIONS) == ends
+        },
+    );
+    let recovery = back.elapsed().as_secs_f64();
+    daemon.signal("TERM");
+    assert!(
+        daemon.wait(Duration::from_secs(60)).success(),
+        "{}",
+        daemon.log_text()
+    );
+
+    let held: BTreeSet<String> = objects(&tb, &bucket, "cloudtrail")
+        .into_iter()
+        .map(|o| o.path)
+        .collect();
+    let glue = glue_paths(&tb, &database, "cloudtrail");
+    assert_eq!(glue.keys().cloned().collect::<BTreeSet<_>>(), held);
+    let rows = tb.duckdb(&format!(
+        "SELECT count(*) AS n, count(DISTINCT eventID) AS ids FROM read_json('s3://{bucket}/lake/cloudtrail/*/*/*.json.gz')"
+    ));
+    assert_eq!(rows[0]["n"], RECORDS, "{}", rows[0]);
+    assert_eq!(rows[0]["ids"], RECORDS, "{}", rows[0]);
+    report(&format!(
+        "e2e glue outage: {} s outage with {} objects in {} unregistered partitions held back; peak RSS {} MiB; \
+         all {RECORDS} records registered and committed {recovery:.1} s after Glue returned",
+        (back - outage).as_secs(),
+        unregistered.len(),
+        held.len() - before.len(),
+        peak_kib / 1024
+    ));
+}
+
+#[test]
+fn the_webhook_gets_each_new_partition_signed_and_retried_after_5xx() {
+    const RECORDS: u64 = 4_000;
+    const PARTITIONS: i32 = 2;
+    const SECRET: &str = "webhook-secret";
+    let tb = Testbed::from_env();
+    let topic = Testbed::unique("hook");
+    let bucket = Testbed::unique("lake");
+    let group = Testbed::unique("lakesink");
+    tb.create_topic(&topic, PARTITIONS);
+    tb.create_bucket(&bucket);
+    tb.produce_events(
+        &topic,
+        PARTITIONS,
+        &GenConfig::default(),
+        0..RECORDS,
+        RECORDS,
+    );
+    let ends = tb.high_watermarks(&topic, PARTITIONS);
+    let receiver = Receiver::start(vec![503, 502]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = tb.write_config(
+        dir.path(),
+        &group,
+        &bucket,
+        &format!(
+            "[catalog]\nkind = \"webhook\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\n\n{}",
+            receiver.url,
+            table(&topic, "cloudtrail")
+        ),
+    );
+    let mut daemon = tb.start_daemon(&config, dir.path(), &[]);
+    wait_until(Duration::from_secs(300), "every offset committed", || {
+        assert!(
+            daemon.running(),
+            "daemon exited early:\n{}",
+            daemon.log_text()
+        );
+        tb.committed(&group, &topic, PARTITIONS) == ends
+    });
+    daemon.signal("TERM");
+    assert!(
+        daemon.wait(Duration::from_secs(60)).success(),
+        "{}",
+        daemon.log_text()
+    );
+
+    let requests = receiver.requests();
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, SECRET.as_bytes());
+    let mut accepted: BTreeMap<String, Value> = BTreeMap::new();
+    for r in &requests {
+        assert_eq!(
+            (r.method.as_str(), r.path.as_str()),
+            ("POST", "/hooks/partitions")
+        );
+        assert_eq!(r.headers["content-type"], "application/json");
+        let sig = r.headers["x-lakesink-signature"].trim_start_matches("sha256=");
+        let sig: Vec<u8> = (0..sig.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&sig[i..i + 2], 16).unwrap())
+            .collect();
+        ring::hmac::verify(&key, &r.body, &sig).expect("valid HMAC-SHA256 signature");
+        let doc: Value = serde_json::from_slice(&r.body).unwrap();
+        let path = doc["path"].as_str().unwrap().to_string();
+        let want_key = hex(ring::digest::digest(
+            &ring::digest::SHA256,
+            format!("cloudtrail/{path}").as_bytes(),
+        )
+        .as_ref());
+        assert_eq!(r.headers["idempotency-key"], want_key);
+        if r.status == 200 {
+            accepted.insert(path, doc);
+        }
+    }
+    // The two refused posts came again, with the same idempotency key.
+    assert_eq!(requests[0].status, 503);
+    assert_eq!(requests[1].status, 502);
+    for refused in &requests[..2] {
+        let key = &refused.headers["idempotency-key"];
+        assert!(
+            requests[2..]
+                .iter()
+                .any(|r| r.status == 200 && &r.headers["idempotency-key"] == key),
+            "a 5xx is retried"
+        );
+    }
+
+    // One accepted document per partition that holds objects, describing real objects.
+    let objs = tb.list_objects(&bucket, "lake/cloudtrail/");
+    let held: BTreeSet<String> = objects(&tb, &bucket, "cloudtrail")
+        .into_iter()
+        .map(|o| o.path)
+        .collect();
+    assert_eq!(accepted.keys().cloned().collect::<BTreeSet<_>>(), held);
+    for (path, doc) in &accepted {
+        assert_eq!(doc["table"], "cloudtrail");
+        assert_eq!(doc["columns"], serde_json::json!(["date", "hour"]));
+        let values: Vec<&str> = path
+            .split('/')
+            .map(|s| s.split_once('=').unwrap().1)
+            .collect();
+        assert_eq!(doc["values"], serde_json::json!(values));
+        assert_eq!(
+            doc["location"],
+            format!("s3://{bucket}/lake/cloudtrail/{path}/")
+        );
+        let files = doc["files"].as_array().unwrap();
+        assert!(!files.is_empty());
+        for f in files {
+            let key = f["key"].as_str().unwrap();
+            let o = objs
+                .iter()
+                .find(|o| o["key"] == key)
+                .unwrap_or_else(|| panic!("{key} exists"));
+            assert_eq!(f["bytes"], o["size"], "{f}");
+            let n = tb.duckdb(&format!(
+                "SELECT count(*) AS n, min(CAST(eventTime AS TIMESTAMP)) AS lo, max(CAST(eventTime AS TIMESTAMP)) AS hi FROM read_json('s3://{bucket}/{key}')"
+            ));
+            assert_eq!(f["records"], n[0]["n"], "{f}");
+            let lo = f["min_event_time"].as_str().unwrap();
+            let hi = f["max_event_time"].as_str().unwrap();
+            assert!(
+                lo <= hi && lo.starts_with(&format!("{}T{}", values[0], values[1])),
+                "{f}"
+            );
+            assert!(
+                hi.starts_with(&format!("{}T{}", values[0], values[1])),
+                "{f}"
+            );
+        }
+    }
+    report(&format!(
+        "e2e webhook: {} partitions, {} posts ({} answered 5xx and retried)",
+        accepted.len(),
+        requests.len(),
+        requests.iter().filter(|r| r.status >= 500).count()
+    ));
+}
+
+#[test]
+fn a_webhook_that_refuses_stops_the_daemon_and_nothing_is_committed() {
+    let tb = Testbed::from_env();
+    let topic = Testbed::unique("hook400");
+    let bucket = Testbed::unique("lake");
+    let group = Testbed::unique("lakesink");
+    tb.create_topic(&topic, 1);
+    tb.create_bucket(&bucket);
+    tb.produce_events(&topic, 1, &GenConfig::default(), 0..500, 500);
+    let receiver = Receiver::start(vec![400; 100]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = tb.write_config(
+        dir.path(),
+        &group,
+        &bucket,
+        &format!(
+            "[catalog]\nkind = \"webhook\"\nurl = \"{}\"\n\n{}",
+            receiver.url,
+            table(&topic, "cloudtrail")
+        ),
+    );
+    let mut daemon = tb.start_daemon(&config, dir.path(), &[]);
+    let status = daemon.wait(Duration::from_secs(120));
+    let log = daemon.log_text();
+    assert!(!status.success(), "{log}");
+    assert!(
+        log.contains("webhook catalog refused") && log.contains("HTTP 400"),
+        "{log}"
+    );
+    assert!(
+        tb.committed(&group, &topic, 1).values().all(|&o| o <= 0),
+        "nothing committed"
+    );
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
