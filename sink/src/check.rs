@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
-use crate::config::{redacted, Plan};
+use crate::config::{redacted, CatalogPlan, Plan};
 use crate::consume::{client_config, ConsumeError};
 use crate::error::Error;
 use crate::units::human_bytes;
@@ -77,6 +77,38 @@ pub async fn check(plan: &Plan) -> Result<String, Error> {
     for (k, v) in redacted(&plan.storage.options) {
         let _ = writeln!(out, "  {k} = {v}");
     }
+    let catalog = match &plan.catalog {
+        CatalogPlan::None => "none (partitions are found by projection or a crawler)".to_string(),
+        CatalogPlan::Glue(g) => format!(
+            "AWS Glue database {} in {}{}{}",
+            g.database,
+            g.region,
+            g.endpoint
+                .as_ref()
+                .map_or(String::new(), |e| format!(" at {e}")),
+            if g.create_table {
+                ", creating missing tables"
+            } else {
+                ""
+            }
+        ),
+        CatalogPlan::Hive(h) => format!(
+            "Hive Metastore thrift://{} database {}{}",
+            h.address,
+            h.database,
+            if h.create_table {
+                ", creating missing tables"
+            } else {
+                ""
+            }
+        ),
+        CatalogPlan::Webhook(w) => format!(
+            "webhook POST {}{}",
+            w.url,
+            if w.secret.is_some() { " (signed)" } else { "" }
+        ),
+    };
+    let _ = writeln!(out, "catalog: {catalog}");
     let p = &plan.pipeline;
     let _ = writeln!(
         out,

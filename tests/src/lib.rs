@@ -31,6 +31,8 @@ pub struct Testbed {
     pub bin: PathBuf,
     /// The AWS Glue API (moto), `http://127.0.0.1:PORT`.
     pub glue_endpoint: String,
+    /// The Hive Metastore, `thrift://127.0.0.1:PORT`.
+    pub hive_uri: String,
     pub root: PathBuf,
 }
 
@@ -51,6 +53,7 @@ impl Testbed {
             tansu: env("LAKESINK_TANSU").into(),
             bin: env("LAKESINK_BIN").into(),
             glue_endpoint: env("LAKESINK_GLUE_ENDPOINT"),
+            hive_uri: env("LAKESINK_HIVE_URI"),
             root: Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf(),
         }
     }
@@ -122,6 +125,17 @@ impl Testbed {
     /// A Glue table: partition_keys, location, serde.
     pub fn glue_table(&self, database: &str, table: &str) -> Value {
         serde_json::from_str(&self.python("glue_admin.py", &["table", database, table])).unwrap()
+    }
+
+    /// Hive Metastore partitions of a table: values, location, serde, input_format.
+    pub fn hive_partitions(&self, database: &str, table: &str) -> Vec<Value> {
+        serde_json::from_str(&self.python("hive_admin.py", &["partitions", database, table]))
+            .unwrap()
+    }
+
+    /// A Hive Metastore table: partition_keys, location, serde, table_type.
+    pub fn hive_table(&self, database: &str, table: &str) -> Value {
+        serde_json::from_str(&self.python("hive_admin.py", &["table", database, table])).unwrap()
     }
 
     /// Runs SQL in DuckDB with the test S3 server configured; rows as JSON objects.

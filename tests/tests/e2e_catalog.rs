@@ -510,3 +510,195 @@ fn a_webhook_that_refuses_stops_the_daemon_and_nothing_is_committed() {
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
+
+/// A location as Hive reports it (`file:/x/` or `file:///x/`) → the local path `/x`.
+fn local_path(location: &str) -> String {
+    location
+        .trim_start_matches("file://")
+        .trim_start_matches("file:")
+        .trim_end_matches('/')
+        .to_string()
+}
+
+/// Partition paths (below the table directory) that hold at least one file.
+fn local_partitions(table_dir: &std::path::Path) -> BTreeSet<String> {
+    fn walk(dir: &std::path::Path, base: &std::path::Path, out: &mut BTreeSet<String>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p, base, out);
+            } else if p.to_string_lossy().ends_with(".json.gz") {
+                let rel = p.parent().unwrap().strip_prefix(base).unwrap();
+                out.insert(rel.to_string_lossy().into_owned());
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    walk(table_dir, table_dir, &mut out);
+    out
+}
+
+#[test]
+fn the_hive_metastore_lists_every_partition_and_a_restart_asks_it_again() {
+    const RECORDS: u64 = 6_000;
+    const PARTITIONS: i32 = 2;
+    let tb = Testbed::from_env();
+    let topic = Testbed::unique("hive");
+    let group = Testbed::unique("lakesink");
+    let database = Testbed::unique("logs").replace('-', "_");
+    tb.create_topic(&topic, PARTITIONS);
+    tb.produce_events(
+        &topic,
+        PARTITIONS,
+        &GenConfig::default(),
+        0..RECORDS,
+        RECORDS,
+    );
+    let ends = tb.high_watermarks(&topic, PARTITIONS);
+
+    // The metastore resolves file:// locations only (no s3a classes), so the lake is local.
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let config = dir.path().join("lakesink.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[kafka]
+brokers = "{brokers}"
+group_id = "{group}"
+[kafka.properties]
+"session.timeout.ms" = "6000"
+[storage]
+url = "file://{lake}"
+[pipeline]
+commit_interval = "500ms"
+[catalog]
+kind = "hive"
+uri = "{uri}"
+database = "{database}"
+create_table = true
+{tables}"#,
+            brokers = tb.brokers,
+            lake = lake.display(),
+            uri = tb.hive_uri,
+            tables = table(&topic, "cloudtrail"),
+        ),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let mut daemon = tb.start_daemon(&config, dir.path(), &[]);
+    wait_until(Duration::from_secs(300), "every offset committed", || {
+        assert!(
+            daemon.running(),
+            "daemon exited early:\n{}",
+            daemon.log_text()
+        );
+        tb.committed(&group, &topic, PARTITIONS) == ends
+    });
+    let secs = started.elapsed().as_secs_f64();
+    daemon.signal("TERM");
+    assert!(
+        daemon.wait(Duration::from_secs(60)).success(),
+        "{}",
+        daemon.log_text()
+    );
+
+    let table_dir = lake.join("cloudtrail");
+    let t = tb.hive_table(&database, "cloudtrail");
+    assert_eq!(
+        t["partition_keys"],
+        serde_json::json!([{"name": "date", "type": "string"}, {"name": "hour", "type": "string"}])
+    );
+    assert_eq!(t["table_type"], "EXTERNAL_TABLE");
+    assert_eq!(t["serde"], "org.apache.hive.hcatalog.data.JsonSerDe");
+    assert_eq!(
+        local_path(t["location"].as_str().unwrap()),
+        table_dir.display().to_string()
+    );
+
+    let held = local_partitions(&table_dir);
+    let hive: BTreeMap<String, Value> = tb
+        .hive_partitions(&database, "cloudtrail")
+        .into_iter()
+        .map(|p| {
+            let v = p["values"].as_array().unwrap();
+            (
+                format!(
+                    "date={}/hour={}",
+                    v[0].as_str().unwrap(),
+                    v[1].as_str().unwrap()
+                ),
+                p,
+            )
+        })
+        .collect();
+    assert_eq!(hive.keys().cloned().collect::<BTreeSet<_>>(), held);
+    assert!(held.len() >= 5, "{held:?}");
+    for (path, p) in &hive {
+        assert_eq!(
+            local_path(p["location"].as_str().unwrap()),
+            table_dir.join(path).display().to_string(),
+            "{p}"
+        );
+        assert_eq!(p["serde"], "org.apache.hive.hcatalog.data.JsonSerDe", "{p}");
+    }
+    let globs: Vec<String> = hive
+        .values()
+        .map(|p| {
+            format!(
+                "'{}/*.json.gz'",
+                local_path(p["location"].as_str().unwrap())
+            )
+        })
+        .collect();
+    let rows = tb.duckdb(&format!(
+        "SELECT count(*) AS n, count(DISTINCT eventID) AS ids FROM read_json([{}])",
+        globs.join(", ")
+    ));
+    assert_eq!(rows[0]["n"], RECORDS, "{}", rows[0]);
+    assert_eq!(rows[0]["ids"], RECORDS, "{}", rows[0]);
+
+    // A restart knows nothing: it asks the metastore for the table's partitions before it
+    // registers the one new hour that a few more records bring.
+    tb.produce_events(
+        &topic,
+        PARTITIONS,
+        &GenConfig::default(),
+        RECORDS..RECORDS + 40,
+        RECORDS,
+    );
+    let mut again = tb.start_daemon(&config, dir.path(), &["--until-caught-up"]);
+    assert!(
+        again.wait(Duration::from_secs(120)).success(),
+        "{}",
+        again.log_text()
+    );
+    let log = again.log_text();
+    assert!(
+        log.contains(&format!(
+            "catalog partitions loaded table=\"cloudtrail\" partitions={}",
+            held.len()
+        )),
+        "the restarted daemon loaded the partitions from the metastore:\n{log}"
+    );
+    let after = local_partitions(&table_dir);
+    assert!(after.len() > held.len(), "a new hour: {after:?}");
+    let hive_after: BTreeSet<String> = tb
+        .hive_partitions(&database, "cloudtrail")
+        .into_iter()
+        .map(|p| {
+            let v = p["values"].as_array().unwrap();
+            format!(
+                "date={}/hour={}",
+                v[0].as_str().unwrap(),
+                v[1].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(hive_after, after);
+    report(&format!(
+        "e2e hive metastore 2.3.9: {RECORDS} records, {} partitions registered, all committed {secs:.1} s after start; restart loaded {} partitions from the metastore",
+        hive.len(),
+        held.len()
+    ));
+}

@@ -193,6 +193,9 @@ pub struct Registrar {
     tables: HashMap<String, CatalogTable>,
     /// Partition paths each table is known to have; a table is absent until loaded.
     known: Mutex<HashMap<String, HashSet<String>>>,
+    /// One catalog conversation at a time: concurrent segments that bring the same new
+    /// partition register it once, and a table is loaded once.
+    turn: tokio::sync::Mutex<()>,
     /// Tasks currently waiting for the catalog after a failure.
     waiting: AtomicUsize,
     recovered: Notify,
@@ -206,6 +209,7 @@ impl Registrar {
             catalog,
             tables: tables.into_iter().map(|t| (t.name.clone(), t)).collect(),
             known: Mutex::new(HashMap::new()),
+            turn: tokio::sync::Mutex::new(()),
             waiting: AtomicUsize::new(0),
             recovered: Notify::new(),
             last_log: Mutex::new(None),
@@ -267,6 +271,19 @@ impl Registrar {
     }
 
     async fn try_ensure(&self, partitions: &[NewPartition]) -> Result<(), CatalogError> {
+        // Most segments bring no new partition: answer those from the cache without queueing.
+        {
+            let known = self.known.lock().expect("catalog cache");
+            if partitions.iter().all(|p| {
+                known
+                    .get(&p.table)
+                    .is_some_and(|have| have.contains(&p.path))
+                    || !self.tables.contains_key(&p.table)
+            }) {
+                return Ok(());
+            }
+        }
+        let _turn = self.turn.lock().await;
         let mut by_table: Vec<(&str, Vec<&NewPartition>)> = Vec::new();
         for p in partitions {
             match by_table.iter_mut().find(|(t, _)| *t == p.table) {
