@@ -315,6 +315,7 @@ impl PartitionWriter {
                     }
                 }
                 catalog.ensure(&partitions).await?;
+                crash_point(&tp, start, end);
                 if let Some(t) = ticket {
                     ledger.lock().expect("ledger lock").done(&t);
                 }
@@ -396,6 +397,27 @@ fn open_file(
         min_event: i64::MAX,
         max_event: i64::MIN,
     })
+}
+
+/// Test hook for crash tests: with `LAKESINK_FAILPOINT=crash-before-commit:P`, the process
+/// kills itself (SIGKILL, no cleanup) with probability `P` after a segment's files are uploaded
+/// and registered and before the ledger hears of it — the moment where a crash leaves objects
+/// in the store whose offsets are not committed.
+fn crash_point(tp: &Tp, start: i64, end: i64) {
+    static P: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    let p = *P.get_or_init(|| {
+        std::env::var("LAKESINK_FAILPOINT")
+            .ok()
+            .and_then(|v| v.strip_prefix("crash-before-commit:")?.parse().ok())
+            .unwrap_or(0.0)
+    });
+    if p > 0.0 && rand::random::<f64>() < p {
+        tracing::error!(%tp, start, end, "failpoint crash-before-commit: killing the process");
+        // SAFETY: raise only sends a signal to this process.
+        unsafe {
+            libc::raise(libc::SIGKILL);
+        }
+    }
 }
 
 impl OpenFile {

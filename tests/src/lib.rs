@@ -232,6 +232,17 @@ max_buffered_bytes = "256MiB"
     /// Starts `lakesink run`. Its log goes to the test run's directory (kept with
     /// `KEEP_TEST_LOGS=1`), or to `dir`.
     pub fn start_daemon(&self, config: &Path, dir: &Path, extra: &[&str]) -> Daemon {
+        self.start_daemon_with_env(config, dir, extra, &[])
+    }
+
+    /// [`Testbed::start_daemon`] with extra environment variables.
+    pub fn start_daemon_with_env(
+        &self,
+        config: &Path,
+        dir: &Path,
+        extra: &[&str],
+        vars: &[(&str, &str)],
+    ) -> Daemon {
         let logs =
             std::env::var_os("LAKESINK_TEST_RUN").map_or_else(|| dir.to_path_buf(), PathBuf::from);
         let log = logs.join(format!("{}.log", Testbed::unique("daemon")));
@@ -242,6 +253,7 @@ max_buffered_bytes = "256MiB"
             .arg(config)
             .args(extra)
             .env("LAKESINK_LOG", "info,lakesink=debug")
+            .envs(vars.iter().copied())
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()

@@ -188,8 +188,9 @@ fn glue_lists_exactly_the_partitions_that_hold_objects() {
     let log = daemon.log_text();
     let registered = log.matches("partitions registered").count();
     report(&format!(
-        "e2e glue (moto): {RECORDS} records, {} partitions registered in {registered} calls, all committed {secs:.1} s after start",
-        glue.len()
+        "e2e glue (moto): {RECORDS} records, {} partitions registered in {registered} calls taking {} ms in all, all committed {secs:.1} s after start",
+        glue.len(),
+        drained(&log, "catalog_ms")
     ));
 }
 
@@ -697,8 +698,22 @@ create_table = true
         .collect();
     assert_eq!(hive_after, after);
     report(&format!(
-        "e2e hive metastore 2.3.9: {RECORDS} records, {} partitions registered, all committed {secs:.1} s after start; restart loaded {} partitions from the metastore",
+        "e2e hive metastore 2.3.9: {RECORDS} records, {} partitions registered in {} calls taking {} ms in all, all committed {secs:.1} s after start; restart loaded {} partitions from the metastore",
         hive.len(),
+        daemon.log_text().matches("partitions registered").count(),
+        drained(&daemon.log_text(), "catalog_ms"),
         held.len()
     ));
+}
+
+/// A field of the daemon's closing `drained` log line.
+fn drained(log: &str, field: &str) -> String {
+    log.lines()
+        .find(|l| l.contains("drained:"))
+        .and_then(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{field}=")))
+        })
+        .unwrap_or("?")
+        .to_string()
 }

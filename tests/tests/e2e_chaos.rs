@@ -1,0 +1,157 @@
+//! Crash tests: the daemon is killed with SIGKILL again and again while records (some of them
+//! late) keep arriving, sometimes at random moments and sometimes by the failpoint between
+//! upload and commit. In the end every record is in the lake exactly once.
+
+use std::time::{Duration, Instant};
+
+use lakesink::demo::generator::GenConfig;
+use lakesink_e2e::{report, wait_until, Testbed};
+
+const RECORDS: u64 = 100_000;
+const PARTITIONS: i32 = 4;
+const KILLS: usize = 12;
+
+#[test]
+fn sigkill_at_random_moments_and_between_upload_and_commit_loses_and_duplicates_nothing() {
+    let tb = Testbed::from_env();
+    let topic = Testbed::unique("chaos");
+    let bucket = Testbed::unique("lake");
+    let group = Testbed::unique("lakesink");
+    tb.create_topic(&topic, PARTITIONS);
+    tb.create_bucket(&bucket);
+
+    // Clock cuts (max_age) as well as count cuts, so replays meet segments a replay would not
+    // cut at the same offsets; 5 % late records; two tables.
+    let dir = tempfile::tempdir().unwrap();
+    let config = tb.write_config(
+        dir.path(),
+        &group,
+        &bucket,
+        &format!(
+            r#"[[tables]]
+name = "cloudtrail"
+topics = ["{topic}"]
+partition_by = "date={{event_time:%Y-%m-%d}}/hour={{event_time:%H}}"
+timestamp = {{ field = "eventTime" }}
+max_future_skew = "1000d"
+[tables.rotate]
+max_records = 3000
+max_age = "1s"
+
+[[tables]]
+name = "by_region"
+topics = ["{topic}"]
+partition_by = "region={{field:awsRegion}}"
+timestamp = {{ field = "eventTime" }}
+max_future_skew = "1000d"
+[tables.rotate]
+max_records = 5000
+max_age = "700ms"
+"#
+        ),
+    );
+
+    // The producer runs throughout the kills, in slices of 2,000 records (~1,200 records/s).
+    let gen = GenConfig {
+        span_secs: 6 * 3600,
+        ..GenConfig::default()
+    };
+    let producer = {
+        let tb = tb.clone();
+        let topic = topic.clone();
+        std::thread::spawn(move || {
+            let step = 2_000;
+            for from in (0..RECORDS).step_by(step as usize) {
+                tb.produce_events(&topic, PARTITIONS, &gen, from..from + step, RECORDS);
+                std::thread::sleep(Duration::from_millis(1_500));
+            }
+        })
+    };
+
+    let started = Instant::now();
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rand = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let (mut random_kills, mut failpoint_kills, mut busy_kills) = (0, 0, 0);
+    let mut round = 0;
+    // At least KILLS kills, and kills until the producer is done.
+    while round < KILLS || (!producer.is_finished() && round < 3 * KILLS) {
+        round += 1;
+        if round % 2 == 1 {
+            // The failpoint kills the daemon between upload and commit.
+            let mut d = tb.start_daemon_with_env(
+                &config,
+                dir.path(),
+                &[],
+                &[("LAKESINK_FAILPOINT", "crash-before-commit:0.3")],
+            );
+            let deadline = Instant::now() + Duration::from_secs(25);
+            while d.running() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            if d.running() {
+                d.signal("KILL");
+                random_kills += 1;
+            } else {
+                assert!(
+                    d.log_text().contains("failpoint crash-before-commit"),
+                    "the daemon died, but not by the failpoint:\n{}",
+                    d.log_text()
+                );
+                failpoint_kills += 1;
+            }
+            d.wait(Duration::from_secs(10));
+        } else {
+            let mut d = tb.start_daemon(&config, dir.path(), &[]);
+            std::thread::sleep(Duration::from_millis(2_000 + rand() % 6_000));
+            assert!(d.running(), "the daemon died by itself:\n{}", d.log_text());
+            let produced: i64 = tb.high_watermarks(&topic, PARTITIONS).values().sum();
+            let committed: i64 = tb.committed(&group, &topic, PARTITIONS).values().sum();
+            busy_kills += usize::from(committed < produced);
+            d.signal("KILL");
+            d.wait(Duration::from_secs(10));
+            random_kills += 1;
+        }
+    }
+    producer.join().unwrap();
+    let ends = tb.high_watermarks(&topic, PARTITIONS);
+    assert_eq!(ends.values().sum::<i64>() as u64, RECORDS);
+    let before_final = tb.committed(&group, &topic, PARTITIONS);
+
+    // A last, undisturbed run catches up and drains.
+    let mut last = tb.start_daemon(&config, dir.path(), &[]);
+    wait_until(Duration::from_secs(240), "every offset committed", || {
+        assert!(last.running(), "daemon exited early:\n{}", last.log_text());
+        tb.committed(&group, &topic, PARTITIONS) == ends
+    });
+    last.signal("TERM");
+    assert!(
+        last.wait(Duration::from_secs(60)).success(),
+        "{}",
+        last.log_text()
+    );
+
+    for table in ["cloudtrail", "by_region"] {
+        let rows = tb.duckdb(&format!(
+            "SELECT count(*) AS n, count(DISTINCT eventID) AS ids \
+             FROM read_json('s3://{bucket}/lake/{table}/**/*.json.gz')"
+        ));
+        let r = &rows[0];
+        let n = r["n"].as_u64().unwrap();
+        let ids = r["ids"].as_u64().unwrap();
+        assert_eq!(ids, RECORDS, "{table}: lost {}", RECORDS - ids);
+        assert_eq!(n, RECORDS, "{table}: duplicated {}", n - ids);
+    }
+    let committed_before: i64 = before_final.values().sum();
+    report(&format!(
+        "e2e chaos (tansu + SeaweedFS): {RECORDS} records, {} SIGKILLs ({failpoint_kills} by the failpoint between upload and commit, {random_kills} at random moments); \
+         {busy_kills} random kills with records consumed but not yet committed; \
+         {committed_before} offsets committed before the final run; lost 0, duplicated 0 in both tables; {:.0} s",
+        failpoint_kills + random_kills,
+        started.elapsed().as_secs_f64()
+    ));
+}
