@@ -4,6 +4,7 @@
 //! Every test makes its own topic, bucket and consumer group, so tests share nothing but the
 //! servers.
 
+pub mod faults;
 pub mod proxy;
 pub mod receiver;
 
