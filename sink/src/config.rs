@@ -64,7 +64,36 @@ pub struct ConfigFile {
     #[serde(default)]
     pub catalog: CatalogSection,
     #[serde(default)]
+    pub dead_letter: DeadLetterSection,
+    #[serde(default)]
     pub tables: Vec<TableSection>,
+}
+
+/// `[dead_letter]`: where bad records go for tables with `on_bad_record = "dlq"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLetterSection {
+    /// `objects` (default): gzip NDJSON envelopes under `{storage.url}/{prefix}/{table}/`.
+    #[serde(default = "default_dead_letter_kind")]
+    pub kind: String,
+    #[serde(default = "default_dead_letter_prefix")]
+    pub prefix: String,
+}
+
+fn default_dead_letter_kind() -> String {
+    "objects".into()
+}
+fn default_dead_letter_prefix() -> String {
+    "_errors".into()
+}
+
+impl Default for DeadLetterSection {
+    fn default() -> Self {
+        Self {
+            kind: default_dead_letter_kind(),
+            prefix: default_dead_letter_prefix(),
+        }
+    }
 }
 
 /// `[catalog]`: where new partitions are registered, one catalog per daemon.
@@ -226,16 +255,19 @@ pub struct TableSection {
     #[serde(default = "default_timezone")]
     pub timezone: String,
     /// What a record without a usable event time does: `kafka` (use the Kafka timestamp),
-    /// `fail` (stop with an error), `dlq` (not available yet).
+    /// `fail` (stop with an error), `dlq` (to the dead-letter destination).
     #[serde(default = "default_on_missing_timestamp")]
     pub on_missing_timestamp: String,
     /// Event times further than this ahead of the record's Kafka timestamp are not trusted.
     #[serde(default = "default_max_future_skew")]
     pub max_future_skew: String,
-    /// What an unusable record (not a JSON object, not UTF-8, empty) does: `fail` (`dlq`
-    /// arrives with the dead-letter work).
+    /// What an unusable record (not a JSON object, not UTF-8, empty, too large) does: `fail`
+    /// (stop with an error) or `dlq` (to the dead-letter destination).
     #[serde(default = "default_on_bad_record")]
     pub on_bad_record: String,
+    /// Records larger than this are bad records.
+    #[serde(default = "default_max_record_bytes")]
+    pub max_record_bytes: String,
     /// gzip level 0–9 for `json.gz`.
     #[serde(default = "default_compression_level")]
     pub compression_level: u32,
@@ -263,6 +295,9 @@ fn default_on_missing_timestamp() -> String {
 }
 fn default_on_bad_record() -> String {
     "fail".into()
+}
+fn default_max_record_bytes() -> String {
+    "10MiB".into()
 }
 fn default_max_future_skew() -> String {
     "1h".into()
@@ -329,6 +364,8 @@ pub struct Plan {
     pub storage: StoragePlan,
     pub pipeline: PipelinePlan,
     pub catalog: CatalogPlan,
+    /// Path prefix of dead-letter objects below `storage.url` (e.g. `_errors`).
+    pub dead_letter_prefix: String,
     pub tables: Vec<TablePlan>,
 }
 
@@ -449,6 +486,15 @@ pub enum MissingTimestamp {
     Kafka,
     /// Stop the daemon with an error naming the record.
     Fail,
+    /// Write the record to the dead-letter destination with the reason.
+    DeadLetter,
+}
+
+/// What a bad record (not valid JSON, not UTF-8, empty, too large) does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BadRecord {
+    Fail,
+    DeadLetter,
 }
 
 /// Rotation limits of one table; see [`crate::rotate`].
@@ -471,6 +517,8 @@ pub struct TablePlan {
     pub max_future_skew: Duration,
     pub compression_level: u32,
     pub rotate: RotateLimits,
+    pub on_bad_record: BadRecord,
+    pub max_record_bytes: u64,
     pub catalog_table: Option<String>,
     pub catalog_database: Option<String>,
 }
@@ -591,6 +639,30 @@ impl Plan {
             tables.push(table_plan(t, origin)?);
         }
         let catalog = catalog_plan(&file.catalog, origin)?;
+        let dl = &file.dead_letter;
+        if dl.kind == "kafka" {
+            return Err(invalid(
+                "dead_letter.kind = \"kafka\" is not available yet; use \"objects\" (envelopes under the store's dead_letter.prefix)".into(),
+            ));
+        }
+        if dl.kind != "objects" {
+            return Err(invalid(format!(
+                "dead_letter.kind = \"{}\": use \"objects\"",
+                dl.kind
+            )));
+        }
+        let dead_letter_prefix = dl.prefix.trim_matches('/').to_string();
+        if dead_letter_prefix.is_empty()
+            || dead_letter_prefix
+                .split('/')
+                .any(|s| s.is_empty() || s == "." || s == "..")
+            || tables.iter().any(|t| t.name == dead_letter_prefix)
+        {
+            return Err(invalid(format!(
+                "dead_letter.prefix = \"{}\" must be a relative path that is not a table's name",
+                dl.prefix
+            )));
+        }
         if !matches!(catalog, CatalogPlan::None) {
             for t in &tables {
                 let columns = t.partition.partition_columns();
@@ -626,6 +698,7 @@ impl Plan {
             },
             pipeline,
             catalog,
+            dead_letter_prefix,
             tables,
         })
     }
@@ -716,26 +789,24 @@ fn table_plan(t: TableSection, origin: &str) -> Result<TablePlan, ConfigError> {
     let on_missing_timestamp = match t.on_missing_timestamp.as_str() {
         "kafka" => MissingTimestamp::Kafka,
         "fail" => MissingTimestamp::Fail,
-        "dlq" => {
-            return Err(err(
-                "on_missing_timestamp = \"dlq\" needs a dead-letter destination, which this version does not have yet; use \"kafka\" or \"fail\"".into(),
-            ))
-        }
+        "dlq" => MissingTimestamp::DeadLetter,
         other => {
             return Err(err(format!(
-                "on_missing_timestamp = \"{other}\": use \"kafka\" or \"fail\""
+                "on_missing_timestamp = \"{other}\": use \"kafka\", \"fail\" or \"dlq\""
             )))
         }
     };
-    match t.on_bad_record.as_str() {
-        "fail" => {}
-        "dlq" => {
-            return Err(err(
-                "on_bad_record = \"dlq\" needs a dead-letter destination, which this version does not have yet; use \"fail\"".into(),
-            ))
+    let on_bad_record = match t.on_bad_record.as_str() {
+        "fail" => BadRecord::Fail,
+        "dlq" => BadRecord::DeadLetter,
+        other => {
+            return Err(err(format!(
+                "on_bad_record = \"{other}\": use \"fail\" or \"dlq\""
+            )))
         }
-        other => return Err(err(format!("on_bad_record = \"{other}\": use \"fail\""))),
-    }
+    };
+    let max_record_bytes =
+        parse_bytes(&t.max_record_bytes).map_err(|e| unit_err("max_record_bytes", e))?;
     if t.compression_level > 9 {
         return Err(err(format!(
             "compression_level = {} (gzip levels are 0–9)",
@@ -769,6 +840,8 @@ fn table_plan(t: TableSection, origin: &str) -> Result<TablePlan, ConfigError> {
         max_future_skew,
         compression_level: t.compression_level,
         rotate,
+        on_bad_record,
+        max_record_bytes,
         catalog_table: t.catalog_table,
         catalog_database: t.catalog_database,
     })
@@ -1135,13 +1208,22 @@ max_age = "30s"
     }
 
     #[test]
-    fn dlq_is_refused_until_it_exists() {
+    fn dead_letters_parse_and_kafka_is_refused_for_now() {
         let text = MINIMAL.replace(
             "[tables.rotate]",
-            "on_missing_timestamp = \"dlq\"\n[tables.rotate]",
+            "on_missing_timestamp = \"dlq\"\non_bad_record = \"dlq\"\nmax_record_bytes = \"1MiB\"\n[tables.rotate]",
         );
-        let e = Plan::from_toml(&text, "t.toml").unwrap_err().to_string();
-        assert!(e.contains("dead-letter"), "{e}");
+        let plan = Plan::from_toml(&text, "t.toml").unwrap();
+        let t = &plan.tables[0];
+        assert_eq!(t.on_missing_timestamp, MissingTimestamp::DeadLetter);
+        assert_eq!(t.on_bad_record, BadRecord::DeadLetter);
+        assert_eq!(t.max_record_bytes, 1 << 20);
+        assert_eq!(plan.dead_letter_prefix, "_errors");
+        let kafka = text.replace("[[tables]]", "[dead_letter]\nkind = \"kafka\"\n[[tables]]");
+        let e = Plan::from_toml(&kafka, "t.toml").unwrap_err().to_string();
+        assert!(e.contains("not available yet"), "{e}");
+        let escape = text.replace("[[tables]]", "[dead_letter]\nprefix = \"../x\"\n[[tables]]");
+        assert!(Plan::from_toml(&escape, "t.toml").is_err());
     }
 
     #[test]

@@ -245,7 +245,7 @@ impl Shared {
             .iter()
             .map(|(w, t)| (*w, Some(t.clone())))
             .collect();
-        // Cut, upload, commit; again while a cut waited for that commit (the partition's gate),
+        // Cut, upload, commit; again while a sealed segment waited for that commit (the gate),
         // but only as long as commits succeed: a revocation must not hold up the rebalance.
         let mut all;
         loop {
@@ -687,12 +687,13 @@ impl PollLoop {
 
     fn drain(self) -> Ending {
         tracing::info!(
+            buffered = self.budget.used(),
             "draining: fetching stopped; closing, uploading and committing every open file"
         );
         self.set_paused(true);
         let deadline = Instant::now() + self.drain_timeout;
-        // Cut and upload everything, then commit. A partition whose cut waited for that commit
-        // (its gate) is cut in the next round. A rebalance in progress refuses commits for a
+        // Cut and upload everything, then commit. A sealed segment that waited for that commit
+        // (its partition's gate) is uploaded in the next round. A rebalance in progress refuses commits for a
         // moment: retry, serving the group's callbacks. Records that still arrive are not taken
         // (the assignment is paused; a newly assigned partition is re-read by its next owner).
         let workers = self.shared.all_workers();

@@ -26,6 +26,9 @@ pub trait Encoder: Send {
     fn written(&self) -> u64;
     /// Encoded bytes held in memory now.
     fn buffered(&self) -> usize;
+    /// Memory held besides the encoded bytes: records not yet compressed and the compressor's
+    /// state (an estimate).
+    fn overhead(&self) -> usize;
     /// Takes the encoded bytes held so far if there are at least `min` of them.
     fn take_ready(&mut self, min: usize) -> Option<Vec<u8>>;
     /// Ends the object and returns the bytes not taken yet.
@@ -36,16 +39,22 @@ pub trait Encoder: Send {
 /// far more per byte on many small inputs than on a few large ones.
 const INPUT_CHUNK: usize = 64 * 1024;
 
-/// Estimated memory of one open gzip encoder besides its output: zlib's window, hash chains and
-/// pending buffer (about 256 KiB at levels 1–9), the input chunk, and slack.
-pub const GZIP_ENCODER_OVERHEAD: usize = 320 * 1024 + INPUT_CHUNK;
+/// Estimated memory of one gzip compressor's state besides its output: zlib's window, hash
+/// chains and pending buffer (about 256 KiB at levels 1–9), and slack.
+pub const GZIP_STATE: usize = 320 * 1024;
 
 /// One gzip member of newline-delimited JSON: each record's bytes unchanged, one per line.
 ///
 /// A record that was pretty-printed carries raw newlines, which in valid JSON can only be
 /// whitespace between tokens; they are written as spaces so each record stays on one line.
+///
+/// The compressor is created only when the first [`INPUT_CHUNK`] of records is complete (or at
+/// `finish`): a file that stays small — most files when thousands of partition values are open —
+/// costs its records' bytes, not a compressor's 300 KiB. The compressor sees the same writes
+/// either way, so the bytes out are the same.
 pub struct GzipNdjson {
-    enc: GzEncoder<Vec<u8>>,
+    enc: Option<GzEncoder<Vec<u8>>>,
+    level: u32,
     taken: u64,
     /// Records not yet handed to the compressor (up to [`INPUT_CHUNK`]).
     input: Vec<u8>,
@@ -53,12 +62,20 @@ pub struct GzipNdjson {
 
 impl GzipNdjson {
     pub fn new(level: u32) -> GzipNdjson {
-        // `GzBuilder` writes mtime 0 and no file name: the same records give the same bytes.
         GzipNdjson {
-            enc: GzEncoder::new(Vec::with_capacity(64 * 1024), Compression::new(level)),
+            enc: None,
+            level,
             taken: 0,
-            input: Vec::with_capacity(INPUT_CHUNK + 4096),
+            input: Vec::new(),
         }
+    }
+
+    fn compressor(&mut self) -> &mut GzEncoder<Vec<u8>> {
+        let level = self.level;
+        // `GzEncoder` writes mtime 0 and no file name: the same records give the same bytes.
+        self.enc.get_or_insert_with(|| {
+            GzEncoder::new(Vec::with_capacity(64 * 1024), Compression::new(level))
+        })
     }
 }
 
@@ -69,6 +86,14 @@ fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> EncodeError {
 impl Encoder for GzipNdjson {
     fn append(&mut self, record: &[u8]) -> Result<(), EncodeError> {
         let start = self.input.len();
+        if self.input.capacity() - start < record.len() + 1 {
+            // Grow in steps (not to the full chunk at once: most files stay small).
+            let want = (start + record.len() + 1)
+                .max(2 * self.input.capacity())
+                .max(2048);
+            self.input
+                .reserve_exact(want.min(INPUT_CHUNK + record.len() + 1) - start);
+        }
         self.input.extend_from_slice(record);
         if memchr::memchr2(b'\n', b'\r', record).is_some() {
             for b in &mut self.input[start..] {
@@ -79,22 +104,28 @@ impl Encoder for GzipNdjson {
         }
         self.input.push(b'\n');
         if self.input.len() >= INPUT_CHUNK {
-            self.enc.write_all(&self.input).map_err(io("records"))?;
+            let input = std::mem::take(&mut self.input);
+            self.compressor().write_all(&input).map_err(io("records"))?;
+            self.input = input;
             self.input.clear();
         }
         Ok(())
     }
 
     fn written(&self) -> u64 {
-        self.taken + self.enc.get_ref().len() as u64
+        self.taken + self.buffered() as u64
     }
 
     fn buffered(&self) -> usize {
-        self.enc.get_ref().len()
+        self.enc.as_ref().map_or(0, |e| e.get_ref().len())
+    }
+
+    fn overhead(&self) -> usize {
+        self.input.capacity() + if self.enc.is_some() { GZIP_STATE } else { 0 }
     }
 
     fn take_ready(&mut self, min: usize) -> Option<Vec<u8>> {
-        let out = self.enc.get_mut();
+        let out = self.enc.as_mut()?.get_mut();
         if out.len() < min {
             return None;
         }
@@ -105,9 +136,63 @@ impl Encoder for GzipNdjson {
     }
 
     fn finish(mut self: Box<Self>) -> Result<Vec<u8>, EncodeError> {
-        self.enc.write_all(&self.input).map_err(io("records"))?;
-        self.enc.finish().map_err(io("gzip trailer"))
+        let input = std::mem::take(&mut self.input);
+        if self.enc.is_none() {
+            return Ok(gzip_small(&input, self.level));
+        }
+        let enc = self.compressor();
+        enc.write_all(&input).map_err(io("records"))?;
+        let enc = self.enc.take().expect("compressor");
+        let mut out = enc.finish().map_err(io("gzip trailer"))?;
+        // The tail waits for the store (sometimes behind the partition's gate) and is charged
+        // by its length: give back the spare capacity of the output buffer.
+        out.shrink_to_fit();
+        Ok(out)
     }
+}
+
+/// One gzip member of `input` (smaller than [`INPUT_CHUNK`]), compressed by this thread's
+/// reusable compressor: thousands of small files then cost no compressor set-up each, and the
+/// allocator sees no churn of 300 KiB states. The bytes are those `GzEncoder` writes (mtime 0,
+/// no name, OS 255).
+fn gzip_small(input: &[u8], level: u32) -> Vec<u8> {
+    use flate2::{Compress, FlushCompress};
+    thread_local! {
+        static DEFLATE: std::cell::RefCell<Option<(u32, Compress)>> = const { std::cell::RefCell::new(None) };
+    }
+    let mut out = Vec::with_capacity(input.len() / 3 + 64);
+    out.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255]);
+    DEFLATE.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let c = match &mut *slot {
+            Some((l, c)) if *l == level => {
+                c.reset();
+                c
+            }
+            _ => {
+                *slot = Some((level, Compress::new(Compression::new(level), false)));
+                &mut slot.as_mut().expect("compressor").1
+            }
+        };
+        let mut consumed = 0;
+        loop {
+            out.reserve(1024.max(input.len() / 4));
+            let before = c.total_in();
+            let status = c
+                .compress_vec(&input[consumed..], &mut out, FlushCompress::Finish)
+                .expect("deflate of an in-memory buffer");
+            consumed += (c.total_in() - before) as usize;
+            if status == flate2::Status::StreamEnd {
+                break;
+            }
+        }
+    });
+    let mut crc = flate2::Crc::new();
+    crc.update(input);
+    out.extend_from_slice(&crc.sum().to_le_bytes());
+    out.extend_from_slice(&(input.len() as u32).to_le_bytes());
+    out.shrink_to_fit();
+    out
 }
 
 #[cfg(test)]
@@ -130,6 +215,19 @@ mod tests {
         e.append(b"{\n  \"b\": \"x\\ny\"\r\n}").unwrap();
         let out = e.finish().unwrap();
         assert_eq!(gunzip(&out), "{\"a\":1}\n{   \"b\": \"x\\ny\"  }\n");
+    }
+
+    #[test]
+    fn a_small_file_holds_no_compressor_and_gives_plain_gzip() {
+        let mut e = GzipNdjson::new(6);
+        e.append(br#"{"a":1}"#).unwrap();
+        assert!(e.enc.is_none());
+        assert!(e.overhead() <= 4096, "{}", e.overhead());
+        let out = Box::new(e).finish().unwrap();
+        // The same as gzip of the same bytes written in one go.
+        let mut direct = GzEncoder::new(Vec::new(), Compression::new(6));
+        direct.write_all(b"{\"a\":1}\n").unwrap();
+        assert_eq!(out, direct.finish().unwrap());
     }
 
     #[test]

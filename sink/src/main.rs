@@ -108,6 +108,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 files = s.files_written,
                 bytes = s.bytes_written,
                 seconds = summary.elapsed.as_secs_f64(),
+                dead_letters = s.dead_letters,
                 partitions_registered = s.partitions_registered,
                 catalog_ms = s.catalog_micros / 1000,
                 catalog_retries = s.catalog_retries,

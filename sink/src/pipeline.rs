@@ -16,6 +16,10 @@ use crate::memory::Budget;
 use crate::stats::{Snapshot, Stats};
 use crate::writer::WriterCtx;
 
+/// Objects completed in the store at once (PUTs and multipart completions), all partitions
+/// together: enough to keep a link busy, few enough to keep memory and connections bounded.
+const UPLOAD_CONCURRENCY: usize = 64;
+
 /// Batches queued per worker before the consumer thread waits.
 const WORKER_QUEUE: usize = 16;
 
@@ -52,6 +56,8 @@ pub async fn run(plan: Plan, control: Arc<Control>, stats: Arc<Stats>) -> Result
         stats: stats.clone(),
         fatal: fatal.clone(),
         part_size: plan.pipeline.part_size,
+        dead_letter_prefix: plan.dead_letter_prefix.clone(),
+        upload_slots: Arc::new(tokio::sync::Semaphore::new(UPLOAD_CONCURRENCY)),
     });
 
     let mut senders = Vec::new();

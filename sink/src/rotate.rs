@@ -7,10 +7,11 @@
 //! cut decided by the records themselves (count, bytes) falls at the same offset again and the
 //! replay writes the same objects under the same keys. See `docs/DESIGN.md`.
 //!
-//! A cut that is not reproducible (clock, memory, revocation, shutdown) *gates* the partition:
-//! its next segment is not cut until the gated segment's end offset is committed. So at most
-//! one non-reproducible segment is ever uploaded and uncommitted, and a replay after a crash
-//! rewrites the same keys (DESIGN.md, Invariant 2).
+//! Cuts by the clock, memory, revocation or shutdown are not reproducible, and a replay makes
+//! its own. So a partition's segments are completed in the store one at a time, each only once
+//! the previous one's end offset is committed (the *gate*, in the writer). At most one segment
+//! of a partition is ever in the store and uncommitted, and a replay after a crash rewrites the
+//! same keys (DESIGN.md, Invariant 2).
 
 use std::time::{Duration, Instant};
 
@@ -34,11 +35,6 @@ pub enum CutReason {
 }
 
 impl CutReason {
-    /// Whether a replay from the segment's start cuts at the same offset again.
-    pub fn is_reproducible(self) -> bool {
-        matches!(self, CutReason::Records | CutReason::Bytes)
-    }
-
     pub fn as_str(self) -> &'static str {
         match self {
             CutReason::Records => "max_records",

@@ -19,6 +19,10 @@ pub struct Stats {
     pub catalog_micros: AtomicU64,
     /// Catalog calls that failed and were retried.
     pub catalog_retries: AtomicU64,
+    /// Records sent to the dead-letter destination.
+    pub dead_letters: AtomicU64,
+    /// Dead-lettered records by `table/reason`.
+    pub dead_letter_reasons: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
     /// Partitions currently assigned to this member (a gauge).
     pub partitions_assigned: AtomicU64,
     /// Records behind the high watermarks of the assignment, as last seen (a gauge).
@@ -36,6 +40,7 @@ pub struct Snapshot {
     pub segments_committed: u64,
     pub timestamp_fallbacks: u64,
     pub offsets_committed: u64,
+    pub dead_letters: u64,
     pub partitions_registered: u64,
     pub catalog_micros: u64,
     pub catalog_retries: u64,
@@ -46,6 +51,15 @@ pub struct Snapshot {
 impl Stats {
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts one dead-lettered record; returns how many this table and reason now have.
+    pub fn dead_letter(&self, table: &str, reason: &str) -> u64 {
+        self.dead_letters.fetch_add(1, Ordering::Relaxed);
+        let mut m = self.dead_letter_reasons.lock().expect("stats lock");
+        let n = m.entry(format!("{table}/{reason}")).or_default();
+        *n += 1;
+        *n
     }
 
     pub fn snapshot(&self) -> Snapshot {
@@ -59,6 +73,7 @@ impl Stats {
             segments_committed: g(&self.segments_committed),
             timestamp_fallbacks: g(&self.timestamp_fallbacks),
             offsets_committed: g(&self.offsets_committed),
+            dead_letters: g(&self.dead_letters),
             partitions_registered: g(&self.partitions_registered),
             catalog_micros: g(&self.catalog_micros),
             catalog_retries: g(&self.catalog_retries),

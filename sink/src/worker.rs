@@ -35,9 +35,8 @@ pub enum WorkerMsg {
         epoch: u64,
     },
     Batch(Batch),
-    /// Cut (where the partition's gate allows) and upload the open segments of these
-    /// partitions, or of all with `None`; reply once their uploads finished or the deadline
-    /// passed.
+    /// Cut the open segments of these partitions (or of all with `None`) and complete in the
+    /// store what the gates allow; reply once those uploads finished or the deadline passed.
     Flush {
         tps: Option<Vec<Tp>>,
         reason: CutReason,
@@ -55,7 +54,7 @@ pub enum WorkerMsg {
 pub struct Flushed {
     /// Every cut segment finished uploading (and no fatal error).
     pub uploaded: bool,
-    /// Some partition still has an open segment (its cut waits for a commit).
+    /// Some partition still has a sealed segment waiting for the commit of the one before.
     pub open: bool,
 }
 
@@ -114,12 +113,13 @@ pub fn run(ctx: Arc<WriterCtx>, rx: Receiver<WorkerMsg>) {
                         continue;
                     }
                     if !ctx.fatal.is_set() {
-                        match w.cut(&ctx, reason) {
-                            Ok(cut) => done.open |= !cut,
-                            Err(e) => ctx.fatal.set(e.into()),
+                        if let Err(e) = w.cut(&ctx, reason) {
+                            ctx.fatal.set(e.into());
                         }
+                        w.launch(&ctx);
                     }
                     done.uploaded &= w.wait(&ctx.rt, deadline);
+                    done.open |= w.queued();
                 }
                 done.uploaded &= !ctx.fatal.is_set();
                 let _ = reply.send(done);
@@ -138,11 +138,9 @@ pub fn run(ctx: Arc<WriterCtx>, rx: Receiver<WorkerMsg>) {
             last_tick = now;
             for w in writers.values_mut() {
                 w.reap();
-                let due = w
-                    .deferred()
-                    .or(w.deadline_expired(now).then_some(CutReason::Age));
-                if let Some(reason) = due {
-                    if let Err(e) = w.cut(&ctx, reason) {
+                w.launch(&ctx);
+                if w.deadline_expired(now) {
+                    if let Err(e) = w.cut(&ctx, CutReason::Age) {
                         ctx.fatal.set(e.into());
                     }
                 }
@@ -154,9 +152,10 @@ pub fn run(ctx: Arc<WriterCtx>, rx: Receiver<WorkerMsg>) {
             && !ctx.fatal.is_set()
             && held(&writers) > ctx.budget.max() as usize / 4
         {
+            // (A writer with sealed segments waiting would only queue another one.)
             if let Some(w) = writers
                 .values_mut()
-                .filter(|w| w.held() > 0)
+                .filter(|w| w.held() > 0 && !w.queued())
                 .max_by_key(|w| w.held())
             {
                 tracing::debug!(tp = %w.tp(), held = w.held(), used = ctx.budget.used(), "memory budget exceeded: cutting early");

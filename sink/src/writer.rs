@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use futures::StreamExt;
 use object_store::path::Path;
 use object_store::ObjectStore;
 use tokio::runtime::Handle;
@@ -15,8 +16,8 @@ use tokio::task::JoinHandle;
 
 use crate::catalog::{CatalogError, FileFacts, NewPartition, Registrar};
 use crate::commit::{CommitError, OffsetLedger, Tp};
-use crate::config::TablePlan;
-use crate::encode::{EncodeError, Encoder, GzipNdjson, GZIP_ENCODER_OVERHEAD};
+use crate::config::{BadRecord, MissingTimestamp, TablePlan};
+use crate::encode::{EncodeError, Encoder, GzipNdjson};
 use crate::error::Fatal;
 use crate::memory::Budget;
 use crate::rotate::{file_full, CutReason, Deadline};
@@ -77,6 +78,10 @@ pub struct WriterCtx {
     pub stats: Arc<Stats>,
     pub fatal: Arc<Fatal>,
     pub part_size: usize,
+    /// Directory of dead-letter objects below the store root (`_errors`).
+    pub dead_letter_prefix: String,
+    /// Objects being completed in the store at once, daemon-wide.
+    pub upload_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// One record handed to a writer.
@@ -87,11 +92,25 @@ pub struct RecordIn<'a> {
     pub payload: Option<&'a [u8]>,
 }
 
+/// A segment cut and sealed in the ledger whose objects are not completed yet.
+struct Sealed {
+    start: i64,
+    end: i64,
+    ticket: Option<crate::commit::Ticket>,
+    /// Each file's upload and the bytes not sent yet.
+    files: Vec<(ObjectUpload, Vec<u8>)>,
+    partitions: Vec<NewPartition>,
+    records: u64,
+    bytes: u64,
+    reason: CutReason,
+}
+
 struct OpenFile {
     encoder: Box<dyn Encoder>,
     upload: ObjectUpload,
     records: u64,
-    /// Budget charged for encoded bytes held by the encoder.
+    /// Budget charged for this file: encoded bytes and records the encoder holds, its state,
+    /// and [`FILE_OVERHEAD`].
     charged: usize,
     /// Smallest and largest event time written, µs since the epoch.
     min_event: i64,
@@ -106,6 +125,8 @@ pub struct PartitionWriter {
     routers: Vec<(usize, TableRouter)>,
     /// Open files per router slot, by partition path.
     files: Vec<HashMap<String, OpenFile>>,
+    /// Open dead-letter files, by `{table}/date=…` below the dead-letter prefix.
+    errors: HashMap<String, OpenFile>,
     /// First offset of the open segment, if it has any record.
     start: Option<i64>,
     /// One past the last offset taken.
@@ -116,11 +137,12 @@ pub struct PartitionWriter {
     path: String,
     in_flight: Vec<JoinHandle<()>>,
     budget: Arc<Budget>,
-    /// End of the last segment cut at an offset a replay would not reproduce; the next cut
-    /// waits until it is committed (see [`crate::rotate`]).
+    /// End of the last segment completed in the store; the next one is completed only once
+    /// this offset is committed (see [`crate::rotate`]).
     gate: Option<i64>,
-    /// A cut that waits for the gate; it is retried on every record and tick.
-    deferred: Option<CutReason>,
+    /// Segments cut and sealed, waiting for the gate, oldest first. Their bytes are in memory
+    /// (charged to the budget) or in parts of multipart uploads not yet completed (invisible).
+    sealed: std::collections::VecDeque<Sealed>,
 }
 
 impl PartitionWriter {
@@ -137,6 +159,7 @@ impl PartitionWriter {
             epoch,
             routers,
             files,
+            errors: HashMap::new(),
             start: None,
             next: 0,
             deadline: Deadline::default(),
@@ -145,7 +168,7 @@ impl PartitionWriter {
             in_flight: Vec::new(),
             budget: ctx.budget.clone(),
             gate: None,
-            deferred: None,
+            sealed: Default::default(),
         })
     }
 
@@ -186,14 +209,39 @@ impl PartitionWriter {
         for slot in 0..self.routers.len() {
             let (table_idx, router) = &mut self.routers[slot];
             let table = &ctx.tables[*table_idx];
-            let routed = router
-                .route(&r, now_micros, &mut self.path)
-                .map_err(|source| WriteError::BadRecord {
-                    table: table.name.clone(),
-                    tp: self.tp.clone(),
-                    offset: rec.offset,
-                    source,
-                })?;
+            let routed = match router.route(&r, now_micros, &mut self.path) {
+                Ok(routed) => routed,
+                Err(source) => {
+                    let to_dead_letter = if source.is_timestamp_problem() {
+                        table.on_missing_timestamp == MissingTimestamp::DeadLetter
+                    } else {
+                        table.on_bad_record == BadRecord::DeadLetter
+                    };
+                    if !to_dead_letter {
+                        return Err(WriteError::BadRecord {
+                            table: table.name.clone(),
+                            tp: self.tp.clone(),
+                            offset: rec.offset,
+                            source,
+                        });
+                    }
+                    let cut = dead_letter(
+                        DeadLetterFiles {
+                            files: &mut self.errors,
+                            held: &mut self.held,
+                            deadline: &mut self.deadline,
+                            tp: &self.tp,
+                        },
+                        ctx,
+                        table,
+                        &rec,
+                        &source,
+                        now,
+                    )?;
+                    full = full.or(cut);
+                    continue;
+                }
+            };
             if routed.fell_back {
                 Stats::add(&ctx.stats.timestamp_fallbacks, 1);
             }
@@ -203,9 +251,9 @@ impl PartitionWriter {
                 f.saw(routed.event_micros);
                 append(ctx, table, f, payload, &mut self.held)?
             } else {
-                let mut f = open_file(ctx, table, &self.tp, &self.path, rec.offset)?;
-                self.held += GZIP_ENCODER_OVERHEAD;
-                ctx.budget.charge(GZIP_ENCODER_OVERHEAD);
+                let dir = format!("{}/{}", table.name, self.path);
+                let ext = table.format.extension();
+                let mut f = open_file(ctx, table, &self.tp, &dir, rec.offset, ext)?;
                 self.deadline.file_opened(now, table.rotate.max_age);
                 f.saw(routed.event_micros);
                 let cut = append(ctx, table, &mut f, payload, &mut self.held)?;
@@ -218,42 +266,25 @@ impl PartitionWriter {
             self.start = Some(rec.offset);
         }
         self.next = rec.offset + 1;
-        if let Some(reason) = full.or(self.deferred) {
+        if let Some(reason) = full {
             self.cut(ctx, reason)?;
+        } else if !self.sealed.is_empty() {
+            self.launch(ctx);
         }
         Ok(())
     }
 
-    /// Cuts the open segment: finishes every open file, starts the uploads, and hands the segment
-    /// to a task that registers its partitions and marks it done in the ledger.
-    ///
-    /// While the partition is gated by an uncommitted non-reproducible segment, the cut is
-    /// deferred instead (and `Ok(false)` returned); it is retried later.
-    pub fn cut(&mut self, ctx: &WriterCtx, reason: CutReason) -> Result<bool, WriteError> {
+    /// Cuts the open segment: finishes every open file and seals the segment in the ledger.
+    /// The segment's objects are completed in the store by [`PartitionWriter::launch`], one
+    /// segment at a time: the next only once the one before is committed (the gate). So at most
+    /// one segment of a partition is ever visible in the store and uncommitted (DESIGN.md,
+    /// Invariant 2), while cuts still fall where the data puts them.
+    pub fn cut(&mut self, ctx: &WriterCtx, reason: CutReason) -> Result<(), WriteError> {
         let Some(start) = self.start else {
-            self.deferred = None;
-            return Ok(true);
+            return Ok(());
         };
-        if let Some(g) = self.gate {
-            if !ctx
-                .ledger
-                .lock()
-                .expect("ledger lock")
-                .is_committed(&self.tp, g)
-            {
-                self.deferred = self.deferred.or(Some(reason));
-                return Ok(false);
-            }
-            self.gate = None;
-        }
-        // A deferred cut no longer falls where the data would put it.
-        let reproducible = reason.is_reproducible() && self.deferred.is_none();
-        self.deferred = None;
         self.start = None;
         let end = self.next;
-        if !reproducible {
-            self.gate = Some(end);
-        }
         self.deadline.reset();
         let ticket = ctx
             .ledger
@@ -261,23 +292,23 @@ impl PartitionWriter {
             .expect("ledger lock")
             .seal(&self.tp, self.epoch, start, end)?;
 
-        let mut uploads = Vec::new();
+        let mut files = Vec::new();
         let mut partitions = Vec::new();
         let mut records = 0u64;
         let mut bytes = 0u64;
-        for (slot, files) in self.files.iter_mut().enumerate() {
+        for (slot, open) in self.files.iter_mut().enumerate() {
             let table = &ctx.tables[self.routers[slot].0];
-            for (path, f) in files.drain() {
+            for (path, f) in open.drain() {
                 let key = f.upload.key().to_string();
                 let written_before = f.encoder.written() - f.encoder.buffered() as u64;
                 let tail = f.encoder.finish().map_err(|source| WriteError::Encode {
                     key: key.clone(),
                     source,
                 })?;
-                // The tail now carries what was charged as buffered, plus the trailer.
-                ctx.budget.charge(tail.len().saturating_sub(f.charged));
-                ctx.budget.release(GZIP_ENCODER_OVERHEAD);
-                self.held = self.held.saturating_sub(GZIP_ENCODER_OVERHEAD + f.charged);
+                // The tail stays charged until the store has it; the file's own charge ends.
+                ctx.budget.charge(tail.len());
+                ctx.budget.release(f.charged);
+                self.held = self.held.saturating_sub(f.charged);
                 records += f.records;
                 let file_bytes = written_before + tail.len() as u64;
                 bytes += file_bytes;
@@ -289,7 +320,7 @@ impl PartitionWriter {
                     max_event_micros: f.max_event,
                 };
                 tracing::debug!(table = %table.name, key = %key, records = f.records, parts = f.upload.parts(), reason = reason.as_str(), "file closed");
-                uploads.push(f.upload.finish(&ctx.rt, &ctx.store, &ctx.budget, tail));
+                files.push((f.upload, tail));
                 partitions.push(NewPartition {
                     table: table.name.clone(),
                     location: format!("{}/{}/{}/", ctx.location_base, table.name, path),
@@ -298,7 +329,68 @@ impl PartitionWriter {
                 });
             }
         }
-        let files = uploads.len() as u64;
+        for (_, f) in self.errors.drain() {
+            let key = f.upload.key().to_string();
+            let tail = f.encoder.finish().map_err(|source| WriteError::Encode {
+                key: key.clone(),
+                source,
+            })?;
+            ctx.budget.charge(tail.len());
+            ctx.budget.release(f.charged);
+            self.held = self.held.saturating_sub(f.charged);
+            tracing::debug!(key = %key, records = f.records, "dead-letter file closed");
+            files.push((f.upload, tail));
+        }
+        self.sealed.push_back(Sealed {
+            start,
+            end,
+            ticket,
+            files,
+            partitions,
+            records,
+            bytes,
+            reason,
+        });
+        self.launch(ctx);
+        Ok(())
+    }
+
+    /// Completes the oldest sealed segment in the store if the gate allows: its predecessor's
+    /// end offset is committed. A task then registers its partitions and marks it done in the
+    /// ledger. Called after every cut, on every tick, and by flushes.
+    pub fn launch(&mut self, ctx: &WriterCtx) {
+        if self.sealed.is_empty() {
+            return;
+        }
+        if let Some(g) = self.gate {
+            let committed = ctx
+                .ledger
+                .lock()
+                .expect("ledger lock")
+                .is_committed(&self.tp, g);
+            if !committed {
+                return;
+            }
+        }
+        let seg = self.sealed.pop_front().expect("a sealed segment");
+        self.gate = Some(seg.end);
+        let Sealed {
+            start,
+            end,
+            ticket,
+            files,
+            partitions,
+            records,
+            bytes,
+            reason,
+        } = seg;
+        let files_n = files.len() as u64;
+        let (rt, store, budget, slots) = (
+            ctx.rt.clone(),
+            ctx.store.clone(),
+            ctx.budget.clone(),
+            ctx.upload_slots.clone(),
+        );
         let tp = self.tp.clone();
         let ledger = ctx.ledger.clone();
         let catalog = ctx.catalog.clone();
@@ -306,8 +398,17 @@ impl PartitionWriter {
         let fatal = ctx.fatal.clone();
         let task = ctx.rt.spawn(async move {
             let result: Result<(), WriteError> = async {
-                for u in uploads {
-                    match u.await {
+                // At most `upload_concurrency` objects are completed at once, daemon-wide.
+                let mut uploads = futures::stream::iter(files.into_iter().map(|(upload, tail)| {
+                    let (rt, store, budget, slots) = (&rt, &store, &budget, &slots);
+                    async move {
+                        let _slot = slots.acquire().await.expect("upload slots");
+                        upload.finish(rt, store, budget, tail).await
+                    }
+                }))
+                .buffer_unordered(UPLOADS_PER_SEGMENT);
+                while let Some(done) = uploads.next().await {
+                    match done {
                         Ok(r) => r?,
                         Err(e) => {
                             return Err(WriteError::Task { tp: tp.clone(), start, end, message: e.to_string() });
@@ -325,21 +426,20 @@ impl PartitionWriter {
             match result {
                 Ok(()) => {
                     Stats::add(&stats.records_written, records);
-                    Stats::add(&stats.files_written, files);
+                    Stats::add(&stats.files_written, files_n);
                     Stats::add(&stats.bytes_written, bytes);
                     Stats::add(&stats.segments_committed, 1);
-                    tracing::debug!(%tp, start, end, files, records, reason = reason.as_str(), "segment uploaded");
+                    tracing::debug!(%tp, start, end, files = files_n, records, reason = reason.as_str(), "segment uploaded");
                 }
                 Err(e) => fatal.set(e.into()),
             }
         });
         self.in_flight.push(task);
-        Ok(true)
     }
 
-    /// A cut that is waiting for the gate, if any.
-    pub fn deferred(&self) -> Option<CutReason> {
-        self.deferred
+    /// Whether sealed segments wait for the gate.
+    pub fn queued(&self) -> bool {
+        !self.sealed.is_empty()
     }
 
     /// Forgets segment tasks that have finished.
@@ -363,26 +463,90 @@ impl PartitionWriter {
     }
 }
 
+/// The parts of a writer that dead-lettering touches.
+struct DeadLetterFiles<'a> {
+    files: &'a mut HashMap<String, OpenFile>,
+    held: &'a mut usize,
+    deadline: &'a mut Deadline,
+    tp: &'a Tp,
+}
+
+/// Writes a bad record's envelope to the table's dead-letter file of this segment. The
+/// envelope travels with the segment, so its offset is committed only once it is stored.
+fn dead_letter(
+    w: DeadLetterFiles<'_>,
+    ctx: &WriterCtx,
+    table: &TablePlan,
+    rec: &RecordIn<'_>,
+    error: &RouteError,
+    now: Instant,
+) -> Result<Option<CutReason>, WriteError> {
+    let kafka_time = rec
+        .kafka_millis
+        .filter(|m| *m >= 0)
+        .and_then(chrono::DateTime::from_timestamp_millis);
+    let date = kafka_time.map_or_else(
+        || "unknown".to_string(),
+        |t| t.format("%Y-%m-%d").to_string(),
+    );
+    let envelope = serde_json::json!({
+        "table": table.name,
+        "topic": &*w.tp.topic,
+        "partition": w.tp.partition,
+        "offset": rec.offset,
+        "kafka_timestamp": kafka_time.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        "reason": error.reason(),
+        "error": error.to_string(),
+        "value_bytes": rec.payload.map(<[u8]>::len),
+        "value_base64": rec.payload.map(base64),
+    });
+    let line = serde_json::to_vec(&envelope).expect("JSON");
+    let path = format!("{}/date={date}", table.name);
+    let count = ctx.stats.dead_letter(&table.name, error.reason());
+    if count == 1 {
+        tracing::warn!(table = %table.name, tp = %w.tp, offset = rec.offset, reason = error.reason(), error = %error, "bad record sent to the dead-letter prefix (first of this table and reason; later ones are logged at debug)");
+    } else {
+        tracing::debug!(table = %table.name, tp = %w.tp, offset = rec.offset, reason = error.reason(), error = %error, "bad record sent to the dead-letter prefix");
+    }
+    if !w.files.contains_key(&path) {
+        let dir = format!("{}/{path}", ctx.dead_letter_prefix);
+        let f = open_file(ctx, table, w.tp, &dir, rec.offset, "json.gz")?;
+        w.deadline.file_opened(now, table.rotate.max_age);
+        w.files.insert(path.clone(), f);
+    }
+    let f = w.files.get_mut(&path).expect("dead-letter file");
+    append(ctx, table, f, &line, w.held)
+}
+
+/// Memory of an open file besides its encoder: key, upload handle, map entry and allocator
+/// slack (an estimate).
+const FILE_OVERHEAD: usize = 1024;
+
+/// Objects of one segment completed concurrently (all segments together are bounded by
+/// `WriterCtx::upload_slots`).
+const UPLOADS_PER_SEGMENT: usize = 16;
+
 /// Creates the file for a new partition path; its key carries the offset of its first record.
+///
+/// `dir` is the object's directory below the store root: `{table}/{partition path}`, or
+/// `{dead-letter prefix}/{table}/date=…`.
 fn open_file(
     ctx: &WriterCtx,
     table: &TablePlan,
     tp: &Tp,
-    path: &str,
+    dir: &str,
     offset: i64,
+    extension: &str,
 ) -> Result<OpenFile, WriteError> {
     let mut name = String::with_capacity(64);
     escape_partition_value(&tp.topic, &mut name);
     let key = format!(
-        "{}{}{}/{}/{}+{}+{:020}.{}",
+        "{}{}{dir}/{}+{}+{:020}.{extension}",
         ctx.root,
         if ctx.root.is_empty() { "" } else { "/" },
-        table.name,
-        path,
         name,
         tp.partition,
         offset,
-        table.format.extension()
     );
     let parsed = Path::parse(&key).map_err(|e| WriteError::Key {
         table: table.name.clone(),
@@ -443,16 +607,19 @@ fn append(
             source,
         })?;
     f.records += 1;
-    let buffered = f.encoder.buffered();
-    if buffered > f.charged {
-        ctx.budget.charge(buffered - f.charged);
-        *held += buffered - f.charged;
-        f.charged = buffered;
+    let now = FILE_OVERHEAD + f.encoder.buffered() + f.encoder.overhead();
+    if now > f.charged {
+        ctx.budget.charge(now - f.charged);
+        *held += now - f.charged;
+    } else {
+        ctx.budget.release(f.charged - now);
+        *held -= f.charged - now;
     }
+    f.charged = now;
     if let Some(part) = f.encoder.take_ready(ctx.part_size) {
         // The part's bytes stay charged until the store has them; the upload credits them.
-        *held = held.saturating_sub(f.charged);
-        f.charged = 0;
+        *held -= part.len();
+        f.charged -= part.len();
         f.upload.send_part(&ctx.rt, &ctx.store, &ctx.budget, part);
     }
     Ok(file_full(&table.rotate, f.records, f.encoder.written()))
@@ -465,14 +632,40 @@ impl Drop for PartitionWriter {
         let mut held = 0;
         for files in &self.files {
             for f in files.values() {
-                held += GZIP_ENCODER_OVERHEAD + f.charged;
+                held += f.charged;
             }
+        }
+        // Sealed segments never completed: their tails were charged at the cut.
+        for seg in &self.sealed {
+            held += seg.files.iter().map(|(_, tail)| tail.len()).sum::<usize>();
         }
         if held > 0 {
             tracing::debug!(tp = %self.tp, held, "abandoning open files");
         }
         self.budget.release(held);
     }
+}
+
+/// Standard base64 with padding (RFC 4648), for dead-letter envelopes.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -518,6 +711,8 @@ max_records = 3
             stats: Arc::new(Stats::default()),
             fatal: Arc::new(Fatal::default()),
             part_size: 5 << 20,
+            dead_letter_prefix: "_errors".into(),
+            upload_slots: Arc::new(tokio::sync::Semaphore::new(8)),
         }
     }
 
@@ -536,7 +731,104 @@ max_records = 3
     }
 
     #[test]
-    fn after_a_clock_cut_the_next_cut_waits_for_its_commit() {
+    fn base64_matches_rfc4648() {
+        for (raw, enc) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(raw.as_bytes()), enc);
+        }
+    }
+
+    #[test]
+    fn bad_records_go_to_the_dead_letter_prefix_within_the_segment() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut ctx = ctx(&rt);
+        let mut tables = (*ctx.tables).clone();
+        tables[0].on_bad_record = BadRecord::DeadLetter;
+        tables[0].on_missing_timestamp = MissingTimestamp::DeadLetter;
+        ctx.tables = Arc::new(tables);
+        let tp = Tp::new("t", 0);
+        let epoch = ctx.ledger.lock().unwrap().assign(&tp);
+        let mut w = PartitionWriter::new(&ctx, tp.clone(), epoch).unwrap();
+        let far = Instant::now() + Duration::from_secs(60);
+        let recs: [Option<&[u8]>; 4] = [
+            Some(br#"{"ts":"2024-01-02T01:00:00Z"}"#),
+            Some(b"{not json"),
+            None,
+            Some(br#"{"no_ts":1}"#),
+        ];
+        for (o, payload) in recs.into_iter().enumerate() {
+            let rec = RecordIn {
+                offset: o as i64,
+                kafka_millis: Some(1_704_157_200_000),
+                payload,
+            };
+            w.push(&ctx, rec, Instant::now(), 0).unwrap();
+        }
+        w.cut(&ctx, CutReason::Shutdown).unwrap();
+        assert!(w.wait(&ctx.rt, far));
+        // Every offset, bad ones included, is committable: the envelopes are stored.
+        assert_eq!(safe(&ctx), vec![(tp.clone(), 4)]);
+        let (keys, envelopes) = ctx.rt.block_on(async {
+            use futures::TryStreamExt;
+            use object_store::ObjectStoreExt;
+            let list: Vec<_> = ctx.store.list(None).try_collect().await.unwrap();
+            let mut keys: Vec<String> = list.iter().map(|m| m.location.to_string()).collect();
+            keys.sort();
+            let bytes = ctx
+                .store
+                .get(&Path::from(keys[0].as_str()))
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap();
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut text)
+                .unwrap();
+            (keys, text)
+        });
+        assert_eq!(
+            keys,
+            vec![
+                "_errors/t/date=2024-01-02/t+0+00000000000000000001.json.gz".to_string(),
+                "t/date=2024-01-02/hour=01/t+0+00000000000000000000.json.gz".to_string(),
+            ]
+        );
+        let lines: Vec<serde_json::Value> = envelopes
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let reasons: Vec<&str> = lines
+            .iter()
+            .map(|l| l["reason"].as_str().unwrap())
+            .collect();
+        assert_eq!(reasons, ["invalid_json", "empty", "missing_timestamp"]);
+        assert_eq!(lines[0]["offset"], 1);
+        assert_eq!(lines[0]["topic"], "t");
+        assert_eq!(lines[0]["value_base64"], base64(b"{not json"));
+        assert_eq!(lines[0]["kafka_timestamp"], "2024-01-02T01:00:00.000Z");
+        assert!(lines[1]["value_base64"].is_null());
+        assert_eq!(
+            ctx.stats
+                .dead_letters
+                .load(std::sync::atomic::Ordering::Relaxed),
+            3
+        );
+    }
+
+    #[test]
+    fn a_segment_is_completed_in_the_store_only_after_the_one_before_is_committed() {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -547,42 +839,48 @@ max_records = 3
         let epoch = ctx.ledger.lock().unwrap().assign(&tp);
         let mut w = PartitionWriter::new(&ctx, tp.clone(), epoch).unwrap();
         let far = Instant::now() + Duration::from_secs(60);
+        let stored = |ctx: &WriterCtx| {
+            ctx.rt.block_on(async {
+                use futures::TryStreamExt;
+                let list: Vec<_> = ctx.store.list(None).try_collect().await.unwrap();
+                list.len()
+            })
+        };
 
-        // Cuts decided by the data pipeline freely: two segments sealed without any commit.
-        for o in 0..6 {
+        // Cuts fall where the data puts them (max_records = 3): at 3, 6 and 9…
+        for o in 0..9 {
             push(&mut w, &ctx, o);
         }
         assert!(w.wait(&ctx.rt, far));
-        assert_eq!(safe(&ctx), vec![(tp.clone(), 6)]);
+        // …but only the first segment is in the store; the others wait, sealed.
+        assert_eq!(stored(&ctx), 1);
+        assert_eq!(safe(&ctx), vec![(tp.clone(), 3)]);
+        assert!(w.queued());
 
-        // A cut by the clock gates the partition…
-        push(&mut w, &ctx, 6);
-        assert!(w.cut(&ctx, CutReason::Age).unwrap());
-        assert!(w.wait(&ctx.rt, far));
-        assert_eq!(safe(&ctx), vec![(tp.clone(), 7)]);
-        // …so a full file (max_records = 3) is not cut until offset 7 is committed.
-        for o in 7..10 {
-            push(&mut w, &ctx, o);
-        }
-        assert_eq!(w.deferred(), Some(CutReason::Records));
+        // Each commit lets the next one out, one at a time.
+        ctx.ledger.lock().unwrap().committed(&[(tp.clone(), 3)]);
+        w.launch(&ctx);
+        w.launch(&ctx);
         assert!(w.wait(&ctx.rt, far));
         assert_eq!(
-            safe(&ctx),
-            vec![(tp.clone(), 7)],
-            "nothing sealed past the gate"
+            stored(&ctx),
+            2,
+            "the gate lets one segment through per commit"
         );
-        assert!(
-            !w.cut(&ctx, CutReason::Shutdown).unwrap(),
-            "a shutdown cut waits too"
-        );
+        assert_eq!(safe(&ctx), vec![(tp.clone(), 6)]);
 
-        ctx.ledger.lock().unwrap().committed(&[(tp.clone(), 7)]);
-        push(&mut w, &ctx, 10);
-        assert_eq!(w.deferred(), None, "the deferred cut happened");
+        // A cut by the clock or a shutdown is queued the same way.
+        push(&mut w, &ctx, 9);
+        w.cut(&ctx, CutReason::Shutdown).unwrap();
+        ctx.ledger.lock().unwrap().committed(&[(tp.clone(), 6)]);
+        w.launch(&ctx);
         assert!(w.wait(&ctx.rt, far));
-        assert_eq!(safe(&ctx), vec![(tp.clone(), 11)]);
-        // The deferred cut did not fall where the data put it, so it gates again.
-        push(&mut w, &ctx, 11);
-        assert!(!w.cut(&ctx, CutReason::Age).unwrap());
+        assert_eq!(safe(&ctx), vec![(tp.clone(), 9)]);
+        ctx.ledger.lock().unwrap().committed(&[(tp.clone(), 9)]);
+        w.launch(&ctx);
+        assert!(w.wait(&ctx.rt, far));
+        assert_eq!(safe(&ctx), vec![(tp.clone(), 10)]);
+        assert!(!w.queued());
+        assert_eq!(stored(&ctx), 4);
     }
 }

@@ -34,6 +34,8 @@ pub struct RecordRef<'a> {
 pub enum RouteError {
     #[error("empty or null value (tombstone)")]
     Empty,
+    #[error("value of {bytes} bytes is above max_record_bytes ({max})")]
+    TooLarge { bytes: usize, max: u64 },
     #[error("value is not UTF-8 (invalid byte at {0})")]
     NotUtf8(usize),
     #[error(transparent)]
@@ -69,6 +71,7 @@ impl RouteError {
     pub fn reason(&self) -> &'static str {
         match self {
             RouteError::Empty => "empty",
+            RouteError::TooLarge { .. } => "too_large",
             RouteError::NotUtf8(_) => "not_utf8",
             RouteError::Json(JsonError::Invalid(_)) => "invalid_json",
             RouteError::Json(JsonError::NotAnObject) => "not_an_object",
@@ -95,6 +98,7 @@ pub struct TableRouter {
     template_fields: Vec<usize>,
     renderer: Renderer,
     on_missing: MissingTimestamp,
+    max_bytes: u64,
     skew_micros: i64,
 }
 
@@ -118,6 +122,7 @@ impl TableRouter {
             template_fields,
             renderer: Renderer::new(table.partition.clone(), table.timezone.clone()),
             on_missing: table.on_missing_timestamp,
+            max_bytes: table.max_record_bytes,
             skew_micros: i64::try_from(table.max_future_skew.as_micros()).unwrap_or(i64::MAX),
         })
     }
@@ -134,6 +139,12 @@ impl TableRouter {
             None | Some([]) => return Err(RouteError::Empty),
             Some(p) => p,
         };
+        if payload.len() as u64 > self.max_bytes {
+            return Err(RouteError::TooLarge {
+                bytes: payload.len(),
+                max: self.max_bytes,
+            });
+        }
         if let Err(e) = std::str::from_utf8(payload) {
             return Err(RouteError::NotUtf8(e.valid_up_to()));
         }
@@ -153,7 +164,7 @@ impl TableRouter {
                 Ok(t) => (t, false),
                 Err(e) => match self.on_missing {
                     MissingTimestamp::Kafka => (reference, true),
-                    MissingTimestamp::Fail => return Err(e),
+                    MissingTimestamp::Fail | MissingTimestamp::DeadLetter => return Err(e),
                 },
             },
         };

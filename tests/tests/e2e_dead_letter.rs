@@ -1,0 +1,211 @@
+//! Bad input on tansu + SeaweedFS: every kind of bad record goes to the dead-letter prefix with
+//! its reason and original bytes, the good ones to the table, and every offset is committed; with
+//! `on_bad_record = "fail"` the daemon stops, names the record, and commits nothing past it.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use lakesink::demo::generator::{event, GenConfig};
+use lakesink_e2e::{report, wait_until, Testbed};
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02X}")).collect()
+}
+
+/// Good events with bad records at known offsets: (offset → reason).
+fn records() -> (Vec<Option<Vec<u8>>>, BTreeMap<i64, &'static str>) {
+    let bad: Vec<(&str, Option<Vec<u8>>)> = vec![
+        (
+            "invalid_json",
+            Some(br#"{"eventTime":"2024-01-02T01:00:00Z","#.to_vec()),
+        ),
+        ("not_utf8", Some(b"\xff\xfe{\"a\":1}".to_vec())),
+        ("empty", Some(Vec::new())),
+        ("empty", None),
+        ("empty", Some(b"null".to_vec())),
+        ("not_an_object", Some(b"[1,2,3]".to_vec())),
+        ("missing_timestamp", Some(br#"{"eventName":"x"}"#.to_vec())),
+        (
+            "bad_timestamp",
+            Some(br#"{"eventTime":"yesterday"}"#.to_vec()),
+        ),
+        (
+            "future_timestamp",
+            Some(br#"{"eventTime":"2099-01-01T00:00:00Z"}"#.to_vec()),
+        ),
+        (
+            "too_large",
+            Some(
+                format!(
+                    r#"{{"eventTime":"2024-01-02T01:00:00Z","pad":"{}"}}"#,
+                    "x".repeat(5000)
+                )
+                .into_bytes(),
+            ),
+        ),
+    ];
+    let cfg = GenConfig::default();
+    let mut out = Vec::new();
+    let mut expected = BTreeMap::new();
+    let mut buf = String::new();
+    let mut bad = bad.into_iter();
+    for seq in 0..600u64 {
+        if seq % 50 == 25 {
+            if let Some((reason, value)) = bad.next() {
+                expected.insert(out.len() as i64, reason);
+                out.push(value);
+                continue;
+            }
+        }
+        event(&cfg, seq, 600, &mut buf);
+        out.push(Some(buf.clone().into_bytes()));
+    }
+    (out, expected)
+}
+
+fn config(
+    tb: &Testbed,
+    dir: &std::path::Path,
+    group: &str,
+    bucket: &str,
+    topic: &str,
+    policy: &str,
+) -> std::path::PathBuf {
+    tb.write_config(
+        dir,
+        group,
+        bucket,
+        &format!(
+            r#"[[tables]]
+name = "cloudtrail"
+topics = ["{topic}"]
+timestamp = {{ field = "eventTime" }}
+max_future_skew = "1000d"
+on_bad_record = "{policy}"
+on_missing_timestamp = "{policy}"
+max_record_bytes = "4KiB"
+[tables.rotate]
+max_records = 100
+max_age = "2s"
+"#
+        ),
+    )
+}
+
+#[test]
+fn every_kind_of_bad_record_lands_in_the_dead_letter_prefix_with_its_reason() {
+    let tb = Testbed::from_env();
+    let topic = Testbed::unique("bad");
+    let bucket = Testbed::unique("lake");
+    let group = Testbed::unique("lakesink");
+    tb.create_topic(&topic, 1);
+    tb.create_bucket(&bucket);
+    let (values, expected) = records();
+    tb.produce_raw(&topic, 0, &values);
+    let ends = tb.high_watermarks(&topic, 1);
+    assert_eq!(ends[&0], values.len() as i64);
+
+    let dir = tempfile::tempdir().unwrap();
+    // max_future_skew is 1000 days here, so the 2099 event is judged against its Kafka timestamp
+    // only by a tighter table: use the default skew (1h) for this run.
+    let config = config(&tb, dir.path(), &group, &bucket, &topic, "dlq");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("max_future_skew = \"1000d\"\n", "");
+    std::fs::write(&config, text).unwrap();
+    let mut daemon = tb.start_daemon(&config, dir.path(), &[]);
+    wait_until(Duration::from_secs(120), "every offset committed", || {
+        assert!(
+            daemon.running(),
+            "daemon exited early:\n{}",
+            daemon.log_text()
+        );
+        tb.committed(&group, &topic, 1) == ends
+    });
+    daemon.signal("TERM");
+    assert!(
+        daemon.wait(Duration::from_secs(60)).success(),
+        "{}",
+        daemon.log_text()
+    );
+
+    let good = values.len() - expected.len();
+    let rows = tb.duckdb(&format!(
+        "SELECT count(*) AS n, count(DISTINCT eventID) AS ids FROM read_json('s3://{bucket}/lake/cloudtrail/*/*/*.json.gz')"
+    ));
+    assert_eq!(rows[0]["n"], good as u64, "{}", rows[0]);
+    assert_eq!(rows[0]["ids"], good as u64, "{}", rows[0]);
+
+    let letters = tb.duckdb(&format!(
+        "SELECT \"offset\" AS o, reason, topic, \"partition\" AS p, error, value_base64 IS NULL AS tombstone, \
+         hex(from_base64(coalesce(value_base64, ''))) AS value_hex, kafka_timestamp IS NOT NULL AS has_time \
+         FROM read_json('s3://{bucket}/lake/_errors/cloudtrail/*/*.json.gz') ORDER BY o"
+    ));
+    let got: BTreeMap<i64, &str> = letters
+        .iter()
+        .map(|r| (r["o"].as_i64().unwrap(), r["reason"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        got, expected,
+        "one envelope per bad record, with its reason"
+    );
+    for r in &letters {
+        let o = r["o"].as_i64().unwrap();
+        assert_eq!(r["topic"], topic.as_str());
+        assert_eq!(r["p"], 0);
+        assert_eq!(r["has_time"], true);
+        assert!(!r["error"].as_str().unwrap().is_empty());
+        match &values[o as usize] {
+            None => assert_eq!(r["tombstone"], true, "{r}"),
+            Some(v) => assert_eq!(r["value_hex"], hex(v), "original bytes at {o}: {r}"),
+        }
+    }
+    let log = daemon.log_text();
+    assert!(
+        log.contains("bad record sent to the dead-letter prefix"),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("dead_letters={}", expected.len())),
+        "counted in the summary:\n{log}"
+    );
+    report(&format!(
+        "e2e dead letters: {} records, {} bad ones of {} kinds in _errors/ with reason and bytes, {good} good ones in the table, all offsets committed",
+        values.len(),
+        expected.len(),
+        expected.values().collect::<std::collections::BTreeSet<_>>().len()
+    ));
+}
+
+#[test]
+fn with_on_bad_record_fail_the_daemon_stops_and_names_the_record() {
+    let tb = Testbed::from_env();
+    let topic = Testbed::unique("badfail");
+    let bucket = Testbed::unique("lake");
+    let group = Testbed::unique("lakesink");
+    tb.create_topic(&topic, 1);
+    tb.create_bucket(&bucket);
+    let (values, expected) = records();
+    tb.produce_raw(&topic, 0, &values);
+    let first_bad = *expected.keys().next().unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(&tb, dir.path(), &group, &bucket, &topic, "fail");
+    let mut daemon = tb.start_daemon(&config, dir.path(), &[]);
+    let status = daemon.wait(Duration::from_secs(120));
+    let log = daemon.log_text();
+    assert!(!status.success(), "{log}");
+    assert!(
+        log.contains(&format!("bad record at {topic}[0] offset {first_bad}")),
+        "the error names table, partition and offset:\n{log}"
+    );
+    let committed = tb
+        .committed(&group, &topic, 1)
+        .get(&0)
+        .copied()
+        .unwrap_or(0);
+    assert!(
+        committed <= first_bad,
+        "nothing committed past the bad record: {committed}"
+    );
+}

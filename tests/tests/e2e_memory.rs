@@ -1,0 +1,132 @@
+//! The memory budget with 10,000 distinct partition values: once with a budget large enough
+//! to hold every file open at once, once with a budget far too small for that (files are cut
+//! early and fetching pauses). Peak RSS stays under the budget plus a fixed overhead, and every
+//! record lands once.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use lakesink::demo::generator::GenConfig;
+use lakesink_e2e::{report, Testbed};
+
+const RECORDS: u64 = 60_000;
+const PARTITIONS: i32 = 2;
+const USERS: u64 = 10_000;
+/// The fixed overhead above the budget, with margin. Measured (debug build, this data): a
+/// 48 MiB budget peaks at ~148 MiB RSS, so ~100 MiB: librdkafka's prefetch queue (its default
+/// `queued.max.messages.kbytes` is 64 MiB), the runtime and threads, allocator slack.
+const OVERHEAD: u64 = 128 << 20;
+
+struct Run {
+    peak_rss: u64,
+    files: usize,
+    values: usize,
+    early_cuts: usize,
+}
+
+fn run(tb: &Testbed, topic: &str, budget: &str, budget_bytes: u64) -> Run {
+    let group = Testbed::unique("lakesink");
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let config = dir.path().join("lakesink.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[kafka]
+brokers = "{brokers}"
+group_id = "{group}"
+[kafka.properties]
+"session.timeout.ms" = "6000"
+[storage]
+url = "file://{lake}"
+[pipeline]
+max_buffered_bytes = "{budget}"
+commit_interval = "500ms"
+[[tables]]
+name = "by_user"
+topics = ["{topic}"]
+partition_by = "user={{field:userIdentity.userName}}"
+timestamp = {{ field = "eventTime" }}
+max_future_skew = "1000d"
+[tables.rotate]
+max_records = 1000000
+max_bytes = "1GiB"
+max_age = "10m"
+"#,
+            brokers = tb.brokers,
+            lake = lake.display(),
+        ),
+    )
+    .unwrap();
+    let mut d = tb.start_daemon(&config, dir.path(), &["--until-caught-up"]);
+    let (status, peak_rss) = d.wait_with_peak_rss(Duration::from_secs(240));
+    let log = d.log_text();
+    assert!(status.success(), "{log}");
+    assert!(
+        peak_rss < budget_bytes + OVERHEAD,
+        "budget {budget}: peak RSS {} MiB is above the budget plus {} MiB",
+        peak_rss >> 20,
+        OVERHEAD >> 20
+    );
+
+    let mut files = 0;
+    let mut values = BTreeSet::new();
+    for e in std::fs::read_dir(lake.join("by_user")).unwrap() {
+        let e = e.unwrap();
+        values.insert(e.file_name().to_string_lossy().into_owned());
+        files += std::fs::read_dir(e.path()).unwrap().count();
+    }
+    let rows = tb.duckdb(&format!(
+        "SELECT count(*) AS n, count(DISTINCT eventID) AS ids, count(*) FILTER (WHERE user_name <> userIdentity.userName) AS misplaced \
+         FROM (SELECT *, regexp_extract(filename, 'user=([^/]+)/', 1) AS user_name FROM read_json('{}/by_user/*/*.json.gz', filename = true))",
+        lake.display()
+    ));
+    let r = &rows[0];
+    assert_eq!(r["ids"], RECORDS, "{budget}: lost: {r}");
+    assert_eq!(r["n"], RECORDS, "{budget}: duplicated: {r}");
+    assert_eq!(r["misplaced"], 0, "{budget}: {r}");
+    Run {
+        peak_rss,
+        files,
+        values: values.len(),
+        early_cuts: log.matches("memory budget exceeded").count(),
+    }
+}
+
+#[test]
+fn ten_thousand_open_partition_values_stay_within_the_memory_budget() {
+    let tb = Testbed::from_env();
+    let topic = Testbed::unique("users");
+    tb.create_topic(&topic, PARTITIONS);
+    let gen = GenConfig {
+        users: USERS,
+        span_secs: 2 * 3600,
+        ..GenConfig::default()
+    };
+    tb.produce_events(&topic, PARTITIONS, &gen, 0..RECORDS, RECORDS);
+
+    // Roomy: every (user, Kafka partition) file is open at once until the final drain.
+    let roomy = run(&tb, &topic, "256MiB", 256 << 20);
+    assert!(roomy.values >= 9_900, "{} partition values", roomy.values);
+    assert_eq!(roomy.early_cuts, 0, "nothing was cut early");
+    assert!(
+        roomy.files >= roomy.values,
+        "one file per value and Kafka partition: {} files",
+        roomy.files
+    );
+
+    // Tight: the same data under a 48 MiB budget is cut early, and memory still holds.
+    let tight = run(&tb, &topic, "48MiB", 48 << 20);
+    assert!(tight.early_cuts > 0, "the tight budget forced early cuts");
+
+    report(&format!(
+        "e2e memory: {RECORDS} records over {} user values x {PARTITIONS} Kafka partitions; \
+         budget 256 MiB: {} files open at once, peak RSS {} MiB; budget 48 MiB: {} early cuts, {} files, peak RSS {} MiB",
+        roomy.values,
+        roomy.files,
+        roomy.peak_rss >> 20,
+        tight.early_cuts,
+        tight.files,
+        tight.peak_rss >> 20
+    ));
+}
