@@ -299,28 +299,11 @@ impl PartitionWriter {
         for (slot, open) in self.files.iter_mut().enumerate() {
             let table = &ctx.tables[self.routers[slot].0];
             for (path, f) in open.drain() {
-                let key = f.upload.key().to_string();
-                let written_before = f.encoder.written() - f.encoder.buffered() as u64;
-                let tail = f.encoder.finish().map_err(|source| WriteError::Encode {
-                    key: key.clone(),
-                    source,
-                })?;
-                // The tail stays charged until the store has it; the file's own charge ends.
-                ctx.budget.charge(tail.len());
-                ctx.budget.release(f.charged);
-                self.held = self.held.saturating_sub(f.charged);
-                records += f.records;
-                let file_bytes = written_before + tail.len() as u64;
-                bytes += file_bytes;
-                let facts = FileFacts {
-                    key: key.clone(),
-                    records: f.records,
-                    bytes: file_bytes,
-                    min_event_micros: f.min_event,
-                    max_event_micros: f.max_event,
-                };
-                tracing::debug!(table = %table.name, key = %key, records = f.records, parts = f.upload.parts(), reason = reason.as_str(), "file closed");
-                files.push((f.upload, tail));
+                let (upload, tail, facts) = close(ctx, f, &mut self.held)?;
+                records += facts.records;
+                bytes += facts.bytes;
+                tracing::debug!(table = %table.name, key = %facts.key, records = facts.records, parts = upload.parts(), reason = reason.as_str(), "file closed");
+                files.push((upload, tail));
                 partitions.push(NewPartition {
                     table: table.name.clone(),
                     location: format!("{}/{}/{}/", ctx.location_base, table.name, path),
@@ -330,16 +313,9 @@ impl PartitionWriter {
             }
         }
         for (_, f) in self.errors.drain() {
-            let key = f.upload.key().to_string();
-            let tail = f.encoder.finish().map_err(|source| WriteError::Encode {
-                key: key.clone(),
-                source,
-            })?;
-            ctx.budget.charge(tail.len());
-            ctx.budget.release(f.charged);
-            self.held = self.held.saturating_sub(f.charged);
-            tracing::debug!(key = %key, records = f.records, "dead-letter file closed");
-            files.push((f.upload, tail));
+            let (upload, tail, facts) = close(ctx, f, &mut self.held)?;
+            tracing::debug!(key = %facts.key, records = facts.records, "dead-letter file closed");
+            files.push((upload, tail));
         }
         self.sealed.push_back(Sealed {
             start,
@@ -461,6 +437,32 @@ impl PartitionWriter {
         }
         true
     }
+}
+
+/// Finishes an open file: its last bytes (charged to the budget until the store has them, the
+/// file's own charge returned) and what the catalog and webhook are told about it.
+fn close(
+    ctx: &WriterCtx,
+    f: OpenFile,
+    held: &mut usize,
+) -> Result<(ObjectUpload, Vec<u8>, FileFacts), WriteError> {
+    let key = f.upload.key().to_string();
+    let written_before = f.encoder.written() - f.encoder.buffered() as u64;
+    let tail = f.encoder.finish().map_err(|source| WriteError::Encode {
+        key: key.clone(),
+        source,
+    })?;
+    ctx.budget.charge(tail.len());
+    ctx.budget.release(f.charged);
+    *held = held.saturating_sub(f.charged);
+    let facts = FileFacts {
+        key,
+        records: f.records,
+        bytes: written_before + tail.len() as u64,
+        min_event_micros: f.min_event,
+        max_event_micros: f.max_event,
+    };
+    Ok((f.upload, tail, facts))
 }
 
 /// The parts of a writer that dead-lettering touches.

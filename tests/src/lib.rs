@@ -125,6 +125,28 @@ impl Testbed {
         serde_json::from_str(&self.python("s3_admin.py", &["list", bucket, prefix])).unwrap()
     }
 
+    /// Fresh names for one test — (topic, bucket, consumer group) — with the topic and the
+    /// bucket created.
+    pub fn fresh(&self, prefix: &str, partitions: i32) -> (String, String, String) {
+        let topic = Testbed::unique(prefix);
+        let bucket = Testbed::unique("lake");
+        let group = Testbed::unique("lakesink");
+        self.create_topic(&topic, partitions);
+        self.create_bucket(&bucket);
+        (topic, bucket, group)
+    }
+
+    /// Asserts that the JSON records DuckDB reads from `source` (a `read_json` argument: a glob
+    /// or a list) are exactly `n` events, each `eventID` once.
+    pub fn assert_exactly_once(&self, source: &str, n: u64, what: &str) {
+        let rows = self.duckdb(&format!(
+            "SELECT count(*) AS n, count(DISTINCT eventID) AS ids FROM read_json({source})"
+        ));
+        let r = &rows[0];
+        assert_eq!(r["ids"], n, "{what}: lost records: {r}");
+        assert_eq!(r["n"], n, "{what}: duplicated records: {r}");
+    }
+
     /// Glue partitions of a table: values, location, serde, input_format.
     pub fn glue_partitions(&self, database: &str, table: &str) -> Vec<Value> {
         serde_json::from_str(&self.python("glue_admin.py", &["partitions", database, table]))
@@ -211,6 +233,37 @@ impl Testbed {
         }
         p.flush(Duration::from_secs(60))
             .expect("all records delivered");
+    }
+
+    /// Produces `total` generated events (6 hours of event time, 5 % late) in slices of 2,000
+    /// with a pause after each, on a thread of its own: traffic that keeps arriving while a
+    /// test kills or rebalances daemons.
+    pub fn produce_in_background(
+        &self,
+        topic: &str,
+        partitions: i32,
+        total: u64,
+        pause: Duration,
+    ) -> std::thread::JoinHandle<()> {
+        let tb = self.clone();
+        let topic = topic.to_string();
+        let gen = GenConfig {
+            span_secs: 6 * 3600,
+            ..GenConfig::default()
+        };
+        std::thread::spawn(move || {
+            let step = 2_000;
+            for from in (0..total).step_by(step as usize) {
+                tb.produce_events(
+                    &topic,
+                    partitions,
+                    &gen,
+                    from..(from + step).min(total),
+                    total,
+                );
+                std::thread::sleep(pause);
+            }
+        })
     }
 
     /// Committed offsets of a group for a topic's partitions (empty if it has none yet).
@@ -363,6 +416,36 @@ impl Daemon {
 
     pub fn running(&mut self) -> bool {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+}
+
+impl Daemon {
+    /// Waits until the group has committed `ends` (partition → offset) for `topic`; panics with
+    /// the log if the daemon exits first or the deadline passes.
+    pub fn wait_committed(
+        &mut self,
+        tb: &Testbed,
+        group: &str,
+        topic: &str,
+        ends: &BTreeMap<i32, i64>,
+        within: Duration,
+    ) {
+        let partitions = ends.len() as i32;
+        wait_until(within, "every offset committed", || {
+            assert!(self.running(), "daemon exited early:\n{}", self.log_text());
+            tb.committed(group, topic, partitions) == *ends
+        });
+    }
+
+    /// SIGTERM, then a clean exit (drained) within `within`.
+    pub fn stop(&mut self, within: Duration) {
+        self.signal("TERM");
+        let status = self.wait(within);
+        assert!(
+            status.success(),
+            "graceful exit: {status:?}\n{}",
+            self.log_text()
+        );
     }
 }
 

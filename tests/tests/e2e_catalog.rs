@@ -99,12 +99,8 @@ fn glue_lists_exactly_the_partitions_that_hold_objects() {
     const RECORDS: u64 = 12_000;
     const PARTITIONS: i32 = 3;
     let tb = Testbed::from_env();
-    let topic = Testbed::unique("glue");
-    let bucket = Testbed::unique("lake");
-    let group = Testbed::unique("lakesink");
+    let (topic, bucket, group) = tb.fresh("glue", PARTITIONS);
     let database = Testbed::unique("logs").replace('-', "_");
-    tb.create_topic(&topic, PARTITIONS);
-    tb.create_bucket(&bucket);
     tb.produce_events(
         &topic,
         PARTITIONS,
@@ -127,21 +123,9 @@ fn glue_lists_exactly_the_partitions_that_hold_objects() {
     );
     let started = Instant::now();
     let mut daemon = tb.start_daemon(&config, dir.path(), &[]);
-    wait_until(Duration::from_secs(300), "every offset committed", || {
-        assert!(
-            daemon.running(),
-            "daemon exited early:\n{}",
-            daemon.log_text()
-        );
-        tb.committed(&group, &topic, PARTITIONS) == ends
-    });
+    daemon.wait_committed(&tb, &group, &topic, &ends, Duration::from_secs(300));
     let secs = started.elapsed().as_secs_f64();
-    daemon.signal("TERM");
-    assert!(
-        daemon.wait(Duration::from_secs(60)).success(),
-        "{}",
-        daemon.log_text()
-    );
+    daemon.stop(Duration::from_secs(60));
 
     // The table Lakesink created: partition keys as partition_by declares, the JSON SerDe.
     let t = tb.glue_table(&database, "cloudtrail");
@@ -178,12 +162,11 @@ fn glue_lists_exactly_the_partitions_that_hold_objects() {
         .values()
         .map(|p| format!("'{}*.json.gz'", p["location"].as_str().unwrap()))
         .collect();
-    let rows = tb.duckdb(&format!(
-        "SELECT count(*) AS n, count(DISTINCT eventID) AS ids FROM read_json([{}])",
-        globs.join(", ")
-    ));
-    assert_eq!(rows[0]["n"], RECORDS, "{}", rows[0]);
-    assert_eq!(rows[0]["ids"], RECORDS, "{}", rows[0]);
+    tb.assert_exactly_once(
+        &format!("[{}]", globs.join(", ")),
+        RECORDS,
+        "Glue's locations",
+    );
 
     let log = daemon.log_text();
     let registered = log.matches("partitions registered").count();
@@ -199,12 +182,8 @@ fn a_glue_outage_holds_commits_back_and_everything_lands_once_it_returns() {
     const RECORDS: u64 = 16_000;
     const PARTITIONS: i32 = 2;
     let tb = Testbed::from_env();
-    let topic = Testbed::unique("outage");
-    let bucket = Testbed::unique("lake");
-    let group = Testbed::unique("lakesink");
+    let (topic, bucket, group) = tb.fresh("outage", PARTITIONS);
     let database = Testbed::unique("logs").replace('-', "_");
-    tb.create_topic(&topic, PARTITIONS);
-    tb.create_bucket(&bucket);
     let upstream = tb.glue_endpoint.trim_start_matches("http://").to_string();
     let proxy = Proxy::start(&upstream);
 
@@ -305,12 +284,7 @@ fn a_glue_outage_holds_commits_back_and_everything_lands_once_it_returns() {
         },
     );
     let recovery = back.elapsed().as_secs_f64();
-    daemon.signal("TERM");
-    assert!(
-        daemon.wait(Duration::from_secs(60)).success(),
-        "{}",
-        daemon.log_text()
-    );
+    daemon.stop(Duration::from_secs(60));
 
     let held: BTreeSet<String> = objects(&tb, &bucket, "cloudtrail")
         .into_iter()
@@ -318,11 +292,8 @@ fn a_glue_outage_holds_commits_back_and_everything_lands_once_it_returns() {
         .collect();
     let glue = glue_paths(&tb, &database, "cloudtrail");
     assert_eq!(glue.keys().cloned().collect::<BTreeSet<_>>(), held);
-    let rows = tb.duckdb(&format!(
-        "SELECT count(*) AS n, count(DISTINCT eventID) AS ids FROM read_json('s3://{bucket}/lake/cloudtrail/*/*/*.json.gz')"
-    ));
-    assert_eq!(rows[0]["n"], RECORDS, "{}", rows[0]);
-    assert_eq!(rows[0]["ids"], RECORDS, "{}", rows[0]);
+    let lake = format!("'s3://{bucket}/lake/cloudtrail/*/*/*.json.gz'");
+    tb.assert_exactly_once(&lake, RECORDS, "after the outage");
     report(&format!(
         "e2e glue outage: {} s outage with {} objects in {} unregistered partitions held back; peak RSS {} MiB; \
          all {RECORDS} records registered and committed {recovery:.1} s after Glue returned",
@@ -339,11 +310,8 @@ fn the_webhook_gets_each_new_partition_signed_and_retried_after_5xx() {
     const PARTITIONS: i32 = 2;
     const SECRET: &str = "webhook-secret";
     let tb = Testbed::from_env();
-    let topic = Testbed::unique("hook");
-    let bucket = Testbed::unique("lake");
-    let group = Testbed::unique("lakesink");
-    tb.create_topic(&topic, PARTITIONS);
-    tb.create_bucket(&bucket);
+    let (topic, bucket, group) = tb.fresh("hook", PARTITIONS);
+
     tb.produce_events(
         &topic,
         PARTITIONS,
@@ -366,20 +334,8 @@ fn the_webhook_gets_each_new_partition_signed_and_retried_after_5xx() {
         ),
     );
     let mut daemon = tb.start_daemon(&config, dir.path(), &[]);
-    wait_until(Duration::from_secs(300), "every offset committed", || {
-        assert!(
-            daemon.running(),
-            "daemon exited early:\n{}",
-            daemon.log_text()
-        );
-        tb.committed(&group, &topic, PARTITIONS) == ends
-    });
-    daemon.signal("TERM");
-    assert!(
-        daemon.wait(Duration::from_secs(60)).success(),
-        "{}",
-        daemon.log_text()
-    );
+    daemon.wait_committed(&tb, &group, &topic, &ends, Duration::from_secs(300));
+    daemon.stop(Duration::from_secs(60));
 
     let requests = receiver.requests();
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, SECRET.as_bytes());
@@ -476,11 +432,8 @@ fn the_webhook_gets_each_new_partition_signed_and_retried_after_5xx() {
 #[test]
 fn a_webhook_that_refuses_stops_the_daemon_and_nothing_is_committed() {
     let tb = Testbed::from_env();
-    let topic = Testbed::unique("hook400");
-    let bucket = Testbed::unique("lake");
-    let group = Testbed::unique("lakesink");
-    tb.create_topic(&topic, 1);
-    tb.create_bucket(&bucket);
+    let (topic, bucket, group) = tb.fresh("hook400", 1);
+
     tb.produce_events(&topic, 1, &GenConfig::default(), 0..500, 500);
     let receiver = Receiver::start(vec![400; 100]);
     let dir = tempfile::tempdir().unwrap();
@@ -588,21 +541,9 @@ create_table = true
     .unwrap();
     let started = Instant::now();
     let mut daemon = tb.start_daemon(&config, dir.path(), &[]);
-    wait_until(Duration::from_secs(300), "every offset committed", || {
-        assert!(
-            daemon.running(),
-            "daemon exited early:\n{}",
-            daemon.log_text()
-        );
-        tb.committed(&group, &topic, PARTITIONS) == ends
-    });
+    daemon.wait_committed(&tb, &group, &topic, &ends, Duration::from_secs(300));
     let secs = started.elapsed().as_secs_f64();
-    daemon.signal("TERM");
-    assert!(
-        daemon.wait(Duration::from_secs(60)).success(),
-        "{}",
-        daemon.log_text()
-    );
+    daemon.stop(Duration::from_secs(60));
 
     let table_dir = lake.join("cloudtrail");
     let t = tb.hive_table(&database, "cloudtrail");
@@ -652,12 +593,8 @@ create_table = true
             )
         })
         .collect();
-    let rows = tb.duckdb(&format!(
-        "SELECT count(*) AS n, count(DISTINCT eventID) AS ids FROM read_json([{}])",
-        globs.join(", ")
-    ));
-    assert_eq!(rows[0]["n"], RECORDS, "{}", rows[0]);
-    assert_eq!(rows[0]["ids"], RECORDS, "{}", rows[0]);
+    let locations = format!("[{}]", globs.join(", "));
+    tb.assert_exactly_once(&locations, RECORDS, "the metastore's locations");
 
     // A restart knows nothing: it asks the metastore for the table's partitions before it
     // registers the one new hour that a few more records bring.

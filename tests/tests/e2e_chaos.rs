@@ -4,7 +4,6 @@
 
 use std::time::{Duration, Instant};
 
-use lakesink::demo::generator::GenConfig;
 use lakesink_e2e::{report, wait_until, Testbed};
 
 const RECORDS: u64 = 100_000;
@@ -14,11 +13,7 @@ const KILLS: usize = 12;
 #[test]
 fn sigkill_at_random_moments_and_between_upload_and_commit_loses_and_duplicates_nothing() {
     let tb = Testbed::from_env();
-    let topic = Testbed::unique("chaos");
-    let bucket = Testbed::unique("lake");
-    let group = Testbed::unique("lakesink");
-    tb.create_topic(&topic, PARTITIONS);
-    tb.create_bucket(&bucket);
+    let (topic, bucket, group) = tb.fresh("chaos", PARTITIONS);
 
     // Clock cuts (max_age) as well as count cuts, so replays meet segments a replay would not
     // cut at the same offsets; 5 % late records; two tables.
@@ -50,23 +45,9 @@ max_age = "700ms"
 "#
         ),
     );
-
-    // The producer runs throughout the kills, in slices of 2,000 records (~1,200 records/s).
-    let gen = GenConfig {
-        span_secs: 6 * 3600,
-        ..GenConfig::default()
-    };
-    let producer = {
-        let tb = tb.clone();
-        let topic = topic.clone();
-        std::thread::spawn(move || {
-            let step = 2_000;
-            for from in (0..RECORDS).step_by(step as usize) {
-                tb.produce_events(&topic, PARTITIONS, &gen, from..from + step, RECORDS);
-                std::thread::sleep(Duration::from_millis(1_500));
-            }
-        })
-    };
+    // The producer runs throughout, in slices of 2,000 records.
+    let producer =
+        tb.produce_in_background(&topic, PARTITIONS, RECORDS, Duration::from_millis(1500));
 
     let started = Instant::now();
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
@@ -141,23 +122,11 @@ max_age = "700ms"
         }
         tb.committed(&group, &topic, PARTITIONS) == ends
     });
-    last.signal("TERM");
-    assert!(
-        last.wait(Duration::from_secs(60)).success(),
-        "{}",
-        last.log_text()
-    );
+    last.stop(Duration::from_secs(60));
 
     for table in ["cloudtrail", "by_region"] {
-        let rows = tb.duckdb(&format!(
-            "SELECT count(*) AS n, count(DISTINCT eventID) AS ids \
-             FROM read_json('s3://{bucket}/lake/{table}/**/*.json.gz')"
-        ));
-        let r = &rows[0];
-        let n = r["n"].as_u64().unwrap();
-        let ids = r["ids"].as_u64().unwrap();
-        assert_eq!(ids, RECORDS, "{table}: lost {}", RECORDS - ids);
-        assert_eq!(n, RECORDS, "{table}: duplicated {}", n - ids);
+        let source = format!("'s3://{bucket}/lake/{table}/**/*.json.gz'");
+        tb.assert_exactly_once(&source, RECORDS, table);
     }
     let committed_before: i64 = before_final.values().sum();
     report(&format!(

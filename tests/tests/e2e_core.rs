@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use lakesink::demo::generator::GenConfig;
-use lakesink_e2e::{report, wait_until, Testbed};
+use lakesink_e2e::{report, Testbed};
 
 const RECORDS: u64 = 50_000;
 const PARTITIONS: i32 = 3;
@@ -12,11 +12,7 @@ const PARTITIONS: i32 = 3;
 #[test]
 fn records_land_exactly_once_in_their_event_hour_and_a_restart_rereads_nothing() {
     let tb = Testbed::from_env();
-    let topic = Testbed::unique("cloudtrail");
-    let bucket = Testbed::unique("lake");
-    let group = Testbed::unique("lakesink");
-    tb.create_topic(&topic, PARTITIONS);
-    tb.create_bucket(&bucket);
+    let (topic, bucket, group) = tb.fresh("cloudtrail", PARTITIONS);
 
     // ≥ 3 event hours (4 h span plus late events up to 90 minutes older).
     let gen = GenConfig {
@@ -62,14 +58,7 @@ max_age = "3s"
 
     let t1 = Instant::now();
     let mut daemon = tb.start_daemon(&config, dir.path(), &[]);
-    wait_until(Duration::from_secs(600), "every offset committed", || {
-        assert!(
-            daemon.running(),
-            "daemon exited early:\n{}",
-            daemon.log_text()
-        );
-        tb.committed(&group, &topic, PARTITIONS) == ends
-    });
+    daemon.wait_committed(&tb, &group, &topic, &ends, Duration::from_secs(600));
     let sink_secs = t1.elapsed().as_secs_f64();
     daemon.signal("TERM");
     let status = daemon.wait(Duration::from_secs(60));
@@ -178,11 +167,8 @@ max_age = "3s"
 #[test]
 fn large_files_stream_up_as_multipart_uploads() {
     let tb = Testbed::from_env();
-    let topic = Testbed::unique("bulk");
-    let bucket = Testbed::unique("lake");
-    let group = Testbed::unique("lakesink");
-    tb.create_topic(&topic, 1);
-    tb.create_bucket(&bucket);
+    let (topic, bucket, group) = tb.fresh("bulk", 1);
+
     let n = 12_000;
     let bytes = tb.produce_events(&topic, 1, &GenConfig::default(), 0..n, n);
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use lakesink::demo::generator::{event, GenConfig};
-use lakesink_e2e::{report, wait_until, Testbed};
+use lakesink_e2e::{report, Testbed};
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02X}")).collect()
@@ -95,11 +95,8 @@ max_age = "2s"
 #[test]
 fn every_kind_of_bad_record_lands_in_the_dead_letter_prefix_with_its_reason() {
     let tb = Testbed::from_env();
-    let topic = Testbed::unique("bad");
-    let bucket = Testbed::unique("lake");
-    let group = Testbed::unique("lakesink");
-    tb.create_topic(&topic, 1);
-    tb.create_bucket(&bucket);
+    let (topic, bucket, group) = tb.fresh("bad", 1);
+
     let (values, expected) = records();
     tb.produce_raw(&topic, 0, &values);
     let ends = tb.high_watermarks(&topic, 1);
@@ -114,27 +111,12 @@ fn every_kind_of_bad_record_lands_in_the_dead_letter_prefix_with_its_reason() {
         .replace("max_future_skew = \"1000d\"\n", "");
     std::fs::write(&config, text).unwrap();
     let mut daemon = tb.start_daemon(&config, dir.path(), &[]);
-    wait_until(Duration::from_secs(120), "every offset committed", || {
-        assert!(
-            daemon.running(),
-            "daemon exited early:\n{}",
-            daemon.log_text()
-        );
-        tb.committed(&group, &topic, 1) == ends
-    });
-    daemon.signal("TERM");
-    assert!(
-        daemon.wait(Duration::from_secs(60)).success(),
-        "{}",
-        daemon.log_text()
-    );
+    daemon.wait_committed(&tb, &group, &topic, &ends, Duration::from_secs(120));
+    daemon.stop(Duration::from_secs(60));
 
     let good = values.len() - expected.len();
-    let rows = tb.duckdb(&format!(
-        "SELECT count(*) AS n, count(DISTINCT eventID) AS ids FROM read_json('s3://{bucket}/lake/cloudtrail/*/*/*.json.gz')"
-    ));
-    assert_eq!(rows[0]["n"], good as u64, "{}", rows[0]);
-    assert_eq!(rows[0]["ids"], good as u64, "{}", rows[0]);
+    let source = format!("'s3://{bucket}/lake/cloudtrail/*/*/*.json.gz'");
+    tb.assert_exactly_once(&source, good as u64, "the good records");
 
     let letters = tb.duckdb(&format!(
         "SELECT \"offset\" AS o, reason, topic, \"partition\" AS p, error, value_base64 IS NULL AS tombstone, \
@@ -180,11 +162,8 @@ fn every_kind_of_bad_record_lands_in_the_dead_letter_prefix_with_its_reason() {
 #[test]
 fn with_on_bad_record_fail_the_daemon_stops_and_names_the_record() {
     let tb = Testbed::from_env();
-    let topic = Testbed::unique("badfail");
-    let bucket = Testbed::unique("lake");
-    let group = Testbed::unique("lakesink");
-    tb.create_topic(&topic, 1);
-    tb.create_bucket(&bucket);
+    let (topic, bucket, group) = tb.fresh("badfail", 1);
+
     let (values, expected) = records();
     tb.produce_raw(&topic, 0, &values);
     let first_bad = *expected.keys().next().unwrap();

@@ -7,18 +7,15 @@ use std::time::Duration;
 
 use lakesink::demo::generator::GenConfig;
 use lakesink_e2e::faults::{FaultProxy, Rates};
-use lakesink_e2e::{report, wait_until, Testbed};
+use lakesink_e2e::{report, Testbed};
 
 #[test]
 fn s3_503s_resets_and_slow_answers_are_retried_and_nothing_is_lost_or_duplicated() {
     const RECORDS: u64 = 20_000;
     const PARTITIONS: i32 = 3;
     let tb = Testbed::from_env();
-    let topic = Testbed::unique("faults");
-    let bucket = Testbed::unique("lake");
-    let group = Testbed::unique("lakesink");
-    tb.create_topic(&topic, PARTITIONS);
-    tb.create_bucket(&bucket);
+    let (topic, bucket, group) = tb.fresh("faults", PARTITIONS);
+
     tb.produce_events(
         &topic,
         PARTITIONS,
@@ -68,20 +65,8 @@ max_age = "10s"
         ),
     );
     let mut daemon = tb.start_daemon(&config, dir.path(), &[]);
-    wait_until(Duration::from_secs(300), "every offset committed", || {
-        assert!(
-            daemon.running(),
-            "daemon exited early:\n{}",
-            daemon.log_text()
-        );
-        tb.committed(&group, &topic, PARTITIONS) == ends
-    });
-    daemon.signal("TERM");
-    assert!(
-        daemon.wait(Duration::from_secs(120)).success(),
-        "{}",
-        daemon.log_text()
-    );
+    daemon.wait_committed(&tb, &group, &topic, &ends, Duration::from_secs(300));
+    daemon.stop(Duration::from_secs(120));
 
     let c = &proxy.counts;
     let faults = c.slow_down.load(Ordering::Relaxed)
@@ -93,13 +78,8 @@ max_age = "10s"
     assert!(retries > 0, "retries are visible in the log:\n{log}");
 
     for table in ["cloudtrail", "daily"] {
-        let rows = tb.duckdb(&format!(
-            "SELECT count(*) AS n, count(DISTINCT eventID) AS ids \
-             FROM read_json('s3://{bucket}/lake/{table}/**/*.json.gz')"
-        ));
-        let r = &rows[0];
-        assert_eq!(r["ids"], RECORDS, "{table}: {r}");
-        assert_eq!(r["n"], RECORDS, "{table}: {r}");
+        let source = format!("'s3://{bucket}/lake/{table}/**/*.json.gz'");
+        tb.assert_exactly_once(&source, RECORDS, table);
     }
     report(&format!(
         "e2e S3 faults: {} requests, {} answered 503 SlowDown, {} reset before and {} after reaching the server, {} delayed 1.5 s; \

@@ -4,8 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use lakesink::demo::generator::GenConfig;
-use lakesink_e2e::{report, wait_until, Testbed};
+use lakesink_e2e::{report, Testbed};
 
 #[test]
 fn a_member_leaving_and_joining_repeatedly_loses_and_duplicates_nothing() {
@@ -13,11 +12,8 @@ fn a_member_leaving_and_joining_repeatedly_loses_and_duplicates_nothing() {
     const PARTITIONS: i32 = 6;
     const CYCLES: usize = 6;
     let tb = Testbed::from_env();
-    let topic = Testbed::unique("rebalance");
-    let bucket = Testbed::unique("lake");
-    let group = Testbed::unique("lakesink");
-    tb.create_topic(&topic, PARTITIONS);
-    tb.create_bucket(&bucket);
+    let (topic, bucket, group) = tb.fresh("rebalance", PARTITIONS);
+
     let dir = tempfile::tempdir().unwrap();
     let config = tb.write_config(
         dir.path(),
@@ -35,22 +31,9 @@ max_age = "1s"
 "#
         ),
     );
-
-    let gen = GenConfig {
-        span_secs: 6 * 3600,
-        ..GenConfig::default()
-    };
-    let producer = {
-        let tb = tb.clone();
-        let topic = topic.clone();
-        std::thread::spawn(move || {
-            let step = 2_000;
-            for from in (0..RECORDS).step_by(step as usize) {
-                tb.produce_events(&topic, PARTITIONS, &gen, from..from + step, RECORDS);
-                std::thread::sleep(Duration::from_millis(1_000));
-            }
-        })
-    };
+    // The producer runs throughout, in slices of 2,000 records.
+    let producer =
+        tb.produce_in_background(&topic, PARTITIONS, RECORDS, Duration::from_millis(1000));
 
     let started = Instant::now();
     let mut steady = tb.start_daemon(&config, dir.path(), &[]);
@@ -79,28 +62,11 @@ max_age = "1s"
     producer.join().unwrap();
     let ends = tb.high_watermarks(&topic, PARTITIONS);
     assert_eq!(ends.values().sum::<i64>() as u64, RECORDS);
-    wait_until(Duration::from_secs(240), "every offset committed", || {
-        assert!(
-            steady.running(),
-            "daemon exited early:\n{}",
-            steady.log_text()
-        );
-        tb.committed(&group, &topic, PARTITIONS) == ends
-    });
-    steady.signal("TERM");
-    assert!(
-        steady.wait(Duration::from_secs(60)).success(),
-        "{}",
-        steady.log_text()
-    );
+    steady.wait_committed(&tb, &group, &topic, &ends, Duration::from_secs(240));
+    steady.stop(Duration::from_secs(60));
 
-    let rows = tb.duckdb(&format!(
-        "SELECT count(*) AS n, count(DISTINCT eventID) AS ids \
-         FROM read_json('s3://{bucket}/lake/cloudtrail/**/*.json.gz')"
-    ));
-    let r = &rows[0];
-    assert_eq!(r["ids"], RECORDS, "lost: {r}");
-    assert_eq!(r["n"], RECORDS, "duplicated: {r}");
+    let source = format!("'s3://{bucket}/lake/cloudtrail/**/*.json.gz'");
+    tb.assert_exactly_once(&source, RECORDS, "after the rebalances");
     let revoked = steady.log_text().matches("revoked").count();
     report(&format!(
         "e2e rebalance (tansu): {RECORDS} records, {PARTITIONS} partitions, a second member joined and left {clean_exits} times \

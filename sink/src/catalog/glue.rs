@@ -293,16 +293,7 @@ impl Catalog for Glue {
                 .flatten()
                 .filter_map(|k| k["Name"].as_str())
                 .collect();
-            if keys != t.partition_columns {
-                return Err(CatalogError::Refused {
-                    catalog: KIND,
-                    what: format!("table {}.{}", t.database, t.table),
-                    message: format!(
-                        "its partition keys {keys:?} differ from partition_by's columns {:?}",
-                        t.partition_columns
-                    ),
-                });
-            }
+            super::check_partition_keys(KIND, t, &keys)?;
             let mut sd = table["StorageDescriptor"].clone();
             if !sd.is_object() {
                 sd = storage_descriptor(t.format, &t.location);

@@ -252,15 +252,7 @@ impl Catalog for HiveMetastore {
                 .iter()
                 .filter_map(|k| k.field(1).and_then(TValue::as_str))
                 .collect();
-            if keys != t.partition_columns {
-                return Err(Self::refused(
-                    format!("table {}.{}", t.database, t.table),
-                    format!(
-                        "its partition keys {keys:?} differ from partition_by's columns {:?}",
-                        t.partition_columns
-                    ),
-                ));
-            }
+            super::check_partition_keys(KIND, t, &keys)?;
             let sd = table
                 .field(7)
                 .cloned()

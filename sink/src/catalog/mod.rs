@@ -354,6 +354,25 @@ impl Registrar {
     }
 }
 
+/// Refuses a catalog table whose partition keys are not `partition_by`'s columns.
+pub(crate) fn check_partition_keys(
+    catalog: &'static str,
+    t: &CatalogTable,
+    keys: &[&str],
+) -> Result<(), CatalogError> {
+    if keys == t.partition_columns {
+        return Ok(());
+    }
+    Err(CatalogError::Refused {
+        catalog,
+        what: format!("table {}.{}", t.database, t.table),
+        message: format!(
+            "its partition keys {keys:?} differ from partition_by's columns {:?}",
+            t.partition_columns
+        ),
+    })
+}
+
 /// Classifies an HTTP failure: connection problems, timeouts, 5xx, 408 and 429 are transient.
 pub(crate) fn http_error(
     catalog: &'static str,
