@@ -14,7 +14,13 @@ fn start_tansu(tb: &Testbed, dir: &Path, port: u16) -> Child {
     let url = format!("tcp://127.0.0.1:{port}");
     let log = std::fs::File::create(dir.join("tansu.log")).unwrap();
     Command::new(&tb.tansu)
-        .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
         .args(["--storage-engine", "sqlite://tansu.db"])
         .current_dir(dir)
         .env_remove("CLUSTER_ID")
@@ -39,7 +45,11 @@ fn a_broker_restart_mid_run_loses_and_duplicates_nothing() {
     const PARTITIONS: i32 = 2;
     let base = Testbed::from_env();
     let dir = tempfile::tempdir().unwrap();
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut broker = start_tansu(&base, dir.path(), port);
     wait_port(port);
     let tb = Testbed {
@@ -68,7 +78,10 @@ max_age = "1s"
     );
     let mut daemon = tb.start_daemon(&config, dir.path(), &[]);
     wait_until(Duration::from_secs(120), "some offsets committed", || {
-        tb.committed(&group, &topic, PARTITIONS).values().sum::<i64>() > 0
+        tb.committed(&group, &topic, PARTITIONS)
+            .values()
+            .sum::<i64>()
+            > 0
     });
 
     // The broker dies without a goodbye, stays away a while, and comes back.
@@ -76,14 +89,22 @@ max_age = "1s"
     broker.wait().unwrap();
     let down = Instant::now();
     std::thread::sleep(Duration::from_secs(5));
-    assert!(daemon.running(), "the daemon survives the outage:\n{}", daemon.log_text());
+    assert!(
+        daemon.running(),
+        "the daemon survives the outage:\n{}",
+        daemon.log_text()
+    );
     let mut broker = start_tansu(&tb, dir.path(), port);
     wait_port(port);
     let outage = down.elapsed().as_secs_f64();
 
     tb.produce_events(&topic, PARTITIONS, &gen, HALF..2 * HALF, 2 * HALF);
     let ends = tb.high_watermarks(&topic, PARTITIONS);
-    assert_eq!(ends.values().sum::<i64>() as u64, 2 * HALF, "the broker kept every record");
+    assert_eq!(
+        ends.values().sum::<i64>() as u64,
+        2 * HALF,
+        "the broker kept every record"
+    );
     daemon.wait_committed(&tb, &group, &topic, &ends, Duration::from_secs(240));
     daemon.stop(Duration::from_secs(60));
 
