@@ -73,11 +73,15 @@ pub struct ConfigFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeadLetterSection {
-    /// `objects` (default): gzip NDJSON envelopes under `{storage.url}/{prefix}/{table}/`.
+    /// `objects` (default): gzip NDJSON envelopes under `{storage.url}/{prefix}/{table}/`;
+    /// `kafka`: the original record (key, value, headers) to `topic`, with `lakesink.*` headers
+    /// that say why, on the brokers of `[kafka]`.
     #[serde(default = "default_dead_letter_kind")]
     pub kind: String,
     #[serde(default = "default_dead_letter_prefix")]
     pub prefix: String,
+    #[serde(default)]
+    pub topic: Option<String>,
 }
 
 fn default_dead_letter_kind() -> String {
@@ -92,6 +96,7 @@ impl Default for DeadLetterSection {
         Self {
             kind: default_dead_letter_kind(),
             prefix: default_dead_letter_prefix(),
+            topic: None,
         }
     }
 }
@@ -366,6 +371,8 @@ pub struct Plan {
     pub catalog: CatalogPlan,
     /// Path prefix of dead-letter objects below `storage.url` (e.g. `_errors`).
     pub dead_letter_prefix: String,
+    /// With `dead_letter.kind = "kafka"`: the topic dead letters are produced to.
+    pub dead_letter_topic: Option<String>,
     pub tables: Vec<TablePlan>,
 }
 
@@ -640,16 +647,33 @@ impl Plan {
         }
         let catalog = catalog_plan(&file.catalog, origin)?;
         let dl = &file.dead_letter;
-        if dl.kind == "kafka" {
+        let dead_letter_topic = match (dl.kind.as_str(), &dl.topic) {
+            ("objects", None) => None,
+            ("kafka", Some(t)) if !t.trim().is_empty() => Some(t.trim().to_string()),
+            ("kafka", _) => {
+                return Err(invalid(
+                    "dead_letter.kind = \"kafka\" needs dead_letter.topic".into(),
+                ))
+            }
+            ("objects", Some(_)) => {
+                return Err(invalid(
+                    "dead_letter.topic applies to dead_letter.kind = \"kafka\"".into(),
+                ))
+            }
+            (other, _) => {
+                return Err(invalid(format!(
+                    "dead_letter.kind = \"{other}\": use \"objects\" or \"kafka\""
+                )))
+            }
+        };
+        if dead_letter_topic
+            .as_ref()
+            .is_some_and(|t| tables.iter().any(|x| x.topics.contains(t)))
+        {
             return Err(invalid(
-                "dead_letter.kind = \"kafka\" is not available yet; use \"objects\" (envelopes under the store's dead_letter.prefix)".into(),
+                "dead_letter.topic is also a table's topic: bad records would come round again"
+                    .into(),
             ));
-        }
-        if dl.kind != "objects" {
-            return Err(invalid(format!(
-                "dead_letter.kind = \"{}\": use \"objects\"",
-                dl.kind
-            )));
         }
         let dead_letter_prefix = dl.prefix.trim_matches('/').to_string();
         if dead_letter_prefix.is_empty()
@@ -699,6 +723,7 @@ impl Plan {
             pipeline,
             catalog,
             dead_letter_prefix,
+            dead_letter_topic,
             tables,
         })
     }
@@ -1208,7 +1233,7 @@ max_age = "30s"
     }
 
     #[test]
-    fn dead_letters_parse_and_kafka_is_refused_for_now() {
+    fn dead_letter_destinations_parse() {
         let text = MINIMAL.replace(
             "[tables.rotate]",
             "on_missing_timestamp = \"dlq\"\non_bad_record = \"dlq\"\nmax_record_bytes = \"1MiB\"\n[tables.rotate]",
@@ -1221,7 +1246,18 @@ max_age = "30s"
         assert_eq!(plan.dead_letter_prefix, "_errors");
         let kafka = text.replace("[[tables]]", "[dead_letter]\nkind = \"kafka\"\n[[tables]]");
         let e = Plan::from_toml(&kafka, "t.toml").unwrap_err().to_string();
-        assert!(e.contains("not available yet"), "{e}");
+        assert!(e.contains("needs dead_letter.topic"), "{e}");
+        let kafka = text.replace(
+            "[[tables]]",
+            "[dead_letter]\nkind = \"kafka\"\ntopic = \"dlq\"\n[[tables]]",
+        );
+        let plan = Plan::from_toml(&kafka, "t.toml").unwrap();
+        assert_eq!(plan.dead_letter_topic.as_deref(), Some("dlq"));
+        let looping = text.replace(
+            "[[tables]]",
+            "[dead_letter]\nkind = \"kafka\"\ntopic = \"cloudtrail\"\n[[tables]]",
+        );
+        assert!(Plan::from_toml(&looping, "t.toml").is_err());
         let escape = text.replace("[[tables]]", "[dead_letter]\nprefix = \"../x\"\n[[tables]]");
         assert!(Plan::from_toml(&escape, "t.toml").is_err());
     }

@@ -110,6 +110,35 @@ const BATCH_RECORDS: usize = 4096;
 const BATCH_AGE: Duration = Duration::from_millis(100);
 
 /// Builds the librdkafka configuration: Lakesink's required settings, then the user's.
+/// The dead-letter producer's config: the same brokers and connection settings (security,
+/// SASL, TLS, sockets) as the consumer, idempotent, acknowledged by all in-sync replicas.
+pub fn producer_config(kafka: &KafkaPlan) -> ClientConfig {
+    const CONNECTION: &[&str] = &[
+        "security.",
+        "sasl.",
+        "ssl.",
+        "socket.",
+        "broker.",
+        "client.",
+        "reconnect.",
+        "metadata.",
+        "api.",
+        "debug",
+    ];
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", &kafka.brokers)
+        .set("client.id", "lakesink-dead-letters");
+    for (k, v) in &kafka.properties {
+        if CONNECTION.iter().any(|p| k.starts_with(p)) {
+            cfg.set(k, v);
+        }
+    }
+    cfg.set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5");
+    cfg
+}
+
 pub fn client_config(kafka: &KafkaPlan) -> ClientConfig {
     let mut cfg = ClientConfig::new();
     cfg.set("bootstrap.servers", &kafka.brokers)
@@ -307,10 +336,26 @@ impl Shared {
             batch.data.extend_from_slice(p);
             (s as u32, batch.data.len() as u32)
         });
+        let key = m.key().map(|k| {
+            let s = batch.data.len();
+            batch.data.extend_from_slice(k);
+            (s as u32, batch.data.len() as u32)
+        });
+        let headers = m
+            .headers()
+            .filter(|h| rdkafka::message::Headers::count(*h) > 0)
+            .map(|h| {
+                let s = batch.data.len();
+                let all = rdkafka::message::Headers::iter(h).map(|h| (h.key, h.value));
+                crate::worker::encode_headers(all, &mut batch.data);
+                (s as u32, batch.data.len() as u32)
+            });
         batch.recs.push(RecMeta {
             offset: m.offset(),
             kafka_millis: m.timestamp().to_millis(),
             value,
+            key,
+            headers,
         });
         state.position = Some(m.offset() + 1);
         Stats::add(&self.stats.records_in, 1);

@@ -57,6 +57,15 @@ pub async fn run(plan: Plan, control: Arc<Control>, stats: Arc<Stats>) -> Result
         fatal: fatal.clone(),
         part_size: plan.pipeline.part_size,
         dead_letter_prefix: plan.dead_letter_prefix.clone(),
+        dead_letter_producer: match &plan.dead_letter_topic {
+            None => None,
+            Some(topic) => Some(Arc::new(crate::writer::DeadLetterProducer {
+                producer: crate::consume::producer_config(&plan.kafka)
+                    .create()
+                    .map_err(|e| Error::Other(format!("creating the dead-letter producer: {e}")))?,
+                topic: topic.clone(),
+            })),
+        },
         upload_slots: Arc::new(tokio::sync::Semaphore::new(UPLOAD_CONCURRENCY)),
     });
 

@@ -18,6 +18,48 @@ pub struct RecMeta {
     pub kafka_millis: Option<i64>,
     /// Byte range of the value in the batch's data, if it has one.
     pub value: Option<(u32, u32)>,
+    /// Byte range of the key, if it has one.
+    pub key: Option<(u32, u32)>,
+    /// Byte range of the headers (see [`encode_headers`]), if it has any.
+    pub headers: Option<(u32, u32)>,
+}
+
+/// Appends Kafka headers to `out` as `[u32 name length][name][i32 value length, -1 for
+/// null][value]…`, the form [`decode_headers`] reads. Only dead letters use them.
+pub fn encode_headers<'a>(
+    headers: impl Iterator<Item = (&'a str, Option<&'a [u8]>)>,
+    out: &mut Vec<u8>,
+) {
+    for (name, value) in headers {
+        out.extend_from_slice(&(name.len() as u32).to_le_bytes());
+        out.extend_from_slice(name.as_bytes());
+        match value {
+            Some(v) => {
+                out.extend_from_slice(&(v.len() as i32).to_le_bytes());
+                out.extend_from_slice(v);
+            }
+            None => out.extend_from_slice(&(-1i32).to_le_bytes()),
+        }
+    }
+}
+
+/// The headers [`encode_headers`] wrote.
+pub fn decode_headers(mut b: &[u8]) -> Vec<(String, Option<Vec<u8>>)> {
+    let mut out = Vec::new();
+    while b.len() >= 4 {
+        let n = u32::from_le_bytes(b[..4].try_into().expect("4 bytes")) as usize;
+        let name = String::from_utf8_lossy(&b[4..4 + n]).into_owned();
+        b = &b[4 + n..];
+        let len = i32::from_le_bytes(b[..4].try_into().expect("4 bytes"));
+        b = &b[4..];
+        if len < 0 {
+            out.push((name, None));
+        } else {
+            out.push((name, Some(b[..len as usize].to_vec())));
+            b = &b[len as usize..];
+        }
+    }
+    out
 }
 
 /// Consecutive records of one partition, copied out of the consumer's buffers once.
@@ -86,11 +128,14 @@ pub fn run(ctx: Arc<WriterCtx>, rx: Receiver<WorkerMsg>) {
                     .duration_since(UNIX_EPOCH)
                     .map_or(0, |d| d.as_micros() as i64);
                 for m in &b.recs {
-                    let payload = m.value.map(|(s, e)| &b.data[s as usize..e as usize]);
+                    let range =
+                        |r: Option<(u32, u32)>| r.map(|(s, e)| &b.data[s as usize..e as usize]);
                     let rec = RecordIn {
                         offset: m.offset,
                         kafka_millis: m.kafka_millis,
-                        payload,
+                        payload: range(m.value),
+                        key: range(m.key),
+                        headers: range(m.headers),
                     };
                     if let Err(e) = w.push(&ctx, rec, now, now_micros) {
                         ctx.fatal.set(e.into());

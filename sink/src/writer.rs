@@ -11,6 +11,10 @@ use std::time::Instant;
 use futures::StreamExt;
 use object_store::path::Path;
 use object_store::ObjectStore;
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
@@ -54,6 +58,8 @@ pub enum WriteError {
         key: String,
         message: String,
     },
+    #[error("{tp}: producing a dead letter failed: {message}")]
+    DeadLetter { tp: Tp, message: String },
     #[error("segment {tp} [{start}, {end}): upload task failed: {message}")]
     Task {
         tp: Tp,
@@ -80,6 +86,8 @@ pub struct WriterCtx {
     pub part_size: usize,
     /// Directory of dead-letter objects below the store root (`_errors`).
     pub dead_letter_prefix: String,
+    /// With `dead_letter.kind = "kafka"`: where dead letters are produced instead.
+    pub dead_letter_producer: Option<Arc<DeadLetterProducer>>,
     /// Objects being completed in the store at once, daemon-wide.
     pub upload_slots: Arc<tokio::sync::Semaphore>,
 }
@@ -90,6 +98,10 @@ pub struct RecordIn<'a> {
     pub offset: i64,
     pub kafka_millis: Option<i64>,
     pub payload: Option<&'a [u8]>,
+    /// Only dead letters use the key and the headers (encoded by
+    /// [`crate::worker::encode_headers`]).
+    pub key: Option<&'a [u8]>,
+    pub headers: Option<&'a [u8]>,
 }
 
 /// A segment cut and sealed in the ledger whose objects are not completed yet.
@@ -97,6 +109,8 @@ struct Sealed {
     start: i64,
     end: i64,
     ticket: Option<crate::commit::Ticket>,
+    /// Dead letters produced to the dead-letter topic; the segment is done once all are acked.
+    deliveries: Vec<DeliveryFuture>,
     /// Each file's upload and the bytes not sent yet.
     files: Vec<(ObjectUpload, Vec<u8>)>,
     partitions: Vec<NewPartition>,
@@ -127,6 +141,8 @@ pub struct PartitionWriter {
     files: Vec<HashMap<String, OpenFile>>,
     /// Open dead-letter files, by `{table}/date=…` below the dead-letter prefix.
     errors: HashMap<String, OpenFile>,
+    /// Dead letters produced to the dead-letter topic from the open segment, not yet acked.
+    deliveries: Vec<DeliveryFuture>,
     /// First offset of the open segment, if it has any record.
     start: Option<i64>,
     /// One past the last offset taken.
@@ -160,6 +176,7 @@ impl PartitionWriter {
             routers,
             files,
             errors: HashMap::new(),
+            deliveries: Vec::new(),
             start: None,
             next: 0,
             deadline: Deadline::default(),
@@ -228,6 +245,7 @@ impl PartitionWriter {
                     let cut = dead_letter(
                         DeadLetterFiles {
                             files: &mut self.errors,
+                            deliveries: &mut self.deliveries,
                             held: &mut self.held,
                             deadline: &mut self.deadline,
                             tp: &self.tp,
@@ -321,6 +339,7 @@ impl PartitionWriter {
             start,
             end,
             ticket,
+            deliveries: std::mem::take(&mut self.deliveries),
             files,
             partitions,
             records,
@@ -354,6 +373,7 @@ impl PartitionWriter {
             start,
             end,
             ticket,
+            deliveries,
             files,
             partitions,
             records,
@@ -389,6 +409,13 @@ impl PartitionWriter {
                         Err(e) => {
                             return Err(WriteError::Task { tp: tp.clone(), start, end, message: e.to_string() });
                         }
+                    }
+                }
+                for d in deliveries {
+                    match d.await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err((e, _))) => return Err(WriteError::DeadLetter { tp: tp.clone(), message: e.to_string() }),
+                        Err(_) => return Err(WriteError::DeadLetter { tp: tp.clone(), message: "the producer dropped the delivery".into() }),
                     }
                 }
                 catalog.ensure(&partitions).await?;
@@ -465,9 +492,83 @@ fn close(
     Ok((f.upload, tail, facts))
 }
 
+/// Produces dead letters to a Kafka topic: the original key, value and headers, plus headers
+/// `lakesink.reason`, `lakesink.error`, `lakesink.table`, `lakesink.topic`,
+/// `lakesink.partition`, `lakesink.offset` and `lakesink.timestamp` (the Kafka timestamp, ms).
+pub struct DeadLetterProducer {
+    pub producer: FutureProducer,
+    pub topic: String,
+}
+
+impl DeadLetterProducer {
+    fn send(
+        &self,
+        table: &TablePlan,
+        tp: &Tp,
+        rec: &RecordIn<'_>,
+        error: &RouteError,
+    ) -> Result<DeliveryFuture, WriteError> {
+        let mut headers = OwnedHeaders::new();
+        for (name, value) in rec
+            .headers
+            .map(crate::worker::decode_headers)
+            .unwrap_or_default()
+        {
+            headers = headers.insert(Header {
+                key: &name,
+                value: value.as_deref(),
+            });
+        }
+        let (partition, offset) = (tp.partition.to_string(), rec.offset.to_string());
+        let timestamp = rec.kafka_millis.map(|m| m.to_string());
+        let error_text = error.to_string();
+        let ours: [(&str, Option<&str>); 7] = [
+            ("lakesink.reason", Some(error.reason())),
+            ("lakesink.error", Some(&error_text)),
+            ("lakesink.table", Some(&table.name)),
+            ("lakesink.topic", Some(&tp.topic)),
+            ("lakesink.partition", Some(&partition)),
+            ("lakesink.offset", Some(&offset)),
+            ("lakesink.timestamp", timestamp.as_deref()),
+        ];
+        for (key, value) in ours {
+            headers = headers.insert(Header {
+                key,
+                value: value.map(str::as_bytes),
+            });
+        }
+        let mut record = FutureRecord::<[u8], [u8]>::to(&self.topic).headers(headers);
+        if let Some(v) = rec.payload {
+            record = record.payload(v);
+        }
+        if let Some(k) = rec.key {
+            record = record.key(k);
+        }
+        if let Some(ts) = rec.kafka_millis.filter(|m| *m >= 0) {
+            record = record.timestamp(ts);
+        }
+        loop {
+            match self.producer.send_result(record) {
+                Ok(delivery) => return Ok(delivery),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err((e, _)) => {
+                    return Err(WriteError::DeadLetter {
+                        tp: tp.clone(),
+                        message: e.to_string(),
+                    })
+                }
+            }
+        }
+    }
+}
+
 /// The parts of a writer that dead-lettering touches.
 struct DeadLetterFiles<'a> {
     files: &'a mut HashMap<String, OpenFile>,
+    deliveries: &'a mut Vec<DeliveryFuture>,
     held: &'a mut usize,
     deadline: &'a mut Deadline,
     tp: &'a Tp,
@@ -491,6 +592,26 @@ fn dead_letter(
         || "unknown".to_string(),
         |t| t.format("%Y-%m-%d").to_string(),
     );
+    let count = ctx.stats.dead_letter(&table.name, error.reason());
+    let destination = match &ctx.dead_letter_producer {
+        Some(p) => p.topic.as_str(),
+        None => ctx.dead_letter_prefix.as_str(),
+    };
+    if count == 1 {
+        tracing::warn!(table = %table.name, tp = %w.tp, offset = rec.offset, reason = error.reason(), error = %error, destination, "bad record dead-lettered (first of this table and reason; later ones are logged at debug)");
+    } else {
+        tracing::debug!(table = %table.name, tp = %w.tp, offset = rec.offset, reason = error.reason(), error = %error, destination, "bad record dead-lettered");
+    }
+    if let Some(p) = &ctx.dead_letter_producer {
+        w.deliveries.push(p.send(table, w.tp, rec, error)?);
+        return Ok(None);
+    }
+    let headers = rec.headers.map(|h| {
+        crate::worker::decode_headers(h)
+            .into_iter()
+            .map(|(name, value)| serde_json::json!({"name": name, "value_base64": value.as_deref().map(base64)}))
+            .collect::<Vec<_>>()
+    });
     let envelope = serde_json::json!({
         "table": table.name,
         "topic": &*w.tp.topic,
@@ -501,15 +622,11 @@ fn dead_letter(
         "error": error.to_string(),
         "value_bytes": rec.payload.map(<[u8]>::len),
         "value_base64": rec.payload.map(base64),
+        "key_base64": rec.key.map(base64),
+        "headers": headers,
     });
     let line = serde_json::to_vec(&envelope).expect("JSON");
     let path = format!("{}/date={date}", table.name);
-    let count = ctx.stats.dead_letter(&table.name, error.reason());
-    if count == 1 {
-        tracing::warn!(table = %table.name, tp = %w.tp, offset = rec.offset, reason = error.reason(), error = %error, "bad record sent to the dead-letter prefix (first of this table and reason; later ones are logged at debug)");
-    } else {
-        tracing::debug!(table = %table.name, tp = %w.tp, offset = rec.offset, reason = error.reason(), error = %error, "bad record sent to the dead-letter prefix");
-    }
     if !w.files.contains_key(&path) {
         let dir = format!("{}/{path}", ctx.dead_letter_prefix);
         let f = open_file(ctx, table, w.tp, &dir, rec.offset, "json.gz")?;
@@ -714,6 +831,7 @@ max_records = 3
             fatal: Arc::new(Fatal::default()),
             part_size: 5 << 20,
             dead_letter_prefix: "_errors".into(),
+            dead_letter_producer: None,
             upload_slots: Arc::new(tokio::sync::Semaphore::new(8)),
         }
     }
@@ -724,6 +842,8 @@ max_records = 3
             offset,
             kafka_millis: Some(1_704_157_200_000),
             payload: Some(payload),
+            key: None,
+            headers: None,
         };
         w.push(ctx, rec, Instant::now(), 0).unwrap();
     }
@@ -774,6 +894,8 @@ max_records = 3
                 offset: o as i64,
                 kafka_millis: Some(1_704_157_200_000),
                 payload,
+                key: None,
+                headers: None,
             };
             w.push(&ctx, rec, Instant::now(), 0).unwrap();
         }

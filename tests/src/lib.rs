@@ -23,10 +23,14 @@ use serde_json::Value;
 /// tansu 0.6.0's group coordinator mishandles cooperative (incremental) rebalancing: under load
 /// it handed a joining member partitions another member still owned, without revoking them
 /// there, and accepted both members' commits (883 and 2,302 duplicates in two runs of
-/// `e2e_rebalance`); after crashes it once left a joining member unassigned for minutes. The
-/// daemons in these tests use the eager `range` assignor against it. The in-process tests on
-/// librdkafka's mock broker cover Lakesink's default, `cooperative-sticky`.
-pub const TANSU_ASSIGNMENT: &str = r#""partition.assignment.strategy" = "range""#;
+/// `e2e_rebalance`). The daemons in these tests use the eager `range` assignor against it. The
+/// in-process tests on librdkafka's mock broker cover Lakesink's default, `cooperative-sticky`.
+///
+/// After a SIGKILL, tansu also waits for the dead member to rejoin for the whole rebalance
+/// timeout (`max.poll.interval.ms`, 5 minutes by default) instead of dropping it when its
+/// session expires: the group stalls. The tests bound that to 15 s.
+pub const TANSU_ASSIGNMENT: &str =
+    "\"partition.assignment.strategy\" = \"range\"\n\"max.poll.interval.ms\" = \"15000\"";
 
 /// The servers of this test run.
 #[derive(Debug, Clone)]
