@@ -2,4 +2,7 @@
 //! Confluent-compatible registries, the Confluent wire format, and conversion to Arrow.
 //!
 //! The core pipeline writes schema-less gzip NDJSON and does not use this crate yet; Parquet
-//! output (issue #3) fills it in.
+//! output (issue #3) is built on it. So far: Avro schemas to Arrow ([`avro`]) and the schemas
+//! of the demo data in `schema-registry/schemas/`.
+
+pub mod avro;
