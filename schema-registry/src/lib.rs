@@ -2,7 +2,8 @@
 //! Confluent-compatible registries, the Confluent wire format, and conversion to Arrow.
 //!
 //! The core pipeline writes schema-less gzip NDJSON and does not use this crate yet; Parquet
-//! output (issue #3) is built on it. So far: Avro schemas to Arrow ([`avro`]) and the schemas
+//! output (issue #3) is built on it. So far: Avro and JSON Schema to Arrow ([`avro`], [`json_schema`]) and the schemas
 //! of the demo data in `schema-registry/schemas/`.
 
 pub mod avro;
+pub mod json_schema;
