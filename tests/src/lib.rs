@@ -282,6 +282,44 @@ impl Testbed {
 
     /// Writes a daemon config for one table on this run's servers.
     pub fn write_config(&self, dir: &Path, group: &str, bucket: &str, tables: &str) -> PathBuf {
+        let storage = format!(
+            r#"[storage]
+url = "s3://{bucket}/lake"
+[storage.options]
+endpoint = "{endpoint}"
+allow_http = "true"
+region = "us-east-1"
+access_key_id = "{key}"
+secret_access_key = "{secret}"
+"#,
+            endpoint = self.s3_endpoint,
+            key = self.s3_key,
+            secret = self.s3_secret,
+        );
+        self.write(
+            dir,
+            group,
+            &storage,
+            "part_size = \"5MiB\"\nmax_buffered_bytes = \"256MiB\"",
+            tables,
+        )
+    }
+
+    /// Writes a daemon config whose lake is the local directory `lake`; `pipeline` holds extra
+    /// `[pipeline]` keys, `rest` the other sections (`[catalog]`, `[[tables]]`…).
+    pub fn write_local_config(
+        &self,
+        dir: &Path,
+        group: &str,
+        lake: &Path,
+        pipeline: &str,
+        rest: &str,
+    ) -> PathBuf {
+        let storage = format!("[storage]\nurl = \"file://{}\"\n", lake.display());
+        self.write(dir, group, &storage, pipeline, rest)
+    }
+
+    fn write(&self, dir: &Path, group: &str, storage: &str, pipeline: &str, rest: &str) -> PathBuf {
         let text = format!(
             r#"[kafka]
 brokers = "{brokers}"
@@ -290,27 +328,15 @@ group_id = "{group}"
 "session.timeout.ms" = "6000"
 {assignment}
 
-[storage]
-url = "s3://{bucket}/lake"
-[storage.options]
-endpoint = "{endpoint}"
-allow_http = "true"
-region = "us-east-1"
-access_key_id = "{key}"
-secret_access_key = "{secret}"
-
+{storage}
 [pipeline]
 commit_interval = "500ms"
-part_size = "5MiB"
-max_buffered_bytes = "256MiB"
+{pipeline}
 
-{tables}
+{rest}
 "#,
             brokers = self.brokers,
             assignment = TANSU_ASSIGNMENT,
-            endpoint = self.s3_endpoint,
-            key = self.s3_key,
-            secret = self.s3_secret,
         );
         let path = dir.join("lakesink.toml");
         std::fs::write(&path, text).unwrap();

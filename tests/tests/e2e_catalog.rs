@@ -70,7 +70,12 @@ fn objects(tb: &Testbed, bucket: &str, table: &str) -> Vec<Object> {
 
 /// Glue partitions of a table as paths (`date=…/hour=…`) → the partition's Glue record.
 fn glue_paths(tb: &Testbed, database: &str, table: &str) -> BTreeMap<String, Value> {
-    tb.glue_partitions(database, table)
+    by_path(tb.glue_partitions(database, table))
+}
+
+/// Catalog partitions (`values`: [date, hour]) by their path `date=…/hour=…`.
+fn by_path(partitions: Vec<Value>) -> BTreeMap<String, Value> {
+    partitions
         .into_iter()
         .map(|p| {
             let v: Vec<&str> = p["values"]
@@ -513,32 +518,17 @@ fn the_hive_metastore_lists_every_partition_and_a_restart_asks_it_again() {
     // The metastore resolves file:// locations only (no s3a classes), so the lake is local.
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
-    let config = dir.path().join("lakesink.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"[kafka]
-brokers = "{brokers}"
-group_id = "{group}"
-[kafka.properties]
-"session.timeout.ms" = "6000"
-[storage]
-url = "file://{lake}"
-[pipeline]
-commit_interval = "500ms"
-[catalog]
-kind = "hive"
-uri = "{uri}"
-database = "{database}"
-create_table = true
-{tables}"#,
-            brokers = tb.brokers,
-            lake = lake.display(),
+    let config = tb.write_local_config(
+        dir.path(),
+        &group,
+        &lake,
+        "",
+        &format!(
+            "[catalog]\nkind = \"hive\"\nuri = \"{uri}\"\ndatabase = \"{database}\"\ncreate_table = true\n\n{tables}",
             uri = tb.hive_uri,
             tables = table(&topic, "cloudtrail"),
         ),
-    )
-    .unwrap();
+    );
     let started = Instant::now();
     let mut daemon = tb.start_daemon(&config, dir.path(), &[]);
     daemon.wait_committed(&tb, &group, &topic, &ends, Duration::from_secs(300));
@@ -559,21 +549,7 @@ create_table = true
     );
 
     let held = local_partitions(&table_dir);
-    let hive: BTreeMap<String, Value> = tb
-        .hive_partitions(&database, "cloudtrail")
-        .into_iter()
-        .map(|p| {
-            let v = p["values"].as_array().unwrap();
-            (
-                format!(
-                    "date={}/hour={}",
-                    v[0].as_str().unwrap(),
-                    v[1].as_str().unwrap()
-                ),
-                p,
-            )
-        })
-        .collect();
+    let hive = by_path(tb.hive_partitions(&database, "cloudtrail"));
     assert_eq!(hive.keys().cloned().collect::<BTreeSet<_>>(), held);
     assert!(held.len() >= 5, "{held:?}");
     for (path, p) in &hive {
@@ -621,19 +597,8 @@ create_table = true
     );
     let after = local_partitions(&table_dir);
     assert!(after.len() > held.len(), "a new hour: {after:?}");
-    let hive_after: BTreeSet<String> = tb
-        .hive_partitions(&database, "cloudtrail")
-        .into_iter()
-        .map(|p| {
-            let v = p["values"].as_array().unwrap();
-            format!(
-                "date={}/hour={}",
-                v[0].as_str().unwrap(),
-                v[1].as_str().unwrap()
-            )
-        })
-        .collect();
-    assert_eq!(hive_after, after);
+    let hive_after = by_path(tb.hive_partitions(&database, "cloudtrail"));
+    assert_eq!(hive_after.into_keys().collect::<BTreeSet<_>>(), after);
     report(&format!(
         "e2e hive metastore 2.3.9: {RECORDS} records, {} partitions registered in {} calls taking {} ms in all, all committed {secs:.1} s after start; restart loaded {} partitions from the metastore",
         hive.len(),

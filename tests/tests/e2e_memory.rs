@@ -29,21 +29,13 @@ fn run(tb: &Testbed, topic: &str, budget: &str, budget_bytes: u64) -> Run {
     let group = Testbed::unique("lakesink");
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
-    let config = dir.path().join("lakesink.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"[kafka]
-brokers = "{brokers}"
-group_id = "{group}"
-[kafka.properties]
-"session.timeout.ms" = "6000"
-[storage]
-url = "file://{lake}"
-[pipeline]
-max_buffered_bytes = "{budget}"
-commit_interval = "500ms"
-[[tables]]
+    let config = tb.write_local_config(
+        dir.path(),
+        &group,
+        &lake,
+        &format!("max_buffered_bytes = \"{budget}\""),
+        &format!(
+            r#"[[tables]]
 name = "by_user"
 topics = ["{topic}"]
 partition_by = "user={{field:userIdentity.userName}}"
@@ -53,12 +45,9 @@ max_future_skew = "1000d"
 max_records = 1000000
 max_bytes = "1GiB"
 max_age = "10m"
-"#,
-            brokers = tb.brokers,
-            lake = lake.display(),
+"#
         ),
-    )
-    .unwrap();
+    );
     let mut d = tb.start_daemon(&config, dir.path(), &["--until-caught-up"]);
     let (status, peak_rss) = d.wait_with_peak_rss(Duration::from_secs(240));
     let log = d.log_text();
