@@ -5,9 +5,6 @@
 //! are the path's values as written (Hive-escaped). `BatchCreatePartition` answers duplicates
 //! with `AlreadyExistsException` entries, which count as success.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use futures::future::BoxFuture;
 use object_store::aws::AwsCredentialProvider;
 use serde_json::{json, Value};
@@ -27,7 +24,7 @@ pub struct Glue {
     region: String,
     credentials: AwsCredentialProvider,
     /// Each table's StorageDescriptor, as `GetTable` returned it.
-    descriptors: Mutex<HashMap<String, Value>>,
+    descriptors: super::Descriptors<Value>,
 }
 
 impl Glue {
@@ -51,7 +48,7 @@ impl Glue {
             region: plan.region.clone(),
             credentials: sigv4::credentials(&plan.region, plan.credentials.as_ref())
                 .map_err(refused)?,
-            descriptors: Mutex::new(HashMap::new()),
+            descriptors: super::Descriptors::new(),
         })
     }
 
@@ -298,10 +295,7 @@ impl Catalog for Glue {
             if !sd.is_object() {
                 sd = storage_descriptor(t.format, &t.location);
             }
-            self.descriptors
-                .lock()
-                .expect("glue descriptors")
-                .insert(t.name.clone(), sd);
+            self.descriptors.keep(&t.name, sd);
             Ok(Some(self.partitions(t).await?))
         })
     }
@@ -314,11 +308,7 @@ impl Catalog for Glue {
         Box::pin(async move {
             let sd = self
                 .descriptors
-                .lock()
-                .expect("glue descriptors")
-                .get(&t.name)
-                .cloned()
-                .unwrap_or_else(|| storage_descriptor(t.format, &t.location));
+                .get_or(&t.name, || storage_descriptor(t.format, &t.location));
             for chunk in partitions.chunks(BATCH) {
                 let inputs: Vec<Value> = chunk
                     .iter()

@@ -18,7 +18,7 @@ pub struct HiveMetastore {
     address: String,
     timeout: Duration,
     /// Each table's storage descriptor, as `get_table` returned it.
-    descriptors: std::sync::Mutex<std::collections::HashMap<String, TValue>>,
+    descriptors: super::Descriptors<TValue>,
 }
 
 /// How a metastore call ended.
@@ -33,7 +33,7 @@ impl HiveMetastore {
         HiveMetastore {
             address: plan.address.clone(),
             timeout: plan.timeout,
-            descriptors: Default::default(),
+            descriptors: super::Descriptors::new(),
         }
     }
 
@@ -257,10 +257,7 @@ impl Catalog for HiveMetastore {
                 .field(7)
                 .cloned()
                 .unwrap_or_else(|| storage_descriptor(t.format, &t.location));
-            self.descriptors
-                .lock()
-                .expect("hive descriptors")
-                .insert(t.name.clone(), sd);
+            self.descriptors.keep(&t.name, sd);
             Ok(Some(self.partition_names(t).await?))
         })
     }
@@ -273,11 +270,7 @@ impl Catalog for HiveMetastore {
         Box::pin(async move {
             let sd = self
                 .descriptors
-                .lock()
-                .expect("hive descriptors")
-                .get(&t.name)
-                .cloned()
-                .unwrap_or_else(|| storage_descriptor(t.format, &t.location));
+                .get_or(&t.name, || storage_descriptor(t.format, &t.location));
             let parts = partitions
                 .iter()
                 .map(|p| {

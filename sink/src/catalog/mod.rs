@@ -354,6 +354,33 @@ impl Registrar {
     }
 }
 
+/// Each table's storage descriptor as its catalog returned it, kept from `load` for the
+/// partitions `register` creates (which copy it with their own location).
+pub(crate) struct Descriptors<T>(Mutex<HashMap<String, T>>);
+
+impl<T: Clone> Descriptors<T> {
+    pub(crate) fn new() -> Self {
+        Descriptors(Mutex::new(HashMap::new()))
+    }
+
+    pub(crate) fn keep(&self, table: &str, descriptor: T) {
+        self.0
+            .lock()
+            .expect("descriptors")
+            .insert(table.to_string(), descriptor);
+    }
+
+    /// The table's descriptor, or `fallback()` if it was never loaded.
+    pub(crate) fn get_or(&self, table: &str, fallback: impl FnOnce() -> T) -> T {
+        self.0
+            .lock()
+            .expect("descriptors")
+            .get(table)
+            .cloned()
+            .unwrap_or_else(fallback)
+    }
+}
+
 /// Refuses a catalog table whose partition keys are not `partition_by`'s columns.
 pub(crate) fn check_partition_keys(
     catalog: &'static str,
