@@ -284,10 +284,10 @@ impl PartitionWriter {
             self.start = Some(rec.offset);
         }
         self.next = rec.offset + 1;
+        // A sealed segment waiting for the gate is launched by the worker's tick, not here:
+        // checking the ledger on every record would lock it once per record.
         if let Some(reason) = full {
             self.cut(ctx, reason)?;
-        } else if !self.sealed.is_empty() {
-            self.launch(ctx);
         }
         Ok(())
     }
@@ -352,7 +352,7 @@ impl PartitionWriter {
 
     /// Completes the oldest sealed segment in the store if the gate allows: its predecessor's
     /// end offset is committed. A task then registers its partitions and marks it done in the
-    /// ledger. Called after every cut, on every tick, and by flushes.
+    /// ledger. Called after every cut, on every worker tick, and by flushes.
     pub fn launch(&mut self, ctx: &WriterCtx) {
         if self.sealed.is_empty() {
             return;
