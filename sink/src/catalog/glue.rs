@@ -266,24 +266,8 @@ impl Catalog for Glue {
         t: &'a CatalogTable,
     ) -> BoxFuture<'a, Result<Option<Vec<String>>, CatalogError>> {
         Box::pin(async move {
-            let table = match self.get_table(t).await? {
-                Some(table) => table,
-                None if t.create => {
-                    self.create(t).await?;
-                    self.get_table(t).await?.ok_or_else(|| CatalogError::Refused {
-                        catalog: KIND,
-                        what: format!("GetTable {}.{}", t.database, t.table),
-                        message: "the table is missing right after CreateTable".into(),
-                    })?
-                }
-                None => {
-                    return Err(CatalogError::Refused {
-                        catalog: KIND,
-                        what: format!("table {}.{}", t.database, t.table),
-                        message: "no such table; create it (`lakesink ddl`) or set catalog.create_table = true".into(),
-                    })
-                }
-            };
+            let table =
+                super::table_or_create(KIND, t, || self.get_table(t), || self.create(t)).await?;
             let keys: Vec<&str> = table["PartitionKeys"]
                 .as_array()
                 .into_iter()

@@ -228,23 +228,8 @@ impl Catalog for HiveMetastore {
         t: &'a CatalogTable,
     ) -> BoxFuture<'a, Result<Option<Vec<String>>, CatalogError>> {
         Box::pin(async move {
-            let table = match self.get_table(t).await? {
-                Some(table) => table,
-                None if t.create => {
-                    self.create(t).await?;
-                    self.get_table(t).await?.ok_or_else(|| {
-                        Self::refused(
-                            format!("get_table {}.{}", t.database, t.table),
-                            "the table is missing right after create_table".into(),
-                        )
-                    })?
-                }
-                None => return Err(Self::refused(
-                    format!("table {}.{}", t.database, t.table),
-                    "no such table; create it (`lakesink ddl`) or set catalog.create_table = true"
-                        .into(),
-                )),
-            };
+            let table =
+                super::table_or_create(KIND, t, || self.get_table(t), || self.create(t)).await?;
             let keys: Vec<&str> = table
                 .field(8)
                 .map(TValue::as_list)

@@ -381,6 +381,39 @@ impl<T: Clone> Descriptors<T> {
     }
 }
 
+/// Gets a table from its catalog, creating it first when it is missing and the config asks for
+/// that (`create_table`); a missing table is refused otherwise.
+pub(crate) async fn table_or_create<T, G, GF, C, CF>(
+    catalog: &'static str,
+    t: &CatalogTable,
+    get: G,
+    create: C,
+) -> Result<T, CatalogError>
+where
+    G: Fn() -> GF,
+    GF: std::future::Future<Output = Result<Option<T>, CatalogError>>,
+    C: FnOnce() -> CF,
+    CF: std::future::Future<Output = Result<(), CatalogError>>,
+{
+    let refused = |message: &str| CatalogError::Refused {
+        catalog,
+        what: format!("table {}.{}", t.database, t.table),
+        message: message.to_string(),
+    };
+    if let Some(table) = get().await? {
+        return Ok(table);
+    }
+    if !t.create {
+        return Err(refused(
+            "no such table; create it (`lakesink ddl`) or set catalog.create_table = true",
+        ));
+    }
+    create().await?;
+    get()
+        .await?
+        .ok_or_else(|| refused("the table is missing right after it was created"))
+}
+
 /// Refuses a catalog table whose partition keys are not `partition_by`'s columns.
 pub(crate) fn check_partition_keys(
     catalog: &'static str,
