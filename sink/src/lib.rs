@@ -7,7 +7,7 @@
 //! |---|---|
 //! | [`consume`] | the consumer-group member: polls, batches records per partition, handles rebalances, commits |
 //! | [`route`] | event time and Hive partition path of each record (pure) |
-//! | [`encode`] | gzip NDJSON encoder |
+//! | [`encode`] | gzip NDJSON and Parquet encoders |
 //! | [`rotate`] | when a partition's open files are cut (pure) |
 //! | [`upload`] | streams objects to the store (single PUT or multipart) |
 //! | [`catalog`] | tells the table catalog about new partitions |
@@ -23,6 +23,7 @@ pub mod check;
 pub mod commit;
 pub mod config;
 pub mod consume;
+pub mod ddl;
 pub mod demo;
 pub mod encode;
 pub mod error;

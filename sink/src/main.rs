@@ -32,6 +32,20 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Print the CREATE TABLE statement of each table for a query engine.
+    Ddl {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Only this table.
+        #[arg(long)]
+        table: Option<String>,
+        /// The database the statements name (default: the catalog's, else `default`).
+        #[arg(long)]
+        database: Option<String>,
+        /// athena (with partition projection), trino, hive or spark.
+        #[arg(long, default_value = "athena")]
+        dialect: lakesink::ddl::Dialect,
+    },
     /// Run the real pipeline on an embedded broker into a local directory, then verify it.
     Demo {
         /// Where the lake goes.
@@ -113,6 +127,18 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 catalog_ms = s.catalog_micros / 1000,
                 catalog_retries = s.catalog_retries,
                 "drained: everything consumed is uploaded and committed"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ddl {
+            config,
+            table,
+            dialect,
+        } => {
+            let plan = lakesink::Plan::load(&config)?;
+            print!(
+                "{}",
+                lakesink::ddl::for_plan(&plan, table.as_deref(), dialect)?
             );
             Ok(ExitCode::SUCCESS)
         }

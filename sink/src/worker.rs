@@ -127,20 +127,20 @@ pub fn run(ctx: Arc<WriterCtx>, rx: Receiver<WorkerMsg>) {
                 let now_micros = SystemTime::now()
                     .duration_since(UNIX_EPOCH)
                     .map_or(0, |d| d.as_micros() as i64);
-                for m in &b.recs {
-                    let range =
-                        |r: Option<(u32, u32)>| r.map(|(s, e)| &b.data[s as usize..e as usize]);
-                    let rec = RecordIn {
+                let range = |r: Option<(u32, u32)>| r.map(|(s, e)| &b.data[s as usize..e as usize]);
+                let recs: Vec<RecordIn<'_>> = b
+                    .recs
+                    .iter()
+                    .map(|m| RecordIn {
                         offset: m.offset,
                         kafka_millis: m.kafka_millis,
                         payload: range(m.value),
                         key: range(m.key),
                         headers: range(m.headers),
-                    };
-                    if let Err(e) = w.push(&ctx, rec, now, now_micros) {
-                        ctx.fatal.set(e.into());
-                        break;
-                    }
+                    })
+                    .collect();
+                if let Err(e) = w.push_batch(&ctx, &recs, now, now_micros) {
+                    ctx.fatal.set(e.into());
                 }
             }
             Ok(WorkerMsg::Flush {

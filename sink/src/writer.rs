@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use crate::catalog::{CatalogError, FileFacts, NewPartition, Registrar};
 use crate::commit::{CommitError, OffsetLedger, Tp};
 use crate::config::{BadRecord, MissingTimestamp, TablePlan};
-use crate::encode::{EncodeError, Encoder, GzipNdjson};
+use crate::encode::{EncodeError, Encoder, GzipNdjson, ParquetEncoder, Rejected};
 use crate::error::Fatal;
 use crate::memory::Budget;
 use crate::rotate::{file_full, CutReason, Deadline};
@@ -123,6 +123,12 @@ struct OpenFile {
     encoder: Box<dyn Encoder>,
     upload: ObjectUpload,
     records: u64,
+    /// Bytes handed to the upload as parts.
+    sent: u64,
+    /// Index in the consumer's batch of each row not settled yet (formats that check rows in
+    /// batches: Parquet). Rows are settled by the end of every batch, so these always point
+    /// into the batch being written.
+    unsettled: Vec<u32>,
     /// Budget charged for this file: encoded bytes and records the encoder holds, its state,
     /// and [`FILE_OVERHEAD`].
     charged: usize,
@@ -159,6 +165,9 @@ pub struct PartitionWriter {
     /// Segments cut and sealed, waiting for the gate, oldest first. Their bytes are in memory
     /// (charged to the budget) or in parts of multipart uploads not yet completed (invisible).
     sealed: std::collections::VecDeque<Sealed>,
+    /// Files with unsettled rows: (router slot, partition path).
+    dirty: Vec<(usize, String)>,
+    rejected: Vec<Rejected>,
 }
 
 impl PartitionWriter {
@@ -186,6 +195,8 @@ impl PartitionWriter {
             budget: ctx.budget.clone(),
             gate: None,
             sealed: Default::default(),
+            dirty: Vec::new(),
+            rejected: Vec::new(),
         })
     }
 
@@ -215,6 +226,108 @@ impl PartitionWriter {
         now: Instant,
         now_micros: i64,
     ) -> Result<(), WriteError> {
+        self.push_batch(ctx, std::slice::from_ref(&rec), now, now_micros)
+    }
+
+    /// Writes consecutive records of the partition; cuts the segment after a record that fills
+    /// a file. Rows that formats check in batches (Parquet) are settled before every cut and at
+    /// the end, while the batch (and each record's key and headers, for dead letters) is at hand.
+    pub fn push_batch(
+        &mut self,
+        ctx: &WriterCtx,
+        recs: &[RecordIn<'_>],
+        now: Instant,
+        now_micros: i64,
+    ) -> Result<(), WriteError> {
+        for (i, rec) in recs.iter().enumerate() {
+            let mut full = self.push_one(ctx, i, rec, now, now_micros)?;
+            if full.is_some() || self.must_settle() {
+                full = full.or(self.settle(ctx, recs, now)?);
+            }
+            if let Some(reason) = full {
+                self.cut(ctx, reason)?;
+            }
+        }
+        if let Some(reason) = self.settle(ctx, recs, now)? {
+            self.cut(ctx, reason)?;
+        }
+        Ok(())
+    }
+
+    /// Whether a file holds enough unsettled rows to settle before the batch ends.
+    fn must_settle(&self) -> bool {
+        self.dirty.iter().any(|(slot, path)| {
+            self.files[*slot]
+                .get(path)
+                .is_some_and(|f| f.unsettled.len() >= crate::encode::parquet::SETTLE_ROWS)
+        })
+    }
+
+    /// Settles the rows of every file that has unsettled ones. A row the format refuses
+    /// follows the table's `on_bad_record`: to the dead-letter destination with the reason, or
+    /// an error. Says whether a dead-letter file is now full.
+    fn settle(
+        &mut self,
+        ctx: &WriterCtx,
+        recs: &[RecordIn<'_>],
+        now: Instant,
+    ) -> Result<Option<CutReason>, WriteError> {
+        let mut full = None;
+        for (slot, path) in std::mem::take(&mut self.dirty) {
+            let table = &ctx.tables[self.routers[slot].0];
+            let Some(f) = self.files[slot].get_mut(&path) else {
+                continue;
+            };
+            self.rejected.clear();
+            f.encoder
+                .settle(&mut self.rejected)
+                .map_err(|source| WriteError::Encode {
+                    key: f.upload.key().to_string(),
+                    source,
+                })?;
+            for r in self.rejected.drain(..) {
+                let rec = &recs[f.unsettled[r.index] as usize];
+                f.records -= 1;
+                let source = RouteError::Schema(r.reason);
+                if table.on_bad_record != BadRecord::DeadLetter {
+                    return Err(WriteError::BadRecord {
+                        table: table.name.clone(),
+                        tp: self.tp.clone(),
+                        offset: rec.offset,
+                        source,
+                    });
+                }
+                let cut = dead_letter(
+                    DeadLetterFiles {
+                        files: &mut self.errors,
+                        deliveries: &mut self.deliveries,
+                        held: &mut self.held,
+                        deadline: &mut self.deadline,
+                        tp: &self.tp,
+                    },
+                    ctx,
+                    table,
+                    rec,
+                    &source,
+                    now,
+                )?;
+                full = full.or(cut);
+            }
+            f.unsettled.clear();
+            recharge(ctx, f, &mut self.held);
+        }
+        Ok(full)
+    }
+
+    /// Routes one record (`index` in its batch) and appends it to its files.
+    fn push_one(
+        &mut self,
+        ctx: &WriterCtx,
+        index: usize,
+        rec: &RecordIn<'_>,
+        now: Instant,
+        now_micros: i64,
+    ) -> Result<Option<CutReason>, WriteError> {
         let r = RecordRef {
             topic: &self.tp.topic,
             partition: self.tp.partition,
@@ -252,7 +365,7 @@ impl PartitionWriter {
                         },
                         ctx,
                         table,
-                        &rec,
+                        rec,
                         &source,
                         now,
                     )?;
@@ -265,19 +378,27 @@ impl PartitionWriter {
             }
             let payload = rec.payload.unwrap_or_default();
             let files = &mut self.files[slot];
-            let cut = if let Some(f) = files.get_mut(self.path.as_str()) {
-                f.saw(routed.event_micros);
-                append(ctx, table, f, payload, &mut self.held)?
-            } else {
-                let dir = format!("{}/{}", table.name, self.path);
-                let ext = table.format.extension();
-                let mut f = open_file(ctx, table, &self.tp, &dir, rec.offset, ext)?;
-                self.deadline.file_opened(now, table.rotate.max_age);
-                f.saw(routed.event_micros);
-                let cut = append(ctx, table, &mut f, payload, &mut self.held)?;
-                files.insert(self.path.clone(), f);
-                cut
+            let f = match files.get_mut(self.path.as_str()) {
+                Some(f) => f,
+                None => {
+                    let dir = format!("{}/{}", table.name, self.path);
+                    let encoder: Box<dyn Encoder> = match &table.parquet {
+                        Some(plan) => Box::new(ParquetEncoder::new(plan.clone())),
+                        None => Box::new(GzipNdjson::new(table.compression_level)),
+                    };
+                    let f = open_file(ctx, table, &self.tp, &dir, rec.offset, encoder)?;
+                    self.deadline.file_opened(now, table.rotate.max_age);
+                    files.entry(self.path.clone()).or_insert(f)
+                }
             };
+            f.saw(routed.event_micros);
+            let cut = append(ctx, table, f, payload, &mut self.held)?;
+            if f.encoder.unsettled() > 0 {
+                if f.unsettled.is_empty() {
+                    self.dirty.push((slot, self.path.clone()));
+                }
+                f.unsettled.push(index as u32);
+            }
             full = full.or(cut);
         }
         if self.start.is_none() {
@@ -286,10 +407,7 @@ impl PartitionWriter {
         self.next = rec.offset + 1;
         // A sealed segment waiting for the gate is launched by the worker's tick, not here:
         // checking the ledger on every record would lock it once per record.
-        if let Some(reason) = full {
-            self.cut(ctx, reason)?;
-        }
-        Ok(())
+        Ok(full)
     }
 
     /// Cuts the open segment: finishes every open file and seals the segment in the ledger.
@@ -318,6 +436,11 @@ impl PartitionWriter {
             let table = &ctx.tables[self.routers[slot].0];
             for (path, f) in open.drain() {
                 let (upload, tail, facts) = close(ctx, f, &mut self.held)?;
+                if facts.records == 0 {
+                    // Every row was refused by the format and dead-lettered: no object.
+                    ctx.budget.release(tail.len());
+                    continue;
+                }
                 records += facts.records;
                 bytes += facts.bytes;
                 tracing::debug!(table = %table.name, key = %facts.key, records = facts.records, parts = upload.parts(), reason = reason.as_str(), "file closed");
@@ -474,7 +597,7 @@ fn close(
     held: &mut usize,
 ) -> Result<(ObjectUpload, Vec<u8>, FileFacts), WriteError> {
     let key = f.upload.key().to_string();
-    let written_before = f.encoder.written() - f.encoder.buffered() as u64;
+    let written_before = f.sent;
     let tail = f.encoder.finish().map_err(|source| WriteError::Encode {
         key: key.clone(),
         source,
@@ -629,7 +752,14 @@ fn dead_letter(
     let path = format!("{}/date={date}", table.name);
     if !w.files.contains_key(&path) {
         let dir = format!("{}/{path}", ctx.dead_letter_prefix);
-        let f = open_file(ctx, table, w.tp, &dir, rec.offset, "json.gz")?;
+        let f = open_file(
+            ctx,
+            table,
+            w.tp,
+            &dir,
+            rec.offset,
+            Box::new(GzipNdjson::new(6)),
+        )?;
         w.deadline.file_opened(now, table.rotate.max_age);
         w.files.insert(path.clone(), f);
     }
@@ -655,8 +785,13 @@ fn open_file(
     tp: &Tp,
     dir: &str,
     offset: i64,
-    extension: &str,
+    encoder: Box<dyn Encoder>,
 ) -> Result<OpenFile, WriteError> {
+    let extension = if table.parquet.is_some() && !dir.starts_with(&ctx.dead_letter_prefix) {
+        "parquet"
+    } else {
+        "json.gz"
+    };
     let mut name = String::with_capacity(64);
     escape_partition_value(&tp.topic, &mut name);
     let key = format!(
@@ -673,9 +808,11 @@ fn open_file(
         message: e.to_string(),
     })?;
     Ok(OpenFile {
-        encoder: Box::new(GzipNdjson::new(table.compression_level)),
+        encoder,
         upload: ObjectUpload::new(parsed),
         records: 0,
+        sent: 0,
+        unsettled: Vec::new(),
         charged: 0,
         min_event: i64::MAX,
         max_event: i64::MIN,
@@ -726,6 +863,12 @@ fn append(
             source,
         })?;
     f.records += 1;
+    recharge(ctx, f, held);
+    Ok(file_full(&table.rotate, f.records, f.encoder.written()))
+}
+
+/// Charges the budget for what a file's encoder holds now and ships a part when one is ready.
+fn recharge(ctx: &WriterCtx, f: &mut OpenFile, held: &mut usize) {
     let now = FILE_OVERHEAD + f.encoder.buffered() + f.encoder.overhead();
     if now > f.charged {
         ctx.budget.charge(now - f.charged);
@@ -739,9 +882,9 @@ fn append(
         // The part's bytes stay charged until the store has them; the upload credits them.
         *held -= part.len();
         f.charged -= part.len();
+        f.sent += part.len() as u64;
         f.upload.send_part(&ctx.rt, &ctx.store, &ctx.budget, part);
     }
-    Ok(file_full(&table.rotate, f.records, f.encoder.written()))
 }
 
 impl Drop for PartitionWriter {

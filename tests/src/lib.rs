@@ -106,7 +106,7 @@ impl Testbed {
         );
     }
 
-    fn python(&self, script: &str, args: &[&str]) -> String {
+    pub fn python(&self, script: &str, args: &[&str]) -> String {
         let out = Command::new(&self.python)
             .arg(self.root.join("py").join(script))
             .args(args)

@@ -227,23 +227,45 @@ impl GlueFault {
     }
 }
 
-/// The table definition `create_table` uses: partition columns as strings, the format's SerDe.
-/// (Data columns come from the table's schema once schemas land; JSON SerDe tables work
-/// without them for engines that infer.)
+/// The table definition `create_table` uses: data columns from the table's schema (as
+/// `lakesink ddl` declares them), partition columns as strings, the format's SerDe.
 pub fn table_input(t: &CatalogTable) -> Value {
+    let parameters = match t.format {
+        Format::JsonGz => {
+            json!({"EXTERNAL": "TRUE", "classification": "json", "compressionType": "gzip"})
+        }
+        Format::Parquet => json!({"EXTERNAL": "TRUE", "classification": "parquet"}),
+    };
     json!({
         "Name": t.table,
         "TableType": "EXTERNAL_TABLE",
-        "Parameters": {"EXTERNAL": "TRUE", "classification": "json", "compressionType": "gzip"},
+        "Parameters": parameters,
         "PartitionKeys": t.partition_columns.iter().map(|c| json!({"Name": c, "Type": "string"})).collect::<Vec<_>>(),
-        "StorageDescriptor": storage_descriptor(t.format, &t.location),
+        "StorageDescriptor": storage_descriptor(t),
     })
 }
 
-fn storage_descriptor(format: Format, location: &str) -> Value {
-    match format {
+fn storage_descriptor(t: &CatalogTable) -> Value {
+    let columns: Vec<Value> = t
+        .columns
+        .iter()
+        .map(|(name, ty)| json!({"Name": name, "Type": ty}))
+        .collect();
+    let location = &t.location;
+    match t.format {
+        Format::Parquet => json!({
+            "Columns": columns,
+            "Location": location,
+            "InputFormat": "org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat",
+            "OutputFormat": "org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat",
+            "Compressed": false,
+            "SerdeInfo": {
+                "SerializationLibrary": "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe",
+                "Parameters": {"serialization.format": "1"}
+            }
+        }),
         Format::JsonGz => json!({
-            "Columns": [],
+            "Columns": columns,
             "Location": location,
             "InputFormat": "org.apache.hadoop.mapred.TextInputFormat",
             "OutputFormat": "org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat",
@@ -277,7 +299,7 @@ impl Catalog for Glue {
             super::check_partition_keys(KIND, t, &keys)?;
             let mut sd = table["StorageDescriptor"].clone();
             if !sd.is_object() {
-                sd = storage_descriptor(t.format, &t.location);
+                sd = storage_descriptor(t);
             }
             self.descriptors.keep(&t.name, sd);
             Ok(Some(self.partitions(t).await?))
@@ -290,9 +312,7 @@ impl Catalog for Glue {
         partitions: &'a [&'a NewPartition],
     ) -> BoxFuture<'a, Result<(), CatalogError>> {
         Box::pin(async move {
-            let sd = self
-                .descriptors
-                .get_or(&t.name, || storage_descriptor(t.format, &t.location));
+            let sd = self.descriptors.get_or(&t.name, || storage_descriptor(t));
             for chunk in partitions.chunks(BATCH) {
                 let inputs: Vec<Value> = chunk
                     .iter()

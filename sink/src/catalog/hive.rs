@@ -162,10 +162,52 @@ impl HiveMetastore {
 }
 
 /// The storage descriptor `create_table` declares (partition columns are separate).
-fn storage_descriptor(format: Format, location: &str) -> TValue {
-    match format {
+fn storage_descriptor(t: &CatalogTable) -> TValue {
+    let columns = TValue::List(
+        T_STRUCT,
+        t.columns
+            .iter()
+            .map(|(name, ty)| {
+                TValue::Struct(vec![
+                    (1, TValue::str(name)),
+                    (2, TValue::str(ty)),
+                    (3, TValue::str("")),
+                ])
+            })
+            .collect(),
+    );
+    let location = &t.location;
+    match t.format {
+        Format::Parquet => TValue::Struct(vec![
+            (1, columns),
+            (2, TValue::str(location)),
+            (
+                3,
+                TValue::str("org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat"),
+            ),
+            (
+                4,
+                TValue::str("org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat"),
+            ),
+            (5, TValue::Bool(false)),
+            (6, TValue::I32(-1)),
+            (
+                7,
+                TValue::Struct(vec![
+                    (1, TValue::str("parquet")),
+                    (
+                        2,
+                        TValue::str("org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe"),
+                    ),
+                    (3, TValue::string_map(&[("serialization.format", "1")])),
+                ]),
+            ),
+            (8, TValue::List(T_STRING, Vec::new())),
+            (9, TValue::List(T_STRUCT, Vec::new())),
+            (10, TValue::string_map(&[])),
+        ]),
         Format::JsonGz => TValue::Struct(vec![
-            (1, TValue::List(T_STRUCT, Vec::new())),
+            (1, columns),
             (2, TValue::str(location)),
             (3, TValue::str("org.apache.hadoop.mapred.TextInputFormat")),
             (
@@ -208,11 +250,16 @@ fn table_struct(t: &CatalogTable) -> TValue {
         (4, TValue::I32(0)),
         (5, TValue::I32(0)),
         (6, TValue::I32(0)),
-        (7, storage_descriptor(t.format, &t.location)),
+        (7, storage_descriptor(t)),
         (8, TValue::List(T_STRUCT, keys)),
         (
             9,
-            TValue::string_map(&[("EXTERNAL", "TRUE"), ("compressionType", "gzip")]),
+            match t.format {
+                Format::JsonGz => {
+                    TValue::string_map(&[("EXTERNAL", "TRUE"), ("compressionType", "gzip")])
+                }
+                Format::Parquet => TValue::string_map(&[("EXTERNAL", "TRUE")]),
+            },
         ),
         (12, TValue::str("EXTERNAL_TABLE")),
     ])
@@ -241,7 +288,7 @@ impl Catalog for HiveMetastore {
             let sd = table
                 .field(7)
                 .cloned()
-                .unwrap_or_else(|| storage_descriptor(t.format, &t.location));
+                .unwrap_or_else(|| storage_descriptor(t));
             self.descriptors.keep(&t.name, sd);
             Ok(Some(self.partition_names(t).await?))
         })
@@ -253,9 +300,7 @@ impl Catalog for HiveMetastore {
         partitions: &'a [&'a NewPartition],
     ) -> BoxFuture<'a, Result<(), CatalogError>> {
         Box::pin(async move {
-            let sd = self
-                .descriptors
-                .get_or(&t.name, || storage_descriptor(t.format, &t.location));
+            let sd = self.descriptors.get_or(&t.name, || storage_descriptor(t));
             let parts = partitions
                 .iter()
                 .map(|p| {

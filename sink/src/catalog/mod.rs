@@ -78,6 +78,8 @@ pub struct CatalogTable {
     /// The table's root location, with a trailing slash.
     pub location: String,
     pub format: Format,
+    /// Data columns (name, Hive type) `create_table` declares, from the table's schema.
+    pub columns: Vec<(String, String)>,
     /// Create the database and table when they do not exist.
     pub create: bool,
 }
@@ -176,6 +178,10 @@ pub fn tables(plan: &Plan, location_base: &str) -> Vec<CatalogTable> {
             partition_columns: t.partition.partition_columns(),
             location: format!("{location_base}/{}/", t.name),
             format: t.format,
+            columns: crate::ddl::hive_columns(t).unwrap_or_else(|e| {
+                tracing::warn!(table = %t.name, error = %e, "create_table declares no data columns");
+                Vec::new()
+            }),
             create,
         })
         .collect()
@@ -568,6 +574,7 @@ mod tests {
             partition_columns: vec!["date".into()],
             location: "memory:///t/".into(),
             format: Format::JsonGz,
+            columns: Vec::new(),
             create: false,
         };
         let stats = Arc::new(Stats::default());

@@ -2,6 +2,8 @@
 //! produces CloudTrail-shaped events spread over several hours (some late and out of order),
 //! runs the pipeline into a local directory until everything is committed, then reads the lake
 //! back and checks that every event is there exactly once, in the partition of its own time.
+//! The same events land twice: in a gzip NDJSON table and in a Parquet table (schema
+//! `cloudtrail.avsc`), and the summary compares their sizes.
 
 pub mod generator;
 
@@ -52,7 +54,12 @@ pub struct DemoReport {
     pub summary: crate::Summary,
     pub lake: LakeScan,
     pub table_dir: PathBuf,
+    /// The Parquet table of the same events.
+    pub parquet: LakeScan,
+    pub parquet_dir: PathBuf,
 }
+
+pub const PARQUET_TABLE: &str = "cloudtrail_parquet";
 
 /// The config the demo runs with (also written next to the lake for reference).
 pub fn demo_config(dir: &Path, brokers: &str) -> String {
@@ -83,6 +90,25 @@ max_future_skew = "1000d"
 max_records = 100000
 max_bytes = "64MiB"
 max_age = "30s"
+
+[[tables]]
+name = "{PARQUET_TABLE}"
+topics = ["{TOPIC}"]
+format = "parquet"
+schema = {{ file = "cloudtrail.avsc" }}
+partition_by = "date={{event_time:%Y-%m-%d}}/hour={{event_time:%H}}"
+timestamp = {{ field = "eventTime" }}
+on_missing_timestamp = "fail"
+max_future_skew = "1000d"
+
+[tables.parquet]
+compression = "zstd"
+bloom_filters = ["eventID"]
+
+[tables.rotate]
+max_records = 100000
+max_bytes = "64MiB"
+max_age = "30s"
 "#,
         dir = dir.display()
     )
@@ -94,10 +120,13 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, Error> {
     let dir = std::fs::canonicalize(&opts.dir)
         .map_err(|e| Error::Other(format!("{}: {e}", opts.dir.display())))?;
     let table_dir = dir.join("cloudtrail");
-    // Only the demo's own table is replaced, never anything else in the directory.
-    if table_dir.exists() {
-        std::fs::remove_dir_all(&table_dir)
-            .map_err(|e| Error::Other(format!("removing {}: {e}", table_dir.display())))?;
+    let parquet_dir = dir.join(PARQUET_TABLE);
+    // Only the demo's own tables are replaced, never anything else in the directory.
+    for d in [&table_dir, &parquet_dir] {
+        if d.exists() {
+            std::fs::remove_dir_all(d)
+                .map_err(|e| Error::Other(format!("removing {}: {e}", d.display())))?;
+        }
     }
 
     let kafka_err =
@@ -134,9 +163,14 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, Error> {
     let (produced, produced_bytes) = produced?;
     drop(broker);
 
-    let lake = tokio::task::spawn_blocking({
-        let table_dir = table_dir.clone();
-        move || scan_lake(&table_dir, produced)
+    let (lake, parquet) = tokio::task::spawn_blocking({
+        let (table_dir, parquet_dir) = (table_dir.clone(), parquet_dir.clone());
+        move || -> Result<_, Error> {
+            Ok((
+                scan_lake(&table_dir, produced)?,
+                scan_lake(&parquet_dir, produced)?,
+            ))
+        }
     })
     .await
     .map_err(|e| Error::Other(format!("scan: {e}")))??;
@@ -147,6 +181,8 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, Error> {
         summary,
         lake,
         table_dir,
+        parquet,
+        parquet_dir,
     })
 }
 
@@ -233,7 +269,8 @@ pub fn scan_lake(table_dir: &Path, expected: u64) -> Result<LakeScan, Error> {
                 stack.push(p);
                 continue;
             }
-            if !p.to_string_lossy().ends_with(".json.gz") {
+            let parquet = p.to_string_lossy().ends_with(".parquet");
+            if !parquet && !p.to_string_lossy().ends_with(".json.gz") {
                 continue;
             }
             let rel = p
@@ -247,6 +284,10 @@ pub fn scan_lake(table_dir: &Path, expected: u64) -> Result<LakeScan, Error> {
             let f = std::fs::File::open(&p)
                 .map_err(|e| Error::Other(format!("{}: {e}", p.display())))?;
             scan.bytes += f.metadata().map(|m| m.len()).unwrap_or(0);
+            if parquet {
+                scan_parquet(&p, f, &rel, &mut scan, &mut seen)?;
+                continue;
+            }
             for (n, line) in BufReader::new(flate2::read::MultiGzDecoder::new(f))
                 .lines()
                 .enumerate()
@@ -283,12 +324,59 @@ pub fn scan_lake(table_dir: &Path, expected: u64) -> Result<LakeScan, Error> {
     Ok(scan)
 }
 
+/// Counts the events of one Parquet file: `sequence` for identity, `eventTime` (a UTC
+/// timestamp in ms) for the partition.
+fn scan_parquet(
+    p: &Path,
+    f: std::fs::File,
+    rel: &str,
+    scan: &mut LakeScan,
+    seen: &mut [bool],
+) -> Result<(), Error> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Int64Type, TimestampMillisecondType};
+    use arrow_array::Array;
+    let bad = |e: &dyn std::fmt::Display| Error::Other(format!("{}: {e}", p.display()));
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+        .map_err(|e| bad(&e))?
+        .build()
+        .map_err(|e| bad(&e))?;
+    for batch in reader {
+        let batch = batch.map_err(|e| bad(&e))?;
+        let (Some(seq), Some(time)) = (
+            batch.column_by_name("sequence"),
+            batch.column_by_name("eventTime"),
+        ) else {
+            return Err(bad(&"no sequence or eventTime column"));
+        };
+        let seq = seq.as_primitive::<Int64Type>();
+        let time = time.as_primitive::<TimestampMillisecondType>();
+        for i in 0..batch.num_rows() {
+            scan.lines += 1;
+            let t = chrono::DateTime::from_timestamp_millis(time.value(i)).unwrap_or_default();
+            if t.format("date=%Y-%m-%d/hour=%H").to_string() != rel {
+                scan.misplaced += 1;
+            }
+            match (seq.is_valid(i), seq.value(i)) {
+                (true, s) if s >= 0 && (s as usize) < seen.len() => {
+                    if std::mem::replace(&mut seen[s as usize], true) {
+                        scan.duplicates += 1;
+                    } else {
+                        scan.distinct += 1;
+                    }
+                }
+                _ => scan.misplaced += 1,
+            }
+        }
+    }
+    Ok(())
+}
+
 impl DemoReport {
     pub fn is_exact(&self) -> bool {
-        self.lake.missing == 0
-            && self.lake.duplicates == 0
-            && self.lake.misplaced == 0
-            && self.lake.distinct == self.produced
+        [&self.lake, &self.parquet].iter().all(|l| {
+            l.missing == 0 && l.duplicates == 0 && l.misplaced == 0 && l.distinct == self.produced
+        })
     }
 
     /// The summary printed by `lakesink demo`.
@@ -297,31 +385,41 @@ impl DemoReport {
         let secs = s.elapsed.as_secs_f64().max(1e-9);
         let ratio = self.produced_bytes as f64 / self.lake.bytes.max(1) as f64;
         let dir = self.table_dir.display();
+        let pdir = self.parquet_dir.display();
+        let pratio = self.produced_bytes as f64 / self.parquet.bytes.max(1) as f64;
         let verdict = if self.is_exact() {
-            "every event exactly once, each in the partition of its own event time".to_string()
+            "every event exactly once in each table, each in the partition of its own event time"
+                .to_string()
         } else {
             format!(
-                "MISMATCH: {} missing, {} duplicated, {} misplaced",
-                self.lake.missing, self.lake.duplicates, self.lake.misplaced
+                "MISMATCH: json.gz {} missing, {} duplicated, {} misplaced; parquet {} missing, {} duplicated, {} misplaced",
+                self.lake.missing, self.lake.duplicates, self.lake.misplaced,
+                self.parquet.missing, self.parquet.duplicates, self.parquet.misplaced
             )
         };
         format!(
             "Lakesink demo: {produced} CloudTrail events → {dir}\n\
              \x20 produced    {produced} records, {pbytes} over 4 h of event time (5 % late), {parts} Kafka partitions\n\
              \x20 consumed    {consumed} records in {secs:.1} s: {rps:.0} records/s, {mbs:.1} MB/s\n\
-             \x20 written     {written} records in {files} files across {hive} hive partitions, {obytes} gzip ({ratio:.1}× smaller)\n\
+             \x20 json.gz     {jlines} records in {files} files across {hive} hive partitions, {obytes} ({ratio:.1}× smaller than the input)\n\
+             \x20 parquet     {plines} records in {pfiles} files, {pbytes_out} zstd ({pratio:.1}× smaller; {vs:.1}× smaller than json.gz)\n\
              \x20 committed   {segments} segments; offsets committed after upload\n\
              \x20 verified    {verdict}\n\
              \n\
              Query it with DuckDB (pip install duckdb):\n\
-             \x20 python3 -c \"import duckdb; print(duckdb.sql(\\\"SELECT date, hour, count(*) AS events, count(DISTINCT eventID) AS ids FROM read_json('{dir}/**/*.json.gz', hive_partitioning=true) GROUP BY ALL ORDER BY ALL\\\"))\"\n",
+             \x20 python3 -c \"import duckdb; print(duckdb.sql(\\\"SELECT date, hour, count(*) AS events, count(DISTINCT eventID) AS ids FROM read_json('{dir}/**/*.json.gz', hive_partitioning=true) GROUP BY ALL ORDER BY ALL\\\"))\"\n\
+             \x20 python3 -c \"import duckdb; print(duckdb.sql(\\\"SELECT eventName, count(*) AS n, max(eventTime) AS latest FROM read_parquet('{pdir}/**/*.parquet', hive_partitioning=true) GROUP BY ALL ORDER BY n DESC LIMIT 5\\\"))\"\n",
             produced = self.produced,
             pbytes = human_bytes(self.produced_bytes),
             parts = self.kafka_partitions,
             consumed = s.stats.records_in,
             rps = s.stats.records_in as f64 / secs,
             mbs = s.stats.bytes_in as f64 / 1e6 / secs,
-            written = s.stats.records_written,
+            jlines = self.lake.lines,
+            plines = self.parquet.lines,
+            pfiles = self.parquet.files,
+            pbytes_out = human_bytes(self.parquet.bytes),
+            vs = self.lake.bytes as f64 / self.parquet.bytes.max(1) as f64,
             files = self.lake.files,
             hive = self.lake.partitions.len(),
             obytes = human_bytes(self.lake.bytes),

@@ -48,6 +48,10 @@ pub enum RouteError {
         #[source]
         source: TimestampError,
     },
+    /// The record does not fit the table's schema (Parquet tables; found when its rows are
+    /// settled, after routing).
+    #[error("does not match the table's schema: {0}")]
+    Schema(String),
     #[error("event time {event} is more than {skew_secs}s ahead of the record's Kafka timestamp {reference}")]
     FutureTimestamp {
         event: String,
@@ -78,6 +82,7 @@ impl RouteError {
             RouteError::MissingTimestamp(_) => "missing_timestamp",
             RouteError::BadTimestamp { .. } => "bad_timestamp",
             RouteError::FutureTimestamp { .. } => "future_timestamp",
+            RouteError::Schema(_) => "schema_mismatch",
         }
     }
 }

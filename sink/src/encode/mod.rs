@@ -8,6 +8,9 @@ use std::io::Write;
 use flate2::write::GzEncoder;
 use flate2::Compression;
 
+pub mod parquet;
+pub use self::parquet::{ParquetEncoder, ParquetPlan};
+
 #[derive(Debug, thiserror::Error)]
 pub enum EncodeError {
     #[error("compressing {what}: {source}")]
@@ -16,6 +19,18 @@ pub enum EncodeError {
         #[source]
         source: std::io::Error,
     },
+    #[error("writing Parquet: {0}")]
+    Parquet(#[from] ::parquet::errors::ParquetError),
+    #[error("decoding records into Arrow: {0}")]
+    Arrow(#[from] arrow_schema::ArrowError),
+}
+
+/// A record the format refused when its rows were settled: its index among the rows appended
+/// since the settle before, and why (with the field path where the format gives one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    pub index: usize,
+    pub reason: String,
 }
 
 /// Writes records into one object's bytes.
@@ -31,8 +46,19 @@ pub trait Encoder: Send {
     fn overhead(&self) -> usize;
     /// Takes the encoded bytes held so far if there are at least `min` of them.
     fn take_ready(&mut self, min: usize) -> Option<Vec<u8>>;
-    /// Ends the object and returns the bytes not taken yet.
+    /// Ends the object and returns the bytes not taken yet. Rows not settled are settled
+    /// first; the caller settles before finishing when it wants to hear of refused rows.
     fn finish(self: Box<Self>) -> Result<Vec<u8>, EncodeError>;
+    /// Rows appended since the last [`Encoder::settle`]. Formats that check records against a
+    /// schema (Parquet) check them in batches; others take every record at once and say 0.
+    fn unsettled(&self) -> usize {
+        0
+    }
+    /// Encodes the rows appended since the last call. Rows the format refuses are pushed to
+    /// `rejected` and are not in the output.
+    fn settle(&mut self, _rejected: &mut Vec<Rejected>) -> Result<(), EncodeError> {
+        Ok(())
+    }
 }
 
 /// Records are gathered into this much input before the compressor sees them: deflate spends

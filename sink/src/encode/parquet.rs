@@ -1,0 +1,575 @@
+//! Parquet files: JSON records decoded straight into Arrow with the table's schema, written as
+//! row groups that stream to the store.
+//!
+//! Records are appended as bytes and checked in batches ([`Encoder::settle`]): arrow-json's
+//! tape decoder parses a batch, and the batch becomes Arrow arrays only if every record fits
+//! the schema. A batch with a record that does not fit is decoded again record by record, so
+//! each refused record is named with the decoder's reason (which carries the field path) and
+//! the others are kept. Nothing that failed ever reaches the Parquet writer, so a bad record
+//! cannot produce a corrupt file.
+//!
+//! Columns of type `Utf8` take any JSON value: strings as they are, anything else (objects such
+//! as CloudTrail's `requestParameters`, arrays, numbers) as its compact JSON text, the way
+//! Athena's CloudTrail table stores them.
+//!
+//! Memory: the open row group is bounded by rows and by encoded bytes
+//! (`WriterProperties::max_row_group_{row_count,bytes}`); finished row groups leave through
+//! [`Encoder::take_ready`] as multipart parts. The JSON decoders are per worker thread and
+//! table, not per file.
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use arrow_array::builder::StringBuilder;
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_json::reader::{
+    ArrayDecoder, Decoder, DecoderContext, DecoderFactory, Tape, TapeElement,
+};
+use arrow_json::ReaderBuilder;
+use arrow_schema::{ArrowError, DataType, FieldRef, SchemaRef};
+use parquet::arrow::ArrowWriter;
+use parquet::file::properties::WriterProperties;
+
+use super::{EncodeError, Encoder, Rejected};
+
+/// Rows decoded per Arrow batch. The tape decoder reserves room for this many rows up front
+/// (about 1.5 MB for CloudTrail's 45 leaf fields at 1024), once per worker thread and table.
+const DECODE_ROWS: usize = 1024;
+
+/// Rows or bytes appended after which the writer settles a file without waiting for the end
+/// of the consumer's batch.
+pub const SETTLE_ROWS: usize = 4096;
+pub const SETTLE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Estimated memory of one open Parquet writer besides what `ArrowWriter::memory_size`
+/// reports: column writers, page buffers and metadata.
+pub const PARQUET_STATE: usize = 256 * 1024;
+
+/// How a Parquet table writes: its schema and writer settings (built by `config`).
+#[derive(Debug)]
+pub struct ParquetPlan {
+    /// Identifies the plan in the per-thread decoder cache.
+    id: usize,
+    pub schema: SchemaRef,
+    /// Where the schema came from, for messages.
+    pub origin: String,
+    pub props: WriterProperties,
+    /// `unknown_fields = "fail"`: a field the schema lacks makes the record bad.
+    pub strict: bool,
+}
+
+impl ParquetPlan {
+    pub fn new(schema: SchemaRef, origin: String, props: WriterProperties, strict: bool) -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        ParquetPlan {
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
+            schema,
+            origin,
+            props,
+            strict,
+        }
+    }
+
+    fn decoder(&self) -> Result<Decoder, ArrowError> {
+        ReaderBuilder::new(self.schema.clone())
+            .with_batch_size(DECODE_ROWS)
+            .with_strict_mode(self.strict)
+            .with_decoder_factory(Arc::new(JsonTextFactory))
+            .build_decoder()
+    }
+}
+
+thread_local! {
+    /// One JSON decoder per table on each worker thread (by plan id).
+    static DECODERS: RefCell<Vec<(usize, Decoder)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's decoder for `plan`. A decoder that failed is dropped (its tape
+/// may hold part of a batch) and rebuilt on next use.
+fn with_decoder<T>(
+    plan: &ParquetPlan,
+    f: impl FnOnce(&mut Decoder) -> Result<T, ArrowError>,
+) -> Result<T, ArrowError> {
+    DECODERS.with(|cell| {
+        let mut cache = cell.borrow_mut();
+        let i = match cache.iter().position(|(id, _)| *id == plan.id) {
+            Some(i) => i,
+            None => {
+                cache.push((plan.id, plan.decoder()?));
+                cache.len() - 1
+            }
+        };
+        let r = f(&mut cache[i].1);
+        if r.is_err() {
+            cache.swap_remove(i);
+        }
+        r
+    })
+}
+
+/// Decodes newline-separated JSON records into batches of [`DECODE_ROWS`].
+fn decode_all(d: &mut Decoder, buf: &[u8], out: &mut Vec<RecordBatch>) -> Result<(), ArrowError> {
+    let mut pos = 0;
+    loop {
+        let n = d.decode(&buf[pos..])?;
+        pos += n;
+        let flushed = d.flush()?;
+        let progressed = n > 0 || flushed.is_some();
+        out.extend(flushed);
+        if pos >= buf.len() {
+            return Ok(());
+        }
+        if !progressed {
+            return Err(ArrowError::JsonError("decoder made no progress".into()));
+        }
+    }
+}
+
+/// One Parquet file.
+pub struct ParquetEncoder {
+    plan: Arc<ParquetPlan>,
+    writer: Option<ArrowWriter<Vec<u8>>>,
+    /// Records appended since the last settle, one per line.
+    pending: Vec<u8>,
+    /// End of each pending record in `pending`.
+    ends: Vec<usize>,
+    /// Arrow batches of a settle, reused.
+    batches: Vec<RecordBatch>,
+    taken: u64,
+}
+
+impl ParquetEncoder {
+    pub fn new(plan: Arc<ParquetPlan>) -> ParquetEncoder {
+        ParquetEncoder {
+            plan,
+            writer: None,
+            pending: Vec::new(),
+            ends: Vec::new(),
+            batches: Vec::new(),
+            taken: 0,
+        }
+    }
+
+    fn writer(&mut self) -> Result<&mut ArrowWriter<Vec<u8>>, EncodeError> {
+        if self.writer.is_none() {
+            self.writer = Some(ArrowWriter::try_new(
+                Vec::with_capacity(64 * 1024),
+                self.plan.schema.clone(),
+                Some(self.plan.props.clone()),
+            )?);
+        }
+        Ok(self.writer.as_mut().expect("writer"))
+    }
+
+    /// Decodes each pending record alone: the good ones into `batches`, the others into
+    /// `rejected`.
+    fn one_by_one(&mut self, rejected: &mut Vec<Rejected>) -> Result<(), EncodeError> {
+        self.batches.clear();
+        let mut start = 0;
+        for (index, &end) in self.ends.iter().enumerate() {
+            let row = &self.pending[start..end];
+            start = end;
+            let r = with_decoder(&self.plan, |d| {
+                let n = d.decode(row)?;
+                if n < row.len() && row[n..].iter().any(|b| !b.is_ascii_whitespace()) {
+                    return Err(ArrowError::JsonError(
+                        "more than one JSON value in the record".into(),
+                    ));
+                }
+                d.flush()
+            });
+            match r {
+                Ok(Some(b)) => self.batches.push(b),
+                Ok(None) => rejected.push(Rejected {
+                    index,
+                    reason: "no JSON value".into(),
+                }),
+                Err(e) => rejected.push(Rejected {
+                    index,
+                    reason: clean(e),
+                }),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The decoder's message without arrow's "Json error: " prefix.
+fn clean(e: ArrowError) -> String {
+    match e {
+        ArrowError::JsonError(m) => m,
+        other => other.to_string(),
+    }
+}
+
+impl Encoder for ParquetEncoder {
+    fn append(&mut self, record: &[u8]) -> Result<(), EncodeError> {
+        if self.pending.is_empty() {
+            self.pending.reserve(record.len().max(1024) * 4);
+        }
+        self.pending.extend_from_slice(record);
+        self.pending.push(b'\n');
+        self.ends.push(self.pending.len());
+        Ok(())
+    }
+
+    fn written(&self) -> u64 {
+        // What the file would be now: the row groups written and the estimated encoded size
+        // of the open one (used for `rotate.max_bytes`).
+        self.writer
+            .as_ref()
+            .map_or(0, |w| (w.bytes_written() + w.in_progress_size()) as u64)
+    }
+
+    fn buffered(&self) -> usize {
+        self.writer.as_ref().map_or(0, |w| w.inner().len())
+    }
+
+    fn overhead(&self) -> usize {
+        self.pending.capacity()
+            + self.ends.capacity() * std::mem::size_of::<usize>()
+            + self
+                .writer
+                .as_ref()
+                .map_or(0, |w| w.memory_size() + PARQUET_STATE)
+    }
+
+    fn take_ready(&mut self, min: usize) -> Option<Vec<u8>> {
+        let w = self.writer.as_mut()?;
+        // Bytes of finished row groups wait in the writer's small buffer; push them through.
+        w.sync().ok()?;
+        let out = w.inner_mut();
+        if out.len() < min {
+            return None;
+        }
+        let chunk = std::mem::take(out);
+        self.taken += chunk.len() as u64;
+        Some(chunk)
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<Vec<u8>, EncodeError> {
+        let mut rejected = Vec::new();
+        self.settle(&mut rejected)?;
+        if let Some(r) = rejected.first() {
+            // The writer settles before it finishes; this is a bug if it happens.
+            return Err(EncodeError::Arrow(ArrowError::JsonError(format!(
+                "record refused while finishing the file: {}",
+                r.reason
+            ))));
+        }
+        self.writer()?;
+        let w = self.writer.take().expect("writer");
+        let mut out = w.into_inner()?;
+        out.shrink_to_fit();
+        Ok(out)
+    }
+
+    fn unsettled(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn settle(&mut self, rejected: &mut Vec<Rejected>) -> Result<(), EncodeError> {
+        if self.ends.is_empty() {
+            return Ok(());
+        }
+        self.batches.clear();
+        let batches = &mut self.batches;
+        let pending = &self.pending;
+        let whole = with_decoder(&self.plan, |d| decode_all(d, pending, batches));
+        let rows: usize = self.batches.iter().map(RecordBatch::num_rows).sum();
+        if whole.is_err() || rows != self.ends.len() {
+            self.one_by_one(rejected)?;
+        }
+        let batches = std::mem::take(&mut self.batches);
+        let w = self.writer()?;
+        for b in &batches {
+            w.write(b)?;
+        }
+        self.batches = batches;
+        self.batches.clear();
+        self.pending.clear();
+        self.ends.clear();
+        if self.pending.capacity() > SETTLE_BYTES * 2 {
+            self.pending.shrink_to(SETTLE_BYTES);
+        }
+        Ok(())
+    }
+}
+
+/// Decodes `Utf8` columns from any JSON value: strings as they are, anything else as its JSON
+/// text.
+#[derive(Debug)]
+struct JsonTextFactory;
+
+impl DecoderFactory for JsonTextFactory {
+    fn make_default_decoder(
+        &self,
+        _ctx: &DecoderContext,
+        field: &FieldRef,
+        is_nullable: bool,
+    ) -> Result<Option<Box<dyn ArrayDecoder>>, ArrowError> {
+        Ok(match field.data_type() {
+            DataType::Utf8 => Some(Box::new(JsonTextDecoder {
+                nullable: is_nullable,
+                field: field.name().clone(),
+                text: String::new(),
+            })),
+            _ => None,
+        })
+    }
+}
+
+struct JsonTextDecoder {
+    nullable: bool,
+    field: String,
+    text: String,
+}
+
+impl ArrayDecoder for JsonTextDecoder {
+    fn decode(&mut self, tape: &Tape<'_>, pos: &[u32]) -> Result<ArrayRef, ArrowError> {
+        let mut b = StringBuilder::with_capacity(pos.len(), pos.len() * 16);
+        for &p in pos {
+            match tape.get(p) {
+                TapeElement::String(i) => b.append_value(tape.get_string(i)),
+                TapeElement::Null => {
+                    if !self.nullable {
+                        return Err(ArrowError::JsonError(format!(
+                            "field '{}' is required but is missing or null",
+                            self.field
+                        )));
+                    }
+                    b.append_null()
+                }
+                _ => {
+                    self.text.clear();
+                    write_json(tape, p, &mut self.text)?;
+                    b.append_value(&self.text);
+                }
+            }
+        }
+        Ok(Arc::new(b.finish()))
+    }
+}
+
+/// Writes the JSON value at `idx` of the tape as compact JSON text.
+fn write_json(tape: &Tape<'_>, idx: u32, out: &mut String) -> Result<(), ArrowError> {
+    match tape.get(idx) {
+        TapeElement::StartObject(end) => {
+            out.push('{');
+            let mut cur = idx + 1;
+            let mut first = true;
+            while cur < end {
+                if !first {
+                    out.push(',');
+                }
+                first = false;
+                match tape.get(cur) {
+                    TapeElement::String(k) => write_string(tape.get_string(k), out),
+                    _ => return Err(tape.error(cur, "object key")),
+                }
+                out.push(':');
+                cur += 1;
+                write_json(tape, cur, out)?;
+                cur = tape.next(cur, "value")?;
+            }
+            out.push('}');
+        }
+        TapeElement::StartList(end) => {
+            out.push('[');
+            let mut cur = idx + 1;
+            let mut first = true;
+            while cur < end {
+                if !first {
+                    out.push(',');
+                }
+                first = false;
+                write_json(tape, cur, out)?;
+                cur = tape.next(cur, "value")?;
+            }
+            out.push(']');
+        }
+        TapeElement::String(i) => write_string(tape.get_string(i), out),
+        TapeElement::Number(i) => out.push_str(tape.get_string(i)),
+        TapeElement::True => out.push_str("true"),
+        TapeElement::False => out.push_str("false"),
+        TapeElement::Null => out.push_str("null"),
+        TapeElement::I32(v) => out.push_str(&v.to_string()),
+        TapeElement::I64(hi) => match tape.get(idx + 1) {
+            TapeElement::I32(lo) => {
+                out.push_str(&(((hi as i64) << 32) | (lo as u32 as i64)).to_string())
+            }
+            _ => return Err(tape.error(idx, "number")),
+        },
+        _ => return Err(tape.error(idx, "JSON value")),
+    }
+    Ok(())
+}
+
+/// A JSON string literal.
+fn write_string(s: &str, out: &mut String) {
+    out.push('"');
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let esc: Option<&str> = match b {
+            b'"' => Some("\\\""),
+            b'\\' => Some("\\\\"),
+            b'\n' => Some("\\n"),
+            b'\r' => Some("\\r"),
+            b'\t' => Some("\\t"),
+            0..=0x1f => None,
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        match esc {
+            Some(e) => out.push_str(e),
+            None => out.push_str(&format!("\\u{b:04x}")),
+        }
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Int64Type, TimestampMillisecondType};
+    use arrow_array::Array;
+    use arrow_schema::{Field, Fields, Schema, TimeUnit};
+    use bytes::Bytes;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    fn plan(strict: bool) -> Arc<ParquetPlan> {
+        let schema = Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new(
+                "t",
+                DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+                false,
+            ),
+            Field::new(
+                "user",
+                DataType::Struct(Fields::from(vec![Field::new("name", DataType::Utf8, true)])),
+                true,
+            ),
+            Field::new("params", DataType::Utf8, true),
+        ]);
+        let props = WriterProperties::builder()
+            .set_max_row_group_row_count(Some(3))
+            .build();
+        Arc::new(ParquetPlan::new(
+            Arc::new(schema),
+            "test".into(),
+            props,
+            strict,
+        ))
+    }
+
+    fn read(bytes: Vec<u8>) -> Vec<RecordBatch> {
+        ParquetRecordBatchReaderBuilder::try_new(Bytes::from(bytes))
+            .unwrap()
+            .build()
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn records_become_typed_rows_and_objects_in_string_columns_keep_their_json_text() {
+        let mut e: Box<dyn Encoder> = Box::new(ParquetEncoder::new(plan(false)));
+        e.append(br#"{"id":1,"t":"2024-01-02T01:02:03.456Z","user":{"name":"a"},"params":{"k":"v\"q","n":[1,2.5,null,true]}}"#).unwrap();
+        e.append(br#"{"id":2,"t":"2024-01-02T01:02:04Z","params":"plain","extra":1}"#)
+            .unwrap();
+        let mut rejected = Vec::new();
+        e.settle(&mut rejected).unwrap();
+        assert!(rejected.is_empty(), "{rejected:?}");
+        let batches = read(e.finish().unwrap());
+        let b = &batches[0];
+        assert_eq!(b.num_rows(), 2);
+        let ids = b.column(0).as_primitive::<Int64Type>();
+        assert_eq!(ids.values(), &[1, 2]);
+        let t = b.column(1).as_primitive::<TimestampMillisecondType>();
+        assert_eq!(t.value(0), 1_704_157_323_456);
+        let params = b.column(3).as_string::<i32>();
+        assert_eq!(params.value(0), r#"{"k":"v\"q","n":[1,2.5,null,true]}"#);
+        assert_eq!(params.value(1), "plain");
+        let user = b.column(2).as_struct();
+        assert!(user.is_null(1));
+    }
+
+    #[test]
+    fn a_record_that_does_not_fit_is_refused_with_its_field_and_the_others_are_kept() {
+        let mut e = ParquetEncoder::new(plan(false));
+        e.append(br#"{"id":1,"t":"2024-01-02T01:00:00Z"}"#).unwrap();
+        e.append(br#"{"id":"x","t":"2024-01-02T01:00:00Z"}"#)
+            .unwrap();
+        e.append(br#"{"t":"2024-01-02T01:00:00Z"}"#).unwrap();
+        e.append(br#"{"id":4,"t":"2024-01-02T01:00:00Z","user":{"name":7}}"#)
+            .unwrap();
+        e.append(br#"{"id":5,"t":"not a time"}"#).unwrap();
+        let mut rejected = Vec::new();
+        e.settle(&mut rejected).unwrap();
+        let idx: Vec<usize> = rejected.iter().map(|r| r.index).collect();
+        assert_eq!(idx, vec![1, 2, 4], "{rejected:?}");
+        assert!(rejected[0].reason.contains("id"), "{}", rejected[0].reason);
+        assert!(
+            rejected[2].reason.contains("not a time"),
+            "{}",
+            rejected[2].reason
+        );
+        let batches = read(Box::new(e).finish().unwrap());
+        let ids: Vec<i64> = batches
+            .iter()
+            .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+            .collect();
+        // user.name = 7 is kept: a string column takes any JSON value as its text.
+        assert_eq!(ids, vec![1, 4]);
+    }
+
+    #[test]
+    fn unknown_fields_are_dropped_or_refused_by_policy() {
+        let mut e = ParquetEncoder::new(plan(true));
+        e.append(br#"{"id":1,"t":0,"extra":true}"#).unwrap();
+        e.append(br#"{"id":2,"t":0}"#).unwrap();
+        let mut rejected = Vec::new();
+        e.settle(&mut rejected).unwrap();
+        assert_eq!(rejected.len(), 1);
+        assert_eq!(rejected[0].index, 0);
+        assert!(
+            rejected[0].reason.contains("extra"),
+            "{}",
+            rejected[0].reason
+        );
+    }
+
+    #[test]
+    fn row_groups_stream_out_and_the_parts_concatenate_to_the_file() {
+        let mut e: Box<dyn Encoder> = Box::new(ParquetEncoder::new(plan(false)));
+        let mut parts = Vec::new();
+        let mut rejected = Vec::new();
+        for i in 0..10 {
+            e.append(format!(r#"{{"id":{i},"t":{i}}}"#).as_bytes())
+                .unwrap();
+            e.settle(&mut rejected).unwrap();
+            if let Some(p) = e.take_ready(1) {
+                parts.push(p);
+            }
+        }
+        assert!(parts.len() >= 3, "row groups of 3 rows left as parts");
+        parts.push(e.finish().unwrap());
+        let batches = read(parts.concat());
+        let n: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        assert_eq!(n, 10);
+    }
+
+    #[test]
+    fn json_text_escapes_control_characters() {
+        let mut s = String::new();
+        write_string("a\"b\\c\nd\u{1}é", &mut s);
+        assert_eq!(s, r#""a\"b\\c\nd\u0001é""#);
+        let v: String = serde_json::from_str(&s).unwrap();
+        assert_eq!(v, "a\"b\\c\nd\u{1}é");
+    }
+}
