@@ -133,13 +133,13 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Ddl {
             config,
             table,
+            database,
             dialect,
         } => {
             let plan = lakesink::Plan::load(&config)?;
-            print!(
-                "{}",
-                lakesink::ddl::for_plan(&plan, table.as_deref(), dialect)?
-            );
+            let sql =
+                lakesink::ddl::for_plan(&plan, table.as_deref(), database.as_deref(), dialect)?;
+            print!("{sql}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { config } => {
