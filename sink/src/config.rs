@@ -303,10 +303,20 @@ pub struct SchemaSection {
     /// `schema-registry/schemas/` beside it and below the working directory, then among the
     /// schemas built into the binary.
     pub file: Option<String>,
+    /// A Confluent-compatible schema registry (`http://redpanda:8081`): the subject's latest
+    /// schema, and each Confluent-framed record's own schema by its id.
+    pub registry: Option<String>,
+    /// The registry subject (`cloudtrail-value`).
+    pub subject: Option<String>,
+    /// HTTP basic auth for the registry.
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// PEM file of CA certificates for an `https://` registry.
+    pub ca_file: Option<String>,
 }
 
 /// `[tables.parquet]`: how Parquet files are written.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ParquetSection {
     /// `zstd` (default), `snappy`, `gzip`, `lz4` or `none`.
@@ -612,8 +622,13 @@ pub struct TablePlan {
     pub catalog_database: Option<String>,
     /// The table's schema, if it has one (always for Parquet).
     pub schema: Option<Arc<TableSchema>>,
-    /// Parquet tables: schema and writer settings.
+    /// Parquet tables: schema and writer settings (for a registry table, of the latest
+    /// schema once resolved; records of other ids use [`crate::schemas::TableRegistry::plan_for`]).
     pub parquet: Option<Arc<ParquetPlan>>,
+    /// Parquet tables: the writer settings.
+    pub parquet_options: Option<Arc<ParquetSection>>,
+    /// Tables whose schema comes from a registry.
+    pub registry: Option<Arc<crate::schemas::TableRegistry>>,
 }
 
 /// A table's schema and where it came from.
@@ -633,6 +648,28 @@ const RESERVED_PROPERTIES: &[&str] = &[
 ];
 
 impl Plan {
+    /// Asks the schema registries of registry tables for their subjects' latest schemas: the
+    /// tables' columns and the Parquet plan of plain JSON records. Before `run`, `ddl`, `check`.
+    pub async fn resolve_schemas(&mut self) -> Result<(), ConfigError> {
+        for t in &mut self.tables {
+            let Some(reg) = t.registry.clone() else {
+                continue;
+            };
+            let err = |message: String| ConfigError::Table {
+                path: self.source.clone(),
+                table: t.name.clone(),
+                message,
+            };
+            let schema = Arc::new(reg.resolve_latest().await.map_err(|e| err(e.to_string()))?);
+            tracing::info!(table = %t.name, schema = %schema.origin, "schema from the registry");
+            if let Some(options) = &t.parquet_options {
+                t.parquet = Some(Arc::new(parquet_plan(options, &schema).map_err(err)?));
+            }
+            t.schema = Some(schema);
+        }
+        Ok(())
+    }
+
     /// Reads and validates a config file.
     pub fn load(path: &FsPath) -> Result<Plan, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -865,32 +902,59 @@ fn table_plan(t: TableSection, origin: &str) -> Result<TablePlan, ConfigError> {
             )))
         }
     };
-    let schema = match &t.schema {
-        None => None,
-        Some(SchemaSection { file: Some(file) }) => {
-            let r = lakesink_schema_registry::source::resolve_file(file, &schema_dirs(origin))
-                .map_err(|e| err(e.to_string()))?;
-            Some(Arc::new(TableSchema {
-                arrow: Arc::new(r.schema),
-                origin: r.origin,
-            }))
-        }
-        Some(SchemaSection { file: None }) => {
-            return Err(err("schema needs `file = \"…\"`".into()))
-        }
+    let (schema, registry) = match &t.schema {
+        None => (None, None),
+        Some(s) => match (&s.file, &s.registry) {
+            (Some(file), None) => {
+                if s.subject.is_some() || s.username.is_some() || s.ca_file.is_some() {
+                    return Err(err(
+                        "schema: subject, username, password and ca_file go with registry, not file"
+                            .into(),
+                    ));
+                }
+                let r = lakesink_schema_registry::source::resolve_file(file, &schema_dirs(origin))
+                    .map_err(|e| err(e.to_string()))?;
+                let schema = TableSchema {
+                    arrow: Arc::new(r.schema),
+                    origin: r.origin,
+                };
+                (Some(Arc::new(schema)), None)
+            }
+            (None, Some(url)) => {
+                url::Url::parse(url).map_err(|e| err(format!("schema.registry `{url}`: {e}")))?;
+                let subject = s.subject.clone().ok_or_else(|| {
+                    err("schema.registry needs schema.subject (e.g. \"cloudtrail-value\")".into())
+                })?;
+                let cfg = lakesink_schema_registry::registry::RegistryConfig {
+                    url: url.clone(),
+                    username: s.username.clone(),
+                    password: s.password.clone(),
+                    ca_file: s.ca_file.as_ref().map(PathBuf::from),
+                    timeout: Duration::from_secs(30),
+                };
+                let r = crate::schemas::TableRegistry::new(cfg, subject)
+                    .map_err(|e| err(e.to_string()))?;
+                (None, Some(Arc::new(r)))
+            }
+            _ => {
+                return Err(err(
+                    "schema needs one of `file = \"cloudtrail.avsc\"` or `registry = \"http://…\"`"
+                        .into(),
+                ))
+            }
+        },
     };
-    let parquet = match (format, &schema) {
-        (Format::Parquet, None) => {
-            return Err(err(
-                "format = \"parquet\" needs a schema: schema = { file = \"cloudtrail.avsc\" }"
-                    .into(),
-            ))
+    let parquet_options = match format {
+        Format::Parquet => {
+            if schema.is_none() && registry.is_none() {
+                return Err(err(
+                    "format = \"parquet\" needs a schema: schema = { file = \"cloudtrail.avsc\" } or { registry = \"http://…\", subject = \"…\" }"
+                        .into(),
+                ));
+            }
+            Some(Arc::new(t.parquet.unwrap_or_default()))
         }
-        (Format::Parquet, Some(schema)) => {
-            let section = t.parquet.unwrap_or_default();
-            Some(Arc::new(parquet_plan(&section, schema).map_err(err)?))
-        }
-        (Format::JsonGz, _) => {
+        Format::JsonGz => {
             if t.parquet.is_some() {
                 return Err(err(
                     "[tables.parquet] is for format = \"parquet\" tables".into()
@@ -898,6 +962,12 @@ fn table_plan(t: TableSection, origin: &str) -> Result<TablePlan, ConfigError> {
             }
             None
         }
+    };
+    let parquet = match (&parquet_options, &schema) {
+        (Some(options), Some(schema)) => {
+            Some(Arc::new(parquet_plan(options, schema).map_err(err)?))
+        }
+        _ => None,
     };
     let partition =
         PartitionTemplate::parse(&t.partition_by).map_err(|source| ConfigError::Template {
@@ -998,6 +1068,8 @@ fn table_plan(t: TableSection, origin: &str) -> Result<TablePlan, ConfigError> {
         catalog_database: t.catalog_database,
         schema,
         parquet,
+        parquet_options,
+        registry,
     })
 }
 
@@ -1016,7 +1088,7 @@ fn schema_dirs(origin: &str) -> Vec<PathBuf> {
 }
 
 /// Writer properties of a Parquet table.
-fn parquet_plan(p: &ParquetSection, schema: &TableSchema) -> Result<ParquetPlan, String> {
+pub fn parquet_plan(p: &ParquetSection, schema: &TableSchema) -> Result<ParquetPlan, String> {
     use parquet::basic::{Compression, GzipLevel, ZstdLevel};
     use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
     use parquet::schema::types::ColumnPath;

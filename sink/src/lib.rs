@@ -32,6 +32,7 @@ pub mod mock;
 pub mod pipeline;
 pub mod rotate;
 pub mod route;
+pub mod schemas;
 pub mod stats;
 pub mod storage;
 pub mod units;

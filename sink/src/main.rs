@@ -136,14 +136,16 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             database,
             dialect,
         } => {
-            let plan = lakesink::Plan::load(&config)?;
+            let mut plan = lakesink::Plan::load(&config)?;
+            plan.resolve_schemas().await?;
             let sql =
                 lakesink::ddl::for_plan(&plan, table.as_deref(), database.as_deref(), dialect)?;
             print!("{sql}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { config } => {
-            let plan = lakesink::Plan::load(&config)?;
+            let mut plan = lakesink::Plan::load(&config)?;
+            plan.resolve_schemas().await?;
             print!("{}", lakesink::check::check(&plan).await?);
             Ok(ExitCode::SUCCESS)
         }

@@ -32,8 +32,13 @@ pub struct Summary {
 
 /// Runs the daemon until `control` says stop (or, with `exit_when_caught_up`, until every
 /// assigned partition is consumed to its end), then drains: uploads and commits everything.
-pub async fn run(plan: Plan, control: Arc<Control>, stats: Arc<Stats>) -> Result<Summary, Error> {
+pub async fn run(
+    mut plan: Plan,
+    control: Arc<Control>,
+    stats: Arc<Stats>,
+) -> Result<Summary, Error> {
     let started = Instant::now();
+    plan.resolve_schemas().await?;
     let lake = crate::storage::open(&plan.storage)?;
     let catalog = Arc::new(Registrar::new(
         crate::catalog::open(&plan)?,

@@ -24,6 +24,8 @@ pub enum CutReason {
     Records,
     /// A file reached `max_bytes` as written (decided by the data: reproducible).
     Bytes,
+    /// A registry table's records changed schema id (decided by the data: reproducible).
+    Schema,
     /// The oldest record waited `max_age` (wall clock: not reproducible, see DESIGN.md).
     Age,
     /// Open files together held more than `max_buffered_bytes` (not reproducible).
@@ -39,6 +41,7 @@ impl CutReason {
         match self {
             CutReason::Records => "max_records",
             CutReason::Bytes => "max_bytes",
+            CutReason::Schema => "schema_change",
             CutReason::Age => "max_age",
             CutReason::Memory => "memory",
             CutReason::Revoke => "revoke",

@@ -58,6 +58,14 @@ pub enum WriteError {
         key: String,
         message: String,
     },
+    #[error("table `{table}`: {message}")]
+    Schema { table: String, message: String },
+    #[error("table `{table}`: {source}")]
+    Registry {
+        table: String,
+        #[source]
+        source: lakesink_schema_registry::registry::RegistryError,
+    },
     #[error("{tp}: producing a dead letter failed: {message}")]
     DeadLetter { tp: Tp, message: String },
     #[error("segment {tp} [{start}, {end}): upload task failed: {message}")]
@@ -168,6 +176,10 @@ pub struct PartitionWriter {
     /// Files with unsettled rows: (router slot, partition path).
     dirty: Vec<(usize, String)>,
     rejected: Vec<Rejected>,
+    /// Scratch for Avro records decoded to JSON.
+    json: String,
+    /// Per router slot: the schema id of its open files (registry tables).
+    schema_ids: Vec<Option<u32>>,
 }
 
 impl PartitionWriter {
@@ -182,7 +194,6 @@ impl PartitionWriter {
         Ok(PartitionWriter {
             tp,
             epoch,
-            routers,
             files,
             errors: HashMap::new(),
             deliveries: Vec::new(),
@@ -197,6 +208,9 @@ impl PartitionWriter {
             sealed: Default::default(),
             dirty: Vec::new(),
             rejected: Vec::new(),
+            json: String::new(),
+            schema_ids: routers.iter().map(|_| None).collect(),
+            routers,
         })
     }
 
@@ -240,6 +254,12 @@ impl PartitionWriter {
         now_micros: i64,
     ) -> Result<(), WriteError> {
         for (i, rec) in recs.iter().enumerate() {
+            if self.schema_changes(ctx, rec) {
+                if let Some(reason) = self.settle(ctx, recs, now)? {
+                    self.cut(ctx, reason)?;
+                }
+                self.cut(ctx, CutReason::Schema)?;
+            }
             let mut full = self.push_one(ctx, i, rec, now, now_micros)?;
             if full.is_some() || self.must_settle() {
                 full = full.or(self.settle(ctx, recs, now)?);
@@ -252,6 +272,25 @@ impl PartitionWriter {
             self.cut(ctx, reason)?;
         }
         Ok(())
+    }
+
+    /// Whether `rec` has another schema id than the open Parquet files of a registry table: the
+    /// segment is then cut before it, so each file holds one schema.
+    fn schema_changes(&self, ctx: &WriterCtx, rec: &RecordIn<'_>) -> bool {
+        self.routers.iter().enumerate().any(|(slot, (t, _))| {
+            let table = &ctx.tables[*t];
+            let Some(reg) = &table.registry else {
+                return false;
+            };
+            if table.parquet_options.is_none() || self.files[slot].is_empty() {
+                return false;
+            }
+            let id = match rec.payload.and_then(lakesink_schema_registry::wire::split) {
+                Some((id, _)) => Some(id),
+                None => reg.latest_id(),
+            };
+            id != self.schema_ids[slot]
+        })
     }
 
     /// Whether a file holds enough unsettled rows to settle before the batch ends.
@@ -328,18 +367,40 @@ impl PartitionWriter {
         now: Instant,
         now_micros: i64,
     ) -> Result<Option<CutReason>, WriteError> {
-        let r = RecordRef {
-            topic: &self.tp.topic,
-            partition: self.tp.partition,
-            offset: rec.offset,
-            kafka_millis: rec.kafka_millis,
-            payload: rec.payload,
-        };
+        let mut json = std::mem::take(&mut self.json);
+        let r = self.push_slots(ctx, index, rec, now, now_micros, &mut json);
+        self.json = json;
+        r
+    }
+
+    fn push_slots(
+        &mut self,
+        ctx: &WriterCtx,
+        index: usize,
+        rec: &RecordIn<'_>,
+        now: Instant,
+        now_micros: i64,
+        json: &mut String,
+    ) -> Result<Option<CutReason>, WriteError> {
         let mut full = None;
         for slot in 0..self.routers.len() {
             let (table_idx, router) = &mut self.routers[slot];
             let table = &ctx.tables[*table_idx];
-            let routed = match router.route(&r, now_micros, &mut self.path) {
+            // Confluent-framed records of a registry table: their own schema, as JSON.
+            let unwrapped = unwrap_wire(ctx, table, rec.payload, json)?;
+            let (payload, schema_id) = match &unwrapped {
+                Ok(x) => *x,
+                Err(_) => (rec.payload, None),
+            };
+            let r = RecordRef {
+                topic: &self.tp.topic,
+                partition: self.tp.partition,
+                offset: rec.offset,
+                kafka_millis: rec.kafka_millis,
+                payload,
+            };
+            let routed = match unwrapped.and_then(|_| router.route(&r, now_micros, &mut self.path))
+            {
                 Ok(routed) => routed,
                 Err(source) => {
                     let to_dead_letter = if source.is_timestamp_problem() {
@@ -376,16 +437,28 @@ impl PartitionWriter {
             if routed.fell_back {
                 Stats::add(&ctx.stats.timestamp_fallbacks, 1);
             }
-            let payload = rec.payload.unwrap_or_default();
+            let payload = payload.unwrap_or_default();
             let files = &mut self.files[slot];
             let f = match files.get_mut(self.path.as_str()) {
                 Some(f) => f,
                 None => {
                     let dir = format!("{}/{}", table.name, self.path);
-                    let encoder: Box<dyn Encoder> = match &table.parquet {
-                        Some(plan) => Box::new(ParquetEncoder::new(plan.clone())),
+                    let plan = match (&table.registry, &table.parquet_options, schema_id) {
+                        (Some(reg), Some(options), Some(id)) => {
+                            Some(reg.plan_for(id, options).map_err(|message| {
+                                WriteError::Schema {
+                                    table: table.name.clone(),
+                                    message,
+                                }
+                            })?)
+                        }
+                        _ => table.parquet.clone(),
+                    };
+                    let encoder: Box<dyn Encoder> = match plan {
+                        Some(plan) => Box::new(ParquetEncoder::new(plan)),
                         None => Box::new(GzipNdjson::new(table.compression_level)),
                     };
+                    self.schema_ids[slot] = schema_id;
                     let f = open_file(ctx, table, &self.tp, &dir, rec.offset, encoder)?;
                     self.deadline.file_opened(now, table.rotate.max_age);
                     files.entry(self.path.clone()).or_insert(f)
@@ -765,6 +838,51 @@ fn dead_letter(
     }
     let f = w.files.get_mut(&path).expect("dead-letter file");
     append(ctx, table, f, &line, w.held)
+}
+
+/// A record of a registry table as the JSON the pipeline reads, with its schema id: a
+/// Confluent-framed JSON Schema record without its header, an Avro one decoded into `json`;
+/// a plain JSON record as it is, under the subject's latest id. The inner error is a bad
+/// record (unknown id, undecodable data); the outer one stops the daemon (registry
+/// unreachable for too long, a refused schema).
+#[allow(clippy::type_complexity)]
+fn unwrap_wire<'a>(
+    ctx: &WriterCtx,
+    table: &TablePlan,
+    payload: Option<&'a [u8]>,
+    json: &'a mut String,
+) -> Result<Result<(Option<&'a [u8]>, Option<u32>), RouteError>, WriteError> {
+    use lakesink_schema_registry::registry::RegistryError;
+    let Some(reg) = &table.registry else {
+        return Ok(Ok((payload, None)));
+    };
+    let Some((id, body)) = payload.and_then(lakesink_schema_registry::wire::split) else {
+        return Ok(Ok((payload, reg.latest_id())));
+    };
+    let ws = match reg.writer_schema(&ctx.rt, id) {
+        Ok(ws) => ws,
+        Err(e @ RegistryError::NotFound { .. }) => {
+            return Ok(Err(RouteError::Wire(format!("schema id {id}: {e}"))))
+        }
+        Err(source) => {
+            return Err(WriteError::Registry {
+                table: table.name.clone(),
+                source,
+            })
+        }
+    };
+    match &ws.avro {
+        Some(d) => {
+            json.clear();
+            match d.to_json(body, json) {
+                Ok(()) => Ok(Ok((Some(json.as_bytes()), Some(id)))),
+                Err(e) => Ok(Err(RouteError::Wire(format!(
+                    "Avro record of schema id {id}: {e}"
+                )))),
+            }
+        }
+        None => Ok(Ok((Some(body), Some(id)))),
+    }
 }
 
 /// Memory of an open file besides its encoder: key, upload handle, map entry and allocator

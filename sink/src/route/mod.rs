@@ -52,6 +52,9 @@ pub enum RouteError {
     /// settled, after routing).
     #[error("does not match the table's schema: {0}")]
     Schema(String),
+    /// A Confluent-framed record whose schema id is unknown or whose data does not decode.
+    #[error("Confluent wire format: {0}")]
+    Wire(String),
     #[error("event time {event} is more than {skew_secs}s ahead of the record's Kafka timestamp {reference}")]
     FutureTimestamp {
         event: String,
@@ -83,6 +86,7 @@ impl RouteError {
             RouteError::BadTimestamp { .. } => "bad_timestamp",
             RouteError::FutureTimestamp { .. } => "future_timestamp",
             RouteError::Schema(_) => "schema_mismatch",
+            RouteError::Wire(_) => "wire_format",
         }
     }
 }
