@@ -185,6 +185,53 @@ fn gzip_ceiling(records: u64, level: u32) -> (f64, u64, u64) {
     (thread_cpu() - t0, data.len() as u64, out_bytes)
 }
 
+/// CPU seconds to turn the same rows into one Parquet file with the demo table's schema and
+/// settings (arrow-json decode, zstd-3, Lakesink's encoder; one thread).
+fn parquet_ceiling(records: u64) -> (f64, u64, u64) {
+    use lakesink::encode::{Encoder, ParquetEncoder};
+    let plan = lakesink::Plan::from_toml(
+        r#"[kafka]
+brokers = "x:1"
+group_id = "g"
+[storage]
+url = "file:///tmp/x"
+[[tables]]
+name = "t"
+topics = ["t"]
+format = "parquet"
+schema = { file = "cloudtrail.avsc" }
+"#,
+        "bench",
+    )
+    .unwrap();
+    let pq = plan.tables[0].parquet.clone().unwrap();
+    let cfg = GenConfig::default();
+    let mut rows = Vec::with_capacity(records as usize);
+    let mut buf = String::new();
+    let mut bytes_in = 0u64;
+    for seq in 0..records {
+        event(&cfg, seq, records, &mut buf);
+        bytes_in += buf.len() as u64 + 1;
+        rows.push(buf.clone());
+    }
+    let t0 = thread_cpu();
+    let mut enc: Box<dyn Encoder> = Box::new(ParquetEncoder::new(pq));
+    let mut rejected = Vec::new();
+    let mut out = 0u64;
+    for (i, r) in rows.iter().enumerate() {
+        enc.append(r.as_bytes()).unwrap();
+        if i % 4096 == 4095 {
+            enc.settle(&mut rejected).unwrap();
+            if let Some(p) = enc.take_ready(8 << 20) {
+                out += p.len() as u64;
+            }
+        }
+    }
+    out += enc.finish().unwrap().len() as u64;
+    assert!(rejected.is_empty());
+    (thread_cpu() - t0, bytes_in, out)
+}
+
 fn dir_bytes(dir: &Path) -> u64 {
     let mut total = 0;
     let mut stack = vec![dir.to_path_buf()];
@@ -288,12 +335,27 @@ fn main() {
         });
     }
 
+    // Ceiling 3: JSON → Arrow → Parquet (zstd) of the same rows.
+    let (cpu, bytes_in, bytes_out) = parquet_ceiling(args.records);
+    let parquet_cpu_per_gb = cpu / (bytes_in as f64 / 1e9);
+    rows.push(Row {
+        name: "ceiling: JSON → Arrow → Parquet zstd of the same rows (1 thread)".into(),
+        m: Measured {
+            wall: cpu,
+            cpu,
+            peak_rss_mb: 0.0,
+        },
+        out_mb: Some(bytes_out as f64 / 1e6),
+        ceiling_cpu_per_gb: None,
+    });
+
     // Lakesink runs.
     struct Target {
         name: String,
         url: String,
         level: u32,
         endpoint: Option<String>,
+        parquet: bool,
     }
     let mut targets: Vec<Target> = Vec::new();
     std::fs::create_dir_all(&args.workdir).unwrap();
@@ -304,8 +366,16 @@ fn main() {
             url: format!("file://{}/gz{level}", workdir.display()),
             level,
             endpoint: None,
+            parquet: false,
         });
     }
+    targets.push(Target {
+        name: "lakesink parquet zstd → local dir".into(),
+        url: format!("file://{}/parquet", workdir.display()),
+        level: 6,
+        endpoint: None,
+        parquet: true,
+    });
     if let Some(s3) = &args.s3 {
         let (endpoint, bucket) = s3.rsplit_once('/').expect("--s3 http://host:port/BUCKET");
         targets.push(Target {
@@ -313,6 +383,14 @@ fn main() {
             url: format!("s3://{bucket}/bench-{}", std::process::id()),
             level: 6,
             endpoint: Some(endpoint.into()),
+            parquet: false,
+        });
+        targets.push(Target {
+            name: "lakesink parquet zstd → S3".into(),
+            url: format!("s3://{bucket}/bench-pq-{}", std::process::id()),
+            level: 6,
+            endpoint: Some(endpoint.into()),
+            parquet: true,
         });
     }
     for (
@@ -322,6 +400,7 @@ fn main() {
             url,
             level,
             endpoint,
+            parquet,
         },
     ) in targets.iter().enumerate()
     {
@@ -347,6 +426,7 @@ partition_by = "date={{event_time:%Y-%m-%d}}/hour={{event_time:%H}}"
 timestamp = {{ field = "eventTime" }}
 max_future_skew = "1000d"
 compression_level = {level}
+{format}
 [tables.rotate]
 max_records = 500000
 max_bytes = "128MiB"
@@ -355,6 +435,11 @@ max_age = "5m"
             brokers = broker.bootstrap,
             pid = std::process::id(),
             endpoint = endpoint.unwrap_or_default(),
+            format = if *parquet {
+                "format = \"parquet\"\nschema = { file = \"cloudtrail.avsc\" }"
+            } else {
+                ""
+            },
         );
         let path = workdir.join(format!("bench-{i}.toml"));
         std::fs::write(&path, config).unwrap();
@@ -371,7 +456,14 @@ max_age = "5m"
             name: name.clone(),
             m,
             out_mb,
-            ceiling_cpu_per_gb: Some(consume_cpu_per_gb + gzip_cpu_per_gb[level]),
+            ceiling_cpu_per_gb: Some(
+                consume_cpu_per_gb
+                    + if *parquet {
+                        parquet_cpu_per_gb
+                    } else {
+                        gzip_cpu_per_gb[level]
+                    },
+            ),
         });
     }
     drop(broker._stdin);
@@ -420,7 +512,8 @@ max_age = "5m"
     }
     let _ = writeln!(
         md,
-        "\nCeiling of a run = consume-and-discard CPU-s/GB + gzip CPU-s/GB at the run's level. \
+        "\nCeiling of a run = consume-and-discard CPU-s/GB + gzip CPU-s/GB at the run's level \
+         (or + JSON → Arrow → Parquet CPU-s/GB for Parquet runs). \
          CPU ratio = ceiling ÷ Lakesink CPU-s/GB. Throughput ratio = Lakesink MB/s ÷ ({cores} cores ÷ ceiling CPU-s/GB)."
     );
     print!("{md}");

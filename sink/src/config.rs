@@ -1586,9 +1586,16 @@ max_age = "30s"
     fn the_shipped_example_is_valid() {
         let text = include_str!("../../kafka-config/lakesink.example.toml");
         let plan = Plan::from_toml(text, "kafka-config/lakesink.example.toml").unwrap();
-        assert_eq!(plan.tables.len(), 2);
+        assert_eq!(plan.tables.len(), 3);
+        let pq = &plan.tables[1];
+        assert_eq!(pq.format, Format::Parquet);
+        assert_eq!(pq.registry.as_ref().unwrap().subject, "cloudtrail-value");
         assert_eq!(
-            plan.tables[1].partition.partition_columns(),
+            pq.parquet_options.as_ref().unwrap().bloom_filters,
+            vec!["eventID", "userIdentity.arn"]
+        );
+        assert_eq!(
+            plan.tables[2].partition.partition_columns(),
             vec!["date", "hour", "resolver"]
         );
     }
