@@ -117,120 +117,90 @@ fn quote_field(f: &Field) -> String {
 
 /// The Hive (and Athena, Spark, Glue) type of an Arrow type; `json` for JSON SerDe tables.
 pub fn hive_type(dt: &DataType, json: bool) -> Option<String> {
-    Some(match dt {
-        DataType::Null | DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
-            "string".into()
-        }
-        DataType::Boolean => "boolean".into(),
-        DataType::Int8 => "tinyint".into(),
-        DataType::Int16 | DataType::UInt8 => "smallint".into(),
-        DataType::Int32 | DataType::UInt16 => "int".into(),
-        DataType::Int64 | DataType::UInt32 => "bigint".into(),
-        DataType::UInt64 => "decimal(20,0)".into(),
-        DataType::Float16 | DataType::Float32 => "float".into(),
-        DataType::Float64 => "double".into(),
-        DataType::Binary | DataType::LargeBinary | DataType::FixedSizeBinary(_) => {
-            if json {
-                "string".into()
-            } else {
-                "binary".into()
-            }
-        }
-        DataType::Date32 | DataType::Date64 => if json { "string" } else { "date" }.into(),
-        DataType::Timestamp(_, _) => if json { "string" } else { "timestamp" }.into(),
-        DataType::Time32(_) => "int".into(),
-        DataType::Time64(_) => "bigint".into(),
-        DataType::Decimal128(p, s) if *p <= 38 => format!("decimal({p},{s})"),
-        DataType::Struct(fields) => {
-            let inner: Option<Vec<String>> = fields
-                .iter()
-                .map(|f| {
-                    Some(format!(
-                        "{}:{}",
-                        quote_field(f),
-                        hive_type(f.data_type(), json)?
-                    ))
-                })
-                .collect();
-            format!("struct<{}>", inner?.join(","))
-        }
-        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => {
-            format!("array<{}>", hive_type(f.data_type(), json)?)
-        }
-        DataType::Map(entries, _) => match entries.data_type() {
-            DataType::Struct(kv) if kv.len() == 2 => format!(
-                "map<{},{}>",
-                hive_type(kv[0].data_type(), json)?,
-                hive_type(kv[1].data_type(), json)?
-            ),
-            _ => return None,
-        },
-        _ => return None,
-    })
+    sql_type(dt, json, false)
 }
 
 /// The Trino type of an Arrow type.
 pub fn trino_type(dt: &DataType, json: bool) -> Option<String> {
-    Some(match dt {
-        DataType::Null | DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
-            "varchar".into()
-        }
-        DataType::Boolean => "boolean".into(),
-        DataType::Int8 => "tinyint".into(),
-        DataType::Int16 | DataType::UInt8 => "smallint".into(),
-        DataType::Int32 | DataType::UInt16 => "integer".into(),
-        DataType::Int64 | DataType::UInt32 => "bigint".into(),
-        DataType::UInt64 => "decimal(20,0)".into(),
-        DataType::Float16 | DataType::Float32 => "real".into(),
-        DataType::Float64 => "double".into(),
+    sql_type(dt, json, true)
+}
+
+/// Hive-family or (with `trino`) Trino spelling of an Arrow type. JSON tables declare binary,
+/// dates and timestamps as strings: the JSON SerDes read them as text.
+fn sql_type(dt: &DataType, json: bool, trino: bool) -> Option<String> {
+    // (Hive name, Trino name)
+    let pick =
+        |hive: &str, trino_name: &str| Some(if trino { trino_name } else { hive }.to_string());
+    let text = || pick("string", "varchar");
+    match dt {
+        DataType::Null | DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => text(),
+        DataType::Boolean => pick("boolean", "boolean"),
+        DataType::Int8 => pick("tinyint", "tinyint"),
+        DataType::Int16 | DataType::UInt8 => pick("smallint", "smallint"),
+        DataType::Int32 | DataType::UInt16 => pick("int", "integer"),
+        DataType::Int64 | DataType::UInt32 => pick("bigint", "bigint"),
+        DataType::UInt64 => pick("decimal(20,0)", "decimal(20,0)"),
+        DataType::Float16 | DataType::Float32 => pick("float", "real"),
+        DataType::Float64 => pick("double", "double"),
+        DataType::Binary | DataType::LargeBinary | DataType::FixedSizeBinary(_) if json => text(),
         DataType::Binary | DataType::LargeBinary | DataType::FixedSizeBinary(_) => {
-            if json {
-                "varchar".into()
-            } else {
-                "varbinary".into()
-            }
+            pick("binary", "varbinary")
         }
-        DataType::Date32 | DataType::Date64 => if json { "varchar" } else { "date" }.into(),
-        DataType::Timestamp(unit, _) => {
-            if json {
-                "varchar".into()
-            } else {
-                match unit {
-                    TimeUnit::Second => "timestamp(0)".into(),
-                    TimeUnit::Millisecond => "timestamp(3)".into(),
-                    _ => "timestamp(6)".into(),
-                }
-            }
-        }
-        DataType::Time32(_) => "integer".into(),
-        DataType::Time64(_) => "bigint".into(),
-        DataType::Decimal128(p, s) if *p <= 38 => format!("decimal({p},{s})"),
+        DataType::Date32 | DataType::Date64 if json => text(),
+        DataType::Date32 | DataType::Date64 => pick("date", "date"),
+        DataType::Timestamp(..) if json => text(),
+        DataType::Timestamp(unit, _) => pick(
+            "timestamp",
+            match unit {
+                TimeUnit::Second => "timestamp(0)",
+                TimeUnit::Millisecond => "timestamp(3)",
+                _ => "timestamp(6)",
+            },
+        ),
+        DataType::Time32(_) => pick("int", "integer"),
+        DataType::Time64(_) => pick("bigint", "bigint"),
+        DataType::Decimal128(p, s) if *p <= 38 => Some(format!("decimal({p},{s})")),
         DataType::Struct(fields) => {
             let inner: Option<Vec<String>> = fields
                 .iter()
                 .map(|f| {
-                    Some(format!(
-                        "\"{}\" {}",
-                        f.name().replace('"', "\"\""),
-                        trino_type(f.data_type(), json)?
-                    ))
+                    let ty = sql_type(f.data_type(), json, trino)?;
+                    Some(if trino {
+                        format!("\"{}\" {ty}", f.name().replace('"', "\"\""))
+                    } else {
+                        format!("{}:{ty}", quote_field(f))
+                    })
                 })
                 .collect();
-            format!("row({})", inner?.join(", "))
+            let inner = inner?;
+            Some(if trino {
+                format!("row({})", inner.join(", "))
+            } else {
+                format!("struct<{}>", inner.join(","))
+            })
         }
         DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => {
-            format!("array({})", trino_type(f.data_type(), json)?)
+            let item = sql_type(f.data_type(), json, trino)?;
+            Some(if trino {
+                format!("array({item})")
+            } else {
+                format!("array<{item}>")
+            })
         }
         DataType::Map(entries, _) => match entries.data_type() {
-            DataType::Struct(kv) if kv.len() == 2 => format!(
-                "map({}, {})",
-                trino_type(kv[0].data_type(), json)?,
-                trino_type(kv[1].data_type(), json)?
-            ),
-            _ => return None,
+            DataType::Struct(kv) if kv.len() == 2 => {
+                let k = sql_type(kv[0].data_type(), json, trino)?;
+                let v = sql_type(kv[1].data_type(), json, trino)?;
+                Some(if trino {
+                    format!("map({k}, {v})")
+                } else {
+                    format!("map<{k},{v}>")
+                })
+            }
+            _ => None,
         },
-        _ => return None,
-    })
+        _ => None,
+    }
 }
 
 /// Where the table lives and what it is called.

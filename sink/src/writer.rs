@@ -327,16 +327,7 @@ impl PartitionWriter {
             for r in self.rejected.drain(..) {
                 let rec = &recs[f.unsettled[r.index] as usize];
                 f.records -= 1;
-                let source = RouteError::Schema(r.reason);
-                if table.on_bad_record != BadRecord::DeadLetter {
-                    return Err(WriteError::BadRecord {
-                        table: table.name.clone(),
-                        tp: self.tp.clone(),
-                        offset: rec.offset,
-                        source,
-                    });
-                }
-                let cut = dead_letter(
+                let cut = bad_record(
                     DeadLetterFiles {
                         files: &mut self.errors,
                         deliveries: &mut self.deliveries,
@@ -347,7 +338,7 @@ impl PartitionWriter {
                     ctx,
                     table,
                     rec,
-                    &source,
+                    RouteError::Schema(r.reason),
                     now,
                 )?;
                 full = full.or(cut);
@@ -403,20 +394,7 @@ impl PartitionWriter {
             {
                 Ok(routed) => routed,
                 Err(source) => {
-                    let to_dead_letter = if source.is_timestamp_problem() {
-                        table.on_missing_timestamp == MissingTimestamp::DeadLetter
-                    } else {
-                        table.on_bad_record == BadRecord::DeadLetter
-                    };
-                    if !to_dead_letter {
-                        return Err(WriteError::BadRecord {
-                            table: table.name.clone(),
-                            tp: self.tp.clone(),
-                            offset: rec.offset,
-                            source,
-                        });
-                    }
-                    let cut = dead_letter(
+                    let cut = bad_record(
                         DeadLetterFiles {
                             files: &mut self.errors,
                             deliveries: &mut self.deliveries,
@@ -427,7 +405,7 @@ impl PartitionWriter {
                         ctx,
                         table,
                         rec,
-                        &source,
+                        source,
                         now,
                     )?;
                     full = full.or(cut);
@@ -768,6 +746,33 @@ struct DeadLetterFiles<'a> {
     held: &'a mut usize,
     deadline: &'a mut Deadline,
     tp: &'a Tp,
+}
+
+/// A bad record: to the dead-letter destination if the table's policy for its kind of problem
+/// says so (`on_missing_timestamp` for event times, `on_bad_record` for the rest), else an
+/// error naming it.
+fn bad_record(
+    w: DeadLetterFiles<'_>,
+    ctx: &WriterCtx,
+    table: &TablePlan,
+    rec: &RecordIn<'_>,
+    source: RouteError,
+    now: Instant,
+) -> Result<Option<CutReason>, WriteError> {
+    let to_dead_letter = if source.is_timestamp_problem() {
+        table.on_missing_timestamp == MissingTimestamp::DeadLetter
+    } else {
+        table.on_bad_record == BadRecord::DeadLetter
+    };
+    if !to_dead_letter {
+        return Err(WriteError::BadRecord {
+            table: table.name.clone(),
+            tp: w.tp.clone(),
+            offset: rec.offset,
+            source,
+        });
+    }
+    dead_letter(w, ctx, table, rec, &source, now)
 }
 
 /// Writes a bad record's envelope to the table's dead-letter file of this segment. The

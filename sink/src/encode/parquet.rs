@@ -28,6 +28,7 @@ use arrow_json::reader::{
 };
 use arrow_json::ReaderBuilder;
 use arrow_schema::{ArrowError, DataType, FieldRef, SchemaRef};
+use parquet::arrow::arrow_writer::ArrowWriterOptions;
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 
@@ -153,10 +154,16 @@ impl ParquetEncoder {
 
     fn writer(&mut self) -> Result<&mut ArrowWriter<Vec<u8>>, EncodeError> {
         if self.writer.is_none() {
-            self.writer = Some(ArrowWriter::try_new(
+            // No `ARROW:schema` footer entry: the Parquet schema and its logical types say it
+            // all to every engine, and the base64 Arrow schema of a nested table costs
+            // kilobytes per file.
+            let options = ArrowWriterOptions::new()
+                .with_properties(self.plan.props.clone())
+                .with_skip_arrow_metadata(true);
+            self.writer = Some(ArrowWriter::try_new_with_options(
                 Vec::with_capacity(64 * 1024),
                 self.plan.schema.clone(),
-                Some(self.plan.props.clone()),
+                options,
             )?);
         }
         Ok(self.writer.as_mut().expect("writer"))
