@@ -580,6 +580,7 @@ impl PollLoop {
             let stalled = self.catalog.stalled();
             if !paused && (self.budget.over() || stalled) {
                 paused = self.set_paused(true);
+                self.budget.set_fetch_paused(paused && !stalled);
                 if stalled {
                     tracing::info!("catalog unreachable: fetching paused until it answers");
                 } else {
@@ -591,6 +592,7 @@ impl PollLoop {
                 }
             } else if paused && !stalled && self.budget.below_resume_mark() {
                 paused = !self.set_paused(false);
+                self.budget.set_fetch_paused(paused);
             }
 
             match self.consumer.poll(Duration::from_millis(50)) {

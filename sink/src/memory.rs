@@ -3,12 +3,14 @@
 //! credit it when the store has them; over budget, writers cut their largest segments early and
 //! the consumer pauses fetching until uploads free memory.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 #[derive(Debug)]
 pub struct Budget {
     max: i64,
     used: AtomicI64,
+    /// Fetching is paused because the budget was exceeded (until the resume mark).
+    fetch_paused: AtomicBool,
 }
 
 impl Budget {
@@ -16,6 +18,7 @@ impl Budget {
         Budget {
             max: i64::try_from(max).unwrap_or(i64::MAX),
             used: AtomicI64::new(0),
+            fetch_paused: AtomicBool::new(false),
         }
     }
 
@@ -43,5 +46,41 @@ impl Budget {
     /// Whether usage has fallen back to a level where fetching may resume.
     pub fn below_resume_mark(&self) -> bool {
         self.used() <= self.max / 10 * 8
+    }
+
+    /// The consumer says whether it paused fetching for memory.
+    pub fn set_fetch_paused(&self, paused: bool) {
+        self.fetch_paused.store(paused, Ordering::Relaxed);
+    }
+
+    /// Whether workers should free memory by cutting open files: the budget is exceeded, or
+    /// fetching is paused for memory and usage is not yet down to the resume mark. (Without
+    /// the second case, usage settling between the resume mark and the maximum would leave
+    /// fetching paused and nobody cutting until `max_age`.)
+    pub fn needs_relief(&self) -> bool {
+        self.over() || (self.fetch_paused.load(Ordering::Relaxed) && !self.below_resume_mark())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relief_is_needed_over_the_budget_and_while_paused_above_the_resume_mark() {
+        let b = Budget::new(1000);
+        b.charge(900);
+        assert!(!b.needs_relief(), "under the budget, fetching not paused");
+        b.charge(200);
+        assert!(b.needs_relief(), "over the budget");
+        b.set_fetch_paused(true);
+        b.release(200);
+        assert!(
+            b.needs_relief(),
+            "paused and above the resume mark: cutting must go on or nothing resumes fetching"
+        );
+        b.release(150);
+        assert!(b.below_resume_mark());
+        assert!(!b.needs_relief());
     }
 }

@@ -191,9 +191,10 @@ pub fn run(ctx: Arc<WriterCtx>, rx: Receiver<WorkerMsg>) {
                 }
             }
         }
-        // Over budget with much of it in this worker's open files: cut its largest open segment.
+        // Over budget (or paused for memory above the resume mark) with much of it in this
+        // worker's open files: cut its largest open segment.
         // (Bytes in flight to the store are freed by the uploads; the consumer pauses meanwhile.)
-        if ctx.budget.over()
+        if ctx.budget.needs_relief()
             && !ctx.fatal.is_set()
             && held(&writers) > ctx.budget.max() as usize / 4
         {
