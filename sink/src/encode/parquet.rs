@@ -580,3 +580,70 @@ mod tests {
         assert_eq!(v, "a\"b\\c\nd\u{1}é");
     }
 }
+
+#[cfg(test)]
+mod memory_probe {
+    use super::*;
+
+    fn rss() -> usize {
+        let s = std::fs::read_to_string("/proc/self/statm").unwrap();
+        s.split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<usize>()
+            .unwrap()
+            * 4096
+    }
+
+    /// Prints what open CloudTrail Parquet files really hold against what they are charged.
+    /// `cargo nextest run -p lakesink --run-ignored only -E 'test(probe)' --no-capture`
+    #[test]
+    #[ignore]
+    fn probe_open_file_memory() {
+        let plan = crate::Plan::from_toml(
+            r#"[kafka]
+brokers = "x:1"
+group_id = "g"
+[storage]
+url = "file:///tmp/x"
+[[tables]]
+name = "t"
+topics = ["t"]
+format = "parquet"
+schema = { file = "cloudtrail.avsc" }
+"#,
+            "probe",
+        )
+        .unwrap();
+        let pq = plan.tables[0].parquet.clone().unwrap();
+        let cfg = crate::demo::generator::GenConfig::default();
+        let mut buf = String::new();
+        let before = rss();
+        let mut files = Vec::new();
+        let mut rejected = Vec::new();
+        for f in 0..300u64 {
+            let mut e = ParquetEncoder::new(pq.clone());
+            for seq in 0..600u64 {
+                crate::demo::generator::event(&cfg, f * 1000 + seq, 1_000_000, &mut buf);
+                e.append(buf.as_bytes()).unwrap();
+                if seq % 100 == 99 {
+                    e.settle(&mut rejected).unwrap();
+                }
+            }
+            files.push(e);
+        }
+        let after = rss();
+        let charged: usize = files.iter().map(|e| e.overhead() + e.buffered()).sum();
+        let mem: usize = files
+            .iter()
+            .map(|e| e.writer.as_ref().map_or(0, |w| w.memory_size()))
+            .sum();
+        println!(
+            "300 open files × 600 rows: RSS +{} KiB ({} KiB/file), charged {} KiB/file, memory_size {} KiB/file",
+            (after - before) / 1024,
+            (after - before) / 1024 / 300,
+            charged / 1024 / 300,
+            mem / 1024 / 300
+        );
+    }
+}
