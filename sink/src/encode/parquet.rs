@@ -12,10 +12,13 @@
 //! as CloudTrail's `requestParameters`, arrays, numbers) as its compact JSON text, the way
 //! Athena's CloudTrail table stores them.
 //!
-//! Memory: the open row group is bounded by rows and by encoded bytes
-//! (`WriterProperties::max_row_group_{row_count,bytes}`); finished row groups leave through
-//! [`Encoder::take_ready`] as multipart parts. The JSON decoders are per worker thread and
-//! table, not per file.
+//! Memory: settled rows wait as Arrow data until their row group is complete, bounded by rows
+//! and by Arrow bytes (`row_group_rows`, `row_group_bytes`); the row group is then written
+//! and closed at once, and leaves through [`Encoder::take_ready`] as a multipart part. So the
+//! column writers and their codec state (parquet keeps a zstd compression and decompression
+//! context per column, ~200 KB, 9 MB for CloudTrail's 45 columns) exist only while a row group
+//! is written, not for the life of every open file. The JSON decoders are per worker thread
+//! and table, not per file.
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -43,14 +46,9 @@ const DECODE_ROWS: usize = 1024;
 pub const SETTLE_ROWS: usize = 4096;
 pub const SETTLE_BYTES: usize = 4 * 1024 * 1024;
 
-/// Estimated memory of one open Parquet writer besides what `ArrowWriter::memory_size`
-/// reports: column writers, page buffers and metadata.
-pub const PARQUET_STATE: usize = 256 * 1024;
-
-/// Estimated memory of one column's zstd compression context. parquet's zstd codec keeps one
-/// context per column writer for the life of the file (sized by zstd from its first pages:
-/// heaptrack saw ~60 KB each for CloudTrail pages at level 3). Snappy, LZ4 and gzip keep none.
-pub const ZSTD_CONTEXT: usize = 64 * 1024;
+/// Estimated memory of an open Parquet file's writer between row groups (file metadata,
+/// buffers); a row group's column writers exist only while it is written.
+pub const PARQUET_STATE: usize = 64 * 1024;
 
 /// How a Parquet table writes: its schema and writer settings (built by `config`).
 #[derive(Debug)]
@@ -63,30 +61,17 @@ pub struct ParquetPlan {
     pub props: WriterProperties,
     /// `unknown_fields = "fail"`: a field the schema lacks makes the record bad.
     pub strict: bool,
-    /// Memory an open file of this plan holds besides `ArrowWriter::memory_size`.
-    pub state_estimate: usize,
 }
 
 impl ParquetPlan {
     pub fn new(schema: SchemaRef, origin: String, props: WriterProperties, strict: bool) -> Self {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let zstd = matches!(
-            props.compression(&parquet::schema::types::ColumnPath::new(Vec::new())),
-            parquet::basic::Compression::ZSTD(_)
-        );
-        let leaves: usize = schema
-            .fields()
-            .iter()
-            .map(|f| leaf_columns(f.data_type()))
-            .sum();
-        let state_estimate = PARQUET_STATE + if zstd { leaves * ZSTD_CONTEXT } else { 0 };
         ParquetPlan {
             id: NEXT.fetch_add(1, Ordering::Relaxed),
             schema,
             origin,
             props,
             strict,
-            state_estimate,
         }
     }
 
@@ -96,18 +81,6 @@ impl ParquetPlan {
             .with_strict_mode(self.strict)
             .with_decoder_factory(Arc::new(JsonTextFactory))
             .build_decoder()
-    }
-}
-
-/// Parquet leaf columns of an Arrow type.
-fn leaf_columns(dt: &DataType) -> usize {
-    match dt {
-        DataType::Struct(fields) => fields.iter().map(|f| leaf_columns(f.data_type())).sum(),
-        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => {
-            leaf_columns(f.data_type())
-        }
-        DataType::Map(entries, _) => leaf_columns(entries.data_type()),
-        _ => 1,
     }
 }
 
@@ -167,6 +140,13 @@ pub struct ParquetEncoder {
     ends: Vec<usize>,
     /// Arrow batches of a settle, reused.
     batches: Vec<RecordBatch>,
+    /// Settled rows of the open row group, as Arrow data. They reach the `ArrowWriter` only
+    /// when the row group is complete (or the file ends): its column writers, and the codec
+    /// state each holds (a zstd compression *and* decompression context per column, some
+    /// 200 KB), then live for one flush instead of the life of the file.
+    group: Vec<RecordBatch>,
+    group_rows: usize,
+    group_bytes: usize,
     taken: u64,
 }
 
@@ -178,8 +158,26 @@ impl ParquetEncoder {
             pending: Vec::new(),
             ends: Vec::new(),
             batches: Vec::new(),
+            group: Vec::new(),
+            group_rows: 0,
+            group_bytes: 0,
             taken: 0,
         }
+    }
+
+    /// Writes the open row group's rows and closes it.
+    fn flush_group(&mut self) -> Result<(), EncodeError> {
+        let group = std::mem::take(&mut self.group);
+        let w = self.writer()?;
+        for b in &group {
+            w.write(b)?;
+        }
+        w.flush()?;
+        self.group = group;
+        self.group.clear();
+        self.group_rows = 0;
+        self.group_bytes = 0;
+        Ok(())
     }
 
     fn writer(&mut self) -> Result<&mut ArrowWriter<Vec<u8>>, EncodeError> {
@@ -252,11 +250,10 @@ impl Encoder for ParquetEncoder {
     }
 
     fn written(&self) -> u64 {
-        // What the file would be now: the row groups written and the estimated encoded size
-        // of the open one (used for `rotate.max_bytes`).
-        self.writer
-            .as_ref()
-            .map_or(0, |w| (w.bytes_written() + w.in_progress_size()) as u64)
+        // What the file would be now (for `rotate.max_bytes`): the row groups written, and the
+        // open one's Arrow data at an assumed 8:1 (zstd CloudTrail rows compress ~10:1).
+        let done = self.writer.as_ref().map_or(0, |w| w.bytes_written());
+        (done + self.group_bytes / 8) as u64
     }
 
     fn buffered(&self) -> usize {
@@ -266,10 +263,8 @@ impl Encoder for ParquetEncoder {
     fn overhead(&self) -> usize {
         self.pending.capacity()
             + self.ends.capacity() * std::mem::size_of::<usize>()
-            + self
-                .writer
-                .as_ref()
-                .map_or(0, |w| w.memory_size() + self.plan.state_estimate)
+            + self.group_bytes
+            + self.writer.as_ref().map_or(0, |_| PARQUET_STATE)
     }
 
     fn take_ready(&mut self, min: usize) -> Option<Vec<u8>> {
@@ -295,6 +290,9 @@ impl Encoder for ParquetEncoder {
                 r.reason
             ))));
         }
+        if !self.group.is_empty() {
+            self.flush_group()?;
+        }
         self.writer()?;
         let w = self.writer.take().expect("writer");
         let mut out = w.into_inner()?;
@@ -318,13 +316,20 @@ impl Encoder for ParquetEncoder {
         if whole.is_err() || rows != self.ends.len() {
             self.one_by_one(rejected)?;
         }
-        let batches = std::mem::take(&mut self.batches);
-        let w = self.writer()?;
-        for b in &batches {
-            w.write(b)?;
+        for b in self.batches.drain(..) {
+            self.group_rows += b.num_rows();
+            self.group_bytes += b.get_array_memory_size();
+            self.group.push(b);
         }
-        self.batches = batches;
-        self.batches.clear();
+        let max_rows = self
+            .plan
+            .props
+            .max_row_group_row_count()
+            .unwrap_or(usize::MAX);
+        let max_bytes = self.plan.props.max_row_group_bytes().unwrap_or(usize::MAX);
+        if self.group_rows >= max_rows || self.group_bytes >= max_bytes {
+            self.flush_group()?;
+        }
         self.pending.clear();
         self.ends.clear();
         if self.pending.capacity() > SETTLE_BYTES * 2 {
@@ -599,31 +604,6 @@ mod tests {
         let batches = read(parts.concat());
         let n: usize = batches.iter().map(RecordBatch::num_rows).sum();
         assert_eq!(n, 10);
-    }
-
-    #[test]
-    fn zstd_files_are_charged_a_context_per_leaf_column() {
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("a", DataType::Int64, false),
-            Field::new(
-                "s",
-                DataType::Struct(Fields::from(vec![
-                    Field::new("x", DataType::Utf8, true),
-                    Field::new("y", DataType::Utf8, true),
-                ])),
-                true,
-            ),
-        ]));
-        let zstd = WriterProperties::builder()
-            .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
-            .build();
-        let p = ParquetPlan::new(schema.clone(), "t".into(), zstd, false);
-        assert_eq!(p.state_estimate, PARQUET_STATE + 3 * ZSTD_CONTEXT);
-        let snappy = WriterProperties::builder()
-            .set_compression(parquet::basic::Compression::SNAPPY)
-            .build();
-        let p = ParquetPlan::new(schema, "t".into(), snappy, false);
-        assert_eq!(p.state_estimate, PARQUET_STATE);
     }
 
     #[test]
