@@ -328,7 +328,8 @@ pub struct ParquetSection {
     /// A row group holds at most this many rows…
     #[serde(default = "default_row_group_rows")]
     pub row_group_rows: usize,
-    /// …and at most this many encoded bytes; the open row group is all a file holds in memory.
+    /// …and at most this much Arrow data (the settled rows a file holds until the row group is
+    /// written).
     #[serde(default = "default_row_group_bytes")]
     pub row_group_bytes: String,
     /// Min/max statistics: `page` (default: column index and chunk), `chunk` or `none`.
