@@ -189,22 +189,8 @@ fn gzip_ceiling(records: u64, level: u32) -> (f64, u64, u64) {
 /// settings (arrow-json decode, zstd-3, Lakesink's encoder; one thread).
 fn parquet_ceiling(records: u64) -> (f64, u64, u64) {
     use lakesink::encode::{Encoder, ParquetEncoder};
-    let plan = lakesink::Plan::from_toml(
-        r#"[kafka]
-brokers = "x:1"
-group_id = "g"
-[storage]
-url = "file:///tmp/x"
-[[tables]]
-name = "t"
-topics = ["t"]
-format = "parquet"
-schema = { file = "cloudtrail.avsc" }
-"#,
-        "bench",
-    )
-    .unwrap();
-    let pq = plan.tables[0].parquet.clone().unwrap();
+    let pq =
+        std::sync::Arc::new(lakesink::config::default_parquet_plan("cloudtrail.avsc").unwrap());
     let cfg = GenConfig::default();
     let mut rows = Vec::with_capacity(records as usize);
     let mut buf = String::new();

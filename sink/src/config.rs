@@ -1074,6 +1074,18 @@ fn table_plan(t: TableSection, origin: &str) -> Result<TablePlan, ConfigError> {
     })
 }
 
+/// The Parquet plan of a schema file (resolved as `schema = { file = … }` is) with the default
+/// `[tables.parquet]` settings: the demo table's, for the benchmark's ceiling and probes.
+pub fn default_parquet_plan(file: &str) -> Result<ParquetPlan, String> {
+    let r = lakesink_schema_registry::source::resolve_file(file, &schema_dirs("."))
+        .map_err(|e| e.to_string())?;
+    let schema = TableSchema {
+        arrow: Arc::new(r.schema),
+        origin: r.origin,
+    };
+    parquet_plan(&ParquetSection::default(), &schema)
+}
+
 /// Where `schema = { file = … }` is looked up: beside the config file, in
 /// `schema-registry/schemas/` beside it and below the working directory.
 fn schema_dirs(origin: &str) -> Vec<PathBuf> {

@@ -635,22 +635,7 @@ mod memory_probe {
     #[test]
     #[ignore]
     fn probe_open_file_memory() {
-        let plan = crate::Plan::from_toml(
-            r#"[kafka]
-brokers = "x:1"
-group_id = "g"
-[storage]
-url = "file:///tmp/x"
-[[tables]]
-name = "t"
-topics = ["t"]
-format = "parquet"
-schema = { file = "cloudtrail.avsc" }
-"#,
-            "probe",
-        )
-        .unwrap();
-        let pq = plan.tables[0].parquet.clone().unwrap();
+        let pq = Arc::new(crate::config::default_parquet_plan("cloudtrail.avsc").unwrap());
         let cfg = crate::demo::generator::GenConfig::default();
         let mut buf = String::new();
         let before = rss();
