@@ -97,6 +97,17 @@ fn confluent_avro_and_json_schema_records_land_typed_and_a_schema_change_rotates
         0,
         500,
     );
+    // Two framed records that cannot be read: an id the registry does not know, and Avro data
+    // of schema 1 (the first registered: v1) cut short. They go to the dead-letter prefix.
+    let first_bad = tb.high_watermarks(&avro_topic, 1)[&0];
+    tb.produce_raw(
+        &avro_topic,
+        0,
+        &[
+            Some(vec![0, 0, 0, 0x27, 0x0f, 2, b'x']),
+            Some(vec![0, 0, 0, 0, 1, 0x04, b'r']),
+        ],
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let table = |name: &str, topic: &str| {
@@ -108,7 +119,7 @@ format = "parquet"
 schema = {{ registry = "{url}", subject = "{topic}-value", username = "lake", password = "s3cret" }}
 timestamp = {{ field = "eventTime" }}
 max_future_skew = "1000d"
-on_bad_record = "fail"
+on_bad_record = "dlq"
 [tables.rotate]
 max_records = 100000
 max_age = "2s"
@@ -209,6 +220,27 @@ max_age = "2s"
         );
     }
 
+    // The unreadable framed records are dead letters with their reason.
+    let letters = tb.duckdb(&format!(
+        "SELECT \"offset\" AS o, reason, error FROM read_json('s3://{bucket}/lake/_errors/av/*/*.json.gz') ORDER BY o"
+    ));
+    assert_eq!(letters.len(), 2, "{letters:?}");
+    assert_eq!(letters[0]["o"], first_bad);
+    assert_eq!(letters[1]["o"], first_bad + 1);
+    for l in &letters {
+        assert_eq!(l["reason"], "wire_format", "{l}");
+    }
+    let unknown = letters[0]["error"].as_str().unwrap();
+    assert!(
+        unknown.contains("schema id 9999") && unknown.contains("not found"),
+        "{unknown}"
+    );
+    let short = letters[1]["error"].as_str().unwrap();
+    assert!(
+        short.contains("schema id 1") && short.contains("needs"),
+        "{short}"
+    );
+
     // JSON Schema: the framed JSON with the schema of its id.
     let pj: Value =
         serde_json::from_str(&tb.python("parquet_read.py", &[&bucket, "lake/js/"])).unwrap();
@@ -233,7 +265,7 @@ max_age = "2s"
         assert_eq!(params, src["params"]);
     }
     report(&format!(
-        "e2e registry: 700 Avro records (schema v1 then v2) and 500 JSON Schema records framed by confluent-kafka's serializers, through an in-suite registry with basic auth; {} Avro files of 2 schemas, every value as produced",
+        "e2e registry: 700 Avro records (schema v1 then v2) and 500 JSON Schema records framed by confluent-kafka's serializers, through an in-suite registry with basic auth; {} Avro files of 2 schemas, every value as produced; an unknown schema id and truncated Avro dead-lettered as wire_format",
         pa["files"]
     ));
 }
