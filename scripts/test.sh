@@ -12,6 +12,13 @@ cd "$(dirname "$0")/.."
 eval "$(scripts/install-testbed.sh --env)"
 
 RUN="$(mktemp -d "${TMPDIR:-/tmp}/lakesink-test.XXXXXX")"
+# SeaweedFS answers every PUT with 500 when its disk is nearly full, which looks like a product
+# failure in a dozen tests: say so up front.
+free_kb="$(df -Pk "$RUN" | awk 'NR==2 {print $4}')"
+used_pct="$(df -Pk "$RUN" | awk 'NR==2 {sub("%", "", $5); print $5}')"
+if [ "${free_kb:-0}" -lt $((5 * 1024 * 1024)) ] || [ "${used_pct:-0}" -ge 90 ]; then
+  echo "warning: $RUN's disk is ${used_pct}% full ($((free_kb / 1024)) MiB free): SeaweedFS may refuse writes (HTTP 500) and S3 tests fail" >&2
+fi
 PIDS=()
 cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
