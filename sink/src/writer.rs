@@ -175,6 +175,9 @@ pub struct PartitionWriter {
     sealed: std::collections::VecDeque<Sealed>,
     /// Files with unsettled rows: (router slot, partition path).
     dirty: Vec<(usize, String)>,
+    /// A file holds [`crate::encode::parquet::SETTLE_ROWS`] unsettled rows: settle before
+    /// the batch ends.
+    settle_now: bool,
     rejected: Vec<Rejected>,
     /// Scratch for Avro records decoded to JSON.
     json: String,
@@ -207,6 +210,7 @@ impl PartitionWriter {
             gate: None,
             sealed: Default::default(),
             dirty: Vec::new(),
+            settle_now: false,
             rejected: Vec::new(),
             json: String::new(),
             schema_ids: routers.iter().map(|_| None).collect(),
@@ -261,7 +265,7 @@ impl PartitionWriter {
                 self.cut(ctx, CutReason::Schema)?;
             }
             let mut full = self.push_one(ctx, i, rec, now, now_micros)?;
-            if full.is_some() || self.must_settle() {
+            if full.is_some() || self.settle_now {
                 full = full.or(self.settle(ctx, recs, now)?);
             }
             if let Some(reason) = full {
@@ -293,15 +297,6 @@ impl PartitionWriter {
         })
     }
 
-    /// Whether a file holds enough unsettled rows to settle before the batch ends.
-    fn must_settle(&self) -> bool {
-        self.dirty.iter().any(|(slot, path)| {
-            self.files[*slot]
-                .get(path)
-                .is_some_and(|f| f.unsettled.len() >= crate::encode::parquet::SETTLE_ROWS)
-        })
-    }
-
     /// Settles the rows of every file that has unsettled ones. A row the format refuses
     /// follows the table's `on_bad_record`: to the dead-letter destination with the reason, or
     /// an error. Says whether a dead-letter file is now full.
@@ -312,6 +307,7 @@ impl PartitionWriter {
         now: Instant,
     ) -> Result<Option<CutReason>, WriteError> {
         let mut full = None;
+        self.settle_now = false;
         for (slot, path) in std::mem::take(&mut self.dirty) {
             let table = &ctx.tables[self.routers[slot].0];
             let Some(f) = self.files[slot].get_mut(&path) else {
@@ -449,6 +445,7 @@ impl PartitionWriter {
                     self.dirty.push((slot, self.path.clone()));
                 }
                 f.unsettled.push(index as u32);
+                self.settle_now |= f.unsettled.len() >= crate::encode::parquet::SETTLE_ROWS;
             }
             full = full.or(cut);
         }
