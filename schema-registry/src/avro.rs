@@ -257,7 +257,7 @@ impl Converter {
     }
 }
 
-fn full_name(name: &str, namespace: Option<&str>) -> String {
+pub(crate) fn full_name(name: &str, namespace: Option<&str>) -> String {
     match namespace {
         Some(ns) if !name.contains('.') && !ns.is_empty() => format!("{ns}.{name}"),
         _ => name.to_string(),

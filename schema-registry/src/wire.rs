@@ -11,6 +11,8 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
+use crate::avro::full_name;
+
 /// Splits a Confluent-framed value into its schema id and payload; `None` if it is not framed
 /// (a JSON document never starts with byte 0).
 pub fn split(value: &[u8]) -> Option<(u32, &[u8])> {
@@ -78,13 +80,6 @@ impl AvroDecoder {
 
 fn schema_err(m: impl Into<String>) -> WireError {
     WireError::Schema(m.into())
-}
-
-fn full_name(name: &str, ns: Option<&str>) -> String {
-    match ns {
-        Some(ns) if !name.contains('.') && !ns.is_empty() => format!("{ns}.{name}"),
-        _ => name.to_string(),
-    }
 }
 
 fn compile(
@@ -276,7 +271,7 @@ fn decode(node: &Node, r: &mut Reader<'_>, out: &mut String) -> Result<(), WireE
                 at,
                 message: format!("string is not UTF-8: {e}"),
             })?;
-            string(s, out);
+            write_json_string(s, out);
         }
         Node::Decimal { fixed, scale } => {
             let n = match fixed {
@@ -303,7 +298,7 @@ fn decode(node: &Node, r: &mut Reader<'_>, out: &mut String) -> Result<(), WireE
                 .ok()
                 .and_then(|i| symbols.get(i))
                 .ok_or_else(|| r.err(format!("enum index {i} out of range")))?;
-            string(s, out);
+            write_json_string(s, out);
         }
         Node::Array(items) => {
             out.push('[');
@@ -325,7 +320,7 @@ fn decode(node: &Node, r: &mut Reader<'_>, out: &mut String) -> Result<(), WireE
                 }
                 let n = r.len()?;
                 let key = String::from_utf8_lossy(r.take(n)?).into_owned();
-                string(&key, out);
+                write_json_string(&key, out);
                 out.push(':');
                 decode(values, r, out)
             })?;
@@ -345,7 +340,7 @@ fn decode(node: &Node, r: &mut Reader<'_>, out: &mut String) -> Result<(), WireE
                 if i > 0 {
                     out.push(',');
                 }
-                string(name, out);
+                write_json_string(name, out);
                 out.push(':');
                 decode(f, r, out)?;
             }
@@ -413,11 +408,29 @@ fn hex(b: &[u8], out: &mut String) {
     out.push('"');
 }
 
-fn string(s: &str, out: &mut String) {
-    // serde_json's escaping, written straight into `out`.
-    let mut buf = Vec::with_capacity(s.len() + 2);
-    serde_json::to_writer(&mut buf, s).expect("a string serializes");
-    out.push_str(std::str::from_utf8(&buf).expect("JSON is UTF-8"));
+/// Appends `s` as a JSON string literal (quotes, escapes) to `out`.
+pub fn write_json_string(s: &str, out: &mut String) {
+    out.push('"');
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let esc: Option<&str> = match b {
+            b'"' => Some("\\\""),
+            b'\\' => Some("\\\\"),
+            b'\n' => Some("\\n"),
+            b'\r' => Some("\\r"),
+            b'\t' => Some("\\t"),
+            0..=0x1f => None,
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        match esc {
+            Some(e) => out.push_str(e),
+            None => out.push_str(&format!("\\u{b:04x}")),
+        }
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
+    out.push('"');
 }
 
 #[cfg(test)]
@@ -530,6 +543,15 @@ mod tests {
         let mut longer = b.clone();
         longer.push(0);
         assert!(d.to_json(&longer, &mut String::new()).is_err());
+    }
+
+    #[test]
+    fn json_text_escapes_control_characters() {
+        let mut s = String::new();
+        write_json_string("a\"b\\c\nd\u{1}é", &mut s);
+        assert_eq!(s, r#""a\"b\\c\nd\u0001é""#);
+        let v: String = serde_json::from_str(&s).unwrap();
+        assert_eq!(v, "a\"b\\c\nd\u{1}é");
     }
 
     #[test]
