@@ -77,6 +77,26 @@ pub async fn check(plan: &Plan) -> Result<String, Error> {
     for (k, v) in redacted(&plan.storage.options) {
         let _ = writeln!(out, "  {k} = {v}");
     }
+    // Segment claims fence concurrent writers only where a create-only write is refused the
+    // second time (DESIGN.md, "Segment claims").
+    let create_only = crate::claim::probe_create_only(&lake.store, lake.root.as_ref())
+        .await
+        .map_err(|source| Error::Store {
+            url: lake.url.clone(),
+            source,
+        })?;
+    let _ = writeln!(
+        out,
+        "  conditional writes: {}",
+        match create_only {
+            crate::claim::CreateOnly::Enforced =>
+                "enforced (segment claims fence concurrent writers: exactly once)",
+            crate::claim::CreateOnly::Ignored =>
+                "NOT enforced: the store accepted a second create-only write; replays are exactly once, but a zombie writer can duplicate records (at-least-once)",
+            crate::claim::CreateOnly::NotSupported =>
+                "not supported by this store's client (for S3, set storage.options.conditional_put = \"etag\"); replays are exactly once, but a zombie writer can duplicate records (at-least-once)",
+        }
+    );
     let catalog = match &plan.catalog {
         CatalogPlan::None => "none (partitions are found by projection or a crawler)".to_string(),
         CatalogPlan::Glue(g) => format!(

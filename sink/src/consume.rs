@@ -181,6 +181,8 @@ struct PartState {
 pub struct Shared {
     workers: Vec<SyncSender<WorkerMsg>>,
     pub ledger: Arc<Mutex<OffsetLedger>>,
+    /// Partitions to re-read from the committed offset (their segment lost its claim).
+    reread: Arc<Mutex<Vec<(Tp, u64)>>>,
     parts: Mutex<HashMap<Arc<str>, HashMap<i32, PartState>>>,
     revoke_timeout: Duration,
     fatal: Arc<Fatal>,
@@ -191,6 +193,7 @@ impl Shared {
     pub fn new(
         workers: Vec<SyncSender<WorkerMsg>>,
         ledger: Arc<Mutex<OffsetLedger>>,
+        reread: Arc<Mutex<Vec<(Tp, u64)>>>,
         revoke_timeout: Duration,
         fatal: Arc<Fatal>,
         stats: Arc<Stats>,
@@ -198,6 +201,7 @@ impl Shared {
         Shared {
             workers,
             ledger,
+            reread,
             parts: Mutex::new(HashMap::new()),
             revoke_timeout,
             fatal,
@@ -313,6 +317,59 @@ impl Shared {
             tracing::info!(partitions = ?tps, "partitions revoked after upload and commit");
         } else {
             tracing::warn!(partitions = ?tps, "partitions revoked before every upload finished and was committed: what was not committed is read again by the next owner");
+        }
+    }
+
+    /// Re-reads, from the committed offset, each partition whose segment lost its claim to
+    /// another writer (see [`crate::claim`]): a new epoch (what the old writer still holds is
+    /// abandoned), a fresh writer that lists the claims again, and a seek.
+    fn reread<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>) {
+        let todo = std::mem::take(&mut *self.reread.lock().expect("reread lock"));
+        for (tp, epoch) in todo {
+            let mut parts = self.parts.lock().expect("parts lock");
+            let Some(state) = parts
+                .get_mut(&tp.topic)
+                .and_then(|m| m.get_mut(&tp.partition))
+                .filter(|s| s.epoch == epoch)
+            else {
+                continue; // revoked or re-read meanwhile
+            };
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(&tp.topic, tp.partition);
+            let committed = match consumer.committed_offsets(tpl, Duration::from_secs(10)) {
+                Ok(c) => offsets_of(&c).get(&tp.partition).copied(),
+                Err(e) => {
+                    // Try again on the next round.
+                    tracing::warn!(%tp, error = %e, "fetching the committed offset to re-read failed; retrying");
+                    self.reread.lock().expect("reread lock").push((tp, epoch));
+                    continue;
+                }
+            };
+            let offset = committed.map_or(Offset::Beginning, Offset::Offset);
+            let new_epoch = self.ledger.lock().expect("ledger lock").assign(&tp);
+            self.send(
+                state.worker,
+                WorkerMsg::Forget {
+                    tps: vec![tp.clone()],
+                },
+            );
+            self.send(
+                state.worker,
+                WorkerMsg::Assign {
+                    tp: tp.clone(),
+                    epoch: new_epoch,
+                },
+            );
+            state.epoch = new_epoch;
+            state.batch = None;
+            state.position = None;
+            tracing::warn!(%tp, ?offset, epoch = new_epoch, "re-reading the partition after a lost segment claim");
+            if let Err(e) = consumer.seek(&tp.topic, tp.partition, offset, Duration::from_secs(10))
+            {
+                self.fatal.set(crate::Error::Other(format!(
+                    "{tp}: seeking to {offset:?} to re-read after a lost segment claim failed: {e}"
+                )));
+            }
         }
     }
 
@@ -614,6 +671,9 @@ impl PollLoop {
                     self.shared.flush();
                     last_flush = Instant::now();
                 }
+            }
+            if !self.shared.reread.lock().expect("reread lock").is_empty() {
+                self.shared.reread(&self.consumer);
             }
             if last_flush.elapsed() >= BATCH_AGE {
                 self.shared.flush();

@@ -12,6 +12,7 @@
 //! | [`upload`] | streams objects to the store (single PUT or multipart) |
 //! | [`catalog`] | tells the table catalog about new partitions |
 //! | [`commit`] | the offset ledger: which offset is safe to commit (pure) |
+//! | [`claim`] | segment claims in the store: where each partition's segments were cut |
 //!
 //! and around them: [`config`] (the TOML file → a validated [`config::Plan`]), [`writer`]
 //! (a partition's open segment), [`worker`] (threads that own writers), [`pipeline`] (wiring and
@@ -20,6 +21,7 @@
 
 pub mod catalog;
 pub mod check;
+pub mod claim;
 pub mod commit;
 pub mod config;
 pub mod consume;

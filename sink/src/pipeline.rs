@@ -48,6 +48,7 @@ pub async fn run(
     let fatal = Arc::new(Fatal::default());
     let ledger = Arc::new(Mutex::new(OffsetLedger::new()));
     let budget = Arc::new(Budget::new(plan.pipeline.max_buffered_bytes));
+    let reread = Arc::new(Mutex::new(Vec::new()));
 
     let ctx = Arc::new(WriterCtx {
         tables: Arc::new(plan.tables.clone()),
@@ -72,6 +73,11 @@ pub async fn run(
             })),
         },
         upload_slots: Arc::new(tokio::sync::Semaphore::new(UPLOAD_CONCURRENCY)),
+        claims: Arc::new(crate::claim::Claims::new(
+            lake.store.clone(),
+            lake.root.as_ref(),
+        )),
+        reread: reread.clone(),
     });
 
     let mut senders = Vec::new();
@@ -91,6 +97,7 @@ pub async fn run(
     let shared = Arc::new(Shared::new(
         senders,
         ledger,
+        reread,
         plan.pipeline.drain_timeout,
         fatal.clone(),
         stats.clone(),

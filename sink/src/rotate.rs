@@ -34,6 +34,8 @@ pub enum CutReason {
     Revoke,
     /// The daemon is shutting down.
     Shutdown,
+    /// A replay reached the end of a segment claimed in the store (see [`crate::claim`]).
+    Claim,
 }
 
 impl CutReason {
@@ -46,6 +48,7 @@ impl CutReason {
             CutReason::Memory => "memory",
             CutReason::Revoke => "revoke",
             CutReason::Shutdown => "shutdown",
+            CutReason::Claim => "claim",
         }
     }
 }

@@ -201,7 +201,7 @@ pub fn run(ctx: Arc<WriterCtx>, rx: Receiver<WorkerMsg>) {
             // (A writer with sealed segments waiting would only queue another one.)
             if let Some(w) = writers
                 .values_mut()
-                .filter(|w| w.held() > 0 && !w.queued())
+                .filter(|w| w.held() > 0 && !w.queued() && !w.following())
                 .max_by_key(|w| w.held())
             {
                 tracing::debug!(tp = %w.tp(), held = w.held(), used = ctx.budget.used(), "memory budget exceeded: cutting early");

@@ -19,6 +19,7 @@ use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
 use crate::catalog::{CatalogError, FileFacts, NewPartition, Registrar};
+use crate::claim::{Claim, ClaimError, Claims, Outcome};
 use crate::commit::{CommitError, OffsetLedger, Tp};
 use crate::config::{BadRecord, MissingTimestamp, TablePlan};
 use crate::encode::{EncodeError, Encoder, GzipNdjson, ParquetEncoder, Rejected};
@@ -52,6 +53,8 @@ pub enum WriteError {
     Catalog(#[from] CatalogError),
     #[error(transparent)]
     Commit(#[from] CommitError),
+    #[error(transparent)]
+    Claim(#[from] ClaimError),
     #[error("table `{table}`: object key `{key}` is invalid: {message}")]
     Key {
         table: String,
@@ -98,6 +101,11 @@ pub struct WriterCtx {
     pub dead_letter_producer: Option<Arc<DeadLetterProducer>>,
     /// Objects being completed in the store at once, daemon-wide.
     pub upload_slots: Arc<tokio::sync::Semaphore>,
+    /// Segment claims (see [`crate::claim`]).
+    pub claims: Arc<Claims>,
+    /// Partitions (and their epoch) whose segment lost its claim to another writer: the
+    /// consumer re-reads them from the committed offset.
+    pub reread: Arc<Mutex<Vec<(Tp, u64)>>>,
 }
 
 /// One record handed to a writer.
@@ -116,6 +124,8 @@ pub struct RecordIn<'a> {
 struct Sealed {
     start: i64,
     end: i64,
+    /// Kafka timestamp of the first record, for the claim.
+    first_timestamp: Option<i64>,
     ticket: Option<crate::commit::Ticket>,
     /// Dead letters produced to the dead-letter topic; the segment is done once all are acked.
     deliveries: Vec<DeliveryFuture>,
@@ -183,6 +193,16 @@ pub struct PartitionWriter {
     json: String,
     /// Per router slot: the schema id of its open files (registry tables).
     schema_ids: Vec<Option<u32>>,
+    /// Claims of segments at or after the first offset this writer read, not reached yet;
+    /// listed from the store when the first record arrives.
+    known: Option<std::collections::VecDeque<Claim>>,
+    /// The open segment replays a claimed one: it is cut at this end offset and nowhere else.
+    follow: Option<i64>,
+    /// The open segment must be cut before a record at or after this offset (the end of the
+    /// claim it follows, or the start of the next claim).
+    stop_at: Option<i64>,
+    /// Kafka timestamp of the open segment's first record.
+    first_timestamp: Option<i64>,
 }
 
 impl PartitionWriter {
@@ -215,6 +235,10 @@ impl PartitionWriter {
             json: String::new(),
             schema_ids: routers.iter().map(|_| None).collect(),
             routers,
+            known: None,
+            follow: None,
+            stop_at: None,
+            first_timestamp: None,
         })
     }
 
@@ -232,7 +256,55 @@ impl PartitionWriter {
     }
 
     pub fn deadline_expired(&self, now: Instant) -> bool {
-        self.start.is_some() && self.deadline.expired(now)
+        self.start.is_some() && self.follow.is_none() && self.deadline.expired(now)
+    }
+
+    /// Whether the open segment replays a claimed one (it can only be cut at the claim's end).
+    pub fn following(&self) -> bool {
+        self.follow.is_some()
+    }
+
+    /// Called before the first record of a segment: finds whether it replays a claimed
+    /// segment, and where the next claim forces a cut.
+    fn begin_segment(&mut self, ctx: &WriterCtx, rec: &RecordIn<'_>) -> Result<(), WriteError> {
+        let known = match &mut self.known {
+            Some(k) => k,
+            None => {
+                let claims = ctx.rt.block_on(ctx.claims.from(&self.tp, rec.offset))?;
+                if !claims.is_empty() {
+                    tracing::info!(tp = %self.tp, from = rec.offset, claims = claims.len(), first_end = claims[0].end, "replaying segments claimed in the store: cutting where they were cut");
+                }
+                self.known.insert(claims.into())
+            }
+        };
+        self.follow = None;
+        self.stop_at = None;
+        self.first_timestamp = rec.kafka_millis;
+        while known.front().is_some_and(|c| c.end <= rec.offset) {
+            known.pop_front();
+        }
+        let Some(next) = known.front() else {
+            return Ok(());
+        };
+        if next.start > rec.offset {
+            // Records before a claimed segment (none claimed them): cut freely, but before it.
+            self.stop_at = Some(next.start);
+            return Ok(());
+        }
+        if next.start == rec.offset
+            && next.first_timestamp.is_some()
+            && rec.kafka_millis.is_some()
+            && next.first_timestamp != rec.kafka_millis
+        {
+            tracing::warn!(tp = %self.tp, offset = rec.offset, "segment claims in the store belong to an earlier topic of the same name (another first timestamp): ignoring them");
+            known.clear();
+            return Ok(());
+        }
+        let c = known.pop_front().expect("a claim");
+        tracing::debug!(tp = %self.tp, start = c.start, end = c.end, "following a claimed segment");
+        self.follow = Some(c.end);
+        self.stop_at = Some(c.end);
+        Ok(())
     }
 
     /// Writes one record to every table its topic feeds; cuts the segment after it when a file
@@ -258,17 +330,29 @@ impl PartitionWriter {
         now_micros: i64,
     ) -> Result<(), WriteError> {
         for (i, rec) in recs.iter().enumerate() {
-            if self.schema_changes(ctx, rec) {
+            if self.start.is_some() && self.stop_at.is_some_and(|b| rec.offset >= b) {
+                // The end of a claimed segment, or the start of the next one.
+                self.settle(ctx, recs, now)?;
+                self.cut(ctx, CutReason::Claim)?;
+            }
+            if self.follow.is_none() && self.schema_changes(ctx, rec) {
                 if let Some(reason) = self.settle(ctx, recs, now)? {
                     self.cut(ctx, reason)?;
                 }
                 self.cut(ctx, CutReason::Schema)?;
             }
+            if self.start.is_none() {
+                self.begin_segment(ctx, rec)?;
+            }
             let mut full = self.push_one(ctx, i, rec, now, now_micros)?;
             if full.is_some() || self.settle_now {
                 full = full.or(self.settle(ctx, recs, now)?);
             }
-            if let Some(reason) = full {
+            if self.follow.is_some_and(|end| self.next >= end) {
+                // The claimed segment's last record: cut now, not when the next one comes.
+                self.settle(ctx, recs, now)?;
+                self.cut(ctx, CutReason::Claim)?;
+            } else if let Some(reason) = full {
                 self.cut(ctx, reason)?;
             }
         }
@@ -463,11 +547,20 @@ impl PartitionWriter {
     /// segment at a time: the next only once the one before is committed (the gate). So at most
     /// one segment of a partition is ever visible in the store and uncommitted (DESIGN.md,
     /// Invariant 2), while cuts still fall where the data puts them.
+    ///
+    /// A segment that replays a claimed one is cut only at the claim's end
+    /// ([`CutReason::Claim`]); any other cut is skipped, and on a revocation or shutdown its
+    /// records stay uncommitted for the next reader.
     pub fn cut(&mut self, ctx: &WriterCtx, reason: CutReason) -> Result<(), WriteError> {
         let Some(start) = self.start else {
             return Ok(());
         };
+        if self.follow.is_some() && reason != CutReason::Claim {
+            return Ok(());
+        }
         self.start = None;
+        self.follow = None;
+        self.stop_at = None;
         let end = self.next;
         self.deadline.reset();
         let ticket = ctx
@@ -509,6 +602,7 @@ impl PartitionWriter {
         self.sealed.push_back(Sealed {
             start,
             end,
+            first_timestamp: self.first_timestamp,
             ticket,
             deliveries: std::mem::take(&mut self.deliveries),
             files,
@@ -543,6 +637,7 @@ impl PartitionWriter {
         let Sealed {
             start,
             end,
+            first_timestamp,
             ticket,
             deliveries,
             files,
@@ -552,6 +647,22 @@ impl PartitionWriter {
             reason,
         } = seg;
         let files_n = files.len() as u64;
+        let claim = Claim {
+            topic: self.tp.topic.to_string(),
+            partition: self.tp.partition,
+            start,
+            end,
+            first_timestamp,
+            records,
+            objects: {
+                let mut keys: Vec<String> =
+                    files.iter().map(|(u, _)| u.key().to_string()).collect();
+                keys.sort_unstable();
+                keys
+            },
+            writer: crate::claim::writer_id(),
+        };
+        let (claims, reread, epoch) = (ctx.claims.clone(), ctx.reread.clone(), self.epoch);
         let (rt, store, budget, slots) = (
             ctx.rt.clone(),
             ctx.store.clone(),
@@ -564,7 +675,17 @@ impl PartitionWriter {
         let stats = ctx.stats.clone();
         let fatal = ctx.fatal.clone();
         let task = ctx.rt.spawn(async move {
-            let result: Result<(), WriteError> = async {
+            let result: Result<bool, WriteError> = async {
+                // Claim the segment before any of its objects becomes visible.
+                if let Outcome::Conflict(other) = claims.claim(&tp, &claim).await? {
+                    tracing::warn!(%tp, start, end, claimed_end = other.end, claimed_by = %other.writer, "another writer claimed this segment with another end: completing none of its objects; the partition is re-read from the committed offset, following the claims");
+                    for (upload, tail) in files {
+                        budget.release(tail.len());
+                        drop(upload); // a multipart upload aborts
+                    }
+                    reread.lock().expect("reread lock").push((tp.clone(), epoch));
+                    return Ok(false);
+                }
                 // At most `upload_concurrency` objects are completed at once, daemon-wide.
                 let mut uploads = futures::stream::iter(files.into_iter().map(|(upload, tail)| {
                     let (rt, store, budget, slots) = (&rt, &store, &budget, &slots);
@@ -594,11 +715,12 @@ impl PartitionWriter {
                 if let Some(t) = ticket {
                     ledger.lock().expect("ledger lock").done(&t);
                 }
-                Ok(())
+                Ok(true)
             }
             .await;
             match result {
-                Ok(()) => {
+                Ok(false) => {}
+                Ok(true) => {
                     Stats::add(&stats.records_written, records);
                     Stats::add(&stats.files_written, files_n);
                     Stats::add(&stats.bytes_written, bytes);
@@ -1059,6 +1181,11 @@ mod tests {
     use std::time::Duration;
 
     fn ctx(rt: &tokio::runtime::Runtime) -> WriterCtx {
+        ctx_on(rt, Arc::new(object_store::memory::InMemory::new()))
+    }
+
+    /// A writer context on `store` (two contexts on one store: two members of a group).
+    fn ctx_on(rt: &tokio::runtime::Runtime, store: Arc<dyn ObjectStore>) -> WriterCtx {
         let plan = Plan::from_toml(
             r#"
 [kafka]
@@ -1079,7 +1206,7 @@ max_records = 3
         .unwrap();
         WriterCtx {
             tables: Arc::new(plan.tables),
-            store: Arc::new(object_store::memory::InMemory::new()),
+            store: store.clone(),
             root: String::new(),
             location_base: "memory://".into(),
             rt: rt.handle().clone(),
@@ -1096,7 +1223,176 @@ max_records = 3
             dead_letter_prefix: "_errors".into(),
             dead_letter_producer: None,
             upload_slots: Arc::new(tokio::sync::Semaphore::new(8)),
+            claims: Arc::new(Claims::new(store, "")),
+            reread: Arc::new(Mutex::new(Vec::new())),
         }
+    }
+
+    /// Keys of the data and dead-letter objects (not the claims), sorted.
+    fn data_keys(ctx: &WriterCtx) -> Vec<String> {
+        ctx.rt.block_on(async {
+            use futures::TryStreamExt;
+            let list: Vec<_> = ctx.store.list(None).try_collect().await.unwrap();
+            let mut keys: Vec<String> = list
+                .iter()
+                .map(|m| m.location.to_string())
+                .filter(|k| !k.starts_with("_lakesink/"))
+                .collect();
+            keys.sort();
+            keys
+        })
+    }
+
+    /// The offsets in every data object, from the `o` field of the test records.
+    fn stored_offsets(ctx: &WriterCtx) -> Vec<i64> {
+        let mut out = Vec::new();
+        for key in data_keys(ctx) {
+            let bytes = ctx.rt.block_on(async {
+                use object_store::ObjectStoreExt;
+                let got = ctx.store.get(&Path::from(key.as_str())).await.unwrap();
+                got.bytes().await.unwrap()
+            });
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut text)
+                .unwrap();
+            for line in text.lines() {
+                let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                out.push(v["o"].as_i64().unwrap());
+            }
+        }
+        out.sort_unstable();
+        out
+    }
+
+    fn push_o(w: &mut PartitionWriter, ctx: &WriterCtx, offset: i64) {
+        let payload = format!(r#"{{"ts":"2024-01-02T01:00:00Z","o":{offset}}}"#);
+        let rec = RecordIn {
+            offset,
+            kafka_millis: Some(1_704_157_200_000 + offset),
+            payload: Some(payload.as_bytes()),
+            key: None,
+            headers: None,
+        };
+        w.push(ctx, rec, Instant::now(), 0).unwrap();
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_replay_cuts_where_the_claims_of_uploaded_uncommitted_segments_say() {
+        let rt = runtime();
+        let far = Instant::now() + Duration::from_secs(60);
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let tp = Tp::new("t", 0);
+
+        // The first owner cuts by the clock at 2, 4 and 7; [2, 4) and [4, 7) reach the store,
+        // but Kafka's committed offset stays at 2 (the commit was lost with the process).
+        let first = ctx_on(&rt, store.clone());
+        let epoch = first.ledger.lock().unwrap().assign(&tp);
+        let mut w = PartitionWriter::new(&first, tp.clone(), epoch).unwrap();
+        for (o, cut_after) in [
+            (0, false),
+            (1, true),
+            (2, false),
+            (3, true),
+            (4, false),
+            (5, false),
+            (6, true),
+        ] {
+            push_o(&mut w, &first, o);
+            if cut_after {
+                w.cut(&first, CutReason::Age).unwrap();
+                assert!(w.wait(&first.rt, far));
+                let safe = safe(&first);
+                first.ledger.lock().unwrap().committed(&safe);
+                w.launch(&first);
+                assert!(w.wait(&first.rt, far));
+            }
+        }
+        drop(w);
+        let before = data_keys(&first);
+        assert_eq!(stored_offsets(&first), (0..7).collect::<Vec<_>>());
+
+        // The next owner replays from 2 with max_records = 3: alone it would cut at 5 and
+        // store records 5 and 6 a second time under a new key. It follows the claims instead;
+        // a shutdown in the middle of a claimed segment does not cut it.
+        let next = ctx_on(&rt, store.clone());
+        let epoch = next.ledger.lock().unwrap().assign(&tp);
+        let mut w = PartitionWriter::new(&next, tp.clone(), epoch).unwrap();
+        for o in 2..6 {
+            push_o(&mut w, &next, o);
+        }
+        assert!(w.following());
+        w.cut(&next, CutReason::Shutdown).unwrap();
+        assert!(w.following(), "a claimed segment is cut only at its end");
+        push_o(&mut w, &next, 6);
+        assert!(
+            !w.following(),
+            "cut at the claim's end, without waiting for another record"
+        );
+        for o in 7..9 {
+            push_o(&mut w, &next, o);
+        }
+        w.cut(&next, CutReason::Shutdown).unwrap();
+        for _ in 0..3 {
+            assert!(w.wait(&next.rt, far));
+            let safe = safe(&next);
+            next.ledger.lock().unwrap().committed(&safe);
+            w.launch(&next);
+        }
+        assert!(w.wait(&next.rt, far));
+        assert_eq!(safe(&next), vec![]);
+        assert!(next.reread.lock().unwrap().is_empty());
+        assert_eq!(
+            stored_offsets(&next),
+            (0..9).collect::<Vec<_>>(),
+            "every record once"
+        );
+        let after = data_keys(&next);
+        assert_eq!(after.len(), before.len() + 1, "{before:?} → {after:?}");
+    }
+
+    #[test]
+    fn a_writer_whose_claim_is_refused_completes_nothing_and_asks_for_a_reread() {
+        let rt = runtime();
+        let far = Instant::now() + Duration::from_secs(60);
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let tp = Tp::new("t", 0);
+        let a = ctx_on(&rt, store.clone());
+        let b = ctx_on(&rt, store.clone());
+        let epoch_a = a.ledger.lock().unwrap().assign(&tp);
+        let epoch_b = b.ledger.lock().unwrap().assign(&tp);
+        let mut wa = PartitionWriter::new(&a, tp.clone(), epoch_a).unwrap();
+        let mut wb = PartitionWriter::new(&b, tp.clone(), epoch_b).unwrap();
+        // Both own the partition at once (a zombie, or a broker that does not fence). B
+        // starts first and finds no claim…
+        push_o(&mut wb, &b, 0);
+        // …then A cuts [0, 2) by its clock and claims it.
+        push_o(&mut wa, &a, 0);
+        push_o(&mut wa, &a, 1);
+        wa.cut(&a, CutReason::Age).unwrap();
+        assert!(wa.wait(&a.rt, far));
+        assert_eq!(safe(&a), vec![(tp.clone(), 2)]);
+        // B's clock cuts [0, 3): refused. None of its objects appears and nothing is
+        // committable; its partition is to be re-read.
+        push_o(&mut wb, &b, 1);
+        push_o(&mut wb, &b, 2);
+        wb.cut(&b, CutReason::Age).unwrap();
+        assert!(wb.wait(&b.rt, far));
+        assert_eq!(safe(&b), vec![]);
+        assert_eq!(*b.reread.lock().unwrap(), vec![(tp.clone(), epoch_b)]);
+        assert_eq!(stored_offsets(&a), vec![0, 1]);
+        assert_eq!(
+            b.budget.used(),
+            0,
+            "the refused segment's bytes are returned to the budget"
+        );
     }
 
     fn push(w: &mut PartitionWriter, ctx: &WriterCtx, offset: i64) {
@@ -1170,7 +1466,11 @@ max_records = 3
             use futures::TryStreamExt;
             use object_store::ObjectStoreExt;
             let list: Vec<_> = ctx.store.list(None).try_collect().await.unwrap();
-            let mut keys: Vec<String> = list.iter().map(|m| m.location.to_string()).collect();
+            let mut keys: Vec<String> = list
+                .iter()
+                .map(|m| m.location.to_string())
+                .filter(|k| !k.starts_with("_lakesink/"))
+                .collect();
             keys.sort();
             let bytes = ctx
                 .store
@@ -1226,13 +1526,7 @@ max_records = 3
         let epoch = ctx.ledger.lock().unwrap().assign(&tp);
         let mut w = PartitionWriter::new(&ctx, tp.clone(), epoch).unwrap();
         let far = Instant::now() + Duration::from_secs(60);
-        let stored = |ctx: &WriterCtx| {
-            ctx.rt.block_on(async {
-                use futures::TryStreamExt;
-                let list: Vec<_> = ctx.store.list(None).try_collect().await.unwrap();
-                list.len()
-            })
-        };
+        let stored = |ctx: &WriterCtx| data_keys(ctx).len();
 
         // Cuts fall where the data puts them (max_records = 3): at 3, 6 and 9…
         for o in 0..9 {

@@ -97,6 +97,18 @@ max_age = "3s"
 
     let hourly = tb.list_objects(&bucket, "lake/cloudtrail/");
     let all = tb.list_objects(&bucket, "lake/");
+    // Besides the data, one segment claim per segment (see DESIGN.md), outside every table.
+    let (claims, all): (Vec<_>, Vec<_>) = all.into_iter().partition(|o| {
+        o["key"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("lake/_lakesink/segments/{topic}/"))
+    });
+    assert!(claims.len() >= PARTITIONS as usize, "{claims:?}");
+    for o in &claims {
+        let name = o["key"].as_str().unwrap().rsplit('/').next().unwrap();
+        assert!(name.len() == 25 && name.ends_with(".json"), "{name}");
+    }
     for o in &all {
         let key = o["key"].as_str().unwrap();
         let name = key.rsplit('/').next().unwrap();
@@ -130,6 +142,8 @@ max_age = "3s"
         text.contains("lag 0 records") && text.contains("secret_access_key = ***"),
         "{text}"
     );
+    // SeaweedFS refuses a second `If-None-Match: *` PUT: segment claims fence zombie writers.
+    assert!(text.contains("conditional writes: enforced"), "{text}");
     assert!(!text.contains(&tb.s3_secret), "{text}");
     // …and fails clearly on a bucket that does not exist.
     let missing = Testbed::unique("nobucket");

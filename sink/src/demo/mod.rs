@@ -121,8 +121,10 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, Error> {
         .map_err(|e| Error::Other(format!("{}: {e}", opts.dir.display())))?;
     let table_dir = dir.join("cloudtrail");
     let parquet_dir = dir.join(PARQUET_TABLE);
+    // The demo's topic is new on every run: the claims of an earlier run's segments go too.
+    let claims_dir = dir.join(crate::claim::CLAIMS_DIR).join(TOPIC);
     // Only the demo's own tables are replaced, never anything else in the directory.
-    for d in [&table_dir, &parquet_dir] {
+    for d in [&table_dir, &parquet_dir, &claims_dir] {
         if d.exists() {
             std::fs::remove_dir_all(d)
                 .map_err(|e| Error::Other(format!("removing {}: {e}", d.display())))?;
