@@ -73,7 +73,11 @@ pub async fn check(plan: &Plan) -> Result<String, Error> {
             url: lake.url.clone(),
             source,
         })?;
-    let _ = writeln!(out, "storage: {} (reachable)", lake.url);
+    let _ = writeln!(
+        out,
+        "storage: {} (reachable; a failing request is retried for {:?})",
+        lake.url, plan.storage.retry_timeout
+    );
     for (k, v) in redacted(&plan.storage.options) {
         let _ = writeln!(out, "  {k} = {v}");
     }

@@ -191,6 +191,15 @@ pub struct StorageSection {
     /// (`AWS_*`, `GOOGLE_*`, `AZURE_*`) are read as well; these take precedence.
     #[serde(default)]
     pub options: BTreeMap<String, String>,
+    /// How long one request to the store is retried (5xx, SlowDown, 429, timeouts, resets),
+    /// with exponential backoff and jitter, before its error stops the daemon. At most `14m`:
+    /// a request keeps its signature across retries, and S3 refuses one over 15 minutes old.
+    #[serde(default = "default_retry_timeout")]
+    pub retry_timeout: String,
+}
+
+fn default_retry_timeout() -> String {
+    "10m".into()
 }
 
 /// `[pipeline]`: daemon-wide limits. Every key has a default.
@@ -552,6 +561,7 @@ pub struct KafkaPlan {
 pub struct StoragePlan {
     pub url: url::Url,
     pub options: BTreeMap<String, String>,
+    pub retry_timeout: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -840,6 +850,15 @@ impl Plan {
             return Err(invalid(format!("two tables are named `{}`", w[0])));
         }
 
+        let retry_timeout = parse_duration(&file.storage.retry_timeout)
+            .map_err(|e| invalid(format!("storage.retry_timeout: {e}")))?;
+        if retry_timeout > Duration::from_secs(14 * 60) || retry_timeout.is_zero() {
+            return Err(invalid(format!(
+                "storage.retry_timeout = \"{}\": between 1s and 14m (a retried request keeps its signature, which S3 refuses after 15 minutes)",
+                file.storage.retry_timeout
+            )));
+        }
+
         Ok(Plan {
             source: origin.to_string(),
             kafka: KafkaPlan {
@@ -849,6 +868,7 @@ impl Plan {
             },
             storage: StoragePlan {
                 url,
+                retry_timeout,
                 options: file.storage.options,
             },
             pipeline,
@@ -1404,6 +1424,7 @@ impl fmt::Debug for StoragePlan {
         f.debug_struct("StoragePlan")
             .field("url", &url.as_str())
             .field("options", &redacted(&self.options))
+            .field("retry_timeout", &self.retry_timeout)
             .finish()
     }
 }
@@ -1618,5 +1639,20 @@ max_age = "30s"
         let text = MINIMAL.replace("\"64MiB\"", "\"64 lots\"");
         let e = Plan::from_toml(&text, "t.toml").unwrap_err().to_string();
         assert!(e.contains("rotate.max_bytes"), "{e}");
+    }
+
+    #[test]
+    fn store_retries_last_ten_minutes_and_at_most_fourteen() {
+        let plan = Plan::from_toml(MINIMAL, "t.toml").unwrap();
+        assert_eq!(plan.storage.retry_timeout, Duration::from_secs(600));
+        let text = MINIMAL.replace(
+            "url = \"s3://bucket/prefix\"",
+            "url = \"s3://bucket/prefix\"\nretry_timeout = \"20m\"",
+        );
+        let e = Plan::from_toml(&text, "t.toml").unwrap_err().to_string();
+        assert!(
+            e.contains("storage.retry_timeout") && e.contains("14m"),
+            "{e}"
+        );
     }
 }

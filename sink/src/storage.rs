@@ -10,7 +10,7 @@ use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreScheme};
+use object_store::{ObjectStore, ObjectStoreScheme, RetryConfig};
 
 use crate::config::StoragePlan;
 use crate::error::Error;
@@ -37,6 +37,13 @@ pub fn open(plan: &StoragePlan) -> Result<Lake, Error> {
             url.scheme()
         ))
     };
+    // object_store retries each request on 5xx, 429, timeouts and resets with exponential
+    // backoff (100 ms doubling to 15 s) and jitter; only the window is ours.
+    let retry = RetryConfig {
+        max_retries: 1_000,
+        retry_timeout: plan.retry_timeout,
+        ..Default::default()
+    };
     let (store, root): (Arc<dyn ObjectStore>, Path) = match scheme {
         ObjectStoreScheme::Local => {
             let dir = url
@@ -51,7 +58,9 @@ pub fn open(plan: &StoragePlan) -> Result<Lake, Error> {
         }
         ObjectStoreScheme::Memory => (Arc::new(InMemory::new()), path),
         ObjectStoreScheme::AmazonS3 => {
-            let mut b = AmazonS3Builder::from_env().with_url(url.as_str());
+            let mut b = AmazonS3Builder::from_env()
+                .with_url(url.as_str())
+                .with_retry(retry.clone());
             for (k, v) in &plan.options {
                 b = b.with_config(
                     AmazonS3ConfigKey::from_str(k).map_err(|_| bad_option(k))?,
@@ -61,14 +70,18 @@ pub fn open(plan: &StoragePlan) -> Result<Lake, Error> {
             (Arc::new(b.build().map_err(err)?), path)
         }
         ObjectStoreScheme::GoogleCloudStorage => {
-            let mut b = GoogleCloudStorageBuilder::from_env().with_url(url.as_str());
+            let mut b = GoogleCloudStorageBuilder::from_env()
+                .with_url(url.as_str())
+                .with_retry(retry.clone());
             for (k, v) in &plan.options {
                 b = b.with_config(GoogleConfigKey::from_str(k).map_err(|_| bad_option(k))?, v);
             }
             (Arc::new(b.build().map_err(err)?), path)
         }
         ObjectStoreScheme::MicrosoftAzure => {
-            let mut b = MicrosoftAzureBuilder::from_env().with_url(url.as_str());
+            let mut b = MicrosoftAzureBuilder::from_env()
+                .with_url(url.as_str())
+                .with_retry(retry.clone());
             for (k, v) in &plan.options {
                 b = b.with_config(AzureConfigKey::from_str(k).map_err(|_| bad_option(k))?, v);
             }
