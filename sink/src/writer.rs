@@ -555,7 +555,10 @@ impl PartitionWriter {
         let Some(start) = self.start else {
             return Ok(());
         };
-        if self.follow.is_some() && reason != CutReason::Claim {
+        if let Some(end) = self.follow.filter(|_| reason != CutReason::Claim) {
+            if matches!(reason, CutReason::Revoke | CutReason::Shutdown) {
+                tracing::info!(tp = %self.tp, start, end, reached = self.next, reason = reason.as_str(), "not cutting a replay of a claimed segment before its end: its records stay uncommitted for the next reader");
+            }
             return Ok(());
         }
         self.start = None;
