@@ -635,7 +635,8 @@ impl PollLoop {
             }
 
             let stalled = self.catalog.stalled();
-            if !paused && (self.budget.over() || stalled) {
+            let replays = self.budget.only_replays_held();
+            if !paused && ((self.budget.over() && !replays) || stalled) {
                 paused = self.set_paused(true);
                 self.budget.set_fetch_paused(paused && !stalled);
                 if stalled {
@@ -647,7 +648,14 @@ impl PollLoop {
                         "memory budget full: fetching paused until uploads free memory"
                     );
                 }
-            } else if paused && !stalled && self.budget.below_resume_mark() {
+            } else if paused && !stalled && (self.budget.below_resume_mark() || replays) {
+                if replays && !self.budget.below_resume_mark() {
+                    tracing::info!(
+                        used = self.budget.used(),
+                        max = self.budget.max(),
+                        "fetching resumed over the memory budget: replays of claimed segments need their remaining records to be cut"
+                    );
+                }
                 paused = !self.set_paused(false);
                 self.budget.set_fetch_paused(paused);
             }

@@ -3,7 +3,11 @@
 //! credit it when the store has them; over budget, writers cut their largest segments early and
 //! the consumer pauses fetching until uploads free memory.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// How long a worker's report that only replays of claimed segments hold its memory lasts.
+const REPLAYS_HELD_FOR: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 pub struct Budget {
@@ -11,6 +15,10 @@ pub struct Budget {
     used: AtomicI64,
     /// Fetching is paused because the budget was exceeded (until the resume mark).
     fetch_paused: AtomicBool,
+    born: Instant,
+    /// Until when (ms after `born`) a worker reported that its memory is held only by replays
+    /// of claimed segments, which cannot be cut early.
+    replays_held_until: AtomicU64,
 }
 
 impl Budget {
@@ -19,7 +27,28 @@ impl Budget {
             max: i64::try_from(max).unwrap_or(i64::MAX),
             used: AtomicI64::new(0),
             fetch_paused: AtomicBool::new(false),
+            born: Instant::now(),
+            replays_held_until: AtomicU64::new(0),
         }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.born.elapsed().as_millis() as u64
+    }
+
+    /// A worker needs relief but its memory is held by replays of claimed segments, which are
+    /// cut only at their claimed ends (see [`crate::claim`]): they need more records, not a
+    /// pause. Lasts [`REPLAYS_HELD_FOR`] unless reported again.
+    pub fn report_only_replays_held(&self) {
+        let until = self.now_ms() + REPLAYS_HELD_FOR.as_millis() as u64;
+        self.replays_held_until.fetch_max(until, Ordering::Relaxed);
+    }
+
+    /// Whether fetching must go on over the budget so that replays reach their claimed ends.
+    /// The overshoot is bounded: a claimed segment is one the first writer held within the
+    /// same budget settings, and its large files stream out as parts.
+    pub fn only_replays_held(&self) -> bool {
+        self.now_ms() < self.replays_held_until.load(Ordering::Relaxed)
     }
 
     pub fn charge(&self, n: usize) {
@@ -82,5 +111,15 @@ mod tests {
         b.release(150);
         assert!(b.below_resume_mark());
         assert!(!b.needs_relief());
+    }
+
+    #[test]
+    fn a_report_that_only_replays_hold_memory_lasts_a_moment() {
+        let b = Budget::new(1000);
+        assert!(!b.only_replays_held());
+        b.report_only_replays_held();
+        assert!(b.only_replays_held());
+        std::thread::sleep(REPLAYS_HELD_FOR + Duration::from_millis(50));
+        assert!(!b.only_replays_held(), "it expires unless reported again");
     }
 }

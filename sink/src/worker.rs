@@ -208,6 +208,10 @@ pub fn run(ctx: Arc<WriterCtx>, rx: Receiver<WorkerMsg>) {
                 if let Err(e) = w.cut(&ctx, CutReason::Memory) {
                     ctx.fatal.set(e.into());
                 }
+            } else if writers.values().any(|w| w.following() && w.held() > 0) {
+                // Replays of claimed segments cannot be cut early: pausing would leave them
+                // waiting forever for the records that end them.
+                ctx.budget.report_only_replays_held();
             }
         }
     }
