@@ -488,6 +488,95 @@ impl Drop for Daemon {
     }
 }
 
+/// A `cloudtrail` table of `topic` in the default hourly layout, its event time from
+/// `eventTime`, cut by count and by the clock: the config most lake tests run.
+pub fn cloudtrail_table(topic: &str, max_records: u64, max_age: &str) -> String {
+    format!(
+        r#"[[tables]]
+name = "cloudtrail"
+topics = ["{topic}"]
+timestamp = {{ field = "eventTime" }}
+max_future_skew = "1000d"
+[tables.rotate]
+max_records = {max_records}
+max_age = "{max_age}"
+"#
+    )
+}
+
+/// A consumer-group test on tansu + SeaweedFS: a [`cloudtrail_table`] (1,500 records, 1 s),
+/// a producer writing in the background, and a steady member running. The test starts and
+/// disturbs other members with [`GroupRun::member`], then calls [`GroupRun::finish`].
+pub struct GroupRun {
+    pub tb: Testbed,
+    pub bucket: String,
+    pub producer: std::thread::JoinHandle<()>,
+    pub steady: Daemon,
+    pub started: Instant,
+    topic: String,
+    group: String,
+    partitions: i32,
+    records: u64,
+    config: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl GroupRun {
+    /// `records` in slices of 2,000 with `pause` between them, into a new topic of
+    /// `partitions`.
+    pub fn start(prefix: &str, partitions: i32, records: u64, pause: Duration) -> GroupRun {
+        let tb = Testbed::from_env();
+        let (topic, bucket, group) = tb.fresh(prefix, partitions);
+        let dir = tempfile::tempdir().unwrap();
+        let config = tb.write_config(
+            dir.path(),
+            &group,
+            &bucket,
+            &cloudtrail_table(&topic, 1500, "1s"),
+        );
+        let producer = tb.produce_in_background(&topic, partitions, records, pause);
+        let started = Instant::now();
+        let steady = tb.start_daemon(&config, dir.path(), &[]);
+        GroupRun {
+            tb,
+            bucket,
+            producer,
+            steady,
+            started,
+            topic,
+            group,
+            partitions,
+            records,
+            config,
+            dir,
+        }
+    }
+
+    /// Another member of the group, on the same config.
+    pub fn member(&self) -> Daemon {
+        self.tb.start_daemon(&self.config, self.dir.path(), &[])
+    }
+
+    /// Waits for the producer and for the steady member to commit every offset, stops it, and
+    /// checks that the lake holds every record exactly once. Returns the steady member's log.
+    pub fn finish(mut self, what: &str) -> String {
+        self.producer.join().unwrap();
+        let ends = self.tb.high_watermarks(&self.topic, self.partitions);
+        assert_eq!(ends.values().sum::<i64>() as u64, self.records);
+        self.steady.wait_committed(
+            &self.tb,
+            &self.group,
+            &self.topic,
+            &ends,
+            Duration::from_secs(240),
+        );
+        self.steady.stop(Duration::from_secs(60));
+        let source = format!("'s3://{}/lake/cloudtrail/**/*.json.gz'", self.bucket);
+        self.tb.assert_exactly_once(&source, self.records, what);
+        self.steady.log_text()
+    }
+}
+
 /// Polls `f` until it returns true; panics with `what` past the deadline.
 pub fn wait_until(within: Duration, what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use lakesink::demo::generator::GenConfig;
-use lakesink_e2e::{report, wait_until, Testbed};
+use lakesink_e2e::{cloudtrail_table, report, wait_until, Testbed};
 
 /// A tansu broker of this test's own (sqlite storage in `dir`).
 fn start_tansu(tb: &Testbed, dir: &Path, port: u16) -> Child {
@@ -64,17 +64,7 @@ fn a_broker_restart_mid_run_loses_and_duplicates_nothing() {
         dir.path(),
         &group,
         &bucket,
-        &format!(
-            r#"[[tables]]
-name = "cloudtrail"
-topics = ["{topic}"]
-timestamp = {{ field = "eventTime" }}
-max_future_skew = "1000d"
-[tables.rotate]
-max_records = 1000
-max_age = "1s"
-"#
-        ),
+        &cloudtrail_table(&topic, 1000, "1s"),
     );
     let mut daemon = tb.start_daemon(&config, dir.path(), &[]);
     wait_until(Duration::from_secs(120), "some offsets committed", || {

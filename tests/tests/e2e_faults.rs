@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use lakesink::demo::generator::GenConfig;
 use lakesink_e2e::faults::{FaultProxy, Rates};
-use lakesink_e2e::{report, Testbed};
+use lakesink_e2e::{cloudtrail_table, report, Testbed};
 
 #[test]
 fn s3_503s_resets_and_slow_answers_are_retried_and_nothing_is_lost_or_duplicated() {
@@ -43,15 +43,7 @@ fn s3_503s_resets_and_slow_answers_are_retried_and_nothing_is_lost_or_duplicated
         &group,
         &bucket,
         &format!(
-            r#"[[tables]]
-name = "cloudtrail"
-topics = ["{topic}"]
-timestamp = {{ field = "eventTime" }}
-max_future_skew = "1000d"
-[tables.rotate]
-max_records = 400
-max_age = "2s"
-
+            r#"{}
 [[tables]]
 name = "daily"
 topics = ["{topic}"]
@@ -61,7 +53,8 @@ max_future_skew = "1000d"
 compression_level = 0
 [tables.rotate]
 max_age = "10s"
-"#
+"#,
+            cloudtrail_table(&topic, 400, "2s")
         ),
     );
     let mut daemon = tb.start_daemon(&config, dir.path(), &[]);

@@ -4,43 +4,22 @@
 //! had: its clock cuts, uploads and commits race the new owner's. Segment claims (create-only
 //! writes) must keep every record in the lake exactly once.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use lakesink_e2e::{report, Testbed};
+use lakesink_e2e::{report, GroupRun};
+
+/// What a daemon logs when another writer's claim refuses its segment.
+const REFUSED: &str = "another writer claimed this segment";
 
 #[test]
 fn a_frozen_member_that_wakes_up_after_losing_its_partitions_duplicates_nothing() {
     const RECORDS: u64 = 30_000;
     const PARTITIONS: i32 = 4;
     const FREEZES: usize = 2;
-    let tb = Testbed::from_env();
-    let (topic, bucket, group) = tb.fresh("zombie", PARTITIONS);
-
-    let dir = tempfile::tempdir().unwrap();
-    let config = tb.write_config(
-        dir.path(),
-        &group,
-        &bucket,
-        &format!(
-            r#"[[tables]]
-name = "cloudtrail"
-topics = ["{topic}"]
-timestamp = {{ field = "eventTime" }}
-max_future_skew = "1000d"
-[tables.rotate]
-max_records = 1500
-max_age = "1s"
-"#
-        ),
-    );
-    let producer =
-        tb.produce_in_background(&topic, PARTITIONS, RECORDS, Duration::from_millis(700));
-
-    let started = Instant::now();
-    let mut steady = tb.start_daemon(&config, dir.path(), &[]);
+    let mut run = GroupRun::start("zombie", PARTITIONS, RECORDS, Duration::from_millis(700));
     let mut conflicts = 0;
     for _ in 0..FREEZES {
-        let mut zombie = tb.start_daemon(&config, dir.path(), &[]);
+        let mut zombie = run.member();
         // Let it take half the partitions and open segments.
         std::thread::sleep(Duration::from_secs(5));
         zombie.signal("STOP");
@@ -49,31 +28,21 @@ max_age = "1s"
         zombie.signal("CONT");
         std::thread::sleep(Duration::from_secs(4));
         assert!(
-            steady.running(),
+            run.steady.running(),
             "the steady member died:\n{}",
-            steady.log_text()
+            run.steady.log_text()
         );
         // The zombie may or may not drain cleanly (its commits are refused): only the lake
         // matters.
         zombie.signal("TERM");
         let _ = zombie.wait(Duration::from_secs(120));
-        conflicts += zombie
-            .log_text()
-            .matches("another writer claimed this segment")
-            .count();
+        conflicts += zombie.log_text().matches(REFUSED).count();
     }
-    producer.join().unwrap();
-    let ends = tb.high_watermarks(&topic, PARTITIONS);
-    assert_eq!(ends.values().sum::<i64>() as u64, RECORDS);
-    steady.wait_committed(&tb, &group, &topic, &ends, Duration::from_secs(240));
-    steady.stop(Duration::from_secs(60));
-    conflicts += steady
-        .log_text()
-        .matches("another writer claimed this segment")
+    let started = run.started;
+    conflicts += run
+        .finish("after the zombie woke up")
+        .matches(REFUSED)
         .count();
-
-    let source = format!("'s3://{bucket}/lake/cloudtrail/**/*.json.gz'");
-    tb.assert_exactly_once(&source, RECORDS, "after the zombie woke up");
     report(&format!(
         "e2e zombie (tansu): {RECORDS} records, {PARTITIONS} partitions, a member frozen past its session {FREEZES} times; \
          refused segment claims: {conflicts}; lost 0, duplicated 0; {:.0} s",
