@@ -185,6 +185,20 @@ fn gzip_ceiling(records: u64, level: u32) -> (f64, u64, u64) {
     (thread_cpu() - t0, data.len() as u64, out_bytes)
 }
 
+/// The benchmark's events, one string each, and their bytes as NDJSON (one newline each).
+fn event_rows(records: u64) -> (Vec<String>, u64) {
+    let cfg = GenConfig::default();
+    let mut rows = Vec::with_capacity(records as usize);
+    let mut buf = String::new();
+    let mut bytes = 0u64;
+    for seq in 0..records {
+        event(&cfg, seq, records, &mut buf);
+        bytes += buf.len() as u64 + 1;
+        rows.push(buf.clone());
+    }
+    (rows, bytes)
+}
+
 /// CPU seconds to find and parse every record's `eventTime`: serde_json into a borrowing struct
 /// (which still checks the whole record is valid JSON) and an RFC 3339 parse. The issue counts
 /// this as unavoidable work of an event-time-partitioned sink (≈ 0.7 CPU-s per GB).
@@ -194,15 +208,7 @@ fn event_time_ceiling(records: u64) -> (f64, u64) {
         #[serde(rename = "eventTime", borrow)]
         event_time: &'a str,
     }
-    let cfg = GenConfig::default();
-    let mut rows = Vec::with_capacity(records as usize);
-    let mut buf = String::new();
-    let mut bytes_in = 0u64;
-    for seq in 0..records {
-        event(&cfg, seq, records, &mut buf);
-        bytes_in += buf.len() as u64 + 1;
-        rows.push(buf.clone());
-    }
+    let (rows, bytes_in) = event_rows(records);
     let t0 = thread_cpu();
     let mut sum = 0i64;
     for r in &rows {
@@ -220,15 +226,7 @@ fn parquet_ceiling(records: u64) -> (f64, u64, u64) {
     use lakesink::encode::{Encoder, ParquetEncoder};
     let pq =
         std::sync::Arc::new(lakesink::config::default_parquet_plan("cloudtrail.avsc").unwrap());
-    let cfg = GenConfig::default();
-    let mut rows = Vec::with_capacity(records as usize);
-    let mut buf = String::new();
-    let mut bytes_in = 0u64;
-    for seq in 0..records {
-        event(&cfg, seq, records, &mut buf);
-        bytes_in += buf.len() as u64 + 1;
-        rows.push(buf.clone());
-    }
+    let (rows, bytes_in) = event_rows(records);
     let t0 = thread_cpu();
     let mut enc: Box<dyn Encoder> = Box::new(ParquetEncoder::new(pq));
     let mut rejected = Vec::new();

@@ -66,13 +66,14 @@ pub async fn check(plan: &Plan) -> Result<String, Error> {
 
     // Store: list the root (proves the bucket exists and the credentials can read it).
     let lake = crate::storage::open(&plan.storage)?;
+    let store_err = |source| Error::Store {
+        url: lake.url.clone(),
+        source,
+    };
     lake.store
         .list_with_delimiter(Some(&lake.root))
         .await
-        .map_err(|source| Error::Store {
-            url: lake.url.clone(),
-            source,
-        })?;
+        .map_err(store_err)?;
     let _ = writeln!(
         out,
         "storage: {} (reachable; a failing request is retried for {:?})",
@@ -85,10 +86,7 @@ pub async fn check(plan: &Plan) -> Result<String, Error> {
     // second time (DESIGN.md, "Segment claims").
     let create_only = crate::claim::probe_create_only(&lake.store, lake.root.as_ref())
         .await
-        .map_err(|source| Error::Store {
-            url: lake.url.clone(),
-            source,
-        })?;
+        .map_err(store_err)?;
     let _ = writeln!(
         out,
         "  conditional writes: {}",

@@ -163,33 +163,23 @@ impl Claims {
         let dir = path(self.dir(tp));
         // Keys sort by start (20 digits): list only those after `{from - 1}.json`.
         let offset = path(format!("{}/{:020}", self.dir(tp), from));
-        let err = |source| ClaimError::Store {
+        let (store, dir_ref, offset) = (&self.store, &dir, &offset);
+        let metas: Vec<object_store::ObjectMeta> = retrying(&dir, move || {
+            store.list_with_offset(Some(dir_ref), offset).try_collect()
+        })
+        .await
+        .map_err(|source| ClaimError::Store {
             key: dir.to_string(),
             source,
-        };
-        let mut starts = Vec::new();
-        for attempt in 1..=ATTEMPTS {
-            let listed: Result<Vec<_>, _> = self
-                .store
-                .list_with_offset(Some(&dir), &offset)
-                .try_collect()
-                .await;
-            match listed {
-                Ok(metas) => {
-                    starts = metas
-                        .into_iter()
-                        .filter_map(|m| {
-                            let name = m.location.filename()?;
-                            let start: i64 = name.strip_suffix(".json")?.parse().ok()?;
-                            (start >= from).then_some(start)
-                        })
-                        .collect();
-                    break;
-                }
-                Err(e) if attempt < ATTEMPTS && transient(&e) => backoff(attempt, &dir, &e).await,
-                Err(e) => return Err(err(e)),
-            }
-        }
+        })?;
+        let mut starts: Vec<i64> = metas
+            .into_iter()
+            .filter_map(|m| {
+                let name = m.location.filename()?;
+                let start: i64 = name.strip_suffix(".json")?.parse().ok()?;
+                (start >= from).then_some(start)
+            })
+            .collect();
         starts.sort_unstable();
         let mut out = Vec::with_capacity(starts.len());
         for start in starts {
@@ -199,21 +189,16 @@ impl Claims {
     }
 
     async fn read(&self, key: &Path) -> Result<Claim, ClaimError> {
-        let mut attempt = 0;
-        let bytes = loop {
-            attempt += 1;
-            let got = async { self.store.get(key).await?.bytes().await }.await;
-            match got {
-                Ok(b) => break b,
-                Err(e) if attempt < ATTEMPTS && transient(&e) => backoff(attempt, key, &e).await,
-                Err(source) => {
-                    return Err(ClaimError::Store {
-                        key: key.to_string(),
-                        source,
-                    })
-                }
-            }
-        };
+        let store = &self.store;
+        let bytes = retrying(
+            key,
+            move || async move { store.get(key).await?.bytes().await },
+        )
+        .await
+        .map_err(|source| ClaimError::Store {
+            key: key.to_string(),
+            source,
+        })?;
         serde_json::from_slice(&bytes).map_err(|e| ClaimError::Corrupt {
             key: key.to_string(),
             message: e.to_string(),
@@ -223,20 +208,17 @@ impl Claims {
     /// One write, retried on transient errors. A create-only write retried after a lost answer
     /// may find its own claim: [`Claims::claim`] reads it back and calls that a match.
     async fn put(&self, key: &Path, body: &[u8], mode: PutMode) -> Result<(), object_store::Error> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
+        let body = bytes::Bytes::copy_from_slice(body);
+        let store = &self.store;
+        retrying(key, move || {
             let opts = PutOptions {
                 mode: mode.clone(),
                 ..Default::default()
             };
-            let payload = PutPayload::from(bytes::Bytes::copy_from_slice(body));
-            match self.store.put_opts(key, payload, opts).await {
-                Ok(_) => return Ok(()),
-                Err(e) if attempt < ATTEMPTS && transient(&e) => backoff(attempt, key, &e).await,
-                Err(e) => return Err(e),
-            }
-        }
+            store.put_opts(key, PutPayload::from(body.clone()), opts)
+        })
+        .await
+        .map(|_| ())
     }
 }
 
@@ -252,11 +234,26 @@ fn transient(e: &object_store::Error) -> bool {
     matches!(e, object_store::Error::Generic { .. })
 }
 
-async fn backoff(attempt: u32, key: &impl std::fmt::Display, e: &object_store::Error) {
-    let base = Duration::from_millis(250 << attempt.min(6));
-    let jitter = Duration::from_millis(rand::random::<u64>() % 250);
-    tracing::info!(%key, attempt, error = %e, "segment claim request failed; retrying");
-    tokio::time::sleep(base + jitter).await;
+/// Runs one request up to [`ATTEMPTS`] times, backing off with jitter after each
+/// [`transient`] error.
+async fn retrying<T, F, Fut>(key: &Path, mut request: F) -> Result<T, object_store::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, object_store::Error>>,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match request().await {
+            Err(e) if attempt < ATTEMPTS && transient(&e) => {
+                let base = Duration::from_millis(250 << attempt.min(6));
+                let jitter = Duration::from_millis(rand::random::<u64>() % 250);
+                tracing::info!(%key, attempt, error = %e, "segment claim request failed; retrying");
+                tokio::time::sleep(base + jitter).await;
+            }
+            done => return done,
+        }
+    }
 }
 
 /// Whether the store refuses a second create-only write of one key: what `lakesink check`

@@ -334,10 +334,8 @@ impl Shared {
             else {
                 continue; // revoked or re-read meanwhile
             };
-            let mut tpl = TopicPartitionList::new();
-            tpl.add_partition(&tp.topic, tp.partition);
-            let committed = match consumer.committed_offsets(tpl, Duration::from_secs(10)) {
-                Ok(c) => offsets_of(&c).get(&tp.partition).copied(),
+            let committed = match committed_offset(consumer, &tp, Duration::from_secs(10)) {
+                Ok(c) => c,
                 Err(e) => {
                     // Try again on the next round.
                     tracing::warn!(%tp, error = %e, "fetching the committed offset to re-read failed; retrying");
@@ -493,6 +491,18 @@ impl Shared {
     fn all_workers(&self) -> Vec<(usize, Option<Vec<Tp>>)> {
         (0..self.workers.len()).map(|w| (w, None)).collect()
     }
+}
+
+/// The group's committed offset of one partition (`None`: nothing committed yet).
+fn committed_offset<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    tp: &Tp,
+    timeout: Duration,
+) -> Result<Option<i64>, KafkaError> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(&tp.topic, tp.partition);
+    let c = consumer.committed_offsets(tpl, timeout)?;
+    Ok(offsets_of(&c).get(&tp.partition).copied())
 }
 
 /// The high watermark librdkafka saw in its last fetch response for a partition (no request).
@@ -680,14 +690,13 @@ impl PollLoop {
                     last_flush = Instant::now();
                 }
             }
-            if !self.shared.reread.lock().expect("reread lock").is_empty() {
-                self.shared.reread(&self.consumer);
-            }
             if last_flush.elapsed() >= BATCH_AGE {
                 self.shared.flush();
                 last_flush = Instant::now();
             }
             if last_commit.elapsed() >= self.commit_interval {
+                // Partitions whose segment lost its claim wait behind their gate meanwhile.
+                self.shared.reread(&self.consumer);
                 self.commit_safe();
                 self.update_lag();
                 last_commit = Instant::now();
@@ -791,13 +800,9 @@ impl PollLoop {
     }
 
     fn committed_of(&self, tp: &Tp) -> Option<i64> {
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition(&tp.topic, tp.partition);
-        let c = self
-            .consumer
-            .committed_offsets(tpl, Duration::from_secs(5))
-            .ok()?;
-        offsets_of(&c).get(&tp.partition).copied()
+        committed_offset(&self.consumer, tp, Duration::from_secs(5))
+            .ok()
+            .flatten()
     }
 
     fn drain(self) -> Ending {

@@ -256,7 +256,7 @@ impl PartitionWriter {
     }
 
     pub fn deadline_expired(&self, now: Instant) -> bool {
-        self.start.is_some() && self.follow.is_none() && self.deadline.expired(now)
+        self.start.is_some() && self.deadline.expired(now)
     }
 
     /// Whether the open segment replays a claimed one (it can only be cut at the claim's end).
@@ -277,8 +277,7 @@ impl PartitionWriter {
                 self.known.insert(claims.into())
             }
         };
-        self.follow = None;
-        self.stop_at = None;
+        // (`cut` cleared `follow` and `stop_at`.)
         self.first_timestamp = rec.kafka_millis;
         while known.front().is_some_and(|c| c.end <= rec.offset) {
             known.pop_front();
@@ -1246,19 +1245,24 @@ max_records = 3
         })
     }
 
+    /// The text of a gzip object.
+    fn gunzipped(ctx: &WriterCtx, key: &str) -> String {
+        let bytes = ctx.rt.block_on(async {
+            use object_store::ObjectStoreExt;
+            let got = ctx.store.get(&Path::from(key)).await.unwrap();
+            got.bytes().await.unwrap()
+        });
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut text)
+            .unwrap();
+        text
+    }
+
     /// The offsets in every data object, from the `o` field of the test records.
     fn stored_offsets(ctx: &WriterCtx) -> Vec<i64> {
         let mut out = Vec::new();
         for key in data_keys(ctx) {
-            let bytes = ctx.rt.block_on(async {
-                use object_store::ObjectStoreExt;
-                let got = ctx.store.get(&Path::from(key.as_str())).await.unwrap();
-                got.bytes().await.unwrap()
-            });
-            let mut text = String::new();
-            std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut text)
-                .unwrap();
-            for line in text.lines() {
+            for line in gunzipped(ctx, &key).lines() {
                 let v: serde_json::Value = serde_json::from_str(line).unwrap();
                 out.push(v["o"].as_i64().unwrap());
             }
@@ -1431,11 +1435,7 @@ max_records = 3
 
     #[test]
     fn bad_records_go_to_the_dead_letter_prefix_within_the_segment() {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = runtime();
         let mut ctx = ctx(&rt);
         let mut tables = (*ctx.tables).clone();
         tables[0].on_bad_record = BadRecord::DeadLetter;
@@ -1465,29 +1465,8 @@ max_records = 3
         assert!(w.wait(&ctx.rt, far));
         // Every offset, bad ones included, is committable: the envelopes are stored.
         assert_eq!(safe(&ctx), vec![(tp.clone(), 4)]);
-        let (keys, envelopes) = ctx.rt.block_on(async {
-            use futures::TryStreamExt;
-            use object_store::ObjectStoreExt;
-            let list: Vec<_> = ctx.store.list(None).try_collect().await.unwrap();
-            let mut keys: Vec<String> = list
-                .iter()
-                .map(|m| m.location.to_string())
-                .filter(|k| !k.starts_with("_lakesink/"))
-                .collect();
-            keys.sort();
-            let bytes = ctx
-                .store
-                .get(&Path::from(keys[0].as_str()))
-                .await
-                .unwrap()
-                .bytes()
-                .await
-                .unwrap();
-            let mut text = String::new();
-            std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut text)
-                .unwrap();
-            (keys, text)
-        });
+        let keys = data_keys(&ctx);
+        let envelopes = gunzipped(&ctx, &keys[0]);
         assert_eq!(
             keys,
             vec![
@@ -1519,11 +1498,7 @@ max_records = 3
 
     #[test]
     fn a_segment_is_completed_in_the_store_only_after_the_one_before_is_committed() {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = runtime();
         let ctx = ctx(&rt);
         let tp = Tp::new("t", 0);
         let epoch = ctx.ledger.lock().unwrap().assign(&tp);
