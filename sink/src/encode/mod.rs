@@ -3,9 +3,6 @@
 //! An [`Encoder`] takes records one by one and hands out finished output in chunks (so large
 //! objects stream to the store as multipart parts while they are written) and a final tail.
 
-use std::io::Write;
-
-use flate2::write::GzEncoder;
 use flate2::Compression;
 
 pub mod parquet;
@@ -61,64 +58,166 @@ pub trait Encoder: Send {
     }
 }
 
-/// Records are gathered into this much input before the compressor sees them: deflate spends
-/// far more per byte on many small inputs than on a few large ones.
-const INPUT_CHUNK: usize = 64 * 1024;
+/// Records are compressed in segments of this much input: deflate spends far more per byte on
+/// many small inputs than on a few large ones, and each segment is primed with the 32 KiB
+/// before it, so the segments compress as well as one stream.
+const SEGMENT: usize = 128 * 1024;
 
-/// Estimated memory of one gzip compressor's state besides its output: zlib's window, hash
-/// chains and pending buffer (about 256 KiB at levels 1–9), and slack.
-pub const GZIP_STATE: usize = 320 * 1024;
+/// Deflate's window: the input kept from one segment to prime the next.
+const WINDOW: usize = 32 * 1024;
 
 /// One gzip member of newline-delimited JSON: each record's bytes unchanged, one per line.
 ///
 /// A record that was pretty-printed carries raw newlines, which in valid JSON can only be
 /// whitespace between tokens; they are written as spaces so each record stays on one line.
 ///
-/// The compressor is created only when the first [`INPUT_CHUNK`] of records is complete (or at
-/// `finish`): a file that stays small — most files when thousands of partition values are open —
-/// costs its records' bytes, not a compressor's 300 KiB. The compressor sees the same writes
-/// either way, so the bytes out are the same.
+/// The member's deflate stream is written in segments of [`SEGMENT`] input, each compressed by
+/// the worker thread's one compressor, reset and primed with the last 32 KiB of this file's
+/// input (the window), and ended with a sync flush — the scheme pigz uses to compress one gzip
+/// member in pieces. Between segments a file holds no compressor state (zlib's 300 KiB), only
+/// its window, its pending records, its output and a CRC: thousands of open files cost their
+/// bytes, and the one compressor stays in the core's cache. Readers see one ordinary gzip
+/// member. The same records give the same bytes (segments end at the same records).
 pub struct GzipNdjson {
-    enc: Option<GzEncoder<Vec<u8>>>,
     level: u32,
-    taken: u64,
-    /// Records not yet handed to the compressor (up to [`INPUT_CHUNK`]).
+    /// The window (the last `window` bytes of input already compressed), then the records not
+    /// compressed yet.
     input: Vec<u8>,
+    window: usize,
+    /// Compressed bytes not taken yet.
+    out: Vec<u8>,
+    taken: u64,
+    /// CRC-32 and length of the input compressed so far.
+    crc: crc32fast::Hasher,
+    len: u64,
 }
 
 impl GzipNdjson {
     pub fn new(level: u32) -> GzipNdjson {
         GzipNdjson {
-            enc: None,
             level,
-            taken: 0,
             input: Vec::new(),
+            window: 0,
+            out: Vec::new(),
+            taken: 0,
+            crc: crc32fast::Hasher::new(),
+            len: 0,
         }
     }
 
-    fn compressor(&mut self) -> &mut GzEncoder<Vec<u8>> {
-        let level = self.level;
-        // `GzEncoder` writes mtime 0 and no file name: the same records give the same bytes.
-        self.enc.get_or_insert_with(|| {
-            GzEncoder::new(Vec::with_capacity(64 * 1024), Compression::new(level))
-        })
+    /// Compresses the pending records as the next segment: with a sync flush, or the final
+    /// block when `last`.
+    fn segment(&mut self, last: bool) -> Result<(), EncodeError> {
+        let pending = &self.input[self.window..];
+        if self.taken == 0 && self.out.is_empty() {
+            self.out.reserve(pending.len() / 3 + 64);
+            self.out.extend_from_slice(&gzip_header(self.level));
+        }
+        self.crc.update(pending);
+        self.len += pending.len() as u64;
+        deflate_segment(
+            self.level,
+            &self.input[..self.window],
+            pending,
+            last,
+            &mut self.out,
+        )?;
+        if last {
+            self.out
+                .extend_from_slice(&self.crc.clone().finalize().to_le_bytes());
+            // ISIZE: the input length modulo 2^32.
+            self.out.extend_from_slice(&(self.len as u32).to_le_bytes());
+            self.input = Vec::new();
+            self.window = 0;
+            return Ok(());
+        }
+        // Keep the last WINDOW bytes as the next segment's dictionary.
+        let keep = self.input.len().min(WINDOW);
+        let from = self.input.len() - keep;
+        self.input.copy_within(from.., 0);
+        self.input.truncate(keep);
+        self.window = keep;
+        Ok(())
     }
 }
 
-fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> EncodeError {
-    move |source| EncodeError::Io { what, source }
+/// The gzip header `GzEncoder` writes: no name, mtime 0 (the same records give the same bytes),
+/// XFL from the level, OS 255.
+fn gzip_header(level: u32) -> [u8; 10] {
+    let xfl = if level >= 9 {
+        2
+    } else if level <= 1 {
+        4
+    } else {
+        0
+    };
+    [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 255]
+}
+
+/// Appends the raw deflate of `input`, primed with `dictionary`, to `out`, ended with a sync
+/// flush (byte-aligned, not final) or, if `last`, the final block. Uses this thread's
+/// compressor: one per worker thread and level, reset for every segment.
+fn deflate_segment(
+    level: u32,
+    dictionary: &[u8],
+    input: &[u8],
+    last: bool,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
+    use flate2::{Compress, FlushCompress, Status};
+    thread_local! {
+        static DEFLATE: std::cell::RefCell<Vec<(u32, Compress)>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let failed = |e: flate2::CompressError| EncodeError::Io {
+        what: "records",
+        source: std::io::Error::other(e),
+    };
+    DEFLATE.with(|cell| {
+        let mut cache = cell.borrow_mut();
+        let i = match cache.iter().position(|(l, _)| *l == level) {
+            Some(i) => i,
+            None => {
+                cache.push((level, Compress::new(Compression::new(level), false)));
+                cache.len() - 1
+            }
+        };
+        let c = &mut cache[i].1;
+        c.reset();
+        if !dictionary.is_empty() {
+            c.set_dictionary(dictionary).map_err(failed)?;
+        }
+        let flush = if last {
+            FlushCompress::Finish
+        } else {
+            FlushCompress::Sync
+        };
+        let start = c.total_in();
+        loop {
+            let consumed = (c.total_in() - start) as usize;
+            // JSON deflates 4–10:1; what does not fit takes another round.
+            out.reserve((input.len() - consumed) / 3 + 4096);
+            let status = c
+                .compress_vec(&input[consumed..], out, flush)
+                .map_err(failed)?;
+            let done = c.total_in() - start == input.len() as u64;
+            // A flush is complete once deflate left room in the output.
+            if status == Status::StreamEnd || (done && !last && out.len() < out.capacity()) {
+                return Ok(());
+            }
+        }
+    })
 }
 
 impl Encoder for GzipNdjson {
     fn append(&mut self, record: &[u8]) -> Result<(), EncodeError> {
         let start = self.input.len();
         if self.input.capacity() - start < record.len() + 1 {
-            // Grow in steps (not to the full chunk at once: most files stay small).
+            // Grow in steps (not to the full segment at once: most files stay small).
             let want = (start + record.len() + 1)
                 .max(2 * self.input.capacity())
                 .max(2048);
             self.input
-                .reserve_exact(want.min(INPUT_CHUNK + record.len() + 1) - start);
+                .reserve_exact(want.min(WINDOW + SEGMENT + record.len() + 1) - start);
         }
         self.input.extend_from_slice(record);
         if memchr::memchr2(b'\n', b'\r', record).is_some() {
@@ -129,11 +228,8 @@ impl Encoder for GzipNdjson {
             }
         }
         self.input.push(b'\n');
-        if self.input.len() >= INPUT_CHUNK {
-            let input = std::mem::take(&mut self.input);
-            self.compressor().write_all(&input).map_err(io("records"))?;
-            self.input = input;
-            self.input.clear();
+        if self.input.len() - self.window >= SEGMENT {
+            self.segment(false)?;
         }
         Ok(())
     }
@@ -143,33 +239,26 @@ impl Encoder for GzipNdjson {
     }
 
     fn buffered(&self) -> usize {
-        self.enc.as_ref().map_or(0, |e| e.get_ref().len())
+        self.out.len()
     }
 
     fn overhead(&self) -> usize {
-        self.input.capacity() + if self.enc.is_some() { GZIP_STATE } else { 0 }
+        self.input.capacity()
     }
 
     fn take_ready(&mut self, min: usize) -> Option<Vec<u8>> {
-        let out = self.enc.as_mut()?.get_mut();
-        if out.len() < min {
+        if self.out.is_empty() || self.out.len() < min {
             return None;
         }
-        let cap = out.capacity();
-        let chunk = std::mem::replace(out, Vec::with_capacity(cap));
+        let cap = self.out.capacity();
+        let chunk = std::mem::replace(&mut self.out, Vec::with_capacity(cap));
         self.taken += chunk.len() as u64;
         Some(chunk)
     }
 
     fn finish(mut self: Box<Self>) -> Result<Vec<u8>, EncodeError> {
-        let input = std::mem::take(&mut self.input);
-        if self.enc.is_none() {
-            return Ok(gzip_small(&input, self.level));
-        }
-        let enc = self.compressor();
-        enc.write_all(&input).map_err(io("records"))?;
-        let enc = self.enc.take().expect("compressor");
-        let mut out = enc.finish().map_err(io("gzip trailer"))?;
+        self.segment(true)?;
+        let mut out = std::mem::take(&mut self.out);
         // The tail waits for the store (sometimes behind the partition's gate) and is charged
         // by its length: give back the spare capacity of the output buffer.
         out.shrink_to_fit();
@@ -177,54 +266,11 @@ impl Encoder for GzipNdjson {
     }
 }
 
-/// One gzip member of `input` (smaller than [`INPUT_CHUNK`]), compressed by this thread's
-/// reusable compressor: thousands of small files then cost no compressor set-up each, and the
-/// allocator sees no churn of 300 KiB states. The bytes are those `GzEncoder` writes (mtime 0,
-/// no name, OS 255).
-fn gzip_small(input: &[u8], level: u32) -> Vec<u8> {
-    use flate2::{Compress, FlushCompress};
-    thread_local! {
-        static DEFLATE: std::cell::RefCell<Option<(u32, Compress)>> = const { std::cell::RefCell::new(None) };
-    }
-    let mut out = Vec::with_capacity(input.len() / 3 + 64);
-    out.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255]);
-    DEFLATE.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        let c = match &mut *slot {
-            Some((l, c)) if *l == level => {
-                c.reset();
-                c
-            }
-            _ => {
-                *slot = Some((level, Compress::new(Compression::new(level), false)));
-                &mut slot.as_mut().expect("compressor").1
-            }
-        };
-        let mut consumed = 0;
-        loop {
-            out.reserve(1024.max(input.len() / 4));
-            let before = c.total_in();
-            let status = c
-                .compress_vec(&input[consumed..], &mut out, FlushCompress::Finish)
-                .expect("deflate of an in-memory buffer");
-            consumed += (c.total_in() - before) as usize;
-            if status == flate2::Status::StreamEnd {
-                break;
-            }
-        }
-    });
-    let mut crc = flate2::Crc::new();
-    crc.update(input);
-    out.extend_from_slice(&crc.sum().to_le_bytes());
-    out.extend_from_slice(&(input.len() as u32).to_le_bytes());
-    out.shrink_to_fit();
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Read;
+    use flate2::write::GzEncoder;
+    use std::io::{Read, Write};
 
     fn gunzip(b: &[u8]) -> String {
         let mut s = String::new();
@@ -243,17 +289,92 @@ mod tests {
         assert_eq!(gunzip(&out), "{\"a\":1}\n{   \"b\": \"x\\ny\"  }\n");
     }
 
+    fn gzip_whole(text: &[u8], level: u32) -> Vec<u8> {
+        let mut direct = GzEncoder::new(Vec::new(), Compression::new(level));
+        direct.write_all(text).unwrap();
+        direct.finish().unwrap()
+    }
+
+    /// CloudTrail-like lines, different enough that deflate has work to do.
+    fn lines(n: usize) -> Vec<String> {
+        (0..n)
+            .map(|i| {
+                format!(
+                    r#"{{"eventTime":"2024-01-02T03:{:02}:{:02}Z","eventName":"Get{}","user":"u{}","requestID":"{:x}"}}"#,
+                    i / 60 % 60,
+                    i % 60,
+                    i % 47,
+                    i * 7919 % 301,
+                    (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                )
+            })
+            .collect()
+    }
+
     #[test]
-    fn a_small_file_holds_no_compressor_and_gives_plain_gzip() {
-        let mut e = GzipNdjson::new(6);
-        e.append(br#"{"a":1}"#).unwrap();
-        assert!(e.enc.is_none());
-        assert!(e.overhead() <= 4096, "{}", e.overhead());
-        let out = Box::new(e).finish().unwrap();
-        // The same as gzip of the same bytes written in one go.
-        let mut direct = GzEncoder::new(Vec::new(), Compression::new(6));
-        direct.write_all(b"{\"a\":1}\n").unwrap();
-        assert_eq!(out, direct.finish().unwrap());
+    fn a_small_file_holds_only_its_records_and_gives_plain_gzip() {
+        for level in [1, 6, 9] {
+            let mut e = GzipNdjson::new(level);
+            e.append(br#"{"a":1}"#).unwrap();
+            assert!(e.overhead() <= 4096, "{}", e.overhead());
+            let out = Box::new(e).finish().unwrap();
+            // The same bytes as gzip of the same text written in one go.
+            assert_eq!(out, gzip_whole(b"{\"a\":1}\n", level), "level {level}");
+        }
+        let empty: Box<dyn Encoder> = Box::new(GzipNdjson::new(6));
+        assert_eq!(gunzip(&empty.finish().unwrap()), "");
+    }
+
+    #[test]
+    fn segments_make_one_member_as_small_as_one_stream() {
+        let rows = lines(40_000);
+        let text: String = rows.iter().map(|r| format!("{r}\n")).collect();
+        assert!(text.len() > 10 * SEGMENT, "{} bytes", text.len());
+        for level in [1, 6] {
+            let mut e: Box<dyn Encoder> = Box::new(GzipNdjson::new(level));
+            for r in &rows {
+                e.append(r.as_bytes()).unwrap();
+            }
+            let out = e.finish().unwrap();
+            // One member: the single-member decoder reads it to the end.
+            let mut one = String::new();
+            flate2::read::GzDecoder::new(&out[..])
+                .read_to_string(&mut one)
+                .unwrap();
+            assert_eq!(one, text);
+            // Each segment is primed with the window before it: no loss against one stream
+            // (unprimed 128 KiB segments would be several per cent larger).
+            let whole = gzip_whole(text.as_bytes(), level).len();
+            assert!(
+                out.len() as f64 <= whole as f64 * 1.01,
+                "level {level}: {} bytes in segments, {whole} in one stream",
+                out.len()
+            );
+        }
+    }
+
+    #[test]
+    fn files_sharing_the_thread_compressor_give_the_bytes_each_gives_alone() {
+        let rows = lines(6_000);
+        let alone = |level| {
+            let mut e: Box<dyn Encoder> = Box::new(GzipNdjson::new(level));
+            for r in &rows {
+                e.append(r.as_bytes()).unwrap();
+            }
+            e.finish().unwrap()
+        };
+        let (a1, a6) = (alone(1), alone(6));
+        let mut e1: Box<dyn Encoder> = Box::new(GzipNdjson::new(1));
+        let mut e6: Box<dyn Encoder> = Box::new(GzipNdjson::new(6));
+        let mut e1b: Box<dyn Encoder> = Box::new(GzipNdjson::new(1));
+        for r in &rows {
+            e1.append(r.as_bytes()).unwrap();
+            e6.append(r.as_bytes()).unwrap();
+            e1b.append(r.as_bytes()).unwrap();
+        }
+        assert_eq!(e1.finish().unwrap(), a1);
+        assert_eq!(e6.finish().unwrap(), a6);
+        assert_eq!(e1b.finish().unwrap(), a1);
     }
 
     #[test]

@@ -154,13 +154,12 @@ impl TableRouter {
                 max: self.max_bytes,
             });
         }
-        if let Err(e) = std::str::from_utf8(payload) {
-            return Err(RouteError::NotUtf8(e.valid_up_to()));
-        }
-        if payload.trim_ascii() == b"null" {
+        let text =
+            std::str::from_utf8(payload).map_err(|e| RouteError::NotUtf8(e.valid_up_to()))?;
+        if text.trim_ascii() == "null" {
             return Err(RouteError::Empty);
         }
-        let found = self.fields.extract(payload)?;
+        let found = self.fields.extract(text)?;
         let kafka_micros = rec
             .kafka_millis
             .filter(|m| *m >= 0)
