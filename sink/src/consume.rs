@@ -778,33 +778,40 @@ impl PollLoop {
         if assigned.is_empty() {
             return false;
         }
-        for (tp, position) in assigned {
-            // The high watermark of the last fetch response, else ask the broker.
-            let high = match cached_high_watermark(&self.consumer, &tp) {
-                Some(high) => high,
-                _ => match self.consumer.fetch_watermarks(
-                    &tp.topic,
-                    tp.partition,
-                    Duration::from_secs(5),
-                ) {
-                    Ok((_, high)) => high,
-                    Err(_) => return false,
-                },
-            };
-            let position = match position {
-                Some(p) => p,
-                None => match self.committed_of(&tp) {
-                    Some(p) => p,
-                    None => {
-                        if high == 0 {
-                            continue;
+        // First by librdkafka's cached watermarks (no request); those come with fetch
+        // responses and may be older than the last records produced, so a partition that
+        // looks caught up is then asked of the broker.
+        for fresh in [false, true] {
+            for (tp, position) in &assigned {
+                let cached = (!fresh)
+                    .then(|| cached_high_watermark(&self.consumer, tp))
+                    .flatten();
+                let high = match cached {
+                    Some(high) => high,
+                    None => match self.consumer.fetch_watermarks(
+                        &tp.topic,
+                        tp.partition,
+                        Duration::from_secs(5),
+                    ) {
+                        Ok((_, high)) => high,
+                        Err(_) => return false,
+                    },
+                };
+                let position = match position {
+                    Some(p) => *p,
+                    None => match self.committed_of(tp) {
+                        Some(p) => p,
+                        None => {
+                            if high == 0 {
+                                continue;
+                            }
+                            return false;
                         }
-                        return false;
-                    }
-                },
-            };
-            if position < high {
-                return false;
+                    },
+                };
+                if position < high {
+                    return false;
+                }
             }
         }
         true
