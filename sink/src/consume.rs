@@ -778,43 +778,43 @@ impl PollLoop {
         if assigned.is_empty() {
             return false;
         }
-        // First by librdkafka's cached watermarks (no request); those come with fetch
-        // responses and may be older than the last records produced, so a partition that
-        // looks caught up is then asked of the broker.
-        for fresh in [false, true] {
-            for (tp, position) in &assigned {
-                let cached = (!fresh)
-                    .then(|| cached_high_watermark(&self.consumer, tp))
-                    .flatten();
-                let high = match cached {
-                    Some(high) => high,
-                    None => match self.consumer.fetch_watermarks(
-                        &tp.topic,
-                        tp.partition,
-                        Duration::from_secs(5),
-                    ) {
-                        Ok((_, high)) => high,
-                        Err(_) => return false,
-                    },
-                };
-                let position = match position {
-                    Some(p) => *p,
-                    None => match self.committed_of(tp) {
-                        Some(p) => p,
-                        None => {
-                            if high == 0 {
-                                continue;
-                            }
-                            return false;
-                        }
-                    },
-                };
-                if position < high {
+        // First by librdkafka's cached watermarks (no request). Those come with fetch
+        // responses and may be older than the last records produced, so when every partition
+        // looks caught up, the broker is asked for all of them in one request.
+        let behind = |tp: &Tp, position: Option<i64>, high: i64| match position
+            .or_else(|| self.committed_of(tp))
+        {
+            Some(p) => p < high,
+            None => high > 0,
+        };
+        // (A partition not fetched yet has none: the request below answers for it.)
+        for (tp, position) in &assigned {
+            if let Some(high) = cached_high_watermark(&self.consumer, tp) {
+                if behind(tp, *position, high) {
                     return false;
                 }
             }
         }
-        true
+        let mut latest = TopicPartitionList::new();
+        for (tp, _) in &assigned {
+            let _ = latest.add_partition_offset(&tp.topic, tp.partition, Offset::End);
+        }
+        // (A timestamp of -1, `Offset::End`, asks for each partition's end offset.)
+        let Ok(ends) = self
+            .consumer
+            .offsets_for_times(latest, Duration::from_secs(5))
+        else {
+            return false;
+        };
+        assigned.iter().all(|(tp, position)| {
+            match ends
+                .find_partition(&tp.topic, tp.partition)
+                .map(|e| e.offset())
+            {
+                Some(Offset::Offset(high)) => !behind(tp, *position, high),
+                _ => false,
+            }
+        })
     }
 
     fn committed_of(&self, tp: &Tp) -> Option<i64> {

@@ -22,6 +22,7 @@ use crate::catalog::{CatalogError, FileFacts, NewPartition, Registrar};
 use crate::claim::{Claim, ClaimError, Claims, Outcome};
 use crate::commit::{CommitError, OffsetLedger, Tp};
 use crate::config::{BadRecord, MissingTimestamp, TablePlan};
+use crate::encode::parquet::SETTLE_ROWS;
 use crate::encode::{EncodeError, Encoder, GzipNdjson, ParquetEncoder, Rejected};
 use crate::error::Fatal;
 use crate::memory::Budget;
@@ -120,6 +121,18 @@ pub struct RecordIn<'a> {
     pub headers: Option<&'a [u8]>,
 }
 
+/// A row appended to a file and not settled yet: what its dead letter would need besides the
+/// bytes the encoder holds. Ranges are into [`OpenFile::unsettled_bytes`].
+#[derive(Debug, Clone, Copy)]
+struct Unsettled {
+    offset: i64,
+    kafka_millis: Option<i64>,
+    key: Option<(u32, u32)>,
+    headers: Option<(u32, u32)>,
+    /// The record's value, when the encoder was given another text (decoded Avro).
+    value: Option<(u32, u32)>,
+}
+
 /// A segment cut and sealed in the ledger whose objects are not completed yet.
 struct Sealed {
     start: i64,
@@ -143,10 +156,14 @@ struct OpenFile {
     records: u64,
     /// Bytes handed to the upload as parts.
     sent: u64,
-    /// Index in the consumer's batch of each row not settled yet (formats that check rows in
-    /// batches: Parquet). Rows are settled by the end of every batch, so these always point
-    /// into the batch being written.
-    unsettled: Vec<u32>,
+    /// What a dead letter needs of each row not settled yet (formats that check rows in
+    /// batches: Parquet), whose bytes are in [`OpenFile::unsettled_bytes`]. Rows wait across
+    /// consumer batches until [`SETTLE_ROWS`] of them are pending or the segment is cut:
+    /// Arrow then decodes them in large batches.
+    unsettled: Vec<Unsettled>,
+    /// Keys and headers of the unsettled rows (and their values, for tables whose encoder is
+    /// given another text than the record's value).
+    unsettled_bytes: Vec<u8>,
     /// Budget charged for this file: encoded bytes and records the encoder holds, its state,
     /// and [`FILE_OVERHEAD`].
     charged: usize,
@@ -185,8 +202,7 @@ pub struct PartitionWriter {
     sealed: std::collections::VecDeque<Sealed>,
     /// Files with unsettled rows: (router slot, partition path).
     dirty: Vec<(usize, String)>,
-    /// A file holds [`crate::encode::parquet::SETTLE_ROWS`] unsettled rows: settle before
-    /// the batch ends.
+    /// A file holds [`SETTLE_ROWS`] unsettled rows: settle the full ones after this record.
     settle_now: bool,
     rejected: Vec<Rejected>,
     /// Scratch for Avro records decoded to JSON.
@@ -319,8 +335,8 @@ impl PartitionWriter {
     }
 
     /// Writes consecutive records of the partition; cuts the segment after a record that fills
-    /// a file. Rows that formats check in batches (Parquet) are settled before every cut and at
-    /// the end, while the batch (and each record's key and headers, for dead letters) is at hand.
+    /// a file. Rows that formats check in batches (Parquet) are settled when a file holds
+    /// [`SETTLE_ROWS`] of them and before every cut.
     pub fn push_batch(
         &mut self,
         ctx: &WriterCtx,
@@ -328,35 +344,27 @@ impl PartitionWriter {
         now: Instant,
         now_micros: i64,
     ) -> Result<(), WriteError> {
-        for (i, rec) in recs.iter().enumerate() {
+        for rec in recs {
             if self.start.is_some() && self.stop_at.is_some_and(|b| rec.offset >= b) {
                 // The end of a claimed segment, or the start of the next one.
-                self.settle(ctx, recs, now)?;
                 self.cut(ctx, CutReason::Claim)?;
             }
             if self.follow.is_none() && self.schema_changes(ctx, rec) {
-                if let Some(reason) = self.settle(ctx, recs, now)? {
-                    self.cut(ctx, reason)?;
-                }
                 self.cut(ctx, CutReason::Schema)?;
             }
             if self.start.is_none() {
                 self.begin_segment(ctx, rec)?;
             }
-            let mut full = self.push_one(ctx, i, rec, now, now_micros)?;
-            if full.is_some() || self.settle_now {
-                full = full.or(self.settle(ctx, recs, now)?);
+            let mut full = self.push_one(ctx, rec, now, now_micros)?;
+            if self.settle_now {
+                full = full.or(self.settle(ctx, now, true)?);
             }
             if self.follow.is_some_and(|end| self.next >= end) {
                 // The claimed segment's last record: cut now, not when the next one comes.
-                self.settle(ctx, recs, now)?;
                 self.cut(ctx, CutReason::Claim)?;
             } else if let Some(reason) = full {
                 self.cut(ctx, reason)?;
             }
-        }
-        if let Some(reason) = self.settle(ctx, recs, now)? {
-            self.cut(ctx, reason)?;
         }
         Ok(())
     }
@@ -380,14 +388,15 @@ impl PartitionWriter {
         })
     }
 
-    /// Settles the rows of every file that has unsettled ones. A row the format refuses
-    /// follows the table's `on_bad_record`: to the dead-letter destination with the reason, or
-    /// an error. Says whether a dead-letter file is now full.
+    /// Settles the rows of the files that have unsettled ones (with `only_full`, of those
+    /// that hold [`SETTLE_ROWS`]). A row the format refuses follows the table's
+    /// `on_bad_record`: to the dead-letter destination with the reason, or an error. Says
+    /// whether a dead-letter file is now full.
     fn settle(
         &mut self,
         ctx: &WriterCtx,
-        recs: &[RecordIn<'_>],
         now: Instant,
+        only_full: bool,
     ) -> Result<Option<CutReason>, WriteError> {
         let mut full = None;
         self.settle_now = false;
@@ -396,6 +405,10 @@ impl PartitionWriter {
             let Some(f) = self.files[slot].get_mut(&path) else {
                 continue;
             };
+            if only_full && f.unsettled.len() < SETTLE_ROWS {
+                self.dirty.push((slot, path));
+                continue;
+            }
             self.rejected.clear();
             f.encoder
                 .settle(&mut self.rejected)
@@ -404,7 +417,17 @@ impl PartitionWriter {
                     source,
                 })?;
             for r in self.rejected.drain(..) {
-                let rec = &recs[f.unsettled[r.index] as usize];
+                let row = f.unsettled[r.index];
+                let range = |r: Option<(u32, u32)>| {
+                    r.map(|(s, e)| &f.unsettled_bytes[s as usize..e as usize])
+                };
+                let rec = RecordIn {
+                    offset: row.offset,
+                    kafka_millis: row.kafka_millis,
+                    payload: range(row.value).or(Some(&r.record)),
+                    key: range(row.key),
+                    headers: range(row.headers),
+                };
                 f.records -= 1;
                 let cut = bad_record(
                     DeadLetterFiles {
@@ -416,13 +439,17 @@ impl PartitionWriter {
                     },
                     ctx,
                     table,
-                    rec,
+                    &rec,
                     RouteError::Schema(r.reason),
                     now,
                 )?;
                 full = full.or(cut);
             }
             f.unsettled.clear();
+            f.unsettled_bytes.clear();
+            if f.unsettled_bytes.capacity() > 64 * 1024 {
+                f.unsettled_bytes.shrink_to(4096);
+            }
             recharge(ctx, f, &mut self.held);
         }
         Ok(full)
@@ -432,13 +459,12 @@ impl PartitionWriter {
     fn push_one(
         &mut self,
         ctx: &WriterCtx,
-        index: usize,
         rec: &RecordIn<'_>,
         now: Instant,
         now_micros: i64,
     ) -> Result<Option<CutReason>, WriteError> {
         let mut json = std::mem::take(&mut self.json);
-        let r = self.push_slots(ctx, index, rec, now, now_micros, &mut json);
+        let r = self.push_slots(ctx, rec, now, now_micros, &mut json);
         self.json = json;
         r
     }
@@ -446,7 +472,6 @@ impl PartitionWriter {
     fn push_slots(
         &mut self,
         ctx: &WriterCtx,
-        index: usize,
         rec: &RecordIn<'_>,
         now: Instant,
         now_micros: i64,
@@ -527,8 +552,24 @@ impl PartitionWriter {
                 if f.unsettled.is_empty() {
                     self.dirty.push((slot, self.path.clone()));
                 }
-                f.unsettled.push(index as u32);
-                self.settle_now |= f.unsettled.len() >= crate::encode::parquet::SETTLE_ROWS;
+                let side = &mut f.unsettled_bytes;
+                let mut keep = |b: Option<&[u8]>| {
+                    b.map(|b| {
+                        let start = side.len() as u32;
+                        side.extend_from_slice(b);
+                        (start, side.len() as u32)
+                    })
+                };
+                // The encoder holds the value, unless it was given decoded Avro.
+                let decoded = rec.payload.map(<[u8]>::as_ptr) != Some(payload.as_ptr());
+                f.unsettled.push(Unsettled {
+                    offset: rec.offset,
+                    kafka_millis: rec.kafka_millis,
+                    key: keep(rec.key),
+                    headers: keep(rec.headers),
+                    value: keep(rec.payload.filter(|_| decoded)),
+                });
+                self.settle_now |= f.unsettled.len() >= SETTLE_ROWS;
             }
             full = full.or(cut);
         }
@@ -560,6 +601,9 @@ impl PartitionWriter {
             }
             return Ok(());
         }
+        // Rows still unsettled are checked now: a refused one becomes a dead letter of this
+        // segment (a dead-letter file that fills is cut with it).
+        self.settle(ctx, Instant::now(), false)?;
         self.start = None;
         self.follow = None;
         self.stop_at = None;
@@ -1057,6 +1101,7 @@ fn open_file(
         records: 0,
         sent: 0,
         unsettled: Vec::new(),
+        unsettled_bytes: Vec::new(),
         charged: 0,
         min_event: i64::MAX,
         max_event: i64::MIN,
@@ -1113,7 +1158,11 @@ fn append(
 
 /// Charges the budget for what a file's encoder holds now and ships a part when one is ready.
 fn recharge(ctx: &WriterCtx, f: &mut OpenFile, held: &mut usize) {
-    let now = FILE_OVERHEAD + f.encoder.buffered() + f.encoder.overhead();
+    let now = FILE_OVERHEAD
+        + f.encoder.buffered()
+        + f.encoder.overhead()
+        + f.unsettled.capacity() * std::mem::size_of::<Unsettled>()
+        + f.unsettled_bytes.capacity();
     if now > f.charged {
         ctx.budget.charge(now - f.charged);
         *held += now - f.charged;
@@ -1188,13 +1237,10 @@ mod tests {
 
     /// A writer context on `store` (two contexts on one store: two members of a group).
     fn ctx_on(rt: &tokio::runtime::Runtime, store: Arc<dyn ObjectStore>) -> WriterCtx {
-        let plan = Plan::from_toml(
+        ctx_with(
+            rt,
+            store,
             r#"
-[kafka]
-brokers = "b:9092"
-group_id = "g"
-[storage]
-url = "memory://"
 [[tables]]
 name = "t"
 topics = ["t"]
@@ -1203,6 +1249,25 @@ max_future_skew = "1000d"
 [tables.rotate]
 max_records = 3
 "#,
+        )
+    }
+
+    /// A writer context with these `[[tables]]`.
+    fn ctx_with(
+        rt: &tokio::runtime::Runtime,
+        store: Arc<dyn ObjectStore>,
+        tables: &str,
+    ) -> WriterCtx {
+        let plan = Plan::from_toml(
+            &format!(
+                r#"
+[kafka]
+brokers = "b:9092"
+group_id = "g"
+[storage]
+url = "memory://"
+{tables}"#
+            ),
             "test",
         )
         .unwrap();
@@ -1431,6 +1496,93 @@ max_records = 3
         ] {
             assert_eq!(base64(raw.as_bytes()), enc);
         }
+    }
+
+    #[test]
+    fn parquet_rows_settle_across_batches_and_a_refused_one_keeps_its_key_headers_and_value() {
+        let rt = runtime();
+        let ctx = ctx_with(
+            &rt,
+            Arc::new(object_store::memory::InMemory::new()),
+            r#"
+[[tables]]
+name = "t"
+topics = ["t"]
+format = "parquet"
+schema = { file = "cloudtrail.avsc" }
+timestamp = { field = "eventTime" }
+max_future_skew = "1000d"
+on_bad_record = "dlq"
+"#,
+        );
+        let tp = Tp::new("t", 0);
+        let epoch = ctx.ledger.lock().unwrap().assign(&tp);
+        let mut w = PartitionWriter::new(&ctx, tp.clone(), epoch).unwrap();
+        // Demo events; the refused one has a string where the schema has a boolean.
+        let row = |o: i64, bad: bool| {
+            let mut text = String::new();
+            crate::demo::generator::event(&Default::default(), o as u64, 9, &mut text);
+            let at = text.find(r#""readOnly":"#).unwrap() + 11;
+            let end = at + text[at..].find(',').unwrap();
+            text.replace_range(at..end, if bad { r#""yes""# } else { "true" });
+            text
+        };
+        let mut headers = Vec::new();
+        crate::worker::encode_headers([("h", Some(&b"v"[..]))].into_iter(), &mut headers);
+        // Three consumer batches of three; offset 4 does not fit the schema (a string where a
+        // boolean goes).
+        for batch in 0..3i64 {
+            let texts: Vec<String> = (batch * 3..batch * 3 + 3).map(|o| row(o, o == 4)).collect();
+            let recs: Vec<RecordIn<'_>> = texts
+                .iter()
+                .enumerate()
+                .map(|(i, t)| RecordIn {
+                    offset: batch * 3 + i as i64,
+                    kafka_millis: Some(1_704_157_200_000),
+                    payload: Some(t.as_bytes()),
+                    key: Some(b"k4".as_slice()).filter(|_| batch * 3 + i as i64 == 4),
+                    headers: Some(headers.as_slice()).filter(|_| batch * 3 + i as i64 == 4),
+                })
+                .collect();
+            w.push_batch(&ctx, &recs, Instant::now(), 0).unwrap();
+            // Rows wait for more: nothing was checked yet, no dead letter written.
+            let pending = w.files[0]
+                .values()
+                .map(|f| f.unsettled.len())
+                .sum::<usize>();
+            assert_eq!(pending, 3 * (batch as usize + 1));
+        }
+        w.cut(&ctx, CutReason::Shutdown).unwrap();
+        assert!(w.wait(&ctx.rt, Instant::now() + Duration::from_secs(60)));
+        assert_eq!(safe(&ctx), vec![(tp.clone(), 9)]);
+        let keys = data_keys(&ctx);
+        assert!(keys[0].starts_with("_errors/"), "{keys:?}");
+        let envelopes = gunzipped(&ctx, &keys[0]);
+        let lines: Vec<serde_json::Value> = envelopes
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 1, "{envelopes}");
+        assert_eq!(lines[0]["offset"], 4);
+        assert_eq!(lines[0]["value_base64"], base64(row(4, true).as_bytes()));
+        assert_eq!(lines[0]["key_base64"], base64(b"k4"));
+        assert!(lines[0].to_string().contains("readOnly"), "{}", lines[0]);
+        // The other eight are rows of the Parquet files.
+        use parquet::file::reader::FileReader;
+        let rows: i64 = keys[1..]
+            .iter()
+            .map(|k| {
+                assert!(k.ends_with(".parquet"), "{k}");
+                let bytes = ctx.rt.block_on(async {
+                    use object_store::ObjectStoreExt;
+                    let got = ctx.store.get(&Path::from(k.as_str())).await.unwrap();
+                    got.bytes().await.unwrap()
+                });
+                let reader = parquet::file::reader::SerializedFileReader::new(bytes).unwrap();
+                reader.metadata().file_metadata().num_rows()
+            })
+            .sum();
+        assert_eq!(rows, 8);
     }
 
     #[test]

@@ -23,10 +23,12 @@ pub enum EncodeError {
 }
 
 /// A record the format refused when its rows were settled: its index among the rows appended
-/// since the settle before, and why (with the field path where the format gives one).
+/// since the settle before, its bytes as appended, and why (with the field path where the
+/// format gives one).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejected {
     pub index: usize,
+    pub record: Vec<u8>,
     pub reason: String,
 }
 

@@ -222,16 +222,23 @@ impl ParquetEncoder {
                 Ok(Some(b)) => self.batches.push(b),
                 Ok(None) => rejected.push(Rejected {
                     index,
+                    record: record_of(row),
                     reason: "no JSON value".into(),
                 }),
                 Err(e) => rejected.push(Rejected {
                     index,
+                    record: record_of(row),
                     reason: clean(e),
                 }),
             }
         }
         Ok(())
     }
+}
+
+/// A pending row without the newline [`Encoder::append`] added.
+fn record_of(row: &[u8]) -> Vec<u8> {
+    row.strip_suffix(b"\n").unwrap_or(row).to_vec()
 }
 
 /// The decoder's message without arrow's "Json error: " prefix.
