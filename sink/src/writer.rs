@@ -22,7 +22,7 @@ use crate::catalog::{CatalogError, FileFacts, NewPartition, Registrar};
 use crate::claim::{Claim, ClaimError, Claims, Outcome};
 use crate::commit::{CommitError, OffsetLedger, Tp};
 use crate::config::{BadRecord, MissingTimestamp, TablePlan};
-use crate::encode::parquet::SETTLE_ROWS;
+use crate::encode::parquet::{SETTLE_BYTES, SETTLE_ROWS};
 use crate::encode::{EncodeError, Encoder, GzipNdjson, ParquetEncoder, Rejected};
 use crate::error::Fatal;
 use crate::memory::Budget;
@@ -158,7 +158,8 @@ struct OpenFile {
     sent: u64,
     /// What a dead letter needs of each row not settled yet (formats that check rows in
     /// batches: Parquet), whose bytes are in [`OpenFile::unsettled_bytes`]. Rows wait across
-    /// consumer batches until [`SETTLE_ROWS`] of them are pending or the segment is cut:
+    /// consumer batches until [`SETTLE_ROWS`] of them (or [`SETTLE_BYTES`]) are pending or the
+    /// segment is cut:
     /// Arrow then decodes them in large batches.
     unsettled: Vec<Unsettled>,
     /// Keys and headers of the unsettled rows (and their values, for tables whose encoder is
@@ -336,7 +337,7 @@ impl PartitionWriter {
 
     /// Writes consecutive records of the partition; cuts the segment after a record that fills
     /// a file. Rows that formats check in batches (Parquet) are settled when a file holds
-    /// [`SETTLE_ROWS`] of them and before every cut.
+    /// [`SETTLE_ROWS`] of them (or [`SETTLE_BYTES`]) and before every cut.
     pub fn push_batch(
         &mut self,
         ctx: &WriterCtx,
@@ -389,7 +390,7 @@ impl PartitionWriter {
     }
 
     /// Settles the rows of the files that have unsettled ones (with `only_full`, of those
-    /// that hold [`SETTLE_ROWS`]). A row the format refuses follows the table's
+    /// that hold [`SETTLE_ROWS`] or [`SETTLE_BYTES`]). A row the format refuses follows the table's
     /// `on_bad_record`: to the dead-letter destination with the reason, or an error. Says
     /// whether a dead-letter file is now full.
     fn settle(
@@ -405,7 +406,7 @@ impl PartitionWriter {
             let Some(f) = self.files[slot].get_mut(&path) else {
                 continue;
             };
-            if only_full && f.unsettled.len() < SETTLE_ROWS {
+            if only_full && !settle_due(f) {
                 self.dirty.push((slot, path));
                 continue;
             }
@@ -569,7 +570,7 @@ impl PartitionWriter {
                     headers: keep(rec.headers),
                     value: keep(rec.payload.filter(|_| decoded)),
                 });
-                self.settle_now |= f.unsettled.len() >= SETTLE_ROWS;
+                self.settle_now |= settle_due(f);
             }
             full = full.or(cut);
         }
@@ -1157,6 +1158,11 @@ fn append(
 }
 
 /// Charges the budget for what a file's encoder holds now and ships a part when one is ready.
+/// Whether a file holds enough unsettled rows to settle them before its cut.
+fn settle_due(f: &OpenFile) -> bool {
+    f.unsettled.len() >= SETTLE_ROWS || f.encoder.unsettled_bytes() >= SETTLE_BYTES
+}
+
 fn recharge(ctx: &WriterCtx, f: &mut OpenFile, held: &mut usize) {
     let now = FILE_OVERHEAD
         + f.encoder.buffered()

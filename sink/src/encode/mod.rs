@@ -53,6 +53,10 @@ pub trait Encoder: Send {
     fn unsettled(&self) -> usize {
         0
     }
+    /// Bytes of the rows appended since the last [`Encoder::settle`].
+    fn unsettled_bytes(&self) -> usize {
+        0
+    }
     /// Encodes the rows appended since the last call. Rows the format refuses are pushed to
     /// `rejected` and are not in the output.
     fn settle(&mut self, _rejected: &mut Vec<Rejected>) -> Result<(), EncodeError> {

@@ -42,8 +42,7 @@ use super::{EncodeError, Encoder, Rejected};
 /// (about 1.5 MB for CloudTrail's 45 leaf fields at 1024), once per worker thread and table.
 const DECODE_ROWS: usize = 1024;
 
-/// Rows or bytes appended after which the writer settles a file without waiting for the end
-/// of the consumer's batch.
+/// Rows or bytes appended after which the writer settles a file without waiting for its cut.
 pub const SETTLE_ROWS: usize = 4096;
 pub const SETTLE_BYTES: usize = 4 * 1024 * 1024;
 
@@ -308,6 +307,10 @@ impl Encoder for ParquetEncoder {
 
     fn unsettled(&self) -> usize {
         self.ends.len()
+    }
+
+    fn unsettled_bytes(&self) -> usize {
+        self.pending.len()
     }
 
     fn settle(&mut self, rejected: &mut Vec<Rejected>) -> Result<(), EncodeError> {
