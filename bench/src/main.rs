@@ -316,6 +316,23 @@ struct Row {
     ceiling_cpu_per_gb: Option<f64>,
 }
 
+impl Row {
+    /// A ceiling measured on this thread: its CPU time is its wall time.
+    fn on_this_thread(name: String, cpu: f64, out_bytes: Option<u64>) -> Row {
+        Row {
+            name,
+            m: Measured {
+                wall: cpu,
+                cpu,
+                peak_rss_mb: 0.0,
+            },
+            out_mb: out_bytes.map(|b| b as f64 / 1e6),
+            ceiling: None,
+            ceiling_cpu_per_gb: None,
+        }
+    }
+}
+
 fn main() {
     let mut args = Args::parse();
     if let Some(Sub::NullConsume {
@@ -507,66 +524,42 @@ max_age = "5m"
         let (cpu, bytes_in, bytes_out) = gzip_ceiling(args.records, level);
         let per_gb = cpu / (bytes_in as f64 / 1e9);
         gzip_cpu_per_gb.insert(level, per_gb);
-        rows.push(Row {
-            name: format!("ceiling: gzip level {level} of the same bytes (1 thread)"),
-            m: Measured {
-                wall: cpu,
-                cpu,
-                peak_rss_mb: 0.0,
-            },
-            out_mb: Some(bytes_out as f64 / 1e6),
-            ceiling: None,
-            ceiling_cpu_per_gb: None,
-        });
+        rows.push(Row::on_this_thread(
+            format!("ceiling: gzip level {level} of the same bytes (1 thread)"),
+            cpu,
+            Some(bytes_out),
+        ));
     }
 
     // Ceiling 3: finding and parsing each record's event time (json.gz runs; the Parquet
     // ceiling parses every field anyway).
     let (cpu, bytes_in) = event_time_ceiling(args.records);
     let event_time_cpu_per_gb = cpu / (bytes_in as f64 / 1e9);
-    rows.push(Row {
-        name: "ceiling: find and parse eventTime (serde_json, borrowing; 1 thread)".into(),
-        m: Measured {
-            wall: cpu,
-            cpu,
-            peak_rss_mb: 0.0,
-        },
-        out_mb: None,
-        ceiling: None,
-        ceiling_cpu_per_gb: None,
-    });
+    rows.push(Row::on_this_thread(
+        "ceiling: find and parse eventTime (serde_json, borrowing; 1 thread)".into(),
+        cpu,
+        None,
+    ));
 
     // Ceiling 4: JSON → Arrow → Parquet (zstd) of the same rows.
     let (cpu, bytes_in, bytes_out) = parquet_ceiling(args.records);
     let parquet_cpu_per_gb = cpu / (bytes_in as f64 / 1e9);
-    rows.push(Row {
-        name: "ceiling: JSON → Arrow → Parquet zstd of the same rows (1 thread)".into(),
-        m: Measured {
-            wall: cpu,
-            cpu,
-            peak_rss_mb: 0.0,
-        },
-        out_mb: Some(bytes_out as f64 / 1e6),
-        ceiling: None,
-        ceiling_cpu_per_gb: None,
-    });
+    rows.push(Row::on_this_thread(
+        "ceiling: JSON → Arrow → Parquet zstd of the same rows (1 thread)".into(),
+        cpu,
+        Some(bytes_out),
+    ));
 
     // Not a ceiling the ratios use: the same Parquet work in the files Lakesink writes.
     let (cpu, _, bytes_out, files) = parquet_files_ceiling(args.records, broker.partitions);
     let parquet_files_cpu_per_gb = cpu / gb;
-    rows.push(Row {
-        name: format!(
+    rows.push(Row::on_this_thread(
+        format!(
             "reference: the same rows → Parquet in the {files} files Lakesink writes (one per Kafka partition and hour; 1 thread)"
         ),
-        m: Measured {
-            wall: cpu,
-            cpu,
-            peak_rss_mb: 0.0,
-        },
-        out_mb: Some(bytes_out as f64 / 1e6),
-        ceiling: None,
-        ceiling_cpu_per_gb: None,
-    });
+        cpu,
+        Some(bytes_out),
+    ));
 
     // The runs' ceilings.
     for r in &mut rows {

@@ -691,6 +691,15 @@ impl Plan {
     }
 
     /// Parses and validates config text; `origin` names it in errors.
+    /// A plan with a placeholder broker and an in-memory store, and these `[[tables]]`.
+    #[cfg(test)]
+    pub(crate) fn with_tables(tables: &str) -> Plan {
+        let text = format!(
+            "[kafka]\nbrokers = \"b:9092\"\ngroup_id = \"g\"\n[storage]\nurl = \"memory://\"\n{tables}"
+        );
+        Plan::from_toml(&text, "test").unwrap()
+    }
+
     pub fn from_toml(text: &str, origin: &str) -> Result<Plan, ConfigError> {
         let file: ConfigFile = toml::from_str(text).map_err(|e| ConfigError::Syntax {
             path: origin.to_string(),

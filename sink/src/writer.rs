@@ -1264,19 +1264,7 @@ max_records = 3
         store: Arc<dyn ObjectStore>,
         tables: &str,
     ) -> WriterCtx {
-        let plan = Plan::from_toml(
-            &format!(
-                r#"
-[kafka]
-brokers = "b:9092"
-group_id = "g"
-[storage]
-url = "memory://"
-{tables}"#
-            ),
-            "test",
-        )
-        .unwrap();
+        let plan = Plan::with_tables(tables);
         WriterCtx {
             tables: Arc::new(plan.tables),
             store: store.clone(),

@@ -236,13 +236,8 @@ mod tests {
     use crate::config::Plan;
 
     fn router(extra: &str) -> TableRouter {
-        let text = format!(
+        let tables = format!(
             r#"
-[kafka]
-brokers = "b:9092"
-group_id = "g"
-[storage]
-url = "memory://"
 [[tables]]
 name = "ct"
 topics = ["ct"]
@@ -251,7 +246,7 @@ timestamp = {{ field = "eventTime" }}
 {extra}
 "#
         );
-        TableRouter::new(&Plan::from_toml(&text, "t").unwrap().tables[0]).unwrap()
+        TableRouter::new(&Plan::with_tables(&tables).tables[0]).unwrap()
     }
 
     fn rec(payload: &str) -> RecordRef<'_> {
