@@ -690,7 +690,6 @@ impl Plan {
         Plan::from_toml(&text, &path.display().to_string())
     }
 
-    /// Parses and validates config text; `origin` names it in errors.
     /// A plan with a placeholder broker and an in-memory store, and these `[[tables]]`.
     #[cfg(test)]
     pub(crate) fn with_tables(tables: &str) -> Plan {
@@ -700,6 +699,7 @@ impl Plan {
         Plan::from_toml(&text, "test").unwrap()
     }
 
+    /// Parses and validates config text; `origin` names it in errors.
     pub fn from_toml(text: &str, origin: &str) -> Result<Plan, ConfigError> {
         let file: ConfigFile = toml::from_str(text).map_err(|e| ConfigError::Syntax {
             path: origin.to_string(),

@@ -110,7 +110,7 @@ const BATCH_RECORDS: usize = 4096;
 const BATCH_AGE: Duration = Duration::from_millis(100);
 
 /// `--until-caught-up` looks at the positions once no record came for this long (the check
-/// reads cached watermarks; it asks the broker only for partitions never fetched).
+/// reads cached watermarks, and asks the broker only when those say every partition is read).
 const CAUGHT_UP_QUIET: Duration = Duration::from_millis(100);
 
 /// Builds the librdkafka configuration: Lakesink's required settings, then the user's.
@@ -781,16 +781,20 @@ impl PollLoop {
         // First by librdkafka's cached watermarks (no request). Those come with fetch
         // responses and may be older than the last records produced, so when every partition
         // looks caught up, the broker is asked for all of them in one request.
-        let behind = |tp: &Tp, position: Option<i64>, high: i64| match position
-            .or_else(|| self.committed_of(tp))
-        {
-            Some(p) => p < high,
-            None => high > 0,
+        // A partition that consumed nothing yet is where the group committed: asked of the
+        // broker at most once per check, and only for a partition that holds records.
+        let mut positions: Vec<Option<Option<i64>>> = vec![None; assigned.len()];
+        let mut behind = |i: usize, high: i64| {
+            let (tp, position) = &assigned[i];
+            high > 0
+                && positions[i]
+                    .get_or_insert_with(|| position.or_else(|| self.committed_of(tp)))
+                    .is_none_or(|p| p < high)
         };
         // (A partition not fetched yet has none: the request below answers for it.)
-        for (tp, position) in &assigned {
+        for (i, (tp, _)) in assigned.iter().enumerate() {
             if let Some(high) = cached_high_watermark(&self.consumer, tp) {
-                if behind(tp, *position, high) {
+                if behind(i, high) {
                     return false;
                 }
             }
@@ -806,12 +810,13 @@ impl PollLoop {
         else {
             return false;
         };
-        assigned.iter().all(|(tp, position)| {
+        (0..assigned.len()).all(|i| {
+            let (tp, _) = &assigned[i];
             match ends
                 .find_partition(&tp.topic, tp.partition)
                 .map(|e| e.offset())
             {
-                Some(Offset::Offset(high)) => !behind(tp, *position, high),
+                Some(Offset::Offset(high)) => !behind(i, high),
                 _ => false,
             }
         })

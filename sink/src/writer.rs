@@ -158,9 +158,8 @@ struct OpenFile {
     sent: u64,
     /// What a dead letter needs of each row not settled yet (formats that check rows in
     /// batches: Parquet), whose bytes are in [`OpenFile::unsettled_bytes`]. Rows wait across
-    /// consumer batches until [`SETTLE_ROWS`] of them (or [`SETTLE_BYTES`]) are pending or the
-    /// segment is cut:
-    /// Arrow then decodes them in large batches.
+    /// consumer batches until [`settle_due`] or the segment is cut: Arrow then decodes them in
+    /// large batches.
     unsettled: Vec<Unsettled>,
     /// Keys and headers of the unsettled rows (and their values, for tables whose encoder is
     /// given another text than the record's value).
@@ -203,7 +202,7 @@ pub struct PartitionWriter {
     sealed: std::collections::VecDeque<Sealed>,
     /// Files with unsettled rows: (router slot, partition path).
     dirty: Vec<(usize, String)>,
-    /// A file holds [`SETTLE_ROWS`] unsettled rows: settle the full ones after this record.
+    /// A file's unsettled rows are [`settle_due`]: settle those files after this record.
     settle_now: bool,
     rejected: Vec<Rejected>,
     /// Scratch for Avro records decoded to JSON.
@@ -1157,12 +1156,12 @@ fn append(
     Ok(file_full(&table.rotate, f.records, f.encoder.written()))
 }
 
-/// Charges the budget for what a file's encoder holds now and ships a part when one is ready.
 /// Whether a file holds enough unsettled rows to settle them before its cut.
 fn settle_due(f: &OpenFile) -> bool {
     f.unsettled.len() >= SETTLE_ROWS || f.encoder.unsettled_bytes() >= SETTLE_BYTES
 }
 
+/// Charges the budget for what a file's encoder holds now and ships a part when one is ready.
 fn recharge(ctx: &WriterCtx, f: &mut OpenFile, held: &mut usize) {
     let now = FILE_OVERHEAD
         + f.encoder.buffered()
@@ -1560,6 +1559,10 @@ on_bad_record = "dlq"
         assert_eq!(lines[0]["offset"], 4);
         assert_eq!(lines[0]["value_base64"], base64(row(4, true).as_bytes()));
         assert_eq!(lines[0]["key_base64"], base64(b"k4"));
+        assert_eq!(
+            lines[0]["headers"],
+            serde_json::json!([{"name": "h", "value_base64": base64(b"v")}])
+        );
         assert!(lines[0].to_string().contains("readOnly"), "{}", lines[0]);
         // The other eight are rows of the Parquet files.
         use parquet::file::reader::FileReader;

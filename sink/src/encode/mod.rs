@@ -93,9 +93,8 @@ pub struct GzipNdjson {
     /// Compressed bytes not taken yet.
     out: Vec<u8>,
     taken: u64,
-    /// CRC-32 and length of the input compressed so far.
-    crc: crc32fast::Hasher,
-    len: u64,
+    /// CRC-32 and length (modulo 2^32, gzip's ISIZE) of the input compressed so far.
+    crc: flate2::Crc,
 }
 
 impl GzipNdjson {
@@ -106,8 +105,7 @@ impl GzipNdjson {
             window: 0,
             out: Vec::new(),
             taken: 0,
-            crc: crc32fast::Hasher::new(),
-            len: 0,
+            crc: flate2::Crc::new(),
         }
     }
 
@@ -120,7 +118,6 @@ impl GzipNdjson {
             self.out.extend_from_slice(&gzip_header(self.level));
         }
         self.crc.update(pending);
-        self.len += pending.len() as u64;
         deflate_segment(
             self.level,
             &self.input[..self.window],
@@ -129,10 +126,8 @@ impl GzipNdjson {
             &mut self.out,
         )?;
         if last {
-            self.out
-                .extend_from_slice(&self.crc.clone().finalize().to_le_bytes());
-            // ISIZE: the input length modulo 2^32.
-            self.out.extend_from_slice(&(self.len as u32).to_le_bytes());
+            self.out.extend_from_slice(&self.crc.sum().to_le_bytes());
+            self.out.extend_from_slice(&self.crc.amount().to_le_bytes());
             self.input = Vec::new();
             self.window = 0;
             return Ok(());
