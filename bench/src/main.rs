@@ -163,16 +163,9 @@ fn null_consume(brokers: &str, topic: &str, expect: u64) {
     std::hint::black_box(bytes);
 }
 
-/// CPU seconds to gzip the same NDJSON bytes at `level` (one thread, large writes).
-fn gzip_ceiling(records: u64, level: u32) -> (f64, u64, u64) {
-    let cfg = GenConfig::default();
-    let mut data = Vec::with_capacity((records * 1500) as usize);
-    let mut buf = String::new();
-    for seq in 0..records {
-        event(&cfg, seq, records, &mut buf);
-        data.extend_from_slice(buf.as_bytes());
-        data.push(b'\n');
-    }
+/// CPU seconds to gzip the same NDJSON bytes at `level` (one thread, large writes), and the
+/// bytes out.
+fn gzip_ceiling(data: &[u8], level: u32) -> (f64, u64) {
     let t0 = thread_cpu();
     let mut out_bytes = 0u64;
     for chunk in data.chunks(64 << 20) {
@@ -182,51 +175,47 @@ fn gzip_ceiling(records: u64, level: u32) -> (f64, u64, u64) {
         }
         out_bytes += enc.finish().unwrap().len() as u64;
     }
-    (thread_cpu() - t0, data.len() as u64, out_bytes)
+    (thread_cpu() - t0, out_bytes)
 }
 
-/// The benchmark's events, one string each, and their bytes as NDJSON (one newline each).
-fn event_rows(records: u64) -> (Vec<String>, u64) {
+/// The benchmark's events, one string each (what the broker holds, record by record).
+fn event_rows(records: u64) -> Vec<String> {
     let cfg = GenConfig::default();
-    let mut rows = Vec::with_capacity(records as usize);
     let mut buf = String::new();
-    let mut bytes = 0u64;
-    for seq in 0..records {
-        event(&cfg, seq, records, &mut buf);
-        bytes += buf.len() as u64 + 1;
-        rows.push(buf.clone());
-    }
-    (rows, bytes)
+    (0..records)
+        .map(|seq| {
+            event(&cfg, seq, records, &mut buf);
+            buf.clone()
+        })
+        .collect()
 }
 
 /// CPU seconds to find and parse every record's `eventTime`: serde_json into a borrowing struct
 /// (which still checks the whole record is valid JSON) and an RFC 3339 parse. The issue counts
 /// this as unavoidable work of an event-time-partitioned sink (≈ 0.7 CPU-s per GB).
-fn event_time_ceiling(records: u64) -> (f64, u64) {
+fn event_time_ceiling(rows: &[String]) -> f64 {
     #[derive(serde::Deserialize)]
     struct Event<'a> {
         #[serde(rename = "eventTime", borrow)]
         event_time: &'a str,
     }
-    let (rows, bytes_in) = event_rows(records);
     let t0 = thread_cpu();
     let mut sum = 0i64;
-    for r in &rows {
+    for r in rows {
         let e: Event<'_> = serde_json::from_str(r).expect("generated events are valid");
         let t = chrono::DateTime::parse_from_rfc3339(e.event_time).expect("RFC 3339 eventTime");
         sum = sum.wrapping_add(t.timestamp_micros());
     }
     std::hint::black_box(sum);
-    (thread_cpu() - t0, bytes_in)
+    thread_cpu() - t0
 }
 
 /// CPU seconds to turn the same rows into one Parquet file with the demo table's schema and
-/// settings (arrow-json decode, zstd-3, Lakesink's encoder; one thread).
-fn parquet_ceiling(records: u64) -> (f64, u64, u64) {
+/// settings (arrow-json decode, zstd-3, Lakesink's encoder; one thread), and the bytes out.
+fn parquet_ceiling(rows: &[String]) -> (f64, u64) {
     use lakesink::encode::{Encoder, ParquetEncoder};
     let pq =
         std::sync::Arc::new(lakesink::config::default_parquet_plan("cloudtrail.avsc").unwrap());
-    let (rows, bytes_in) = event_rows(records);
     let t0 = thread_cpu();
     let mut enc: Box<dyn Encoder> = Box::new(ParquetEncoder::new(pq));
     let mut rejected = Vec::new();
@@ -242,7 +231,7 @@ fn parquet_ceiling(records: u64) -> (f64, u64, u64) {
     }
     out += enc.finish().unwrap().len() as u64;
     assert!(rejected.is_empty());
-    (thread_cpu() - t0, bytes_in, out)
+    (thread_cpu() - t0, out)
 }
 
 /// CPU seconds to turn the same rows into the Parquet files Lakesink writes from them: one per
@@ -250,11 +239,10 @@ fn parquet_ceiling(records: u64) -> (f64, u64, u64) {
 /// hour, rows in offset order. Each file pays Parquet's fixed costs (a column chunk, a zstd
 /// context and a dictionary per column, a footer); this shows how much of Lakesink's Parquet
 /// CPU the data's shape asks for, next to the one-file ceiling the ratios use.
-fn parquet_files_ceiling(records: u64, partitions: i32) -> (f64, u64, u64, usize) {
+fn parquet_files_ceiling(rows: &[String], partitions: i32) -> (f64, u64, usize) {
     use lakesink::encode::{Encoder, ParquetEncoder};
     let pq =
         std::sync::Arc::new(lakesink::config::default_parquet_plan("cloudtrail.avsc").unwrap());
-    let (rows, bytes_in) = event_rows(records);
     let mut files: std::collections::BTreeMap<(u64, String), Vec<usize>> = Default::default();
     for (seq, r) in rows.iter().enumerate() {
         // "eventTime":"2024-01-02T03:04:05Z": the hour is the first 13 characters.
@@ -279,7 +267,7 @@ fn parquet_files_ceiling(records: u64, partitions: i32) -> (f64, u64, u64, usize
         out += enc.finish().unwrap().len() as u64;
     }
     assert!(rejected.is_empty());
-    (thread_cpu() - t0, bytes_in, out, files.len())
+    (thread_cpu() - t0, out, files.len())
 }
 
 fn dir_bytes(dir: &Path) -> u64 {
@@ -518,12 +506,21 @@ max_age = "5m"
     // The in-process ceilings come after the Lakesink runs: they hold the events in this
     // process, and a child forked from a large process starts with its peak RSS.
 
+    // The events once, for every in-process ceiling; per GB of NDJSON (one newline each).
+    let events = event_rows(args.records);
+    let ndjson: Vec<u8> = events
+        .iter()
+        .flat_map(|r| [r.as_bytes(), b"\n"])
+        .flatten()
+        .copied()
+        .collect();
+    let ndjson_gb = ndjson.len() as f64 / 1e9;
+
     // Ceiling 2: gzip of the same bytes.
     let mut gzip_cpu_per_gb = std::collections::BTreeMap::new();
     for level in [1u32, 6] {
-        let (cpu, bytes_in, bytes_out) = gzip_ceiling(args.records, level);
-        let per_gb = cpu / (bytes_in as f64 / 1e9);
-        gzip_cpu_per_gb.insert(level, per_gb);
+        let (cpu, bytes_out) = gzip_ceiling(&ndjson, level);
+        gzip_cpu_per_gb.insert(level, cpu / ndjson_gb);
         rows.push(Row::on_this_thread(
             format!("ceiling: gzip level {level} of the same bytes (1 thread)"),
             cpu,
@@ -533,8 +530,9 @@ max_age = "5m"
 
     // Ceiling 3: finding and parsing each record's event time (json.gz runs; the Parquet
     // ceiling parses every field anyway).
-    let (cpu, bytes_in) = event_time_ceiling(args.records);
-    let event_time_cpu_per_gb = cpu / (bytes_in as f64 / 1e9);
+    drop(ndjson);
+    let cpu = event_time_ceiling(&events);
+    let event_time_cpu_per_gb = cpu / ndjson_gb;
     rows.push(Row::on_this_thread(
         "ceiling: find and parse eventTime (serde_json, borrowing; 1 thread)".into(),
         cpu,
@@ -542,8 +540,8 @@ max_age = "5m"
     ));
 
     // Ceiling 4: JSON → Arrow → Parquet (zstd) of the same rows.
-    let (cpu, bytes_in, bytes_out) = parquet_ceiling(args.records);
-    let parquet_cpu_per_gb = cpu / (bytes_in as f64 / 1e9);
+    let (cpu, bytes_out) = parquet_ceiling(&events);
+    let parquet_cpu_per_gb = cpu / ndjson_gb;
     rows.push(Row::on_this_thread(
         "ceiling: JSON → Arrow → Parquet zstd of the same rows (1 thread)".into(),
         cpu,
@@ -551,8 +549,8 @@ max_age = "5m"
     ));
 
     // Not a ceiling the ratios use: the same Parquet work in the files Lakesink writes.
-    let (cpu, _, bytes_out, files) = parquet_files_ceiling(args.records, broker.partitions);
-    let parquet_files_cpu_per_gb = cpu / gb;
+    let (cpu, bytes_out, files) = parquet_files_ceiling(&events, broker.partitions);
+    let parquet_files_cpu_per_gb = cpu / ndjson_gb;
     rows.push(Row::on_this_thread(
         format!(
             "reference: the same rows → Parquet in the {files} files Lakesink writes (one per Kafka partition and hour; 1 thread)"
