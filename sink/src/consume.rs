@@ -451,8 +451,6 @@ impl Shared {
             .collect()
     }
 
-    /// Cuts everything, waits for the uploads (until `deadline`) and reports whether all
-    /// finished.
     /// Has workers cut and upload the given partitions (`None`: all of a worker's) and waits
     /// for their replies until `deadline`.
     fn flush_writers(

@@ -5,6 +5,7 @@
 //! decision it makes from the records (routing, cuts on count or bytes) is the same on a replay.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -200,6 +201,10 @@ pub struct PartitionWriter {
     /// Segments cut and sealed, waiting for the gate, oldest first. Their bytes are in memory
     /// (charged to the budget) or in parts of multipart uploads not yet completed (invisible).
     sealed: std::collections::VecDeque<Sealed>,
+    /// Set by a segment task whose claim another writer refused: that segment's end will
+    /// never be committed by this writer, so nothing behind the gate can complete. What the
+    /// writer holds is abandoned; the partition is re-read under a new epoch.
+    lost: Arc<AtomicBool>,
     /// Files with unsettled rows: (router slot, partition path).
     dirty: Vec<(usize, String)>,
     /// A file's unsettled rows are [`settle_due`]: settle those files after this record.
@@ -245,6 +250,7 @@ impl PartitionWriter {
             budget: ctx.budget.clone(),
             gate: None,
             sealed: Default::default(),
+            lost: Arc::new(AtomicBool::new(false)),
             dirty: Vec::new(),
             settle_now: false,
             rejected: Vec::new(),
@@ -668,6 +674,16 @@ impl PartitionWriter {
         if self.sealed.is_empty() {
             return;
         }
+        if self.lost.load(Ordering::Acquire) {
+            // Behind a refused claim: never completed (their multipart uploads abort).
+            let held: usize = self
+                .sealed
+                .drain(..)
+                .map(|seg| seg.files.iter().map(|(_, tail)| tail.len()).sum::<usize>())
+                .sum();
+            self.budget.release(held);
+            return;
+        }
         if let Some(g) = self.gate {
             let committed = ctx
                 .ledger
@@ -709,6 +725,7 @@ impl PartitionWriter {
             writer: crate::claim::writer_id(),
         };
         let (claims, reread, epoch) = (ctx.claims.clone(), ctx.reread.clone(), self.epoch);
+        let lost = self.lost.clone();
         let (rt, store, budget, slots) = (
             ctx.rt.clone(),
             ctx.store.clone(),
@@ -729,6 +746,7 @@ impl PartitionWriter {
                         budget.release(tail.len());
                         drop(upload); // a multipart upload aborts
                     }
+                    lost.store(true, Ordering::Release);
                     reread.lock().expect("reread lock").push((tp.clone(), epoch));
                     return Ok(false);
                 }
@@ -779,9 +797,10 @@ impl PartitionWriter {
         self.in_flight.push(task);
     }
 
-    /// Whether sealed segments wait for the gate.
+    /// Whether sealed segments wait for the gate (and may still complete: behind a refused
+    /// claim they never will, and a flush need not wait for them).
     pub fn queued(&self) -> bool {
-        !self.sealed.is_empty()
+        !self.sealed.is_empty() && !self.lost.load(Ordering::Acquire)
     }
 
     /// Forgets segment tasks that have finished.
@@ -1458,6 +1477,44 @@ max_records = 3
             0,
             "the refused segment's bytes are returned to the budget"
         );
+    }
+
+    #[test]
+    fn a_segment_behind_a_refused_claim_is_abandoned_not_waited_for() {
+        let rt = runtime();
+        let far = Instant::now() + Duration::from_secs(60);
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let tp = Tp::new("t", 0);
+        let a = ctx_on(&rt, store.clone());
+        let b = ctx_on(&rt, store.clone());
+        let epoch_a = a.ledger.lock().unwrap().assign(&tp);
+        let epoch_b = b.ledger.lock().unwrap().assign(&tp);
+        let mut wa = PartitionWriter::new(&a, tp.clone(), epoch_a).unwrap();
+        let mut wb = PartitionWriter::new(&b, tp.clone(), epoch_b).unwrap();
+        push_o(&mut wb, &b, 0);
+        push_o(&mut wa, &a, 0);
+        push_o(&mut wa, &a, 1);
+        wa.cut(&a, CutReason::Age).unwrap();
+        assert!(wa.wait(&a.rt, far));
+        // B cuts [0, 3) — refused, A claimed [0, 2) — and, before hearing so, [3, 4), which
+        // waits behind the gate for a commit of offset 3 that B will never make.
+        push_o(&mut wb, &b, 1);
+        push_o(&mut wb, &b, 2);
+        wb.cut(&b, CutReason::Age).unwrap();
+        push_o(&mut wb, &b, 3);
+        wb.cut(&b, CutReason::Shutdown).unwrap();
+        assert!(wb.wait(&b.rt, far));
+        assert_eq!(*b.reread.lock().unwrap(), vec![(tp.clone(), epoch_b)]);
+        // A drain or revocation waits while segments are queued: this one never completes,
+        // so the writer must not say it is waiting (a drain spun to its timeout on it).
+        assert!(
+            !wb.queued(),
+            "a segment behind a refused claim counts as waiting"
+        );
+        wb.launch(&b);
+        assert_eq!(b.budget.used(), 0, "its bytes are returned to the budget");
+        assert_eq!(safe(&b), vec![]);
+        assert_eq!(stored_offsets(&a), vec![0, 1]);
     }
 
     fn push(w: &mut PartitionWriter, ctx: &WriterCtx, offset: i64) {

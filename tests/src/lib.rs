@@ -557,6 +557,20 @@ impl GroupRun {
         self.tb.start_daemon(&self.config, self.dir.path(), &[])
     }
 
+    /// Another member of the group whose files are cut by age only after `max_age` (so it
+    /// holds open segments for that long), in its own directory `name`.
+    pub fn member_with_max_age(&self, name: &str, max_age: &str) -> Daemon {
+        let dir = self.dir.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = self.tb.write_config(
+            &dir,
+            &self.group,
+            &self.bucket,
+            &cloudtrail_table(&self.topic, 1500, max_age),
+        );
+        self.tb.start_daemon(&config, &dir, &[])
+    }
+
     /// Waits for the producer and for the steady member to commit every offset, stops it, and
     /// checks that the lake holds every record exactly once. Returns the steady member's log.
     pub fn finish(mut self, what: &str) -> String {

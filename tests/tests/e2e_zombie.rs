@@ -13,14 +13,28 @@ const REFUSED: &str = "another writer claimed this segment";
 
 #[test]
 fn a_frozen_member_that_wakes_up_after_losing_its_partitions_duplicates_nothing() {
-    const RECORDS: u64 = 30_000;
+    const RECORDS: u64 = 60_000;
     const PARTITIONS: i32 = 4;
     const FREEZES: usize = 2;
-    let mut run = GroupRun::start("zombie", PARTITIONS, RECORDS, Duration::from_millis(700));
+    // Slices of 2,000 records 3 s apart: the producer outlasts both freezes.
+    let mut run = GroupRun::start("zombie", PARTITIONS, RECORDS, Duration::from_secs(3));
     let mut conflicts = 0;
-    for _ in 0..FREEZES {
-        let mut zombie = run.member();
-        // Let it take half the partitions and open segments.
+    // Records the frozen member consumed (it reports them when it drains).
+    let mut held = 0;
+    for i in 0..FREEZES {
+        // Its files are cut by age after a minute, not a second like the steady member's:
+        // frozen while it holds records, it then wakes up with open segments to race with.
+        let mut zombie = run.member_with_max_age(&format!("zombie-{i}"), "60s");
+        let joining = std::time::Instant::now();
+        while !zombie.log_text().contains("partition assigned") {
+            assert!(
+                joining.elapsed() < Duration::from_secs(90),
+                "the second member got no partition within 90 s:\n{}",
+                zombie.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        // A slice or two of records.
         std::thread::sleep(Duration::from_secs(5));
         zombie.signal("STOP");
         // Past the session timeout (10 s): the group evicts it, the steady member re-reads.
@@ -35,8 +49,23 @@ fn a_frozen_member_that_wakes_up_after_losing_its_partitions_duplicates_nothing(
         // The zombie may or may not drain cleanly (its commits are refused): only the lake
         // matters.
         zombie.signal("TERM");
+        let draining = std::time::Instant::now();
         let _ = zombie.wait(Duration::from_secs(120));
+        if draining.elapsed() > Duration::from_secs(20) {
+            eprintln!(
+                "the zombie took {:.0} s to drain; its log:\n{}",
+                draining.elapsed().as_secs_f64(),
+                zombie.log_text()
+            );
+        }
         conflicts += zombie.log_text().matches(REFUSED).count();
+        held += zombie
+            .log_text()
+            .split("consumed=")
+            .nth(1)
+            .and_then(|t| t.split(' ').next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
     }
     let started = run.started;
     conflicts += run
@@ -45,7 +74,7 @@ fn a_frozen_member_that_wakes_up_after_losing_its_partitions_duplicates_nothing(
         .count();
     report(&format!(
         "e2e zombie (tansu): {RECORDS} records, {PARTITIONS} partitions, a member frozen past its session {FREEZES} times; \
-         refused segment claims: {conflicts}; lost 0, duplicated 0; {:.0} s",
+         records the zombie consumed: {held}; refused segment claims: {conflicts}; lost 0, duplicated 0; {:.0} s",
         started.elapsed().as_secs_f64()
     ));
 }
