@@ -65,12 +65,22 @@ pub trait Encoder: Send {
 }
 
 /// Records are compressed in segments of this much input: deflate spends far more per byte on
-/// many small inputs than on a few large ones, and each segment is primed with the 32 KiB
-/// before it, so the segments compress as well as one stream.
+/// many small inputs than on a few large ones, and each segment is primed with the input
+/// before it (its [`window`]), so the segments compress nearly as well as one stream.
 const SEGMENT: usize = 128 * 1024;
 
-/// Deflate's window: the input kept from one segment to prime the next.
-const WINDOW: usize = 32 * 1024;
+/// The input kept from one segment to prime the next, by level. Priming inserts every byte of
+/// it into deflate's hash chains, which is not free: on CloudTrail-shaped JSON in 128 KiB
+/// segments, a 32 KiB window cost ~15 % of level 1's compression time and ~9 % of level 6's
+/// against 8 and 16 KiB, for output 0.8 % and 0.5 % smaller (matches in such JSON are mostly
+/// near: a record repeats its neighbours' keys and values). See `docs/DESIGN.md`.
+fn window(level: u32) -> usize {
+    if level <= 3 {
+        8 * 1024
+    } else {
+        16 * 1024
+    }
+}
 
 /// One gzip member of newline-delimited JSON: each record's bytes unchanged, one per line.
 ///
@@ -78,8 +88,8 @@ const WINDOW: usize = 32 * 1024;
 /// whitespace between tokens; they are written as spaces so each record stays on one line.
 ///
 /// The member's deflate stream is written in segments of [`SEGMENT`] input, each compressed by
-/// the worker thread's one compressor, reset and primed with the last 32 KiB of this file's
-/// input (the window), and ended with a sync flush — the scheme pigz uses to compress one gzip
+/// the worker thread's one compressor, reset and primed with the last 8–16 KiB of this file's
+/// input (the [`window`]), and ended with a sync flush — the scheme pigz uses to compress one gzip
 /// member in pieces. Between segments a file holds no compressor state (zlib's 300 KiB), only
 /// its window, its pending records, its output and a CRC: thousands of open files cost their
 /// bytes, and the one compressor stays in the core's cache. Readers see one ordinary gzip
@@ -132,8 +142,8 @@ impl GzipNdjson {
             self.window = 0;
             return Ok(());
         }
-        // Keep the last WINDOW bytes as the next segment's dictionary.
-        let keep = self.input.len().min(WINDOW);
+        // Keep the last window's bytes as the next segment's dictionary.
+        let keep = self.input.len().min(window(self.level));
         let from = self.input.len() - keep;
         self.input.copy_within(from.., 0);
         self.input.truncate(keep);
@@ -218,7 +228,7 @@ impl Encoder for GzipNdjson {
                 .max(2 * self.input.capacity())
                 .max(2048);
             self.input
-                .reserve_exact(want.min(WINDOW + SEGMENT + record.len() + 1) - start);
+                .reserve_exact(want.min(window(self.level) + SEGMENT + record.len() + 1) - start);
         }
         self.input.extend_from_slice(record);
         if memchr::memchr2(b'\n', b'\r', record).is_some() {
