@@ -78,6 +78,11 @@ impl Budget {
     }
 
     /// The consumer says whether it paused fetching for memory.
+    /// Bytes held above the resume mark (0 below it).
+    pub fn above_resume_mark(&self) -> u64 {
+        (self.used() - self.max / 10 * 8).max(0) as u64
+    }
+
     pub fn set_fetch_paused(&self, paused: bool) {
         self.fetch_paused.store(paused, Ordering::Relaxed);
     }
