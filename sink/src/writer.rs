@@ -1443,7 +1443,8 @@ max_records = 3
     }
 
     #[test]
-    fn a_writer_whose_claim_is_refused_completes_nothing_and_asks_for_a_reread() {
+    fn a_writer_whose_claim_is_refused_completes_nothing_abandons_what_it_sealed_behind_and_asks_for_a_reread(
+    ) {
         let rt = runtime();
         let far = Instant::now() + Duration::from_secs(60);
         let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
@@ -1463,56 +1464,32 @@ max_records = 3
         wa.cut(&a, CutReason::Age).unwrap();
         assert!(wa.wait(&a.rt, far));
         assert_eq!(safe(&a), vec![(tp.clone(), 2)]);
-        // B's clock cuts [0, 3): refused. None of its objects appears and nothing is
-        // committable; its partition is to be re-read.
-        push_o(&mut wb, &b, 1);
-        push_o(&mut wb, &b, 2);
-        wb.cut(&b, CutReason::Age).unwrap();
-        assert!(wb.wait(&b.rt, far));
-        assert_eq!(safe(&b), vec![]);
-        assert_eq!(*b.reread.lock().unwrap(), vec![(tp.clone(), epoch_b)]);
-        assert_eq!(stored_offsets(&a), vec![0, 1]);
-        assert_eq!(
-            b.budget.used(),
-            0,
-            "the refused segment's bytes are returned to the budget"
-        );
-    }
-
-    #[test]
-    fn a_segment_behind_a_refused_claim_is_abandoned_not_waited_for() {
-        let rt = runtime();
-        let far = Instant::now() + Duration::from_secs(60);
-        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
-        let tp = Tp::new("t", 0);
-        let a = ctx_on(&rt, store.clone());
-        let b = ctx_on(&rt, store.clone());
-        let epoch_a = a.ledger.lock().unwrap().assign(&tp);
-        let epoch_b = b.ledger.lock().unwrap().assign(&tp);
-        let mut wa = PartitionWriter::new(&a, tp.clone(), epoch_a).unwrap();
-        let mut wb = PartitionWriter::new(&b, tp.clone(), epoch_b).unwrap();
-        push_o(&mut wb, &b, 0);
-        push_o(&mut wa, &a, 0);
-        push_o(&mut wa, &a, 1);
-        wa.cut(&a, CutReason::Age).unwrap();
-        assert!(wa.wait(&a.rt, far));
-        // B cuts [0, 3) — refused, A claimed [0, 2) — and, before hearing so, [3, 4), which
-        // waits behind the gate for a commit of offset 3 that B will never make.
+        // B's clock cuts [0, 3): refused. Before hearing so, B cuts [3, 4), which waits behind
+        // the gate for a commit of offset 3 that B will never make.
         push_o(&mut wb, &b, 1);
         push_o(&mut wb, &b, 2);
         wb.cut(&b, CutReason::Age).unwrap();
         push_o(&mut wb, &b, 3);
         wb.cut(&b, CutReason::Shutdown).unwrap();
         assert!(wb.wait(&b.rt, far));
+        // None of its objects appears and nothing is committable; its partition is to be
+        // re-read.
+        assert_eq!(safe(&b), vec![]);
         assert_eq!(*b.reread.lock().unwrap(), vec![(tp.clone(), epoch_b)]);
+        assert_eq!(stored_offsets(&a), vec![0, 1]);
         // A drain or revocation waits while segments are queued: this one never completes,
-        // so the writer must not say it is waiting (a drain spun to its timeout on it).
+        // so the writer must not say it is waiting (a thawed zombie's drain spun to its
+        // timeout on it).
         assert!(
             !wb.queued(),
             "a segment behind a refused claim counts as waiting"
         );
         wb.launch(&b);
-        assert_eq!(b.budget.used(), 0, "its bytes are returned to the budget");
+        assert_eq!(
+            b.budget.used(),
+            0,
+            "the refused segment's bytes, and those of the one behind it, are returned to the budget"
+        );
         assert_eq!(safe(&b), vec![]);
         assert_eq!(stored_offsets(&a), vec![0, 1]);
     }
