@@ -72,17 +72,22 @@ impl Budget {
         self.used() > self.max
     }
 
+    /// Fetching resumes once memory held falls to 80 % of the budget.
+    fn resume_mark(&self) -> i64 {
+        self.max / 10 * 8
+    }
+
     /// Whether usage has fallen back to a level where fetching may resume.
     pub fn below_resume_mark(&self) -> bool {
-        self.used() <= self.max / 10 * 8
+        self.used() <= self.resume_mark()
+    }
+
+    /// Bytes held above the resume mark (0 below it).
+    pub fn above_resume_mark(&self) -> u64 {
+        (self.used() - self.resume_mark()).max(0) as u64
     }
 
     /// The consumer says whether it paused fetching for memory.
-    /// Bytes held above the resume mark (0 below it).
-    pub fn above_resume_mark(&self) -> u64 {
-        (self.used() - self.max / 10 * 8).max(0) as u64
-    }
-
     pub fn set_fetch_paused(&self, paused: bool) {
         self.fetch_paused.store(paused, Ordering::Relaxed);
     }

@@ -151,6 +151,13 @@ struct Sealed {
     reason: CutReason,
 }
 
+impl Sealed {
+    /// Bytes of its files' tails, charged to the budget at the cut until the store has them.
+    fn held(&self) -> usize {
+        self.files.iter().map(|(_, tail)| tail.len()).sum()
+    }
+}
+
 struct OpenFile {
     encoder: Box<dyn Encoder>,
     upload: ObjectUpload,
@@ -676,11 +683,7 @@ impl PartitionWriter {
         }
         if self.lost.load(Ordering::Acquire) {
             // Behind a refused claim: never completed (their multipart uploads abort).
-            let held: usize = self
-                .sealed
-                .drain(..)
-                .map(|seg| seg.files.iter().map(|(_, tail)| tail.len()).sum::<usize>())
-                .sum();
+            let held: usize = self.sealed.drain(..).map(|seg| seg.held()).sum();
             self.budget.release(held);
             return;
         }
@@ -1215,9 +1218,7 @@ impl Drop for PartitionWriter {
             }
         }
         // Sealed segments never completed: their tails were charged at the cut.
-        for seg in &self.sealed {
-            held += seg.files.iter().map(|(_, tail)| tail.len()).sum::<usize>();
-        }
+        held += self.sealed.iter().map(Sealed::held).sum::<usize>();
         if held > 0 {
             tracing::debug!(tp = %self.tp, held, "abandoning open files");
         }
