@@ -68,9 +68,25 @@ struct Measured {
     wall: f64,
     cpu: f64,
     peak_rss_mb: f64,
+    /// CPU seconds the broker process spent meanwhile (serving the fetches), if it ran.
+    broker_cpu: Option<f64>,
 }
 
-fn measure(mut cmd: Command, what: &str) -> Measured {
+/// CPU seconds (user + system) a process has used so far, from `/proc/<pid>/stat`.
+fn process_cpu(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some(ticks / hz)
+}
+
+/// Runs `cmd` to its end and measures it, and the broker process `broker` meanwhile.
+fn measure(mut cmd: Command, what: &str, broker: Option<u32>) -> Measured {
+    let broker_before = broker.and_then(process_cpu);
     let start = Instant::now();
     let child = cmd.spawn().unwrap_or_else(|e| panic!("start {what}: {e}"));
     let pid = child.id() as libc::pid_t;
@@ -86,10 +102,12 @@ fn measure(mut cmd: Command, what: &str) -> Measured {
         "{what} failed (status {status})"
     );
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let broker_after = broker.and_then(process_cpu);
     Measured {
         wall,
         cpu: secs(ru.ru_utime) + secs(ru.ru_stime),
         peak_rss_mb: ru.ru_maxrss as f64 / 1024.0,
+        broker_cpu: broker_before.zip(broker_after).map(|(a, b)| b - a),
     }
 }
 
@@ -315,6 +333,7 @@ impl Row {
                 wall: cpu,
                 cpu,
                 peak_rss_mb: 0.0,
+                broker_cpu: None,
             },
             out_mb: out_bytes.map(|b| b as f64 / 1e6),
             ceiling: None,
@@ -373,7 +392,7 @@ fn main() {
         "--expect",
         &args.records.to_string(),
     ]);
-    let null = measure(cmd, "null consumer");
+    let null = measure(cmd, "null consumer", Some(broker.child.id()));
     let consume_cpu_per_gb = null.cpu / gb;
     rows.push(Row {
         name: "ceiling: null consumer (consume + discard)".into(),
@@ -489,7 +508,7 @@ max_age = "5m"
         cmd.args(["run", "--until-caught-up", "--config"])
             .arg(&path)
             .env("LAKESINK_LOG", "warn");
-        let m = measure(cmd, name);
+        let m = measure(cmd, name, Some(broker.child.id()));
         let out_mb = url
             .strip_prefix("file://")
             .map(|d| dir_bytes(Path::new(d)) as f64 / 1e6);
@@ -582,13 +601,19 @@ max_age = "5m"
         "{} CloudTrail-shaped events, {:.1} MB of JSON, {} Kafka partitions (mock broker in its own process), {} cores.\n",
         args.records, mb, broker.partitions, cores
     );
-    let _ = writeln!(md, "| run | records | input MB | wall s | CPU s | CPU-s/GB | MB/s | records/s | peak RSS MB | output MB | ceiling CPU-s/GB | CPU ratio | throughput ratio |");
-    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(md, "| run | records | input MB | wall s | CPU s | CPU-s/GB | MB/s | records/s | peak RSS MB | output MB | broker CPU-s/GB | ceiling CPU-s/GB | CPU ratio | throughput ratio |");
+    let _ = writeln!(
+        md,
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
+    // The broker shares the machine: serving the bytes costs it what it cost while the null
+    // consumer read them, and the cores it takes are not Lakesink's to use.
+    let broker_cpu_per_gb = null.broker_cpu.unwrap_or(0.0) / gb;
     for r in &rows {
         let cpu_per_gb = r.m.cpu / gb;
         let (cpu_ratio, tput_ratio) = match r.ceiling_cpu_per_gb {
             Some(c) => {
-                let ceiling_mb_s = cores as f64 / c * 1e3;
+                let ceiling_mb_s = cores as f64 / (c + broker_cpu_per_gb) * 1e3;
                 (
                     format!("{:.0} %", c / cpu_per_gb * 100.0),
                     format!("{:.0} %", mb / r.m.wall / ceiling_mb_s * 100.0),
@@ -599,7 +624,7 @@ max_age = "5m"
         let _ =
             writeln!(
             md,
-            "| {} | {} | {:.1} | {:.2} | {:.2} | {:.2} | {:.1} | {:.0} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {:.1} | {:.2} | {:.2} | {:.2} | {:.1} | {:.0} | {} | {} | {} | {} | {} | {} |",
             r.name,
             args.records,
             mb,
@@ -610,6 +635,7 @@ max_age = "5m"
             args.records as f64 / r.m.wall,
             if r.m.peak_rss_mb > 0.0 { format!("{:.0}", r.m.peak_rss_mb) } else { String::new() },
             r.out_mb.map(|x| format!("{x:.1}")).unwrap_or_default(),
+            r.m.broker_cpu.map(|x| format!("{:.2}", x / gb)).unwrap_or_default(),
             r.ceiling_cpu_per_gb.map(|x| format!("{x:.2}")).unwrap_or_default(),
             cpu_ratio,
             tput_ratio,
@@ -619,7 +645,9 @@ max_age = "5m"
         md,
         "\nCeiling of a run = consume-and-discard CPU-s/GB + finding and parsing eventTime + gzip CPU-s/GB at the run's level \
          (or consume-and-discard + JSON → Arrow → Parquet CPU-s/GB for Parquet runs). \
-         CPU ratio = ceiling ÷ Lakesink CPU-s/GB. Throughput ratio = Lakesink MB/s ÷ ({cores} cores ÷ ceiling CPU-s/GB)."
+         CPU ratio = ceiling ÷ Lakesink CPU-s/GB. Throughput ratio = Lakesink MB/s ÷ ({cores} cores ÷ (ceiling CPU-s/GB + \
+         the broker's {broker_cpu_per_gb:.2} CPU-s/GB)): the broker runs on the same cores, and serving the bytes costs it at least \
+         what it cost while the null consumer read them. (SeaweedFS, in the S3 runs, also shares the cores; it is not counted.)"
     );
     if let Some(pq) = rows
         .iter()
