@@ -646,8 +646,8 @@ max_age = "5m"
         "\nCeiling of a run = consume-and-discard CPU-s/GB + finding and parsing eventTime + gzip CPU-s/GB at the run's level \
          (or consume-and-discard + JSON → Arrow → Parquet CPU-s/GB for Parquet runs). \
          CPU ratio = ceiling ÷ Lakesink CPU-s/GB. Throughput ratio = Lakesink MB/s ÷ ({cores} cores ÷ (ceiling CPU-s/GB + \
-         the broker's {broker_cpu_per_gb:.2} CPU-s/GB)): the broker runs on the same cores, and serving the bytes costs it at least \
-         what it cost while the null consumer read them. (SeaweedFS, in the S3 runs, also shares the cores; it is not counted.)"
+         the broker's {broker_cpu_per_gb:.2} CPU-s/GB)): the broker runs on the same cores, and serving the bytes costs it about \
+         what it cost while the null consumer read them (its CPU in each run is in the table). (SeaweedFS, in the S3 runs, also shares the cores; it is not counted.)"
     );
     if let Some(pq) = rows
         .iter()
