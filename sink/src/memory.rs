@@ -87,6 +87,16 @@ impl Budget {
         self.max / 10 * 9
     }
 
+    /// Whether a worker whose open files hold `mine` bytes should cut them for relief: when
+    /// open files hold more than a quarter of the budget, counted as this worker's share of
+    /// that quarter (`workers` threads share the budget). Below it, memory is mostly in
+    /// uploads in flight, and cutting would only make smaller files. (A whole quarter per
+    /// worker, as it was, let no worker cut once 4 or more shared the load evenly: fetching
+    /// stayed paused until `max_age`.)
+    pub fn worth_cutting(&self, mine: usize, workers: usize) -> bool {
+        mine as i64 > self.max / 4 / workers.max(1) as i64
+    }
+
     /// Whether usage has fallen back to a level where fetching may resume.
     pub fn below_resume_mark(&self) -> bool {
         self.used() <= self.resume_mark()
@@ -139,6 +149,17 @@ mod tests {
         b.release(150);
         assert!(b.below_resume_mark());
         assert!(!b.needs_relief());
+    }
+
+    #[test]
+    fn with_many_workers_each_one_cuts_its_share() {
+        let b = Budget::new(1000);
+        // Eight workers evenly holding a full budget: each must cut, or nobody would.
+        assert!(b.worth_cutting(125, 8));
+        assert!(b.worth_cutting(300, 1));
+        // Open files holding less than a quarter of the budget (the rest is in uploads).
+        assert!(!b.worth_cutting(200, 1));
+        assert!(!b.worth_cutting(25, 8));
     }
 
     #[test]

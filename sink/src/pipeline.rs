@@ -59,6 +59,7 @@ pub async fn run(
         ledger: ledger.clone(),
         catalog: catalog.clone(),
         budget: budget.clone(),
+        workers: plan.pipeline.workers.max(1),
         stats: stats.clone(),
         fatal: fatal.clone(),
         part_size: plan.pipeline.part_size,

@@ -204,7 +204,7 @@ pub fn run(ctx: Arc<WriterCtx>, rx: Receiver<WorkerMsg>) {
             && now.duration_since(last_relief) >= TICK
         {
             let mine = held(&writers);
-            if mine > ctx.budget.max() as usize / 4 {
+            if ctx.budget.worth_cutting(mine, ctx.workers) {
                 last_relief = now;
                 let used = ctx.budget.used().max(1) as u128;
                 let mut to_free =

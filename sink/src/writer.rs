@@ -94,6 +94,8 @@ pub struct WriterCtx {
     pub ledger: Arc<Mutex<OffsetLedger>>,
     pub catalog: Arc<Registrar>,
     pub budget: Arc<Budget>,
+    /// Worker threads sharing the budget.
+    pub workers: usize,
     pub stats: Arc<Stats>,
     pub fatal: Arc<Fatal>,
     pub part_size: usize,
@@ -1297,6 +1299,7 @@ max_records = 3
                 Arc::new(Stats::default()),
             )),
             budget: Arc::new(Budget::new(1 << 30)),
+            workers: 1,
             stats: Arc::new(Stats::default()),
             fatal: Arc::new(Fatal::default()),
             part_size: 5 << 20,
