@@ -30,16 +30,71 @@ struct Kept {
     bytes: usize,
 }
 
+/// What the pool needs of each kind of context.
+trait Context: Copy {
+    /// `ZSTD_reset_session_and_parameters`; whether it succeeded.
+    fn reset(self) -> bool;
+    fn size(self) -> usize;
+    fn free(self);
+    /// The kept contexts of this kind.
+    fn kept(k: &mut Kept) -> &mut Vec<(Self, usize)>;
+}
+
+impl Context for NonNull<zstd_sys::ZSTD_CCtx> {
+    fn reset(self) -> bool {
+        // Safety: the caller owns the context.
+        let code = unsafe {
+            zstd_sys::ZSTD_CCtx_reset(
+                self.as_ptr(),
+                zstd_sys::ZSTD_ResetDirective::ZSTD_reset_session_and_parameters,
+            )
+        };
+        // Safety: Just FFI
+        unsafe { zstd_sys::ZSTD_isError(code) == 0 }
+    }
+    fn size(self) -> usize {
+        // Safety: the caller owns the context.
+        unsafe { zstd_sys::ZSTD_sizeof_CCtx(self.as_ptr()) }
+    }
+    fn free(self) {
+        // Safety: the caller owns the context and gives it up.
+        unsafe { zstd_sys::ZSTD_freeCCtx(self.as_ptr()) };
+    }
+    fn kept(k: &mut Kept) -> &mut Vec<(Self, usize)> {
+        &mut k.cctx
+    }
+}
+
+impl Context for NonNull<zstd_sys::ZSTD_DCtx> {
+    fn reset(self) -> bool {
+        // Safety: the caller owns the context.
+        let code = unsafe {
+            zstd_sys::ZSTD_DCtx_reset(
+                self.as_ptr(),
+                zstd_sys::ZSTD_ResetDirective::ZSTD_reset_session_and_parameters,
+            )
+        };
+        // Safety: Just FFI
+        unsafe { zstd_sys::ZSTD_isError(code) == 0 }
+    }
+    fn size(self) -> usize {
+        // Safety: the caller owns the context.
+        unsafe { zstd_sys::ZSTD_sizeof_DCtx(self.as_ptr()) }
+    }
+    fn free(self) {
+        // Safety: the caller owns the context and gives it up.
+        unsafe { zstd_sys::ZSTD_freeDCtx(self.as_ptr()) };
+    }
+    fn kept(k: &mut Kept) -> &mut Vec<(Self, usize)> {
+        &mut k.dctx
+    }
+}
+
 impl Drop for Kept {
     fn drop(&mut self) {
-        for (c, _) in self.cctx.drain(..) {
-            // Safety: a kept context is owned by the pool alone.
-            unsafe { zstd_sys::ZSTD_freeCCtx(c.as_ptr()) };
-        }
-        for (d, _) in self.dctx.drain(..) {
-            // Safety: as above.
-            unsafe { zstd_sys::ZSTD_freeDCtx(d.as_ptr()) };
-        }
+        // A kept context is owned by the pool alone.
+        self.cctx.drain(..).for_each(|(c, _)| c.free());
+        self.dctx.drain(..).for_each(|(d, _)| d.free());
     }
 }
 
@@ -49,11 +104,11 @@ std::thread_local! {
     };
 }
 
-/// A kept compression context, in its initial state.
-pub(crate) fn take_cctx() -> Option<NonNull<zstd_sys::ZSTD_CCtx>> {
+/// A kept context of this kind, in its initial state.
+fn take<C: Context>() -> Option<C> {
     KEPT.try_with(|k| {
         let mut k = k.borrow_mut();
-        let (c, size) = k.cctx.pop()?;
+        let (c, size) = C::kept(&mut k).pop()?;
         k.bytes -= size;
         Some(c)
     })
@@ -61,81 +116,44 @@ pub(crate) fn take_cctx() -> Option<NonNull<zstd_sys::ZSTD_CCtx>> {
     .flatten()
 }
 
+/// Resets `c` and keeps it, or frees it.
+fn give<C: Context>(c: C) {
+    let size = c.size();
+    let kept = c.reset()
+        && size <= MAX_CONTEXT_BYTES
+        && KEPT
+            .try_with(|k| {
+                let mut k = k.borrow_mut();
+                if C::kept(&mut k).len() < MAX_KEPT && k.bytes + size <= MAX_THREAD_BYTES {
+                    k.bytes += size;
+                    C::kept(&mut k).push((c, size));
+                    true
+                } else {
+                    false
+                }
+            })
+            .unwrap_or(false);
+    if !kept {
+        c.free();
+    }
+}
+
+/// A kept compression context, in its initial state.
+pub(crate) fn take_cctx() -> Option<NonNull<zstd_sys::ZSTD_CCtx>> {
+    take()
+}
+
 /// A kept decompression context, in its initial state.
 pub(crate) fn take_dctx() -> Option<NonNull<zstd_sys::ZSTD_DCtx>> {
-    KEPT.try_with(|k| {
-        let mut k = k.borrow_mut();
-        let (d, size) = k.dctx.pop()?;
-        k.bytes -= size;
-        Some(d)
-    })
-    .ok()
-    .flatten()
+    take()
 }
 
-/// Resets `c` and keeps it, or frees it.
+/// Resets `c` and keeps it, or frees it (the caller gives it up).
 pub(crate) fn give_cctx(c: NonNull<zstd_sys::ZSTD_CCtx>) {
-    // Safety: the caller owns `c` and gives it up.
-    let reset = unsafe {
-        zstd_sys::ZSTD_CCtx_reset(
-            c.as_ptr(),
-            zstd_sys::ZSTD_ResetDirective::ZSTD_reset_session_and_parameters,
-        )
-    };
-    // Safety: as above.
-    let size = unsafe { zstd_sys::ZSTD_sizeof_CCtx(c.as_ptr()) };
-    let kept = zstd_sys_is_ok(reset)
-        && size <= MAX_CONTEXT_BYTES
-        && KEPT
-            .try_with(|k| {
-                let mut k = k.borrow_mut();
-                if k.cctx.len() < MAX_KEPT && k.bytes + size <= MAX_THREAD_BYTES {
-                    k.bytes += size;
-                    k.cctx.push((c, size));
-                    true
-                } else {
-                    false
-                }
-            })
-            .unwrap_or(false);
-    if !kept {
-        // Safety: not kept, so still the caller's to free.
-        unsafe { zstd_sys::ZSTD_freeCCtx(c.as_ptr()) };
-    }
+    give(c)
 }
 
-/// Resets `d` and keeps it, or frees it.
+/// Resets `d` and keeps it, or frees it (the caller gives it up).
 pub(crate) fn give_dctx(d: NonNull<zstd_sys::ZSTD_DCtx>) {
-    // Safety: the caller owns `d` and gives it up.
-    let reset = unsafe {
-        zstd_sys::ZSTD_DCtx_reset(
-            d.as_ptr(),
-            zstd_sys::ZSTD_ResetDirective::ZSTD_reset_session_and_parameters,
-        )
-    };
-    // Safety: as above.
-    let size = unsafe { zstd_sys::ZSTD_sizeof_DCtx(d.as_ptr()) };
-    let kept = zstd_sys_is_ok(reset)
-        && size <= MAX_CONTEXT_BYTES
-        && KEPT
-            .try_with(|k| {
-                let mut k = k.borrow_mut();
-                if k.dctx.len() < MAX_KEPT && k.bytes + size <= MAX_THREAD_BYTES {
-                    k.bytes += size;
-                    k.dctx.push((d, size));
-                    true
-                } else {
-                    false
-                }
-            })
-            .unwrap_or(false);
-    if !kept {
-        // Safety: not kept, so still the caller's to free.
-        unsafe { zstd_sys::ZSTD_freeDCtx(d.as_ptr()) };
-    }
-}
-
-fn zstd_sys_is_ok(code: usize) -> bool {
-    // Safety: Just FFI
-    unsafe { zstd_sys::ZSTD_isError(code) == 0 }
+    give(d)
 }
