@@ -606,8 +606,8 @@ max_age = "5m"
         md,
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
-    // The broker shares the machine: serving the bytes costs it what it cost while the null
-    // consumer read them, and the cores it takes are not Lakesink's to use.
+    // The broker shares the machine: serving the bytes costs it about what it cost while the
+    // null consumer read them, and the cores it takes are not Lakesink's to use.
     let broker_cpu_per_gb = null.broker_cpu.unwrap_or(0.0) / gb;
     for r in &rows {
         let cpu_per_gb = r.m.cpu / gb;
