@@ -9,8 +9,8 @@
 //! is ever committed after another member took it over.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, SyncSender};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
+use crate::claim::Claims;
 use crate::commit::{CommitError, OffsetLedger, Tp};
 use crate::config::KafkaPlan;
 use crate::error::Fatal;
@@ -27,6 +28,7 @@ use crate::memory::Budget;
 use crate::rotate::CutReason;
 use crate::stats::Stats;
 use crate::worker::{Batch, Flushed, RecMeta, WorkerMsg};
+use crate::writer::WriterCtx;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConsumeError {
@@ -109,6 +111,12 @@ const BATCH_BYTES: usize = 256 * 1024;
 const BATCH_RECORDS: usize = 4096;
 const BATCH_AGE: Duration = Duration::from_millis(100);
 
+/// Full batches held back, all partitions together, while their worker's queue is full: they
+/// keep growing, and the consumer keeps feeding the other workers instead of waiting for the
+/// busy one (a worker cutting a large Parquet file takes a while; meanwhile the others ran
+/// dry, ~12 % of the workers' time in the benchmark). Beyond this, the consumer waits.
+const HOLD_BACK: usize = 32 << 20;
+
 /// `--until-caught-up` looks at the positions once no record came for this long (the check
 /// reads cached watermarks, and asks the broker only when those say every partition is read).
 const CAUGHT_UP_QUIET: Duration = Duration::from_millis(100);
@@ -176,6 +184,8 @@ struct PartState {
     epoch: u64,
     worker: usize,
     batch: Option<Batch>,
+    /// Bytes of `batch` counted in [`Shared::held_back`]: it is full and its worker was busy.
+    held_back: usize,
     /// Next offset after the last record taken from Kafka.
     position: Option<i64>,
 }
@@ -191,25 +201,29 @@ pub struct Shared {
     revoke_timeout: Duration,
     fatal: Arc<Fatal>,
     stats: Arc<Stats>,
+    claims: Arc<Claims>,
+    rt: tokio::runtime::Handle,
+    /// Bytes of the full batches held back (see [`HOLD_BACK`]).
+    held_back: AtomicUsize,
 }
 
 impl Shared {
     pub fn new(
         workers: Vec<SyncSender<WorkerMsg>>,
-        ledger: Arc<Mutex<OffsetLedger>>,
-        reread: Arc<Mutex<Vec<(Tp, u64)>>>,
+        ctx: &WriterCtx,
         revoke_timeout: Duration,
-        fatal: Arc<Fatal>,
-        stats: Arc<Stats>,
     ) -> Shared {
         Shared {
             workers,
-            ledger,
-            reread,
+            ledger: ctx.ledger.clone(),
+            reread: ctx.reread.clone(),
             parts: Mutex::new(HashMap::new()),
             revoke_timeout,
-            fatal,
-            stats,
+            fatal: ctx.fatal.clone(),
+            stats: ctx.stats.clone(),
+            claims: ctx.claims.clone(),
+            rt: ctx.rt.clone(),
+            held_back: AtomicUsize::new(0),
         }
     }
 
@@ -220,6 +234,13 @@ impl Shared {
             .bytes()
             .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
         (h.wrapping_add(tp.partition as usize)) % self.workers.len()
+    }
+
+    /// Takes a partition's batch, if it has one, out of the held-back count.
+    fn take_batch(&self, state: &mut PartState) -> Option<Batch> {
+        let held = std::mem::take(&mut state.held_back);
+        self.held_back.fetch_sub(held, Ordering::Relaxed);
+        state.batch.take()
     }
 
     fn send(&self, worker: usize, msg: WorkerMsg) -> bool {
@@ -248,6 +269,7 @@ impl Shared {
                     epoch,
                     worker,
                     batch: None,
+                    held_back: 0,
                     position: None,
                 },
             );
@@ -262,13 +284,13 @@ impl Shared {
         {
             let mut parts = self.parts.lock().expect("parts lock");
             for e in tpl.elements() {
-                let Some(state) = parts
+                let Some(mut state) = parts
                     .get_mut(e.topic())
                     .and_then(|m| m.remove(&e.partition()))
                 else {
                     continue;
                 };
-                if let Some(b) = state.batch {
+                if let Some(b) = self.take_batch(&mut state) {
                     self.send(state.worker, WorkerMsg::Batch(b));
                 }
                 by_worker.entry(state.worker).or_default().push(state.tp);
@@ -363,7 +385,7 @@ impl Shared {
                 },
             );
             state.epoch = new_epoch;
-            state.batch = None;
+            self.take_batch(state);
             state.position = None;
             tracing::warn!(%tp, ?offset, epoch = new_epoch, "re-reading the partition after a lost segment claim");
             if let Err(e) = consumer.seek(&tp.topic, tp.partition, offset, Duration::from_secs(10))
@@ -389,7 +411,13 @@ impl Shared {
             epoch: state.epoch,
             data: Vec::with_capacity(BATCH_BYTES + 64 * 1024),
             recs: Vec::with_capacity(256),
+            claims: None,
         });
+        if state.position.is_none() {
+            // The partition's first record since it was (re)assigned: its writer lists the
+            // segment claims from here; start that now.
+            batch.claims = Some(self.claims.prefetch(&self.rt, &state.tp, m.offset()));
+        }
         let value = m.payload().map(|p| {
             let s = batch.data.len();
             batch.data.extend_from_slice(p);
@@ -420,21 +448,49 @@ impl Shared {
         Stats::add(&self.stats.records_in, 1);
         Stats::add(&self.stats.bytes_in, m.payload_len() as u64);
         if batch.data.len() >= BATCH_BYTES || batch.recs.len() >= BATCH_RECORDS {
-            let b = state.batch.take().expect("just filled");
-            let w = state.worker;
-            drop(parts);
-            self.send(w, WorkerMsg::Batch(b));
+            if let Some((w, b)) = self.offer(state) {
+                drop(parts);
+                self.send(w, WorkerMsg::Batch(b));
+            }
         }
     }
 
-    /// Sends every partial batch.
-    fn flush(&self) {
+    /// Hands a partition's batch to its worker without waiting. While that worker's queue is
+    /// full, the batch stays and keeps filling, as long as the batches held back stay under
+    /// [`HOLD_BACK`]. Returns it when it has to be sent by waiting.
+    fn offer(&self, state: &mut PartState) -> Option<(usize, Batch)> {
+        let b = self.take_batch(state)?;
+        let len = b.data.len();
+        if self.held_back.load(Ordering::Relaxed) + len > HOLD_BACK {
+            return Some((state.worker, b));
+        }
+        match self.workers[state.worker].try_send(WorkerMsg::Batch(b)) {
+            Ok(()) | Err(TrySendError::Disconnected(_)) => {}
+            Err(TrySendError::Full(WorkerMsg::Batch(b))) => {
+                state.batch = Some(b);
+                state.held_back = len;
+                self.held_back.fetch_add(len, Ordering::Relaxed);
+            }
+            Err(TrySendError::Full(_)) => unreachable!("a batch was offered"),
+        }
+        None
+    }
+
+    /// Sends every partial batch; with `wait`, all of them, or else those whose worker takes
+    /// them now (see [`Shared::offer`]).
+    fn flush(&self, wait: bool) {
         let batches: Vec<(usize, Batch)> = {
             let mut parts = self.parts.lock().expect("parts lock");
             parts
                 .values_mut()
                 .flat_map(|m| m.values_mut())
-                .filter_map(|s| s.batch.take().map(|b| (s.worker, b)))
+                .filter_map(|s| {
+                    if wait {
+                        self.take_batch(s).map(|b| (s.worker, b))
+                    } else {
+                        self.offer(s)
+                    }
+                })
                 .collect()
         };
         for (w, b) in batches {
@@ -459,7 +515,7 @@ impl Shared {
         reason: CutReason,
         deadline: Instant,
     ) -> Flushed {
-        self.flush();
+        self.flush(true);
         let (tx, rx) = mpsc::channel();
         let mut expected = 0;
         for (w, tps) in targets {
@@ -695,12 +751,12 @@ impl PollLoop {
                     tracing::warn!(error = %e, "Kafka consumer error (librdkafka retries by itself)");
                 }
                 None => {
-                    self.shared.flush();
+                    self.shared.flush(true);
                     last_flush = now;
                 }
             }
             if now.duration_since(last_flush) >= BATCH_AGE {
-                self.shared.flush();
+                self.shared.flush(false);
                 last_flush = now;
             }
             if now.duration_since(last_commit) >= self.commit_interval {
@@ -869,5 +925,82 @@ impl PollLoop {
                 return Ending::DrainTimedOut(pending.max(1));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc::sync_channel;
+
+    fn part(tp: Tp, worker: usize, bytes: usize) -> PartState {
+        PartState {
+            batch: Some(Batch {
+                tp: tp.clone(),
+                epoch: 1,
+                data: vec![b'x'; bytes],
+                recs: Vec::new(),
+                claims: None,
+            }),
+            tp,
+            epoch: 1,
+            worker,
+            held_back: 0,
+            position: Some(1),
+        }
+    }
+
+    fn sent(msg: WorkerMsg) -> usize {
+        match msg {
+            WorkerMsg::Batch(b) => b.data.len(),
+            _ => panic!("expected a batch"),
+        }
+    }
+
+    #[test]
+    fn a_busy_worker_has_its_batches_held_back_and_the_others_still_get_theirs() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let ctx = crate::writer::tests::ctx_with(
+            &rt,
+            Arc::new(object_store::memory::InMemory::new()),
+            "[[tables]]\nname = \"t\"\ntopics = [\"t\"]\n",
+        );
+        let (busy_tx, busy_rx) = sync_channel(1);
+        let (idle_tx, idle_rx) = sync_channel(1);
+        let shared = Shared::new(vec![busy_tx, idle_tx], &ctx, Duration::from_secs(1));
+        shared.workers[0]
+            .send(WorkerMsg::Forget { tps: Vec::new() })
+            .unwrap(); // worker 0's queue is full
+
+        let mut a = part(Tp::new("t", 0), 0, 1000);
+        let mut b = part(Tp::new("t", 1), 1, 2000);
+        assert!(shared.offer(&mut a).is_none());
+        assert!(shared.offer(&mut b).is_none());
+        assert_eq!(sent(idle_rx.try_recv().unwrap()), 2000);
+        // Held back whole, counted, and still the partition's to fill.
+        assert_eq!(a.batch.as_ref().map(|b| b.data.len()), Some(1000));
+        assert_eq!(a.held_back, 1000);
+        assert_eq!(shared.held_back.load(Ordering::Relaxed), 1000);
+        a.batch
+            .as_mut()
+            .unwrap()
+            .data
+            .extend_from_slice(&[b'y'; 500]);
+
+        // Once the worker takes from its queue, the next offer sends all of it.
+        busy_rx.try_recv().unwrap();
+        assert!(shared.offer(&mut a).is_none());
+        assert_eq!(sent(busy_rx.try_recv().unwrap()), 1500);
+        assert!(a.batch.is_none());
+        assert_eq!(shared.held_back.load(Ordering::Relaxed), 0);
+
+        // Beyond HOLD_BACK a batch is handed back to be sent by waiting, not kept.
+        shared.workers[0]
+            .send(WorkerMsg::Forget { tps: Vec::new() })
+            .unwrap();
+        let mut big = part(Tp::new("t", 2), 0, HOLD_BACK + 1);
+        let (w, batch) = shared.offer(&mut big).expect("too much to hold back");
+        assert_eq!((w, batch.data.len()), (0, HOLD_BACK + 1));
+        assert_eq!(shared.held_back.load(Ordering::Relaxed), 0);
     }
 }

@@ -95,14 +95,7 @@ pub async fn run(
         );
     }
 
-    let shared = Arc::new(Shared::new(
-        senders,
-        ledger,
-        reread,
-        plan.pipeline.drain_timeout,
-        fatal.clone(),
-        stats.clone(),
-    ));
+    let shared = Arc::new(Shared::new(senders, &ctx, plan.pipeline.drain_timeout));
     let consumer: BaseConsumer<SinkContext> = client_config(&plan.kafka)
         .create_with_context(SinkContext {
             shared: shared.clone(),

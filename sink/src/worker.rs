@@ -69,6 +69,8 @@ pub struct Batch {
     pub epoch: u64,
     pub data: Vec<u8>,
     pub recs: Vec<RecMeta>,
+    /// With the partition's first batch: the listing of its segment claims, already started.
+    pub claims: Option<crate::claim::Prefetch>,
 }
 
 pub enum WorkerMsg {
@@ -117,13 +119,16 @@ pub fn run(ctx: Arc<WriterCtx>, rx: Receiver<WorkerMsg>) {
                     Err(e) => ctx.fatal.set(crate::Error::Other(format!("{tp}: {e}"))),
                 }
             }
-            Ok(WorkerMsg::Batch(b)) => {
+            Ok(WorkerMsg::Batch(mut b)) => {
                 if ctx.fatal.is_set() {
                     continue;
                 }
                 let Some(w) = writers.get_mut(&b.tp).filter(|w| w.epoch() == b.epoch) else {
                     continue; // revoked meanwhile: the next owner re-reads these records
                 };
+                if let Some(p) = b.claims.take() {
+                    w.prefetched(p);
+                }
                 let now = Instant::now();
                 let now_micros = SystemTime::now()
                     .duration_since(UNIX_EPOCH)
@@ -154,16 +159,19 @@ pub fn run(ctx: Arc<WriterCtx>, rx: Receiver<WorkerMsg>) {
                     uploaded: true,
                     open: false,
                 };
-                for (tp, w) in writers.iter_mut() {
-                    if tps.as_ref().is_some_and(|t| !t.contains(tp)) {
-                        continue;
-                    }
-                    if !ctx.fatal.is_set() {
+                let wanted = |tp: &Tp| tps.as_ref().is_none_or(|t| t.contains(tp));
+                // Cut them all before waiting for any: the cuts' encoding runs while the store
+                // takes the first ones (one at a time, the worker sat idle through each upload).
+                if !ctx.fatal.is_set() {
+                    for (_, w) in writers.iter_mut().filter(|(tp, _)| wanted(tp)) {
                         if let Err(e) = w.cut(&ctx, reason) {
                             ctx.fatal.set(e.into());
+                            break;
                         }
                         w.launch(&ctx);
                     }
+                }
+                for (_, w) in writers.iter_mut().filter(|(tp, _)| wanted(tp)) {
                     done.uploaded &= w.wait(&ctx.rt, deadline);
                     done.open |= w.queued();
                 }

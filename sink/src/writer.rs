@@ -226,6 +226,8 @@ pub struct PartitionWriter {
     /// Claims of segments at or after the first offset this writer read, not reached yet;
     /// listed from the store when the first record arrives.
     known: Option<std::collections::VecDeque<Claim>>,
+    /// The listing of those claims the consumer started, until the first record needs it.
+    prefetch: Option<crate::claim::Prefetch>,
     /// The open segment replays a claimed one: it is cut at this end offset and nowhere else.
     follow: Option<i64>,
     /// The open segment must be cut before a record at or after this offset (the end of the
@@ -267,6 +269,7 @@ impl PartitionWriter {
             schema_ids: routers.iter().map(|_| None).collect(),
             routers,
             known: None,
+            prefetch: None,
             follow: None,
             stop_at: None,
             first_timestamp: None,
@@ -301,7 +304,14 @@ impl PartitionWriter {
         let known = match &mut self.known {
             Some(k) => k,
             None => {
-                let claims = ctx.rt.block_on(ctx.claims.from(&self.tp, rec.offset))?;
+                let prefetched = self
+                    .prefetch
+                    .take()
+                    .and_then(|p| p.wait(&ctx.rt, rec.offset));
+                let claims = match prefetched {
+                    Some(listed) => listed?,
+                    None => ctx.rt.block_on(ctx.claims.from(&self.tp, rec.offset))?,
+                };
                 if !claims.is_empty() {
                     tracing::info!(tp = %self.tp, from = rec.offset, claims = claims.len(), first_end = claims[0].end, "replaying segments claimed in the store: cutting where they were cut");
                 }
@@ -352,6 +362,13 @@ impl PartitionWriter {
     /// Writes consecutive records of the partition; cuts the segment after a record that fills
     /// a file. Rows that formats check in batches (Parquet) are settled when a file holds
     /// [`SETTLE_ROWS`] of them (or [`SETTLE_BYTES`]) and before every cut.
+    /// Keeps the listing of this partition's claims the consumer started with its first record.
+    pub fn prefetched(&mut self, p: crate::claim::Prefetch) {
+        if self.known.is_none() {
+            self.prefetch = Some(p);
+        }
+    }
+
     pub fn push_batch(
         &mut self,
         ctx: &WriterCtx,
@@ -1251,7 +1268,7 @@ fn base64(bytes: &[u8]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::catalog::{NoCatalog, Registrar};
     use crate::config::Plan;
@@ -1280,7 +1297,7 @@ max_records = 3
     }
 
     /// A writer context with these `[[tables]]`.
-    fn ctx_with(
+    pub(crate) fn ctx_with(
         rt: &tokio::runtime::Runtime,
         store: Arc<dyn ObjectStore>,
         tables: &str,
