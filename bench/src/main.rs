@@ -116,17 +116,15 @@ fn measure(mut cmd: Command, what: &str, broker: Option<u32>) -> Measured {
     }
 }
 
-/// The measurement with the median CPU time.
-fn median(mut runs: Vec<Measured>) -> Measured {
-    runs.sort_by(|a, b| a.cpu.total_cmp(&b.cpu));
-    runs[runs.len() / 2]
+/// The run with the median CPU time (`cpu` says a run's).
+fn median<T>(mut runs: Vec<T>, cpu: impl Fn(&T) -> f64) -> T {
+    runs.sort_by(|a, b| cpu(a).total_cmp(&cpu(b)));
+    runs.swap_remove(runs.len() / 2)
 }
 
 /// Runs an in-process ceiling `n` times and returns the result with the median CPU time.
 fn median_of<T>(n: usize, mut f: impl FnMut() -> (f64, T)) -> (f64, T) {
-    let mut runs: Vec<(f64, T)> = (0..n.max(1)).map(|_| f()).collect();
-    runs.sort_by(|a, b| a.0.total_cmp(&b.0));
-    runs.swap_remove(runs.len() / 2)
+    median((0..n.max(1)).map(|_| f()).collect(), |r| r.0)
 }
 
 /// Thread CPU time, for measuring work done on this thread only.
@@ -288,21 +286,22 @@ fn lakesink_files(rows: &[String], partitions: i32) -> Vec<Vec<usize>> {
     files.into_values().collect()
 }
 
-/// CPU seconds to turn the same rows into the Parquet files Lakesink writes from them (see
-/// [`lakesink_files`]), the bytes out and the number of files. Each file pays Parquet's fixed
-/// costs (a column chunk, a zstd context and a dictionary per column, a footer); this shows how
-/// much of Lakesink's Parquet CPU the data's shape asks for, next to the one-file ceiling the
-/// ratios use.
-fn parquet_files_ceiling(rows: &[String], partitions: i32) -> (f64, u64, usize) {
-    use lakesink::encode::{Encoder, ParquetEncoder};
-    let pq =
-        std::sync::Arc::new(lakesink::config::default_parquet_plan("cloudtrail.avsc").unwrap());
-    let files = lakesink_files(rows, partitions);
+/// CPU seconds to encode the same rows into the files Lakesink writes from them (`files`, from
+/// [`lakesink_files`]), each with a new encoder from `encoder`, and the bytes out. Rows are
+/// settled every 4,096, as a worker settles them. Each file pays its format's fixed costs
+/// (Parquet: a column chunk, a zstd context and a dictionary per column, a footer; json.gz: an
+/// empty window at the start and 128 KiB segments, see `GzipNdjson`): this shows how much of
+/// Lakesink's CPU the data's shape asks for, next to the one-file ceilings the ratios use.
+fn files_ceiling(
+    rows: &[String],
+    files: &[Vec<usize>],
+    encoder: impl Fn() -> Box<dyn lakesink::encode::Encoder>,
+) -> (f64, u64) {
     let t0 = thread_cpu();
     let mut rejected = Vec::new();
     let mut out = 0u64;
-    for seqs in &files {
-        let mut enc: Box<dyn Encoder> = Box::new(ParquetEncoder::new(pq.clone()));
+    for seqs in files {
+        let mut enc = encoder();
         for (i, &seq) in seqs.iter().enumerate() {
             enc.append(rows[seq].as_bytes()).unwrap();
             if i % 4096 == 4095 {
@@ -312,25 +311,6 @@ fn parquet_files_ceiling(rows: &[String], partitions: i32) -> (f64, u64, usize) 
         out += enc.finish().unwrap().len() as u64;
     }
     assert!(rejected.is_empty());
-    (thread_cpu() - t0, out, files.len())
-}
-
-/// CPU seconds to gzip the same rows into the json.gz files Lakesink writes from them (see
-/// [`lakesink_files`]) with its encoder, and the bytes out. Each file starts with an empty
-/// window and is compressed in 128 KiB segments (see `GzipNdjson`): the cost of the data's
-/// shape and of that design, next to the one-stream ceiling the ratios use.
-fn gzip_files_ceiling(rows: &[String], partitions: i32, level: u32) -> (f64, u64) {
-    use lakesink::encode::{Encoder, GzipNdjson};
-    let files = lakesink_files(rows, partitions);
-    let t0 = thread_cpu();
-    let mut out = 0u64;
-    for seqs in &files {
-        let mut enc: Box<dyn Encoder> = Box::new(GzipNdjson::new(level));
-        for &seq in seqs {
-            enc.append(rows[seq].as_bytes()).unwrap();
-        }
-        out += enc.finish().unwrap().len() as u64;
-    }
     (thread_cpu() - t0, out)
 }
 
@@ -518,6 +498,7 @@ fn main() {
                 measure(cmd, "null consumer", Some(broker.child.id()))
             })
             .collect(),
+        |m| m.cpu,
     );
     let consume_cpu_per_gb = null.cpu / gb;
     rows.push(Row {
@@ -585,8 +566,7 @@ fn main() {
         }
     }
     for (t, runs) in targets.iter().zip(runs) {
-        let m = median(runs.iter().map(|r| r.0).collect());
-        let out_mb = runs.iter().find(|r| r.0.cpu == m.cpu).and_then(|r| r.1);
+        let (m, out_mb) = median(runs, |r| r.0.cpu);
         rows.push(Row {
             name: t.name.clone(),
             m,
@@ -645,14 +625,19 @@ fn main() {
     ));
 
     // Not a ceiling the ratios use: the same Parquet work in the files Lakesink writes.
-    let (cpu, (bytes_out, files)) = median_of(args.repeat, || {
-        let (cpu, bytes, files) = parquet_files_ceiling(&events, broker.partitions);
-        (cpu, (bytes, files))
+    let files = lakesink_files(&events, broker.partitions);
+    let n = files.len();
+    let pq =
+        std::sync::Arc::new(lakesink::config::default_parquet_plan("cloudtrail.avsc").unwrap());
+    let (cpu, bytes_out) = median_of(args.repeat, || {
+        files_ceiling(&events, &files, || {
+            Box::new(lakesink::encode::ParquetEncoder::new(pq.clone()))
+        })
     });
     let parquet_files_cpu_per_gb = cpu / ndjson_gb;
     rows.push(Row::on_this_thread(
         format!(
-            "reference: the same rows → Parquet in the {files} files Lakesink writes (one per Kafka partition and hour; 1 thread)"
+            "reference: the same rows → Parquet in the {n} files Lakesink writes (one per Kafka partition and hour; 1 thread)"
         ),
         cpu,
         Some(bytes_out),
@@ -662,11 +647,13 @@ fn main() {
     let mut gzip_files_cpu_per_gb = std::collections::BTreeMap::new();
     for level in [1u32, 6] {
         let (cpu, bytes_out) = median_of(args.repeat, || {
-            gzip_files_ceiling(&events, broker.partitions, level)
+            files_ceiling(&events, &files, || {
+                Box::new(lakesink::encode::GzipNdjson::new(level))
+            })
         });
         gzip_files_cpu_per_gb.insert(level, cpu / ndjson_gb);
         rows.push(Row::on_this_thread(
-            format!("reference: the same rows → json.gz level {level} in the {files} files Lakesink writes (1 thread)"),
+            format!("reference: the same rows → json.gz level {level} in the {n} files Lakesink writes (1 thread)"),
             cpu,
             Some(bytes_out),
         ));
