@@ -46,9 +46,7 @@ pub async fn run(
         stats.clone(),
     ));
     let fatal = Arc::new(Fatal::default());
-    let ledger = Arc::new(Mutex::new(OffsetLedger::new()));
     let budget = Arc::new(Budget::new(plan.pipeline.max_buffered_bytes));
-    let reread = Arc::new(Mutex::new(Vec::new()));
 
     let ctx = Arc::new(WriterCtx {
         tables: Arc::new(plan.tables.clone()),
@@ -56,7 +54,7 @@ pub async fn run(
         root: lake.root.to_string(),
         location_base: lake.url.clone(),
         rt: tokio::runtime::Handle::current(),
-        ledger: ledger.clone(),
+        ledger: Arc::new(Mutex::new(OffsetLedger::new())),
         catalog: catalog.clone(),
         budget: budget.clone(),
         workers: plan.pipeline.workers.max(1),
@@ -78,7 +76,7 @@ pub async fn run(
             lake.store.clone(),
             lake.root.as_ref(),
         )),
-        reread: reread.clone(),
+        reread: Arc::new(Mutex::new(Vec::new())),
     });
 
     let mut senders = Vec::new();
