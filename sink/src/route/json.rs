@@ -229,11 +229,20 @@ impl<'de> de::Deserialize<'de> for Key<'de> {
 }
 
 /// A found value as text for a path or a time parser: strings unescaped, `null` as `None`,
-/// numbers, booleans, objects and arrays as their JSON text.
+/// numbers, booleans, objects and arrays as their JSON text. A string without escapes is
+/// borrowed: the raw value is valid JSON, so its text between the quotes is the value.
+/// (serde's `Cow<str>` always allocates, one `String` per record.)
 pub fn value_text(raw: &RawValue) -> Option<Cow<'_, str>> {
     let s = raw.get();
     match s.as_bytes().first() {
-        Some(b'"') => serde_json::from_str::<Cow<'_, str>>(s).ok(),
+        Some(b'"') => {
+            let inner = &s[1..s.len() - 1];
+            if inner.contains('\\') {
+                serde_json::from_str::<String>(s).ok().map(Cow::Owned)
+            } else {
+                Some(Cow::Borrowed(inner))
+            }
+        }
         Some(b'n') => None,
         _ => Some(Cow::Borrowed(s)),
     }
@@ -289,6 +298,22 @@ mod tests {
         assert_eq!(got, vec![Some("a/bé".into()), None, None]);
         let got = texts(&s, r#"{"\u006b":"escaped key"}"#);
         assert_eq!(got, vec![Some("escaped key".into()), None, None]);
+    }
+
+    #[test]
+    fn strings_without_escapes_are_borrowed_not_copied() {
+        let s = set(&["t", "e"]);
+        let f = s
+            .extract(r#"{"t":"2024-01-02T01:02:03Z","e":"a\"b"}"#)
+            .unwrap();
+        assert!(matches!(
+            value_text(f[0].unwrap()),
+            Some(Cow::Borrowed("2024-01-02T01:02:03Z"))
+        ));
+        assert!(matches!(value_text(f[1].unwrap()), Some(Cow::Owned(v)) if v == "a\"b"));
+        let f = s.extract(r#"{"t":"","e":"\\"}"#).unwrap();
+        assert!(matches!(value_text(f[0].unwrap()), Some(Cow::Borrowed(""))));
+        assert!(matches!(value_text(f[1].unwrap()), Some(Cow::Owned(v)) if v == "\\"));
     }
 
     #[test]
