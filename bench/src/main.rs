@@ -65,6 +65,19 @@ enum Sub {
         #[arg(long)]
         expect: u64,
     },
+    /// Encode the benchmark's events with Lakesink's encoders, into one file and into the
+    /// files Lakesink writes from them (no broker, no daemon), and print the CPU each takes:
+    /// what the data's shape costs, apart from the daemon around the encoders.
+    Shapes {
+        #[arg(long, default_value_t = 1_000_000)]
+        records: u64,
+        /// Kafka partitions the events are spread over (the broker's count for this size).
+        #[arg(long, default_value_t = 853)]
+        partitions: i32,
+        /// Passes, interleaved; each row shows the median.
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+    },
 }
 
 /// What `wait4` says about a finished process.
@@ -314,6 +327,90 @@ fn files_ceiling(
     (thread_cpu() - t0, out)
 }
 
+/// The events as NDJSON: each followed by a newline.
+fn ndjson(events: &[String]) -> Vec<u8> {
+    events
+        .iter()
+        .flat_map(|r| [r.as_bytes(), b"\n"])
+        .flatten()
+        .copied()
+        .collect()
+}
+
+/// `lakesink-bench shapes`: each encoder on the same events in one file and in the files
+/// Lakesink writes, passes interleaved, medians printed.
+fn shapes(records: u64, partitions: i32, repeat: usize) {
+    use lakesink::encode::{Encoder, GzipNdjson, ParquetEncoder, ParquetPlan};
+    use std::sync::Arc;
+    eprintln!("generating {records} events …");
+    let events = event_rows(records);
+    let ndjson = ndjson(&events);
+    let gb = ndjson.len() as f64 / 1e9;
+    let many = lakesink_files(&events, partitions);
+    let one = vec![(0..events.len()).collect::<Vec<usize>>()];
+    let pq = Arc::new(lakesink::config::default_parquet_plan("cloudtrail.avsc").unwrap());
+    let no_dict = Arc::new(ParquetPlan::new(
+        pq.schema.clone(),
+        pq.origin.clone(),
+        pq.props
+            .clone()
+            .into_builder()
+            .set_dictionary_enabled(false)
+            .build(),
+        pq.strict,
+    ));
+    type Make<'a> = Box<dyn Fn() -> Box<dyn Encoder> + 'a>;
+    let encoders: Vec<(&str, Make)> = vec![
+        ("json.gz level 1", Box::new(|| Box::new(GzipNdjson::new(1)))),
+        ("json.gz level 6", Box::new(|| Box::new(GzipNdjson::new(6)))),
+        (
+            "Parquet zstd",
+            Box::new(|| Box::new(ParquetEncoder::new(pq.clone()))),
+        ),
+        (
+            "Parquet zstd, no dictionaries",
+            Box::new(|| Box::new(ParquetEncoder::new(no_dict.clone()))),
+        ),
+    ];
+    // What each row measures: CPU seconds and bytes out.
+    type Job<'a> = Box<dyn Fn() -> (f64, u64) + 'a>;
+    let mut jobs: Vec<(String, Job)> = Vec::new();
+    for level in [1, 6] {
+        let ndjson = &ndjson;
+        jobs.push((
+            format!("flate2 gzip level {level}, one stream"),
+            Box::new(move || gzip_ceiling(ndjson, level)),
+        ));
+    }
+    let many_name = format!("{} files", many.len());
+    for (name, make) in &encoders {
+        for (shape, files) in [("one file", &one), (many_name.as_str(), &many)] {
+            let events = &events;
+            jobs.push((
+                format!("{name}, {shape}"),
+                Box::new(move || files_ceiling(events, files, make)),
+            ));
+        }
+    }
+    let mut runs = vec![Vec::new(); jobs.len()];
+    for pass in 0..repeat.max(1) {
+        eprintln!("pass {} …", pass + 1);
+        for (run, (_, job)) in runs.iter_mut().zip(&jobs) {
+            run.push(job());
+        }
+    }
+    println!(
+        "{records} events, {:.1} MB, {} (one per Kafka partition of {partitions} and hour); median of {repeat} passes, one thread\n",
+        gb * 1e3,
+        many_name
+    );
+    println!("| encoding | CPU-s/GB | output MB |\n|---|---|---|");
+    for ((name, _), r) in jobs.iter().zip(runs) {
+        let (cpu, out) = median(r, |r: &(f64, u64)| r.0);
+        println!("| {name} | {:.2} | {:.1} |", cpu / gb, out as f64 / 1e6);
+    }
+}
+
 /// One Lakesink run of the benchmark.
 struct Target {
     name: String,
@@ -453,6 +550,15 @@ fn main() {
         null_consume(brokers, topic, *expect);
         return;
     }
+    if let Some(Sub::Shapes {
+        records,
+        partitions,
+        repeat,
+    }) = &args.sub
+    {
+        shapes(*records, *partitions, *repeat);
+        return;
+    }
     if args.quick {
         args.records = 20_000;
     }
@@ -584,12 +690,7 @@ fn main() {
 
     // The events once, for every in-process ceiling; per GB of NDJSON (one newline each).
     let events = event_rows(args.records);
-    let ndjson: Vec<u8> = events
-        .iter()
-        .flat_map(|r| [r.as_bytes(), b"\n"])
-        .flatten()
-        .copied()
-        .collect();
+    let ndjson = ndjson(&events);
     let ndjson_gb = ndjson.len() as f64 / 1e9;
 
     // Ceiling 2: gzip of the same bytes.
