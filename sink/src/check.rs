@@ -93,10 +93,11 @@ pub async fn check(plan: &Plan) -> Result<String, Error> {
         match create_only {
             crate::claim::CreateOnly::Enforced =>
                 "enforced (segment claims fence concurrent writers: exactly once)",
-            crate::claim::CreateOnly::Ignored =>
-                "NOT enforced: the store accepted a second create-only write; replays are exactly once, but a zombie writer can duplicate records (at-least-once)",
-            crate::claim::CreateOnly::NotSupported =>
-                "not supported by this store's client (for S3, set storage.options.conditional_put = \"etag\"); replays are exactly once, but a zombie writer can duplicate records (at-least-once)",
+            crate::claim::CreateOnly::Ignored | crate::claim::CreateOnly::NotSupported =>
+                match plan.storage.unfenced {
+                    crate::config::Unfenced::Refuse => "NOT enforced (the store accepted a second create-only write, or its client has none: for S3, set storage.options.conditional_put = \"etag\"): `lakesink run` refuses to start; storage.unfenced = \"at_least_once\" runs it anyway",
+                    crate::config::Unfenced::AtLeastOnce => "NOT enforced; storage.unfenced = \"at_least_once\": replays are exactly once, a writer that lost its partition may duplicate records (new files get keys of their writer's own), none is overwritten",
+                },
         }
     );
     let catalog = match &plan.catalog {
@@ -134,12 +135,13 @@ pub async fn check(plan: &Plan) -> Result<String, Error> {
     let p = &plan.pipeline;
     let _ = writeln!(
         out,
-        "pipeline: {} workers, max_buffered_bytes {}, part_size {}, drain_timeout {:?}, commit_interval {:?}",
+        "pipeline: {} workers, max_buffered_bytes {}, part_size {}, drain_timeout {:?}, commit_interval {:?}, commit_timeout {:?}",
         p.workers,
         human_bytes(p.max_buffered_bytes),
         human_bytes(p.part_size as u64),
         p.drain_timeout,
-        p.commit_interval
+        p.commit_interval,
+        p.commit_timeout
     );
     for t in &plan.tables {
         let _ = writeln!(out, "table {}:", t.name);

@@ -14,11 +14,19 @@
 //!   writer whose claim is refused finds another end in the existing one, completes nothing, and
 //!   has its partition re-read from the committed offset, following the claims.
 //!
-//! A claim whose segment starts at the same offset but whose first record has another Kafka
-//! timestamp belongs to an earlier topic of the same name (deleted and re-created): it is
-//! replaced. Stores that cannot create only (object_store returns `NotImplemented`) get plain
-//! writes: replays still follow the claims, but concurrent writers are not fenced (`lakesink
-//! check` says so). See `docs/DESIGN.md`.
+//! - A writer whose first record lies inside a claimed segment (the group's offsets were reset
+//!   into it) re-reads the partition from that segment's start, so the segment is rewritten
+//!   whole under the same keys, never cut in two.
+//! - A topic deleted and created again (or a new cluster with the same topic names) starts its
+//!   offsets again at 0. Each claim holds a fingerprint of its first record (Kafka timestamp and
+//!   CRC-32 of key and value); a record at a claimed start with another fingerprint belongs to
+//!   another *incarnation* of the topic. The partition then moves to a new *generation*: its
+//!   claims go to `{partition}.g{N}/` and its objects are named `….g{N}.json.gz`, so nothing the
+//!   earlier incarnation landed is ever overwritten. Generation 0 keeps the original names.
+//!
+//! Stores that cannot create only (object_store returns `NotImplemented`) get plain writes:
+//! replays still follow the claims, but concurrent writers are not fenced (`lakesink check`
+//! says so). See `docs/DESIGN.md`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -66,11 +74,81 @@ pub struct Claim {
     pub end: i64,
     /// Kafka timestamp (ms) of the record at `start`.
     pub first_timestamp: Option<i64>,
+    /// CRC-32 of the key and value of the record at `start` (see [`Fingerprint`]); absent in
+    /// claims written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_crc: Option<u32>,
+    /// Generation of the topic partition the segment belongs to (0: the first incarnation
+    /// seen; see the module docs).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub generation: u32,
     pub records: u64,
     /// Keys of the objects the segment completes (data and dead-letter files).
     pub objects: Vec<String>,
     /// Who claimed it (`host:pid`), for people reading the store.
     pub writer: String,
+}
+
+fn is_zero(g: &u32) -> bool {
+    *g == 0
+}
+
+/// What tells a record at an offset from the record at the same offset of another incarnation
+/// of the topic: its Kafka timestamp and a CRC-32 of its key and value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Fingerprint {
+    pub timestamp: Option<i64>,
+    pub crc: Option<u32>,
+}
+
+impl Fingerprint {
+    /// The fingerprint of a record.
+    pub fn of(timestamp: Option<i64>, key: Option<&[u8]>, value: Option<&[u8]>) -> Fingerprint {
+        let mut h = crc32fast::Hasher::new();
+        for part in [key, value] {
+            match part {
+                Some(b) => {
+                    h.update(&(b.len() as u64).to_le_bytes());
+                    h.update(b);
+                }
+                None => h.update(&u64::MAX.to_le_bytes()),
+            }
+        }
+        Fingerprint {
+            timestamp,
+            crc: Some(h.finalize()),
+        }
+    }
+
+    /// Whether two fingerprints may be of the same record: what both know agrees. (A claim
+    /// written before CRCs were recorded is judged by its timestamp alone.)
+    pub fn same(&self, other: &Fingerprint) -> bool {
+        let agree = |a: Option<i64>, b: Option<i64>| a.is_none() || b.is_none() || a == b;
+        agree(self.timestamp, other.timestamp)
+            && agree(self.crc.map(i64::from), other.crc.map(i64::from))
+    }
+}
+
+impl Claim {
+    /// The fingerprint of the segment's first record.
+    pub fn first(&self) -> Fingerprint {
+        Fingerprint {
+            timestamp: self.first_timestamp,
+            crc: self.first_crc,
+        }
+    }
+}
+
+/// What a writer needs to know of a partition's claims before its first record: see
+/// [`Claims::around`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Around {
+    /// The newest generation of the partition that has claims (0 if none has).
+    pub generation: u32,
+    /// The claim of that generation whose segment holds the offset but does not start there.
+    pub containing: Option<Claim>,
+    /// Its claims whose segments start at or after the offset, by start.
+    pub later: Vec<Claim>,
 }
 
 /// What claiming a segment found.
@@ -82,7 +160,8 @@ pub enum Outcome {
     Matched,
     /// The store cannot create only: written as a plain overwrite, unfenced.
     Unfenced,
-    /// Another writer claimed this start with another end: this segment must not be completed.
+    /// Another writer claimed this start with another end, or the claim's first record is not
+    /// this segment's (another incarnation of the topic): this segment must not be completed.
     Conflict(Claim),
 }
 
@@ -91,7 +170,10 @@ pub struct Claims {
     store: Arc<dyn ObjectStore>,
     /// Store root prefix (may be empty).
     root: String,
-    /// Cleared when the store answers `NotImplemented` to a create-only write.
+    /// Cleared when the store does not enforce create-only writes (the daemon's probe found it
+    /// with `storage.unfenced = "at_least_once"`, or the store answered `NotImplemented`):
+    /// claims are then read before they are written, and files get keys of their writer's own
+    /// ([`Claims::unfenced`]).
     create_only: AtomicBool,
     /// Bounds the listings [`Claims::prefetch`] runs at once.
     prefetches: Arc<tokio::sync::Semaphore>,
@@ -102,17 +184,17 @@ pub struct Claims {
 /// waited ~3 ms per partition on a local disk, and a network round trip on S3).
 pub struct Prefetch {
     from: i64,
-    task: tokio::task::JoinHandle<Result<Vec<Claim>, ClaimError>>,
+    task: tokio::task::JoinHandle<Result<Around, ClaimError>>,
 }
 
 impl Prefetch {
-    /// The claims at or after `from`, if this listing started there; `None` if it started
-    /// elsewhere or its task failed (the caller lists again).
+    /// The claims [`Claims::around`] `from`, if this listing started there; `None` if it
+    /// started elsewhere or its task failed (the caller lists again).
     pub fn wait(
         self,
         rt: &tokio::runtime::Handle,
         from: i64,
-    ) -> Option<Result<Vec<Claim>, ClaimError>> {
+    ) -> Option<Result<Around, ClaimError>> {
         if self.from != from {
             self.task.abort();
             return None;
@@ -139,30 +221,49 @@ impl Claims {
         }
     }
 
-    /// Starts listing the claims of `tp` at or after `from` ([`Claims::from`]) on `rt`.
+    /// Claims are plain writes from now on: the store does not enforce create-only writes.
+    pub fn set_unfenced(&self) {
+        self.create_only.store(false, Ordering::Relaxed);
+    }
+
+    /// Whether the store does not fence writers (see [`Claims::set_unfenced`]). A file that
+    /// does not replay a claim is then named with [`writer_token`] as well, so that a file cut
+    /// elsewhere by another writer never replaces it.
+    pub fn unfenced(&self) -> bool {
+        !self.create_only.load(Ordering::Relaxed)
+    }
+
+    /// Starts finding the claims of `tp` [`Claims::around`] `from` on `rt`.
     pub fn prefetch(self: &Arc<Self>, rt: &tokio::runtime::Handle, tp: &Tp, from: i64) -> Prefetch {
         let (claims, tp) = (self.clone(), tp.clone());
         let task = rt.spawn(async move {
             let _permit = claims.prefetches.acquire().await.expect("never closed");
-            claims.from(&tp, from).await
+            claims.around(&tp, from).await
         });
         Prefetch { from, task }
     }
 
-    fn dir(&self, tp: &Tp) -> String {
+    /// The directory of a partition's claims of one generation: `{topic}/{partition}` for
+    /// generation 0, `{topic}/{partition}.g{N}` after.
+    fn dir(&self, tp: &Tp, generation: u32) -> String {
         let mut topic = String::with_capacity(tp.topic.len());
         escape_partition_value(&tp.topic, &mut topic);
         let sep = if self.root.is_empty() { "" } else { "/" };
-        format!("{}{sep}{CLAIMS_DIR}/{topic}/{}", self.root, tp.partition)
+        let g = if generation == 0 {
+            String::new()
+        } else {
+            format!(".g{generation}")
+        };
+        format!("{}{sep}{CLAIMS_DIR}/{topic}/{}{g}", self.root, tp.partition)
     }
 
-    pub fn key(&self, tp: &Tp, start: i64) -> Path {
-        path(format!("{}/{start:020}.json", self.dir(tp)))
+    pub fn key(&self, tp: &Tp, generation: u32, start: i64) -> Path {
+        path(format!("{}/{start:020}.json", self.dir(tp, generation)))
     }
 
-    /// Claims `claim`'s segment; see [`Outcome`].
+    /// Claims `claim`'s segment (in its generation); see [`Outcome`].
     pub async fn claim(&self, tp: &Tp, claim: &Claim) -> Result<Outcome, ClaimError> {
-        let key = self.key(tp, claim.start);
+        let key = self.key(tp, claim.generation, claim.start);
         let body = serde_json::to_vec(claim).expect("a claim serializes");
         let overwrite = || async {
             self.put(&key, &body, PutMode::Overwrite)
@@ -172,34 +273,39 @@ impl Claims {
                     source,
                 })
         };
+        let compare = |existing: Claim| {
+            // A claim is never replaced: not by another writer's cut, and not by another
+            // incarnation of the topic (its writer moves to a new generation instead).
+            if existing.end == claim.end && existing.first().same(&claim.first()) {
+                Outcome::Matched
+            } else {
+                Outcome::Conflict(existing)
+            }
+        };
         if !self.create_only.load(Ordering::Relaxed) {
-            overwrite().await?;
-            return Ok(Outcome::Unfenced);
+            // Read before writing: a writer that comes after another's claim still yields to
+            // it. (Two writers at the same moment both write; see `Claims::unfenced`.)
+            return match self.read(&key).await {
+                Ok(existing) => Ok(compare(existing)),
+                Err(ClaimError::Store {
+                    source: object_store::Error::NotFound { .. },
+                    ..
+                }) => {
+                    overwrite().await?;
+                    Ok(Outcome::Unfenced)
+                }
+                Err(e) => Err(e),
+            };
         }
         match self.put(&key, &body, PutMode::Create).await {
             Ok(()) => Ok(Outcome::Claimed),
             Err(object_store::Error::NotImplemented { .. }) => {
                 if self.create_only.swap(false, Ordering::Relaxed) {
-                    tracing::warn!(store = %self.store, "the store cannot write create-only: segment claims are plain writes, so concurrent writers of one partition are not fenced (at-least-once against zombie writers; see `lakesink check`)");
+                    tracing::warn!(store = %self.store, "the store cannot write create-only: segment claims are plain writes, read before they are written, and new files get keys of this writer's own (at-least-once; see `lakesink check`)");
                 }
-                overwrite().await?;
-                Ok(Outcome::Unfenced)
+                Box::pin(self.claim(tp, claim)).await
             }
-            Err(object_store::Error::AlreadyExists { .. }) => {
-                let existing = self.read(&key).await?;
-                if existing.end == claim.end {
-                    Ok(Outcome::Matched)
-                } else if existing.first_timestamp.is_some()
-                    && claim.first_timestamp.is_some()
-                    && existing.first_timestamp != claim.first_timestamp
-                {
-                    tracing::warn!(%tp, key = %key, "replacing a segment claim of an earlier topic of the same name (its first record has another timestamp)");
-                    overwrite().await?;
-                    Ok(Outcome::Claimed)
-                } else {
-                    Ok(Outcome::Conflict(existing))
-                }
-            }
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(compare(self.read(&key).await?)),
             Err(source) => Err(ClaimError::Store {
                 key: key.to_string(),
                 source,
@@ -207,34 +313,105 @@ impl Claims {
         }
     }
 
-    /// The claims of `tp` whose segments start at or after `from`, by start offset.
-    pub async fn from(&self, tp: &Tp, from: i64) -> Result<Vec<Claim>, ClaimError> {
-        let dir = path(self.dir(tp));
-        // Keys sort by start (20 digits): list only those after `{from - 1}.json`.
-        let offset = path(format!("{}/{:020}", self.dir(tp), from));
+    /// What a writer whose first record is at `from` must follow: the newest generation of
+    /// `tp` that has claims, its claim that holds `from` without starting there, and its claims
+    /// that start at or after `from`.
+    ///
+    /// The claim that holds `from` is the one with the greatest start below it. Keys sort by
+    /// start, and a listing only runs upwards from a key, so it is found by listing from
+    /// `from - 16`, `from - 256`, … (factors of 16) until a claim shows up below `from`: a few
+    /// requests, and none when `from` is 0 or a claim starts at `from` itself.
+    pub async fn around(&self, tp: &Tp, from: i64) -> Result<Around, ClaimError> {
+        let mut generation = 0;
+        while self.any(tp, generation + 1).await? {
+            generation += 1;
+        }
+        let later = self.from(tp, generation, from).await?;
+        let mut containing = None;
+        if from > 0 && later.first().is_none_or(|c| c.start != from) {
+            let mut span: i64 = 16;
+            loop {
+                let lo = from.saturating_sub(span).max(0);
+                let below = self.starts(tp, generation, lo, Some(from)).await?;
+                if let Some(&start) = below.last() {
+                    let c = self.read(&self.key(tp, generation, start)).await?;
+                    containing = (c.end > from).then_some(c);
+                    break;
+                }
+                if lo == 0 {
+                    break;
+                }
+                span = span.saturating_mul(16);
+            }
+        }
+        Ok(Around {
+            generation,
+            containing,
+            later,
+        })
+    }
+
+    /// The claims of `tp` in `generation` whose segments start at or after `from`, by start.
+    pub async fn from(
+        &self,
+        tp: &Tp,
+        generation: u32,
+        from: i64,
+    ) -> Result<Vec<Claim>, ClaimError> {
+        let starts = self.starts(tp, generation, from, None).await?;
+        let mut out = Vec::with_capacity(starts.len());
+        for start in starts {
+            out.push(self.read(&self.key(tp, generation, start)).await?);
+        }
+        Ok(out)
+    }
+
+    /// Start offsets of the claims in `generation` that start at or after `from`, in order;
+    /// with `below`, only those below it. (The whole listing is read: not every store lists in
+    /// key order.)
+    async fn starts(
+        &self,
+        tp: &Tp,
+        generation: u32,
+        from: i64,
+        below: Option<i64>,
+    ) -> Result<Vec<i64>, ClaimError> {
+        let dir = path(self.dir(tp, generation));
+        // Keys sort by start (20 digits): list only those from `{from}.json` on.
+        let offset = path(format!("{}/{:020}", self.dir(tp, generation), from));
+        let below = below.unwrap_or(i64::MAX);
         let (store, dir_ref, offset) = (&self.store, &dir, &offset);
-        let metas: Vec<object_store::ObjectMeta> = retrying(&dir, move || {
-            store.list_with_offset(Some(dir_ref), offset).try_collect()
+        let mut starts: Vec<i64> = retrying(&dir, move || async move {
+            let mut listing = store.list_with_offset(Some(dir_ref), offset);
+            let mut starts = Vec::new();
+            while let Some(m) = listing.try_next().await? {
+                if let Some(s) = start_of(&m).filter(|s| (from..below).contains(s)) {
+                    starts.push(s);
+                }
+            }
+            Ok(starts)
         })
         .await
         .map_err(|source| ClaimError::Store {
             key: dir.to_string(),
             source,
         })?;
-        let mut starts: Vec<i64> = metas
-            .into_iter()
-            .filter_map(|m| {
-                let name = m.location.filename()?;
-                let start: i64 = name.strip_suffix(".json")?.parse().ok()?;
-                (start >= from).then_some(start)
-            })
-            .collect();
         starts.sort_unstable();
-        let mut out = Vec::with_capacity(starts.len());
-        for start in starts {
-            out.push(self.read(&self.key(tp, start)).await?);
-        }
-        Ok(out)
+        Ok(starts)
+    }
+
+    /// Whether `tp` has any claim in `generation`.
+    async fn any(&self, tp: &Tp, generation: u32) -> Result<bool, ClaimError> {
+        let dir = path(self.dir(tp, generation));
+        let (store, dir_ref) = (&self.store, &dir);
+        retrying(&dir, move || async move {
+            Ok(store.list(Some(dir_ref)).try_next().await?.is_some())
+        })
+        .await
+        .map_err(|source| ClaimError::Store {
+            key: dir.to_string(),
+            source,
+        })
     }
 
     async fn read(&self, key: &Path) -> Result<Claim, ClaimError> {
@@ -269,6 +446,11 @@ impl Claims {
         .await
         .map(|_| ())
     }
+}
+
+/// The start offset a claim's key names (`{start, 20 digits}.json`).
+fn start_of(m: &object_store::ObjectMeta) -> Option<i64> {
+    m.location.filename()?.strip_suffix(".json")?.parse().ok()
 }
 
 /// A key whose segments are already escaped (topic names go through
@@ -349,6 +531,13 @@ pub enum CreateOnly {
     NotSupported,
 }
 
+/// A token of this process, random at its start (8 hex digits): what names a file on a store
+/// that does not fence writers ([`Claims::unfenced`]).
+pub fn writer_token() -> &'static str {
+    static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TOKEN.get_or_init(|| format!("{:08x}", rand::random::<u32>()))
+}
+
 /// `host:pid`, for the `writer` of claims.
 pub fn writer_id() -> String {
     static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -373,6 +562,8 @@ mod tests {
             start,
             end,
             first_timestamp: Some(ts),
+            first_crc: Some(7),
+            generation: 0,
             records: (end - start) as u64,
             objects: vec![format!("lake/t/date=2024-01-01/t+3+{start:020}.json.gz")],
             writer: writer_id(),
@@ -396,20 +587,111 @@ mod tests {
             Outcome::Conflict(c) => assert_eq!(c.end, 20),
             other => panic!("expected a conflict, got {other:?}"),
         }
-        // The same start in a re-created topic (another first timestamp) replaces the claim.
+        // The same start and end in a re-created topic (another first record) is refused too:
+        // a claim is never replaced, so the earlier incarnation's objects are never overwritten.
+        for other in [
+            claim(10, 20, 9),
+            Claim {
+                first_crc: Some(8),
+                ..claim(10, 20, 5)
+            },
+        ] {
+            match claims.claim(&tp, &other).await.unwrap() {
+                Outcome::Conflict(c) => assert_eq!(c.first(), claim(10, 20, 5).first()),
+                got => panic!("expected a conflict, got {got:?}"),
+            }
+        }
+        // A claim written before CRCs were recorded is matched on its timestamp.
+        let old = Claim {
+            first_crc: None,
+            ..claim(30, 40, 5)
+        };
+        assert_eq!(claims.claim(&tp, &old).await.unwrap(), Outcome::Claimed);
         assert_eq!(
-            claims.claim(&tp, &claim(10, 12, 9)).await.unwrap(),
-            Outcome::Claimed
-        );
-        assert_eq!(
-            claims.claim(&tp, &claim(10, 12, 9)).await.unwrap(),
+            claims.claim(&tp, &claim(30, 40, 5)).await.unwrap(),
             Outcome::Matched
         );
+        // Its new generation claims the same start apart from the first.
+        let next = Claim {
+            generation: 1,
+            ..claim(10, 12, 9)
+        };
+        assert_eq!(claims.claim(&tp, &next).await.unwrap(), Outcome::Claimed);
+        assert_eq!(claims.claim(&tp, &next).await.unwrap(), Outcome::Matched);
         // The topic name is escaped into one path segment.
         assert_eq!(
-            claims.key(&tp, 10).as_ref(),
+            claims.key(&tp, 0, 10).as_ref(),
             "lake/_lakesink/segments/t%2Fx/3/00000000000000000010.json"
         );
+        assert_eq!(
+            claims.key(&tp, 1, 10).as_ref(),
+            "lake/_lakesink/segments/t%2Fx/3.g1/00000000000000000010.json"
+        );
+    }
+
+    #[tokio::test]
+    async fn around_finds_the_newest_generation_and_the_claim_holding_an_offset() {
+        let claims = Claims::new(Arc::new(InMemory::new()), "");
+        let tp = Tp::new("t/x", 3);
+        for (s, e) in [(0, 100), (100, 5_000), (5_000, 5_001), (5_001, 90_000)] {
+            claims.claim(&tp, &claim(s, e, 1)).await.unwrap();
+        }
+        let around = |from| {
+            let claims = &claims;
+            let tp = &tp;
+            async move { claims.around(tp, from).await.unwrap() }
+        };
+        let span = |a: &Around| {
+            (
+                a.generation,
+                a.containing.as_ref().map(|c| (c.start, c.end)),
+                a.later.iter().map(|c| c.start).collect::<Vec<_>>(),
+            )
+        };
+        assert_eq!(
+            span(&around(0).await),
+            (0, None, vec![0, 100, 5_000, 5_001])
+        );
+        assert_eq!(span(&around(100).await), (0, None, vec![100, 5_000, 5_001]));
+        assert_eq!(
+            span(&around(4_000).await),
+            (0, Some((100, 5_000)), vec![5_000, 5_001])
+        );
+        assert_eq!(
+            span(&around(89_999).await),
+            (0, Some((5_001, 90_000)), vec![])
+        );
+        // At a segment's end, or past every claim: no claim holds it.
+        assert_eq!(span(&around(90_000).await), (0, None, vec![]));
+        assert_eq!(span(&around(1 << 40).await), (0, None, vec![]));
+        // A new generation hides the claims of the ones before.
+        let next = Claim {
+            generation: 1,
+            ..claim(0, 50, 9)
+        };
+        claims.claim(&tp, &next).await.unwrap();
+        assert_eq!(span(&around(20).await), (1, Some((0, 50)), vec![]));
+        assert_eq!(span(&around(4_000).await), (1, None, vec![]));
+    }
+
+    #[test]
+    fn a_fingerprint_tells_records_apart_by_timestamp_key_and_value() {
+        let f = |t, k: Option<&[u8]>, v: Option<&[u8]>| Fingerprint::of(t, k, v);
+        let a = f(Some(1), Some(b"k"), Some(b"v"));
+        assert!(a.same(&f(Some(1), Some(b"k"), Some(b"v"))));
+        assert!(!a.same(&f(Some(2), Some(b"k"), Some(b"v"))));
+        assert!(!a.same(&f(Some(1), None, Some(b"v"))));
+        assert!(!a.same(&f(Some(1), Some(b"kv"), Some(b""))));
+        assert!(!a.same(&f(Some(1), Some(b"k"), Some(b"w"))));
+        // What one side does not know is not held against it.
+        assert!(a.same(&Fingerprint {
+            timestamp: Some(1),
+            crc: None
+        }));
+        assert!(a.same(&Fingerprint {
+            timestamp: None,
+            crc: a.crc
+        }));
     }
 
     #[tokio::test]
@@ -425,15 +707,15 @@ mod tests {
             .unwrap();
         let starts = |v: Vec<Claim>| v.iter().map(|c| (c.start, c.end)).collect::<Vec<_>>();
         assert_eq!(
-            starts(claims.from(&tp, 100).await.unwrap()),
+            starts(claims.from(&tp, 0, 100).await.unwrap()),
             vec![(100, 200), (200, 250)]
         );
         assert_eq!(
-            starts(claims.from(&tp, 101).await.unwrap()),
+            starts(claims.from(&tp, 0, 101).await.unwrap()),
             vec![(200, 250)]
         );
-        assert_eq!(starts(claims.from(&tp, 0).await.unwrap()).len(), 4);
-        assert!(claims.from(&tp, 251).await.unwrap().is_empty());
+        assert_eq!(starts(claims.from(&tp, 0, 0).await.unwrap()).len(), 4);
+        assert!(claims.from(&tp, 0, 251).await.unwrap().is_empty());
     }
 
     #[test]
@@ -450,6 +732,7 @@ mod tests {
         let starts: Vec<(i64, i64)> = listed
             .expect("started at 100")
             .unwrap()
+            .later
             .iter()
             .map(|c| (c.start, c.end))
             .collect();

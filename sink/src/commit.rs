@@ -62,6 +62,34 @@ pub enum CommitError {
     },
 }
 
+impl CommitError {
+    /// Whether retrying cannot help: the group or topic is not authorized, the group id or the
+    /// request is invalid, or the client is in a fatal state. Other errors (coordinator moving
+    /// or loading, timeouts, rebalances, broker down) are worth retrying for a while.
+    pub fn is_permanent(&self) -> bool {
+        use rdkafka::types::RDKafkaErrorCode as C;
+        let CommitError::Kafka { source, .. } = self else {
+            return true;
+        };
+        matches!(
+            source.rdkafka_error_code(),
+            Some(
+                C::TopicAuthorizationFailed
+                    | C::GroupAuthorizationFailed
+                    | C::ClusterAuthorizationFailed
+                    | C::SaslAuthenticationFailed
+                    | C::Authentication
+                    | C::InvalidGroupId
+                    | C::OffsetMetadataTooLarge
+                    | C::InvalidCommitOffsetSize
+                    | C::UnsupportedVersion
+                    | C::InvalidRequest
+                    | C::Fatal
+            )
+        )
+    }
+}
+
 /// Proof that a segment was sealed; hand it back to [`OffsetLedger::done`] once uploaded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ticket {

@@ -196,10 +196,26 @@ pub struct StorageSection {
     /// a request keeps its signature across retries, and S3 refuses one over 15 minutes old.
     #[serde(default = "default_retry_timeout")]
     pub retry_timeout: String,
+    /// What to do when the store does not refuse a second create-only write, so segment
+    /// claims cannot fence a writer that lost its partition (the daemon probes at start).
+    #[serde(default)]
+    pub unfenced: Unfenced,
 }
 
 fn default_retry_timeout() -> String {
     "10m".into()
+}
+
+/// `storage.unfenced`: how the daemon runs on a store that does not enforce create-only writes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unfenced {
+    /// Refuse to start: a zombie writer could overwrite records.
+    #[default]
+    Refuse,
+    /// Run at least once: a file not replaying a claim gets a key of its writer's own, so a
+    /// zombie's differently cut file never replaces another's (it may duplicate records).
+    AtLeastOnce,
 }
 
 /// `[pipeline]`: daemon-wide limits. Every key has a default.
@@ -221,6 +237,10 @@ pub struct PipelineSection {
     /// How often finished segments are committed to Kafka.
     #[serde(default = "default_commit_interval")]
     pub commit_interval: String,
+    /// How long commits may keep failing with errors worth retrying (coordinator moving,
+    /// timeouts) before the daemon stops. Permanent errors (authorization) stop it at once.
+    #[serde(default = "default_commit_timeout")]
+    pub commit_timeout: String,
 }
 
 fn default_max_buffered() -> String {
@@ -235,6 +255,9 @@ fn default_drain_timeout() -> String {
 fn default_commit_interval() -> String {
     "1s".into()
 }
+fn default_commit_timeout() -> String {
+    "5m".into()
+}
 
 impl Default for PipelineSection {
     fn default() -> Self {
@@ -244,6 +267,7 @@ impl Default for PipelineSection {
             workers: 0,
             drain_timeout: default_drain_timeout(),
             commit_interval: default_commit_interval(),
+            commit_timeout: default_commit_timeout(),
         }
     }
 }
@@ -562,6 +586,7 @@ pub struct StoragePlan {
     pub url: url::Url,
     pub options: BTreeMap<String, String>,
     pub retry_timeout: Duration,
+    pub unfenced: Unfenced,
 }
 
 #[derive(Clone, Debug)]
@@ -571,6 +596,8 @@ pub struct PipelinePlan {
     pub workers: usize,
     pub drain_timeout: Duration,
     pub commit_interval: Duration,
+    /// See [`PipelineSection::commit_timeout`].
+    pub commit_timeout: Duration,
 }
 
 /// Output format of a table.
@@ -734,10 +761,15 @@ impl Plan {
         if file.kafka.group_id.trim().is_empty() {
             return Err(invalid("kafka.group_id is empty".into()));
         }
-        for key in file.kafka.properties.keys() {
+        for (key, value) in &file.kafka.properties {
             if RESERVED_PROPERTIES.contains(&key.as_str()) {
                 return Err(invalid(format!(
                     "kafka.properties.\"{key}\" is set by Lakesink itself (offsets are committed only after upload); remove it"
+                )));
+            }
+            if key == "isolation.level" && value != "read_committed" {
+                return Err(invalid(format!(
+                    "kafka.properties.\"isolation.level\" = \"{value}\": Lakesink reads only committed records (records of aborted transactions must never reach the lake); remove it"
                 )));
             }
         }
@@ -786,6 +818,7 @@ impl Plan {
                 "pipeline.commit_interval",
                 parse_duration(&p.commit_interval),
             )?,
+            commit_timeout: dur("pipeline.commit_timeout", parse_duration(&p.commit_timeout))?,
         };
 
         if file.tables.is_empty() {
@@ -879,6 +912,7 @@ impl Plan {
                 url,
                 retry_timeout,
                 options: file.storage.options,
+                unfenced: file.storage.unfenced,
             },
             pipeline,
             catalog,
@@ -1434,6 +1468,7 @@ impl fmt::Debug for StoragePlan {
             .field("url", &url.as_str())
             .field("options", &redacted(&self.options))
             .field("retry_timeout", &self.retry_timeout)
+            .field("unfenced", &self.unfenced)
             .finish()
     }
 }
@@ -1583,6 +1618,24 @@ max_age = "30s"
             .replace("/region={field:awsRegion}", "/{field:awsRegion}");
         let e = Plan::from_toml(&text, "t.toml").unwrap_err().to_string();
         assert!(e.contains("column=value"), "{e}");
+    }
+
+    #[test]
+    fn reading_uncommitted_records_is_refused() {
+        let with = |v: &str| {
+            MINIMAL.replace(
+                "[kafka.properties]",
+                &format!("[kafka.properties]\n\"isolation.level\" = \"{v}\""),
+            )
+        };
+        let e = Plan::from_toml(&with("read_uncommitted"), "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("isolation.level") && e.contains("aborted"),
+            "{e}"
+        );
+        Plan::from_toml(&with("read_committed"), "t.toml").unwrap();
     }
 
     #[test]

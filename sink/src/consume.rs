@@ -28,7 +28,7 @@ use crate::memory::Budget;
 use crate::rotate::CutReason;
 use crate::stats::Stats;
 use crate::worker::{Batch, Flushed, RecMeta, WorkerMsg};
-use crate::writer::WriterCtx;
+use crate::writer::{Reread, WriterCtx};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConsumeError {
@@ -56,6 +56,17 @@ pub enum ConsumeError {
     Fatal {
         #[source]
         source: KafkaError,
+    },
+    #[error("offsets cannot be committed, and retrying will not help (check the group's ACLs: Describe and Read on the group, Read on the topics): {source}")]
+    CommitRefused {
+        #[source]
+        source: CommitError,
+    },
+    #[error("offsets could not be committed for {failing:?} (pipeline.commit_timeout); the last error: {source}")]
+    CommitTimedOut {
+        failing: Duration,
+        #[source]
+        source: CommitError,
     },
 }
 
@@ -175,7 +186,10 @@ pub fn client_config(kafka: &KafkaPlan) -> ClientConfig {
     }
     // Offsets move only when the ledger says so.
     cfg.set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false");
+        .set("enable.auto.offset.store", "false")
+        // Records of aborted transactions must never reach the lake (librdkafka's default too;
+        // the config refuses another value).
+        .set("isolation.level", "read_committed");
     cfg
 }
 
@@ -195,8 +209,8 @@ struct PartState {
 pub struct Shared {
     workers: Vec<SyncSender<WorkerMsg>>,
     pub ledger: Arc<Mutex<OffsetLedger>>,
-    /// Partitions to re-read from the committed offset (their segment lost its claim).
-    reread: Arc<Mutex<Vec<(Tp, u64)>>>,
+    /// Partitions to read again (see [`Reread`]).
+    reread: Arc<Mutex<Vec<Reread>>>,
     parts: Mutex<HashMap<Arc<str>, HashMap<i32, PartState>>>,
     revoke_timeout: Duration,
     fatal: Arc<Fatal>,
@@ -260,6 +274,7 @@ impl Shared {
                 WorkerMsg::Assign {
                     tp: tp.clone(),
                     epoch,
+                    sought: None,
                 },
             );
             parts.entry(tp.topic.clone()).or_default().insert(
@@ -346,30 +361,34 @@ impl Shared {
         }
     }
 
-    /// Re-reads, from the committed offset, each partition whose segment lost its claim to
-    /// another writer (see [`crate::claim`]): a new epoch (what the old writer still holds is
-    /// abandoned), a fresh writer that lists the claims again, and a seek.
+    /// Reads partitions again for their writers ([`Reread`]): from the committed offset after a
+    /// lost segment claim, from a claimed segment's start when a partition started inside one.
+    /// A new epoch (what the old writer still holds is abandoned), a fresh writer that lists
+    /// the claims again, and a seek.
     fn reread<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>) {
         let todo = std::mem::take(&mut *self.reread.lock().expect("reread lock"));
-        for (tp, epoch) in todo {
+        for r in todo {
             let mut parts = self.parts.lock().expect("parts lock");
             let Some(state) = parts
-                .get_mut(&tp.topic)
-                .and_then(|m| m.get_mut(&tp.partition))
-                .filter(|s| s.epoch == epoch)
+                .get_mut(&r.tp.topic)
+                .and_then(|m| m.get_mut(&r.tp.partition))
+                .filter(|s| s.epoch == r.epoch)
             else {
                 continue; // revoked or re-read meanwhile
             };
-            let committed = match committed_offset(consumer, &tp, Duration::from_secs(10)) {
-                Ok(c) => c,
-                Err(e) => {
-                    // Try again on the next round.
-                    tracing::warn!(%tp, error = %e, "fetching the committed offset to re-read failed; retrying");
-                    self.reread.lock().expect("reread lock").push((tp, epoch));
-                    continue;
-                }
+            let tp = r.tp.clone();
+            let offset = match r.from {
+                Some(o) => Offset::Offset(o),
+                None => match committed_offset(consumer, &tp, Duration::from_secs(10)) {
+                    Ok(c) => c.map_or(Offset::Beginning, Offset::Offset),
+                    Err(e) => {
+                        // Try again on the next round.
+                        tracing::warn!(%tp, error = %e, "fetching the committed offset to re-read failed; retrying");
+                        self.reread.lock().expect("reread lock").push(r);
+                        continue;
+                    }
+                },
             };
-            let offset = committed.map_or(Offset::Beginning, Offset::Offset);
             let new_epoch = self.ledger.lock().expect("ledger lock").assign(&tp);
             self.send(
                 state.worker,
@@ -382,16 +401,17 @@ impl Shared {
                 WorkerMsg::Assign {
                     tp: tp.clone(),
                     epoch: new_epoch,
+                    sought: r.from,
                 },
             );
             state.epoch = new_epoch;
             self.take_batch(state);
             state.position = None;
-            tracing::warn!(%tp, ?offset, epoch = new_epoch, "re-reading the partition after a lost segment claim");
+            tracing::warn!(%tp, ?offset, epoch = new_epoch, "re-reading the partition");
             if let Err(e) = consumer.seek(&tp.topic, tp.partition, offset, Duration::from_secs(10))
             {
                 self.fatal.set(crate::Error::Other(format!(
-                    "{tp}: seeking to {offset:?} to re-read after a lost segment claim failed: {e}"
+                    "{tp}: seeking to {offset:?} to re-read it failed: {e}"
                 )));
             }
         }
@@ -666,6 +686,10 @@ pub struct PollLoop {
     pub fatal: Arc<Fatal>,
     pub commit_interval: Duration,
     pub drain_timeout: Duration,
+    /// How long commits may fail with retryable errors before the daemon stops.
+    pub commit_timeout: Duration,
+    /// When the commits that keep failing started failing.
+    pub commit_failing_since: std::cell::Cell<Option<Instant>>,
 }
 
 /// How the poll loop ended.
@@ -810,6 +834,7 @@ impl PollLoop {
         }
         match commit(&self.consumer, &offsets) {
             Ok(()) => {
+                self.commit_failing_since.set(None);
                 self.shared
                     .ledger
                     .lock()
@@ -820,7 +845,22 @@ impl PollLoop {
                 true
             }
             Err(e) => {
-                tracing::warn!(error = %e, "commit failed; retrying");
+                Stats::add(&self.shared.stats.commit_failures, 1);
+                let since = *self
+                    .commit_failing_since
+                    .get()
+                    .get_or_insert_with(Instant::now);
+                self.commit_failing_since.set(Some(since));
+                let failing = since.elapsed();
+                if e.is_permanent() {
+                    self.fatal
+                        .set(ConsumeError::CommitRefused { source: e }.into());
+                } else if failing >= self.commit_timeout {
+                    self.fatal
+                        .set(ConsumeError::CommitTimedOut { failing, source: e }.into());
+                } else {
+                    tracing::warn!(error = %e, failing_for = ?failing, gives_up_after = ?self.commit_timeout, "commit failed; retrying");
+                }
                 false
             }
         }
@@ -829,7 +869,9 @@ impl PollLoop {
     /// Whether every assigned partition has been read to its high watermark.
     fn caught_up(&self) -> bool {
         let assigned = self.shared.assigned();
-        if assigned.is_empty() {
+        // A partition its writer wants read again is not caught up, wherever the consumer's
+        // position is: the records it read were not taken.
+        if assigned.is_empty() || !self.shared.reread.lock().expect("reread lock").is_empty() {
             return false;
         }
         // First by librdkafka's cached watermarks (no request). Those come with fetch

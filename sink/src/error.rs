@@ -27,6 +27,8 @@ pub enum Error {
         #[source]
         source: object_store::Error,
     },
+    #[error("object store {url} does not refuse a second create-only write ({found}): segment claims could not stop a writer that lost its partition from overwriting another's records. Use a store that enforces If-None-Match (S3, MinIO, SeaweedFS, GCS, Azure, a local disk; for S3 clients set storage.options.conditional_put = \"etag\"), or set storage.unfenced = \"at_least_once\" to run anyway, with duplicates possible but no record overwritten")]
+    Unfenced { url: String, found: &'static str },
     #[error("shutdown did not finish within {secs}s: {pending} segment(s) not uploaded or not committed; their records will be read again")]
     DrainTimeout { secs: u64, pending: usize },
     #[error("{0}")]

@@ -126,6 +126,8 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 partitions_registered = s.partitions_registered,
                 catalog_ms = s.catalog_micros / 1000,
                 catalog_retries = s.catalog_retries,
+                claims_refused = s.claims_refused,
+                commit_failures = s.commit_failures,
                 "drained: everything consumed is uploaded and committed"
             );
             Ok(ExitCode::SUCCESS)

@@ -47,6 +47,24 @@ impl EmbeddedBroker {
         &self.bootstrap
     }
 
+    /// Makes the next `errors.len()` requests of one kind (`api`) fail with these errors, one
+    /// each, in order: librdkafka's mock error injection, for tests of failure handling.
+    pub fn fail_requests(
+        &self,
+        api: rdkafka_sys::types::RDKafkaApiKey,
+        errors: &[rdkafka_sys::types::RDKafkaRespErr],
+    ) -> KafkaResult<()> {
+        let mock =
+            self.owner
+                .client()
+                .mock_cluster()
+                .ok_or(rdkafka::error::KafkaError::MockCluster(
+                    rdkafka::types::RDKafkaErrorCode::Fail,
+                ))?;
+        mock.request_errors(api, errors);
+        Ok(())
+    }
+
     /// Creates a topic (the admin API's CreateTopics times out on the mock; this does not).
     pub fn create_topic(&self, name: &str, partitions: i32) -> KafkaResult<()> {
         let mock =

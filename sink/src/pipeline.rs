@@ -47,6 +47,36 @@ pub async fn run(
     ));
     let fatal = Arc::new(Fatal::default());
     let budget = Arc::new(Budget::new(plan.pipeline.max_buffered_bytes));
+    let claims = Arc::new(crate::claim::Claims::new(
+        lake.store.clone(),
+        lake.root.as_ref(),
+    ));
+    // Segment claims fence a writer that lost its partition only where the store refuses a
+    // second create-only write: find out before writing anything.
+    let found = match crate::claim::probe_create_only(&lake.store, lake.root.as_ref())
+        .await
+        .map_err(|source| Error::Store {
+            url: lake.url.clone(),
+            source,
+        })? {
+        crate::claim::CreateOnly::Enforced => None,
+        crate::claim::CreateOnly::Ignored => Some("it accepted one"),
+        crate::claim::CreateOnly::NotSupported => Some("its client has no create-only write"),
+    };
+    if let Some(found) = found {
+        match plan.storage.unfenced {
+            crate::config::Unfenced::Refuse => {
+                return Err(Error::Unfenced {
+                    url: lake.url.clone(),
+                    found,
+                })
+            }
+            crate::config::Unfenced::AtLeastOnce => {
+                tracing::warn!(store = %lake.url, found, "the store does not refuse a second create-only write: running at least once (storage.unfenced = \"at_least_once\"); new files get keys of this process's own, so a writer that lost its partition may duplicate records but never replaces another's");
+                claims.set_unfenced();
+            }
+        }
+    }
 
     let ctx = Arc::new(WriterCtx {
         tables: Arc::new(plan.tables.clone()),
@@ -72,10 +102,7 @@ pub async fn run(
             })),
         },
         upload_slots: Arc::new(tokio::sync::Semaphore::new(UPLOAD_CONCURRENCY)),
-        claims: Arc::new(crate::claim::Claims::new(
-            lake.store.clone(),
-            lake.root.as_ref(),
-        )),
+        claims,
         reread: Arc::new(Mutex::new(Vec::new())),
     });
 
@@ -120,6 +147,8 @@ pub async fn run(
         catalog,
         fatal: fatal.clone(),
         commit_interval: plan.pipeline.commit_interval,
+        commit_timeout: plan.pipeline.commit_timeout,
+        commit_failing_since: std::cell::Cell::new(None),
         drain_timeout: plan.pipeline.drain_timeout,
     };
     // `run` drops the consumer when it returns: it leaves the group (its revocation callback

@@ -27,6 +27,11 @@ pub struct Stats {
     pub partitions_assigned: AtomicU64,
     /// Records behind the high watermarks of the assignment, as last seen (a gauge).
     pub lag: AtomicU64,
+    /// Offset commits Kafka refused or that failed.
+    pub commit_failures: AtomicU64,
+    /// Segment claims refused because another claim stood (another writer's cut, or another
+    /// incarnation of the topic): the segment's objects were not completed.
+    pub claims_refused: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -46,6 +51,8 @@ pub struct Snapshot {
     pub catalog_retries: u64,
     pub partitions_assigned: u64,
     pub lag: u64,
+    pub commit_failures: u64,
+    pub claims_refused: u64,
 }
 
 impl Stats {
@@ -79,6 +86,8 @@ impl Stats {
             catalog_retries: g(&self.catalog_retries),
             partitions_assigned: g(&self.partitions_assigned),
             lag: g(&self.lag),
+            commit_failures: g(&self.commit_failures),
+            claims_refused: g(&self.claims_refused),
         }
     }
 }

@@ -77,6 +77,9 @@ pub enum WorkerMsg {
     Assign {
         tp: Tp,
         epoch: u64,
+        /// The offset the consumer sought to for a [`crate::writer::Reread`] from a claimed
+        /// segment's start.
+        sought: Option<i64>,
     },
     Batch(Batch),
     /// Cut the open segments of these partitions (or of all with `None`) and complete in the
@@ -111,8 +114,8 @@ pub fn run(ctx: Arc<WriterCtx>, rx: Receiver<WorkerMsg>) {
     let mut last_relief = last_tick.checked_sub(TICK).unwrap_or(last_tick);
     loop {
         match rx.recv_timeout(TICK) {
-            Ok(WorkerMsg::Assign { tp, epoch }) => {
-                match PartitionWriter::new(&ctx, tp.clone(), epoch) {
+            Ok(WorkerMsg::Assign { tp, epoch, sought }) => {
+                match PartitionWriter::new(&ctx, tp.clone(), epoch, sought) {
                     Ok(w) => {
                         writers.insert(tp, w);
                     }

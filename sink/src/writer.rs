@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use futures::StreamExt;
 use object_store::path::Path;
-use object_store::ObjectStore;
+use object_store::{ObjectStore, ObjectStoreExt};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
@@ -20,7 +20,7 @@ use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
 use crate::catalog::{CatalogError, FileFacts, NewPartition, Registrar};
-use crate::claim::{Claim, ClaimError, Claims, Outcome};
+use crate::claim::{Claim, ClaimError, Claims, Fingerprint, Outcome};
 use crate::commit::{CommitError, OffsetLedger, Tp};
 use crate::config::{BadRecord, MissingTimestamp, TablePlan};
 use crate::encode::parquet::{SETTLE_BYTES, SETTLE_ROWS};
@@ -29,7 +29,7 @@ use crate::error::Fatal;
 use crate::memory::Budget;
 use crate::rotate::{file_full, CutReason, Deadline};
 use crate::route::escape::escape_partition_value;
-use crate::route::{RecordRef, RouteError, TableRouter};
+use crate::route::{RecordRef, RouteError, TableRouter, MAX_KEY_BYTES};
 use crate::stats::Stats;
 use crate::upload::{ObjectUpload, UploadError};
 
@@ -107,9 +107,20 @@ pub struct WriterCtx {
     pub upload_slots: Arc<tokio::sync::Semaphore>,
     /// Segment claims (see [`crate::claim`]).
     pub claims: Arc<Claims>,
-    /// Partitions (and their epoch) whose segment lost its claim to another writer: the
-    /// consumer re-reads them from the committed offset.
-    pub reread: Arc<Mutex<Vec<(Tp, u64)>>>,
+    /// Partitions the consumer must read again under a new epoch: see [`Reread`].
+    pub reread: Arc<Mutex<Vec<Reread>>>,
+}
+
+/// A partition its writer wants read again: its segment lost its claim to another writer (from
+/// the committed offset), or its first record lies inside a claimed segment (from that
+/// segment's start). The consumer drops the writer, seeks and gives a new one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reread {
+    pub tp: Tp,
+    /// The epoch of the writer that asked: a partition revoked or re-read meanwhile is not.
+    pub epoch: u64,
+    /// Where to read from; `None`: the group's committed offset.
+    pub from: Option<i64>,
 }
 
 /// One record handed to a writer.
@@ -140,8 +151,12 @@ struct Unsettled {
 struct Sealed {
     start: i64,
     end: i64,
-    /// Kafka timestamp of the first record, for the claim.
-    first_timestamp: Option<i64>,
+    /// Its first record's fingerprint and its generation, for the claim.
+    first: Fingerprint,
+    generation: u32,
+    /// It replays a claimed segment without all of its records (see
+    /// [`PartitionWriter::partial`]).
+    partial: bool,
     ticket: Option<crate::commit::Ticket>,
     /// Dead letters produced to the dead-letter topic; the segment is done once all are acked.
     deliveries: Vec<DeliveryFuture>,
@@ -233,16 +248,41 @@ pub struct PartitionWriter {
     /// The open segment must be cut before a record at or after this offset (the end of the
     /// claim it follows, or the start of the next claim).
     stop_at: Option<i64>,
-    /// Kafka timestamp of the open segment's first record.
-    first_timestamp: Option<i64>,
+    /// Fingerprint of the open segment's first record.
+    first: Fingerprint,
+    /// The topic partition's generation (see [`crate::claim`]): which claims it follows, and
+    /// the suffix of its object names.
+    generation: u32,
+    /// Object keys of the claimed segment being replayed, by directory: a path keeps its
+    /// claimed key even when its first record is no longer in Kafka (compaction, retention).
+    claimed_keys: HashMap<String, String>,
+    /// The open segment replays a claimed one of which Kafka no longer has every record
+    /// (retention or compaction took its first or last ones): only its objects missing from
+    /// the store are completed, so none is overwritten with fewer records.
+    partial: bool,
+    /// The offset the consumer sought this partition to when it created this writer for a
+    /// re-read from a claimed segment's start (see [`Reread`]).
+    sought: Option<i64>,
+    /// This writer asked to re-read the partition from an earlier offset: it takes no records
+    /// until the consumer replaces it.
+    rewinding: bool,
 }
 
 impl PartitionWriter {
-    pub fn new(ctx: &WriterCtx, tp: Tp, epoch: u64) -> Result<PartitionWriter, String> {
+    /// A writer for `tp` under `epoch`; `sought` is the offset the consumer sought to for a
+    /// [`Reread`] from a claimed segment's start.
+    pub fn new(
+        ctx: &WriterCtx,
+        tp: Tp,
+        epoch: u64,
+        sought: Option<i64>,
+    ) -> Result<PartitionWriter, String> {
         let mut routers = Vec::new();
         for (i, t) in ctx.tables.iter().enumerate() {
             if t.topics.iter().any(|x| **x == *tp.topic) {
-                routers.push((i, TableRouter::new(t)?));
+                let mut router = TableRouter::new(t)?;
+                router.limit_path(path_room(&ctx.root, &t.name, &tp));
+                routers.push((i, router));
             }
         }
         let files = routers.iter().map(|_| HashMap::new()).collect();
@@ -272,7 +312,12 @@ impl PartitionWriter {
             prefetch: None,
             follow: None,
             stop_at: None,
-            first_timestamp: None,
+            first: Fingerprint::default(),
+            generation: 0,
+            claimed_keys: HashMap::new(),
+            sought,
+            rewinding: false,
+            partial: false,
         })
     }
 
@@ -299,27 +344,47 @@ impl PartitionWriter {
     }
 
     /// Called before the first record of a segment: finds whether it replays a claimed
-    /// segment, and where the next claim forces a cut.
+    /// segment, and where the next claim forces a cut. On the writer's first record, it also
+    /// finds the partition's generation, and asks for a re-read from a claimed segment's start
+    /// when the record lies inside that segment (the group's offsets were reset into it).
     fn begin_segment(&mut self, ctx: &WriterCtx, rec: &RecordIn<'_>) -> Result<(), WriteError> {
-        let known = match &mut self.known {
-            Some(k) => k,
-            None => {
-                let prefetched = self
-                    .prefetch
-                    .take()
-                    .and_then(|p| p.wait(&ctx.rt, rec.offset));
-                let claims = match prefetched {
-                    Some(listed) => listed?,
-                    None => ctx.rt.block_on(ctx.claims.from(&self.tp, rec.offset))?,
-                };
-                if !claims.is_empty() {
-                    tracing::info!(tp = %self.tp, from = rec.offset, claims = claims.len(), first_end = claims[0].end, "replaying segments claimed in the store: cutting where they were cut");
+        let first = Fingerprint::of(rec.kafka_millis, rec.key, rec.payload);
+        self.first = first;
+        if self.known.is_none() {
+            let prefetched = self
+                .prefetch
+                .take()
+                .and_then(|p| p.wait(&ctx.rt, rec.offset));
+            let around = match prefetched {
+                Some(listed) => listed?,
+                None => ctx.rt.block_on(ctx.claims.around(&self.tp, rec.offset))?,
+            };
+            self.generation = around.generation;
+            if let Some(c) = around.containing {
+                if self.sought.is_some_and(|s| s <= c.start) {
+                    // Read again from the claim's start, Kafka answered from later on: its
+                    // first records are gone (retention, compaction). Follow it from here.
+                    tracing::warn!(tp = %self.tp, from = rec.offset, start = c.start, end = c.end, "the first records of a claimed segment are no longer in Kafka: replaying it from here, under its claimed keys");
+                    self.known = Some(around.later.into());
+                    self.follow_claim(c, rec.offset);
+                    return Ok(());
                 }
-                self.known.insert(claims.into())
+                tracing::warn!(tp = %self.tp, offset = rec.offset, start = c.start, end = c.end, "the partition starts inside a segment already in the lake (its offsets were reset or expired): reading it again from the segment's start, so that it is rewritten whole");
+                self.rewinding = true;
+                ctx.reread.lock().expect("reread lock").push(Reread {
+                    tp: self.tp.clone(),
+                    epoch: self.epoch,
+                    from: Some(c.start),
+                });
+                return Ok(());
             }
-        };
-        // (`cut` cleared `follow` and `stop_at`.)
-        self.first_timestamp = rec.kafka_millis;
+            if let Some(c) = around.later.first() {
+                tracing::info!(tp = %self.tp, from = rec.offset, generation = self.generation, claims = around.later.len(), first_end = c.end, "replaying segments claimed in the store: cutting where they were cut");
+            }
+            self.known = Some(around.later.into());
+        }
+        // (`cut` cleared `follow`, `stop_at` and `claimed_keys`.)
+        let known = self.known.as_mut().expect("listed above");
         while known.front().is_some_and(|c| c.end <= rec.offset) {
             known.pop_front();
         }
@@ -331,20 +396,35 @@ impl PartitionWriter {
             self.stop_at = Some(next.start);
             return Ok(());
         }
-        if next.start == rec.offset
-            && next.first_timestamp.is_some()
-            && rec.kafka_millis.is_some()
-            && next.first_timestamp != rec.kafka_millis
-        {
-            tracing::warn!(tp = %self.tp, offset = rec.offset, "segment claims in the store belong to an earlier topic of the same name (another first timestamp): ignoring them");
+        if next.start == rec.offset && !next.first().same(&first) {
+            // Another incarnation of the topic (deleted and created again, or another cluster)
+            // wrote these claims: a new generation, whose claims and object names are its own.
+            self.generation += 1;
+            tracing::warn!(tp = %self.tp, offset = rec.offset, generation = self.generation, "the record at a claimed segment's start is not the one claimed: this is another incarnation of the topic (re-created, or another cluster); landing it as a new generation, beside what the earlier one landed");
             known.clear();
             return Ok(());
         }
+        // (A claim starting below the record: its first records were compacted away.)
         let c = known.pop_front().expect("a claim");
-        tracing::debug!(tp = %self.tp, start = c.start, end = c.end, "following a claimed segment");
+        self.follow_claim(c, rec.offset);
+        Ok(())
+    }
+
+    /// The open segment, whose first record is at `offset`, replays claim `c`: it starts at
+    /// the claim's start, is cut at its end and nowhere else, and its files take their claimed
+    /// keys.
+    fn follow_claim(&mut self, c: Claim, offset: i64) {
+        tracing::debug!(tp = %self.tp, start = c.start, end = c.end, offset, "following a claimed segment");
+        self.start = Some(c.start);
+        self.first = c.first();
+        self.partial = c.start < offset;
         self.follow = Some(c.end);
         self.stop_at = Some(c.end);
-        Ok(())
+        self.claimed_keys = c
+            .objects
+            .into_iter()
+            .filter_map(|k| Some((k.rsplit_once('/')?.0.to_string(), k)))
+            .collect();
     }
 
     /// Writes one record to every table its topic feeds; cuts the segment after it when a file
@@ -377,6 +457,9 @@ impl PartitionWriter {
         now_micros: i64,
     ) -> Result<(), WriteError> {
         for rec in recs {
+            if self.rewinding {
+                return Ok(()); // the consumer re-reads the partition from an earlier offset
+            }
             if self.start.is_some() && self.stop_at.is_some_and(|b| rec.offset >= b) {
                 // The end of a claimed segment, or the start of the next one.
                 self.cut(ctx, CutReason::Claim)?;
@@ -386,6 +469,9 @@ impl PartitionWriter {
             }
             if self.start.is_none() {
                 self.begin_segment(ctx, rec)?;
+                if self.rewinding {
+                    return Ok(());
+                }
             }
             let mut full = self.push_one(ctx, rec, now, now_micros)?;
             if self.settle_now {
@@ -463,6 +549,10 @@ impl PartitionWriter {
                 f.records -= 1;
                 let cut = bad_record(
                     DeadLetterFiles {
+                        naming: Naming {
+                            generation: self.generation,
+                            claimed: &self.claimed_keys,
+                        },
                         files: &mut self.errors,
                         deliveries: &mut self.deliveries,
                         held: &mut self.held,
@@ -532,6 +622,10 @@ impl PartitionWriter {
                 Err(source) => {
                     let cut = bad_record(
                         DeadLetterFiles {
+                            naming: Naming {
+                                generation: self.generation,
+                                claimed: &self.claimed_keys,
+                            },
                             files: &mut self.errors,
                             deliveries: &mut self.deliveries,
                             held: &mut self.held,
@@ -573,7 +667,11 @@ impl PartitionWriter {
                         None => Box::new(GzipNdjson::new(table.compression_level)),
                     };
                     self.schema_ids[slot] = schema_id;
-                    let f = open_file(ctx, table, &self.tp, &dir, rec.offset, encoder)?;
+                    let naming = Naming {
+                        generation: self.generation,
+                        claimed: &self.claimed_keys,
+                    };
+                    let f = open_file(ctx, table, &self.tp, &dir, rec.offset, naming, encoder)?;
                     self.deadline.file_opened(now, table.rotate.max_age);
                     files.entry(self.path.clone()).or_insert(f)
                 }
@@ -636,10 +734,17 @@ impl PartitionWriter {
         // Rows still unsettled are checked now: a refused one becomes a dead letter of this
         // segment (a dead-letter file that fills is cut with it).
         self.settle(ctx, Instant::now(), false)?;
+        // A replayed claim ends where it was claimed, even when its last offsets are no
+        // longer in Kafka (compaction, aborted transactions): a later record proved them gone.
+        let end = match self.follow {
+            Some(claimed) if reason == CutReason::Claim => claimed.max(self.next),
+            _ => self.next,
+        };
+        let partial = std::mem::take(&mut self.partial) || end > self.next;
         self.start = None;
         self.follow = None;
         self.stop_at = None;
-        let end = self.next;
+        self.claimed_keys.clear();
         self.deadline.reset();
         let ticket = ctx
             .ledger
@@ -680,7 +785,9 @@ impl PartitionWriter {
         self.sealed.push_back(Sealed {
             start,
             end,
-            first_timestamp: self.first_timestamp,
+            first: self.first,
+            generation: self.generation,
+            partial,
             ticket,
             deliveries: std::mem::take(&mut self.deliveries),
             files,
@@ -721,7 +828,9 @@ impl PartitionWriter {
         let Sealed {
             start,
             end,
-            first_timestamp,
+            first,
+            generation,
+            partial,
             ticket,
             deliveries,
             files,
@@ -736,7 +845,9 @@ impl PartitionWriter {
             partition: self.tp.partition,
             start,
             end,
-            first_timestamp,
+            first_timestamp: first.timestamp,
+            first_crc: first.crc,
+            generation,
             records,
             objects: {
                 let mut keys: Vec<String> =
@@ -762,21 +873,33 @@ impl PartitionWriter {
         let task = ctx.rt.spawn(async move {
             let result: Result<bool, WriteError> = async {
                 // Claim the segment before any of its objects becomes visible.
-                if let Outcome::Conflict(other) = claims.claim(&tp, &claim).await? {
-                    tracing::warn!(%tp, start, end, claimed_end = other.end, claimed_by = %other.writer, "another writer claimed this segment with another end: completing none of its objects; the partition is re-read from the committed offset, following the claims");
+                let outcome = claims.claim(&tp, &claim).await?;
+                if let Outcome::Conflict(other) = outcome {
+                    tracing::warn!(%tp, start, end, claimed_end = other.end, claimed_by = %other.writer, "this segment was claimed with another end or another first record (another writer, or another incarnation of the topic): completing none of its objects; the partition is re-read from the committed offset, following the claims");
+                    Stats::add(&stats.claims_refused, 1);
                     for (upload, tail) in files {
                         budget.release(tail.len());
                         drop(upload); // a multipart upload aborts
                     }
                     lost.store(true, Ordering::Release);
-                    reread.lock().expect("reread lock").push((tp.clone(), epoch));
+                    reread.lock().expect("reread lock").push(Reread { tp: tp.clone(), epoch, from: None });
                     return Ok(false);
                 }
+                crash_point("crash-after-claim", &tp, start, end);
+                let files = if partial && outcome == Outcome::Matched {
+                    only_missing(&store, &budget, files).await?
+                } else {
+                    files
+                };
                 // At most `upload_concurrency` objects are completed at once, daemon-wide.
                 let mut uploads = futures::stream::iter(files.into_iter().map(|(upload, tail)| {
                     let (rt, store, budget, slots) = (&rt, &store, &budget, &slots);
+                    let tp = &tp;
                     async move {
                         let _slot = slots.acquire().await.expect("upload slots");
+                        if upload.parts() > 0 {
+                            crash_point("crash-mid-multipart", tp, start, end);
+                        }
                         upload.finish(rt, store, budget, tail).await
                     }
                 }))
@@ -797,7 +920,7 @@ impl PartitionWriter {
                     }
                 }
                 catalog.ensure(&partitions).await?;
-                crash_point(&tp, start, end);
+                crash_point("crash-before-commit", &tp, start, end);
                 if let Some(t) = ticket {
                     ledger.lock().expect("ledger lock").done(&t);
                 }
@@ -844,6 +967,33 @@ impl PartitionWriter {
         }
         true
     }
+}
+
+/// The files of a partly replayed segment whose objects are not in the store; the others are
+/// dropped (their multipart uploads abort), since the store's copy holds records this replay
+/// no longer has.
+async fn only_missing(
+    store: &Arc<dyn ObjectStore>,
+    budget: &Budget,
+    files: Vec<(ObjectUpload, Vec<u8>)>,
+) -> Result<Vec<(ObjectUpload, Vec<u8>)>, WriteError> {
+    let mut missing = Vec::with_capacity(files.len());
+    for (upload, tail) in files {
+        match store.head(upload.key()).await {
+            Ok(_) => {
+                tracing::debug!(key = %upload.key(), "kept the stored object of a partly replayed segment");
+                budget.release(tail.len());
+            }
+            Err(object_store::Error::NotFound { .. }) => missing.push((upload, tail)),
+            Err(source) => {
+                return Err(WriteError::Claim(ClaimError::Store {
+                    key: upload.key().to_string(),
+                    source,
+                }))
+            }
+        }
+    }
+    Ok(missing)
 }
 
 /// Finishes an open file: its last bytes (charged to the budget until the store has them, the
@@ -947,6 +1097,7 @@ impl DeadLetterProducer {
 
 /// The parts of a writer that dead-lettering touches.
 struct DeadLetterFiles<'a> {
+    naming: Naming<'a>,
     files: &'a mut HashMap<String, OpenFile>,
     deliveries: &'a mut Vec<DeliveryFuture>,
     held: &'a mut usize,
@@ -1042,6 +1193,7 @@ fn dead_letter(
             w.tp,
             &dir,
             rec.offset,
+            w.naming,
             Box::new(GzipNdjson::new(6)),
         )?;
         w.deadline.file_opened(now, table.rotate.max_age);
@@ -1104,6 +1256,42 @@ const FILE_OVERHEAD: usize = 1024;
 /// `WriterCtx::upload_slots`).
 const UPLOADS_PER_SEGMENT: usize = 16;
 
+/// How a writer names its files: its generation, and the keys of the claimed segment it
+/// replays (see [`open_file`]).
+#[derive(Clone, Copy)]
+struct Naming<'a> {
+    generation: u32,
+    claimed: &'a HashMap<String, String>,
+}
+
+impl Naming<'_> {
+    /// The suffix of a new file's name before its extension: the generation (`.g1`) and, on a
+    /// store that does not fence writers, this writer's token (`.u1a2b3c4d`).
+    fn suffix(&self, ctx: &WriterCtx) -> String {
+        let mut s = String::new();
+        if self.generation > 0 {
+            s.push_str(&format!(".g{}", self.generation));
+        }
+        if ctx.claims.unfenced() {
+            s.push_str(".u");
+            s.push_str(crate::claim::writer_token());
+        }
+        s
+    }
+}
+
+/// Bytes left for a partition path in an object key of `table` fed by `tp`: [`MAX_KEY_BYTES`]
+/// less the store prefix, the table's directory and the longest file name the partition's
+/// files get (`{topic}+{partition}+{20 digits}` with a generation suffix and an extension).
+fn path_room(root: &str, table: &str, tp: &Tp) -> usize {
+    let mut topic = String::new();
+    escape_partition_value(&tp.topic, &mut topic);
+    let prefix = if root.is_empty() { 0 } else { root.len() + 1 };
+    let suffix = ".g4294967295".len() + ".u12345678".len();
+    let file = topic.len() + 1 + 11 + 1 + 20 + suffix + ".parquet".len();
+    MAX_KEY_BYTES.saturating_sub(prefix + table.len() + 1 + 1 + file)
+}
+
 /// Creates the file for a new partition path; its key carries the offset of its first record.
 ///
 /// `dir` is the object's directory below the store root: `{table}/{partition path}`, or
@@ -1114,6 +1302,7 @@ fn open_file(
     tp: &Tp,
     dir: &str,
     offset: i64,
+    naming: Naming<'_>,
     encoder: Box<dyn Encoder>,
 ) -> Result<OpenFile, WriteError> {
     let extension = if table.parquet.is_some() && !dir.starts_with(&ctx.dead_letter_prefix) {
@@ -1123,14 +1312,25 @@ fn open_file(
     };
     let mut name = String::with_capacity(64);
     escape_partition_value(&tp.topic, &mut name);
-    let key = format!(
-        "{}{}{dir}/{}+{}+{:020}.{extension}",
+    name.push('+');
+    name.push_str(&tp.partition.to_string());
+    name.push('+');
+    let dir = format!(
+        "{}{}{dir}",
         ctx.root,
-        if ctx.root.is_empty() { "" } else { "/" },
-        name,
-        tp.partition,
-        offset,
+        if ctx.root.is_empty() { "" } else { "/" }
     );
+    // A replayed segment's file keeps the key its claim lists for this directory (its first
+    // record may be gone from Kafka); a new one is named by its first offset.
+    let claimed = naming.claimed.get(&dir).filter(|k| {
+        k.rsplit_once('/').is_some_and(|(_, file)| {
+            file.starts_with(&name) && file.ends_with(&format!(".{extension}"))
+        })
+    });
+    let key = match claimed {
+        Some(k) => k.clone(),
+        None => format!("{dir}/{name}{offset:020}{}.{extension}", naming.suffix(ctx)),
+    };
     let parsed = Path::parse(&key).map_err(|e| WriteError::Key {
         table: table.name.clone(),
         key: key.clone(),
@@ -1149,20 +1349,31 @@ fn open_file(
     })
 }
 
-/// Test hook for crash tests: with `LAKESINK_FAILPOINT=crash-before-commit:P`, the process
-/// kills itself (SIGKILL, no cleanup) with probability `P` after a segment's files are uploaded
-/// and registered and before the ledger hears of it — the moment where a crash leaves objects
-/// in the store whose offsets are not committed.
-fn crash_point(tp: &Tp, start: i64, end: i64) {
-    static P: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    let p = *P.get_or_init(|| {
+/// Test hook for crash tests: `LAKESINK_FAILPOINT` lists `name:P` pairs (comma-separated),
+/// and at the failpoint `name` the process kills itself (SIGKILL, no cleanup) with probability
+/// `P`. The points, in a segment's life:
+///
+/// - `crash-after-claim`: the claim is written, no object of the segment is completed yet;
+/// - `crash-mid-multipart`: a file's multipart upload has parts, and is not completed;
+/// - `crash-before-commit`: every file is uploaded and registered, the ledger has not heard:
+///   objects in the store whose offsets are not committed.
+fn crash_point(name: &str, tp: &Tp, start: i64, end: i64) {
+    static POINTS: std::sync::OnceLock<Vec<(String, f64)>> = std::sync::OnceLock::new();
+    let points = POINTS.get_or_init(|| {
         std::env::var("LAKESINK_FAILPOINT")
-            .ok()
-            .and_then(|v| v.strip_prefix("crash-before-commit:")?.parse().ok())
-            .unwrap_or(0.0)
+            .unwrap_or_default()
+            .split(',')
+            .filter_map(|p| {
+                let (n, p) = p.trim().split_once(':')?;
+                Some((n.to_string(), p.parse().ok()?))
+            })
+            .collect()
     });
-    if p > 0.0 && rand::random::<f64>() < p {
-        tracing::error!(%tp, start, end, "failpoint crash-before-commit: killing the process");
+    let Some(&(_, p)) = points.iter().find(|(n, _)| n == name) else {
+        return;
+    };
+    if rand::random::<f64>() < p {
+        tracing::error!(%tp, start, end, "failpoint {name}: killing the process");
         // SAFETY: raise only sends a signal to this process.
         unsafe {
             libc::raise(libc::SIGKILL);
@@ -1400,7 +1611,7 @@ max_records = 3
         // but Kafka's committed offset stays at 2 (the commit was lost with the process).
         let first = ctx_on(&rt, store.clone());
         let epoch = first.ledger.lock().unwrap().assign(&tp);
-        let mut w = PartitionWriter::new(&first, tp.clone(), epoch).unwrap();
+        let mut w = PartitionWriter::new(&first, tp.clone(), epoch, None).unwrap();
         for (o, cut_after) in [
             (0, false),
             (1, true),
@@ -1429,7 +1640,7 @@ max_records = 3
         // a shutdown in the middle of a claimed segment does not cut it.
         let next = ctx_on(&rt, store.clone());
         let epoch = next.ledger.lock().unwrap().assign(&tp);
-        let mut w = PartitionWriter::new(&next, tp.clone(), epoch).unwrap();
+        let mut w = PartitionWriter::new(&next, tp.clone(), epoch, None).unwrap();
         for o in 2..6 {
             push_o(&mut w, &next, o);
         }
@@ -1474,8 +1685,8 @@ max_records = 3
         let b = ctx_on(&rt, store.clone());
         let epoch_a = a.ledger.lock().unwrap().assign(&tp);
         let epoch_b = b.ledger.lock().unwrap().assign(&tp);
-        let mut wa = PartitionWriter::new(&a, tp.clone(), epoch_a).unwrap();
-        let mut wb = PartitionWriter::new(&b, tp.clone(), epoch_b).unwrap();
+        let mut wa = PartitionWriter::new(&a, tp.clone(), epoch_a, None).unwrap();
+        let mut wb = PartitionWriter::new(&b, tp.clone(), epoch_b, None).unwrap();
         // Both own the partition at once (a zombie, or a broker that does not fence). B
         // starts first and finds no claim…
         push_o(&mut wb, &b, 0);
@@ -1496,7 +1707,14 @@ max_records = 3
         // None of its objects appears and nothing is committable; its partition is to be
         // re-read.
         assert_eq!(safe(&b), vec![]);
-        assert_eq!(*b.reread.lock().unwrap(), vec![(tp.clone(), epoch_b)]);
+        assert_eq!(
+            *b.reread.lock().unwrap(),
+            vec![Reread {
+                tp: tp.clone(),
+                epoch: epoch_b,
+                from: None
+            }]
+        );
         assert_eq!(stored_offsets(&a), vec![0, 1]);
         // A drain or revocation waits while segments are queued: this one never completes,
         // so the writer must not say it is waiting (a thawed zombie's drain spun to its
@@ -1512,6 +1730,304 @@ max_records = 3
             "the refused segment's bytes, and those of the one behind it, are returned to the budget"
         );
         assert_eq!(safe(&b), vec![]);
+        assert_eq!(stored_offsets(&a), vec![0, 1]);
+    }
+
+    /// Writes `offsets` as records of incarnation `inc` of the topic, cutting by the clock
+    /// after each offset in `cuts`, and commits as it goes; returns the writer's ledger end.
+    fn land(
+        ctx: &WriterCtx,
+        tp: &Tp,
+        sought: Option<i64>,
+        inc: i64,
+        offsets: impl IntoIterator<Item = i64>,
+        cuts: &[i64],
+    ) -> PartitionWriter {
+        let far = Instant::now() + Duration::from_secs(60);
+        let epoch = ctx.ledger.lock().unwrap().assign(tp);
+        let mut w = PartitionWriter::new(ctx, tp.clone(), epoch, sought).unwrap();
+        for o in offsets {
+            let payload = format!(r#"{{"ts":"2024-01-02T01:00:00Z","o":{o},"inc":{inc}}}"#);
+            let rec = RecordIn {
+                offset: o,
+                kafka_millis: Some(1_704_157_200_000 + o + inc * 1_000_000),
+                payload: Some(payload.as_bytes()),
+                key: None,
+                headers: None,
+            };
+            w.push(ctx, rec, Instant::now(), 0).unwrap();
+            if cuts.contains(&o) {
+                w.cut(ctx, CutReason::Age).unwrap();
+            }
+            for _ in 0..2 {
+                assert!(w.wait(&ctx.rt, far));
+                let safe = safe(ctx);
+                ctx.ledger.lock().unwrap().committed(&safe);
+                w.launch(ctx);
+            }
+        }
+        w
+    }
+
+    /// Every stored record as (incarnation, offset), sorted.
+    fn stored(ctx: &WriterCtx) -> Vec<(i64, i64)> {
+        let mut out = Vec::new();
+        for key in data_keys(ctx) {
+            for line in gunzipped(ctx, &key).lines() {
+                let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                out.push((v["inc"].as_i64().unwrap(), v["o"].as_i64().unwrap()));
+            }
+        }
+        out.sort_unstable();
+        out
+    }
+
+    #[test]
+    fn a_writer_starting_inside_a_claimed_segment_has_it_read_again_from_its_start() {
+        let rt = runtime();
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let tp = Tp::new("t", 0);
+        let first = ctx_on(&rt, store.clone());
+        // [0, 2) and [2, 4) cut by the clock, [4, 7) by max_records = 3, [7, 9) at the end.
+        let mut w = land(&first, &tp, None, 0, 0..9, &[1, 3, 8]);
+        assert!(w.wait(&first.rt, Instant::now() + Duration::from_secs(60)));
+        drop(w);
+        let before = data_keys(&first);
+        let all: Vec<(i64, i64)> = (0..9).map(|o| (0, o)).collect();
+        assert_eq!(stored(&first), all);
+
+        // The group's offsets are reset to 5, inside [4, 7). Cutting from 5 on would store
+        // 5 and 6 a second time under a new key: the writer asks to read again from 4 instead,
+        // and takes nothing meanwhile.
+        let next = ctx_on(&rt, store.clone());
+        let w = land(&next, &tp, None, 0, 5..9, &[]);
+        let asked = next.reread.lock().unwrap().clone();
+        assert_eq!(
+            asked,
+            vec![Reread {
+                tp: tp.clone(),
+                epoch: w.epoch(),
+                from: Some(4)
+            }]
+        );
+        assert_eq!(w.held(), 0, "no record taken");
+        drop(w);
+
+        // Read again from 4 (with a shutdown cut in the middle: a claimed segment is not cut
+        // before its end), then to the end: the same objects, every record once.
+        let again = ctx_on(&rt, store.clone());
+        let mut w = land(&again, &tp, Some(4), 0, 4..9, &[5]);
+        w.cut(&again, CutReason::Shutdown).unwrap();
+        assert!(w.wait(&again.rt, Instant::now() + Duration::from_secs(60)));
+        assert!(again.reread.lock().unwrap().is_empty());
+        assert_eq!(data_keys(&again), before);
+        assert_eq!(stored(&again), all);
+
+        // Kafka no longer has 4 (retention) when the partition is read again from there: the
+        // segment is replayed from 5 as the claim it is, and its stored object, which holds 4
+        // too, is not overwritten with fewer records.
+        let gone = ctx_on(&rt, store.clone());
+        let mut w = land(&gone, &tp, Some(4), 0, 5..9, &[]);
+        w.cut(&gone, CutReason::Shutdown).unwrap();
+        assert!(w.wait(&gone.rt, Instant::now() + Duration::from_secs(60)));
+        assert!(gone.reread.lock().unwrap().is_empty());
+        assert_eq!(safe(&gone), vec![]);
+        assert_eq!(
+            gone.ledger
+                .lock()
+                .unwrap()
+                .safe_offsets(std::slice::from_ref(&tp)),
+            vec![(tp.clone(), 9)]
+        );
+        assert_eq!(data_keys(&gone), before);
+        assert_eq!(stored(&gone), all);
+    }
+
+    #[test]
+    fn a_replayed_claim_ends_at_its_claimed_end_when_its_last_offsets_are_gone() {
+        let rt = runtime();
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let tp = Tp::new("t", 0);
+        let first = ctx_on(&rt, store.clone());
+        // [0, 2) cut by the clock, [2, 5) by max_records = 3.
+        let w = land(&first, &tp, None, 0, 0..5, &[1]);
+        assert_eq!(safe(&first), vec![]);
+        drop(w);
+        let before = data_keys(&first);
+        // Compaction removed 3 and 4 and the commit of 5 was lost: the replay from 2 sees 2,
+        // then 6. It seals [2, 5) as claimed (a shorter segment would conflict with the claim
+        // and be re-read forever), keeps the stored object that holds 3 and 4, and commits
+        // past the gap.
+        let next = ctx_on(&rt, store.clone());
+        let mut w = land(&next, &tp, None, 0, [2, 6], &[]);
+        w.cut(&next, CutReason::Shutdown).unwrap();
+        assert!(w.wait(&next.rt, Instant::now() + Duration::from_secs(60)));
+        assert!(next.reread.lock().unwrap().is_empty(), "no claim conflict");
+        assert_eq!(safe(&next), vec![(tp.clone(), 7)]);
+        let after = data_keys(&next);
+        assert_eq!(after.len(), before.len() + 1, "{before:?} → {after:?}");
+        let want: Vec<(i64, i64)> = [0, 1, 2, 3, 4, 6].iter().map(|o| (0, *o)).collect();
+        assert_eq!(stored(&next), want);
+    }
+
+    #[test]
+    fn another_incarnation_of_the_topic_lands_beside_the_first_and_never_over_it() {
+        let rt = runtime();
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let tp = Tp::new("t", 0);
+        let first = ctx_on(&rt, store.clone());
+        let mut w = land(&first, &tp, None, 0, 0..8, &[1]);
+        w.cut(&first, CutReason::Shutdown).unwrap();
+        assert!(w.wait(&first.rt, Instant::now() + Duration::from_secs(60)));
+        drop(w);
+        let before = data_keys(&first);
+        let old: Vec<Vec<u8>> = before
+            .iter()
+            .map(|k| gunzipped(&first, k).into_bytes())
+            .collect();
+
+        // The topic is deleted and created again: offsets start at 0 again, with other
+        // records, cut elsewhere.
+        let next = ctx_on(&rt, store.clone());
+        let mut w = land(&next, &tp, None, 1, 0..6, &[2]);
+        w.cut(&next, CutReason::Shutdown).unwrap();
+        assert!(w.wait(&next.rt, Instant::now() + Duration::from_secs(60)));
+        let mut want: Vec<(i64, i64)> = (0..8).map(|o| (0, o)).collect();
+        want.extend((0..6).map(|o| (1, o)));
+        assert_eq!(stored(&next), want, "both incarnations, each record once");
+        for (k, bytes) in before.iter().zip(&old) {
+            assert_eq!(&gunzipped(&next, k).into_bytes(), bytes, "{k} unchanged");
+        }
+        let after = data_keys(&next);
+        assert!(
+            after
+                .iter()
+                .filter(|k| !before.contains(k))
+                .all(|k| k.ends_with(".g1.json.gz")),
+            "{after:?}"
+        );
+
+        // A restart of the new incarnation follows its own generation's claims.
+        drop(w);
+        let again = ctx_on(&rt, store.clone());
+        let mut w = land(&again, &tp, None, 1, 0..6, &[]);
+        w.cut(&again, CutReason::Shutdown).unwrap();
+        assert!(w.wait(&again.rt, Instant::now() + Duration::from_secs(60)));
+        assert!(again.reread.lock().unwrap().is_empty());
+        assert_eq!(stored(&again), want);
+        assert_eq!(data_keys(&again), after);
+    }
+
+    /// A store that takes a create-only write for a plain one, as some S3-compatible stores and
+    /// proxies that drop `If-None-Match` do.
+    #[derive(Debug, Default)]
+    struct IgnoresCreateOnly(object_store::memory::InMemory);
+
+    impl std::fmt::Display for IgnoresCreateOnly {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "IgnoresCreateOnly")
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for IgnoresCreateOnly {
+        async fn put_opts(
+            &self,
+            location: &Path,
+            payload: object_store::PutPayload,
+            mut opts: object_store::PutOptions,
+        ) -> object_store::Result<object_store::PutResult> {
+            opts.mode = object_store::PutMode::Overwrite;
+            self.0.put_opts(location, payload, opts).await
+        }
+        async fn put_multipart_opts(
+            &self,
+            location: &Path,
+            opts: object_store::PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+            self.0.put_multipart_opts(location, opts).await
+        }
+        async fn get_opts(
+            &self,
+            location: &Path,
+            options: object_store::GetOptions,
+        ) -> object_store::Result<object_store::GetResult> {
+            self.0.get_opts(location, options).await
+        }
+        fn delete_stream(
+            &self,
+            locations: futures::stream::BoxStream<'static, object_store::Result<Path>>,
+        ) -> futures::stream::BoxStream<'static, object_store::Result<Path>> {
+            self.0.delete_stream(locations)
+        }
+        fn list(
+            &self,
+            prefix: Option<&Path>,
+        ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>>
+        {
+            self.0.list(prefix)
+        }
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&Path>,
+        ) -> object_store::Result<object_store::ListResult> {
+            self.0.list_with_delimiter(prefix).await
+        }
+        async fn copy_opts(
+            &self,
+            from: &Path,
+            to: &Path,
+            options: object_store::CopyOptions,
+        ) -> object_store::Result<()> {
+            self.0.copy_opts(from, to, options).await
+        }
+    }
+
+    #[test]
+    fn on_a_store_that_does_not_fence_a_zombie_yields_to_an_earlier_claim_and_never_replaces_a_file(
+    ) {
+        let rt = runtime();
+        let far = Instant::now() + Duration::from_secs(60);
+        let store: Arc<dyn ObjectStore> = Arc::new(IgnoresCreateOnly::default());
+        assert_eq!(
+            rt.block_on(crate::claim::probe_create_only(&store, ""))
+                .unwrap(),
+            crate::claim::CreateOnly::Ignored
+        );
+        let tp = Tp::new("t", 0);
+        let (a, b) = (ctx_on(&rt, store.clone()), ctx_on(&rt, store.clone()));
+        a.claims.set_unfenced();
+        b.claims.set_unfenced();
+        let epoch_a = a.ledger.lock().unwrap().assign(&tp);
+        let epoch_b = b.ledger.lock().unwrap().assign(&tp);
+        let mut wa = PartitionWriter::new(&a, tp.clone(), epoch_a, None).unwrap();
+        let mut wb = PartitionWriter::new(&b, tp.clone(), epoch_b, None).unwrap();
+        // B (the zombie) starts, then A cuts [0, 2) and claims it.
+        push_o(&mut wb, &b, 0);
+        push_o(&mut wa, &a, 0);
+        push_o(&mut wa, &a, 1);
+        wa.cut(&a, CutReason::Age).unwrap();
+        assert!(wa.wait(&a.rt, far));
+        let first = data_keys(&a);
+        assert!(
+            first
+                .iter()
+                .all(|k| k.contains(&format!(".u{}", crate::claim::writer_token()))),
+            "files not replaying a claim carry their writer's token: {first:?}"
+        );
+        // B's clock cuts [0, 3): the claim it finds refuses it, though the store would not.
+        push_o(&mut wb, &b, 1);
+        push_o(&mut wb, &b, 2);
+        wb.cut(&b, CutReason::Age).unwrap();
+        assert!(wb.wait(&b.rt, far));
+        assert_eq!(
+            b.stats
+                .claims_refused
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        assert_eq!(b.reread.lock().unwrap().len(), 1);
+        assert_eq!(data_keys(&b), first, "nothing of B's completed");
         assert_eq!(stored_offsets(&a), vec![0, 1]);
     }
 
@@ -1565,7 +2081,7 @@ on_bad_record = "dlq"
         );
         let tp = Tp::new("t", 0);
         let epoch = ctx.ledger.lock().unwrap().assign(&tp);
-        let mut w = PartitionWriter::new(&ctx, tp.clone(), epoch).unwrap();
+        let mut w = PartitionWriter::new(&ctx, tp.clone(), epoch, None).unwrap();
         // Demo events; the refused one has a string where the schema has a boolean.
         let row = |o: i64, bad: bool| {
             let mut text = String::new();
@@ -1647,7 +2163,7 @@ on_bad_record = "dlq"
         ctx.tables = Arc::new(tables);
         let tp = Tp::new("t", 0);
         let epoch = ctx.ledger.lock().unwrap().assign(&tp);
-        let mut w = PartitionWriter::new(&ctx, tp.clone(), epoch).unwrap();
+        let mut w = PartitionWriter::new(&ctx, tp.clone(), epoch, None).unwrap();
         let far = Instant::now() + Duration::from_secs(60);
         let recs: [Option<&[u8]>; 4] = [
             Some(br#"{"ts":"2024-01-02T01:00:00Z"}"#),
@@ -1706,7 +2222,7 @@ on_bad_record = "dlq"
         let ctx = ctx(&rt);
         let tp = Tp::new("t", 0);
         let epoch = ctx.ledger.lock().unwrap().assign(&tp);
-        let mut w = PartitionWriter::new(&ctx, tp.clone(), epoch).unwrap();
+        let mut w = PartitionWriter::new(&ctx, tp.clone(), epoch, None).unwrap();
         let far = Instant::now() + Duration::from_secs(60);
         let stored = |ctx: &WriterCtx| data_keys(ctx).len();
 

@@ -1,4 +1,5 @@
-"""AWS Glue checks against the test Glue endpoint (moto): partitions DATABASE TABLE | table DATABASE TABLE."""
+"""AWS Glue checks against the test Glue endpoint (moto): partitions DATABASE TABLE [EXPRESSION] |
+table DATABASE TABLE. An EXPRESSION filters partitions by value, as Athena's pruning asks Glue."""
 import json
 import os
 import sys
@@ -15,7 +16,8 @@ glue = boto3.client(
 cmd, db, table = sys.argv[1], sys.argv[2], sys.argv[3]
 if cmd == "partitions":
     out = []
-    for page in glue.get_paginator("get_partitions").paginate(DatabaseName=db, TableName=table):
+    kwargs = {"Expression": sys.argv[4]} if len(sys.argv) > 4 else {}
+    for page in glue.get_paginator("get_partitions").paginate(DatabaseName=db, TableName=table, **kwargs):
         for p in page["Partitions"]:
             sd = p.get("StorageDescriptor", {})
             out.append({

@@ -1,5 +1,7 @@
 """Hive Metastore checks through an independent Thrift client (hmsclient):
-partitions DATABASE TABLE | table DATABASE TABLE | ping. The metastore is at LAKESINK_HIVE_URI."""
+partitions DATABASE TABLE [FILTER] | table DATABASE TABLE | ping. The metastore is at
+LAKESINK_HIVE_URI. A FILTER (`region = "us/east"`) selects partitions by value, as a query's
+pruning asks the metastore."""
 import json
 import os
 import sys
@@ -14,7 +16,10 @@ with client as c:
     if cmd == "ping":
         print(json.dumps(c.get_all_databases()))
     elif cmd == "partitions":
-        parts = c.get_partitions(sys.argv[2], sys.argv[3], -1)
+        if len(sys.argv) > 4:
+            parts = c.get_partitions_by_filter(sys.argv[2], sys.argv[3], sys.argv[4], -1)
+        else:
+            parts = c.get_partitions(sys.argv[2], sys.argv[3], -1)
         print(json.dumps([
             {"values": p.values, "location": p.sd.location, "serde": p.sd.serdeInfo.serializationLib,
              "input_format": p.sd.inputFormat}

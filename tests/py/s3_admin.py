@@ -1,4 +1,5 @@
-"""Bucket chores on the test S3 server: list-buckets | create-bucket NAME | list NAME PREFIX."""
+"""Bucket chores on the test S3 server: list-buckets | create-bucket NAME | list NAME PREFIX |
+json NAME PREFIX (the bodies of the JSON objects under PREFIX, as one list: segment claims)."""
 import json
 import os
 import sys
@@ -22,6 +23,14 @@ elif cmd == "list":
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=sys.argv[2], Prefix=sys.argv[3]):
         for o in page.get("Contents", []):
             out.append({"key": o["Key"], "size": o["Size"], "etag": o["ETag"], "modified": o["LastModified"].isoformat()})
+    print(json.dumps(out))
+elif cmd == "json":
+    out = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=sys.argv[2], Prefix=sys.argv[3]):
+        for o in page.get("Contents", []):
+            if o["Key"].endswith(".json"):
+                body = s3.get_object(Bucket=sys.argv[2], Key=o["Key"])["Body"].read()
+                out.append({"key": o["Key"], "body": json.loads(body)})
     print(json.dumps(out))
 else:
     sys.exit(f"unknown command {cmd}")

@@ -129,6 +129,78 @@ impl Testbed {
         serde_json::from_str(&self.python("s3_admin.py", &["list", bucket, prefix])).unwrap()
     }
 
+    /// Checks the lake's own bookkeeping of `topic`: for each Kafka partition, the segment
+    /// claims follow each other without gap or overlap from offset 0 to the committed offset;
+    /// every object in the tables' directories is listed by exactly one claim; every object a
+    /// claim lists exists. Returns the number of claims.
+    pub fn assert_bookkeeping(
+        &self,
+        bucket: &str,
+        tables: &[&str],
+        topic: &str,
+        committed: &BTreeMap<i32, i64>,
+    ) -> usize {
+        let claims: Vec<Value> = serde_json::from_str(&self.python(
+            "s3_admin.py",
+            &["json", bucket, &format!("lake/_lakesink/segments/{topic}/")],
+        ))
+        .unwrap();
+        let mut by_partition: BTreeMap<i64, Vec<(i64, i64)>> = BTreeMap::new();
+        let mut listed: BTreeMap<String, usize> = BTreeMap::new();
+        for c in &claims {
+            let b = &c["body"];
+            by_partition
+                .entry(b["partition"].as_i64().unwrap())
+                .or_default()
+                .push((b["start"].as_i64().unwrap(), b["end"].as_i64().unwrap()));
+            for o in b["objects"].as_array().unwrap() {
+                *listed.entry(o.as_str().unwrap().to_string()).or_default() += 1;
+            }
+        }
+        for (p, end) in committed {
+            let mut spans = by_partition.remove(&i64::from(*p)).unwrap_or_default();
+            spans.sort_unstable();
+            let mut at = 0;
+            for (start, stop) in &spans {
+                assert_eq!(
+                    *start, at,
+                    "partition {p}: claims leave a gap or overlap at {at}: {spans:?}"
+                );
+                at = *stop;
+            }
+            assert_eq!(
+                at, *end,
+                "partition {p}: the claims end at {at}, the committed offset is {end}"
+            );
+        }
+        assert!(
+            by_partition.is_empty(),
+            "claims of partitions without a committed offset: {by_partition:?}"
+        );
+        let mut stored = std::collections::BTreeSet::new();
+        for t in tables {
+            for o in self.list_objects(bucket, &format!("lake/{t}/")) {
+                stored.insert(o["key"].as_str().unwrap().to_string());
+            }
+        }
+        for key in &stored {
+            assert_eq!(
+                listed.get(key),
+                Some(&1),
+                "{key}: listed by {:?} claims",
+                listed.get(key)
+            );
+        }
+        let data: Vec<&String> = listed.keys().filter(|k| !k.contains("/_errors/")).collect();
+        for key in data {
+            assert!(
+                stored.contains(key),
+                "a claim lists {key}, which is not in the store"
+            );
+        }
+        claims.len()
+    }
+
     /// Fresh names for one test — (topic, bucket, consumer group) — with the topic and the
     /// bucket created.
     pub fn fresh(&self, prefix: &str, partitions: i32) -> (String, String, String) {

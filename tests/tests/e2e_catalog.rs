@@ -619,3 +619,135 @@ fn drained(log: &str, field: &str) -> String {
         .unwrap_or("?")
         .to_string()
 }
+
+/// Records whose `awsRegion` needs escaping in a path, with how many of each.
+fn regional_records() -> (Vec<Option<Vec<u8>>>, BTreeMap<&'static str, u64>) {
+    let regions = ["us/east", "a b", "50%", "eu-west-1"];
+    let mut values = Vec::new();
+    let mut counts = BTreeMap::new();
+    for i in 0..200u64 {
+        let region = regions[(i % 4) as usize];
+        *counts.entry(region).or_default() += 1;
+        values.push(Some(
+            format!(
+                r#"{{"eventTime":"2024-01-02T01:{:02}:00Z","awsRegion":"{region}","n":{i}}}"#,
+                i % 60
+            )
+            .into_bytes(),
+        ));
+    }
+    (values, counts)
+}
+
+fn regional_table(topic: &str) -> String {
+    format!(
+        r#"[[tables]]
+name = "regional"
+topics = ["{topic}"]
+partition_by = "date={{event_time:%Y-%m-%d}}/region={{field:awsRegion}}"
+timestamp = {{ field = "eventTime" }}
+max_future_skew = "1000d"
+[tables.rotate]
+max_age = "2s"
+"#
+    )
+}
+
+#[test]
+fn catalogs_hold_the_real_partition_values_and_a_query_by_value_finds_them() {
+    let tb = Testbed::from_env();
+    let (values, counts) = regional_records();
+
+    // Glue (moto), the lake on S3.
+    let (topic, bucket, group) = tb.fresh("values", 1);
+    let database = Testbed::unique("logs").replace('-', "_");
+    tb.produce_raw(&topic, 0, &values);
+    let ends = tb.high_watermarks(&topic, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let config = tb.write_config(
+        dir.path(),
+        &group,
+        &bucket,
+        &format!(
+            "{}\n{}",
+            glue_catalog(&tb.glue_endpoint, &database),
+            regional_table(&topic)
+        ),
+    );
+    let mut daemon = tb.start_daemon(&config, dir.path(), &[]);
+    daemon.wait_committed(&tb, &group, &topic, &ends, Duration::from_secs(120));
+    daemon.stop(Duration::from_secs(60));
+    let all = tb.glue_partitions(&database, "regional");
+    assert_eq!(all.len(), counts.len(), "{all:?}");
+    for (region, n) in &counts {
+        // What Athena's partition pruning asks Glue: the partition whose value is the real one.
+        let expr = format!("region = '{region}'");
+        let found: Vec<Value> = serde_json::from_str(&tb.python(
+            "glue_admin.py",
+            &["partitions", &database, "regional", &expr],
+        ))
+        .unwrap();
+        assert_eq!(found.len(), 1, "{expr}: {found:?} of {all:?}");
+        assert_eq!(
+            found[0]["values"],
+            serde_json::json!(["2024-01-02", region])
+        );
+        let mut escaped = String::new();
+        lakesink::route::escape::escape_partition_value(region, &mut escaped);
+        let location = found[0]["location"].as_str().unwrap();
+        assert_eq!(
+            location,
+            format!("s3://{bucket}/lake/regional/date=2024-01-02/region={escaped}/")
+        );
+        tb.assert_exactly_once(&format!("'{location}*.json.gz'"), *n, region);
+    }
+
+    // The Hive Metastore, the lake on local disk (it resolves file:// locations only).
+    let topic = Testbed::unique("values-hive");
+    let group = Testbed::unique("lakesink");
+    let database = Testbed::unique("logs").replace('-', "_");
+    tb.create_topic(&topic, 1);
+    tb.produce_raw(&topic, 0, &values);
+    let ends = tb.high_watermarks(&topic, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let config = tb.write_local_config(
+        dir.path(),
+        &group,
+        &lake,
+        "",
+        &format!(
+            "[catalog]\nkind = \"hive\"\nuri = \"{uri}\"\ndatabase = \"{database}\"\ncreate_table = true\n\n{tables}",
+            uri = tb.hive_uri,
+            tables = regional_table(&topic),
+        ),
+    );
+    let mut daemon = tb.start_daemon(&config, dir.path(), &[]);
+    daemon.wait_committed(&tb, &group, &topic, &ends, Duration::from_secs(120));
+    daemon.stop(Duration::from_secs(60));
+    for region in counts.keys() {
+        let filter = format!("region = \"{region}\"");
+        let found: Vec<Value> = serde_json::from_str(&tb.python(
+            "hive_admin.py",
+            &["partitions", &database, "regional", &filter],
+        ))
+        .unwrap();
+        assert_eq!(found.len(), 1, "{filter}: {found:?}");
+        assert_eq!(
+            found[0]["values"],
+            serde_json::json!(["2024-01-02", region])
+        );
+        let mut escaped = String::new();
+        lakesink::route::escape::escape_partition_value(region, &mut escaped);
+        assert_eq!(
+            local_path(found[0]["location"].as_str().unwrap()),
+            lake.join(format!("regional/date=2024-01-02/region={escaped}"))
+                .display()
+                .to_string()
+        );
+    }
+    report(&format!(
+        "e2e catalog values: {} regions needing escapes registered in Glue and the Hive Metastore with their real values, each found by a query on that value at its escaped location",
+        counts.len()
+    ));
+}

@@ -1,6 +1,8 @@
 //! Crash tests: the daemon is killed with SIGKILL again and again while records (some of them
-//! late) keep arriving, sometimes at random moments and sometimes by the failpoint between
-//! upload and commit. In the end every record is in the lake exactly once.
+//! late) keep arriving, sometimes at random moments and sometimes by failpoints: between a
+//! segment's claim and its objects, and between its upload and its commit. In the end every
+//! record is in the lake exactly once, and the lake's bookkeeping (its segment claims) covers
+//! every offset and lists every object once.
 
 use std::time::{Duration, Instant};
 
@@ -58,17 +60,22 @@ max_age = "700ms"
         seed
     };
     let (mut random_kills, mut failpoint_kills, mut busy_kills) = (0, 0, 0);
+    let mut after_claim_kills = 0;
     let mut round = 0;
     // At least KILLS kills, and kills until the producer is done.
     while round < KILLS || (!producer.is_finished() && round < 3 * KILLS) {
         round += 1;
         if round % 2 == 1 {
-            // The failpoint kills the daemon between upload and commit.
+            // The failpoints kill the daemon between a claim and its objects, or between
+            // upload and commit.
             let mut d = tb.start_daemon_with_env(
                 &config,
                 dir.path(),
                 &[],
-                &[("LAKESINK_FAILPOINT", "crash-before-commit:0.3")],
+                &[(
+                    "LAKESINK_FAILPOINT",
+                    "crash-after-claim:0.1,crash-before-commit:0.2",
+                )],
             );
             let deadline = Instant::now() + Duration::from_secs(25);
             while d.running() && Instant::now() < deadline {
@@ -78,12 +85,13 @@ max_age = "700ms"
                 d.signal("KILL");
                 random_kills += 1;
             } else {
+                let log = d.log_text();
                 assert!(
-                    d.log_text().contains("failpoint crash-before-commit"),
-                    "the daemon died, but not by the failpoint:\n{}",
-                    d.log_text()
+                    log.contains("failpoint crash-"),
+                    "the daemon died, but not by a failpoint:\n{log}"
                 );
                 failpoint_kills += 1;
+                after_claim_kills += usize::from(log.contains("failpoint crash-after-claim"));
             }
             d.wait(Duration::from_secs(10));
         } else {
@@ -129,9 +137,11 @@ max_age = "700ms"
         let source = format!("'s3://{bucket}/lake/{table}/**/*.json.gz'");
         tb.assert_exactly_once(&source, RECORDS, table);
     }
+    let claims = tb.assert_bookkeeping(&bucket, &["cloudtrail", "by_region"], &topic, &ends);
     let committed_before: i64 = before_final.values().sum();
     report(&format!(
-        "e2e chaos (tansu + SeaweedFS): {RECORDS} records, {} SIGKILLs ({failpoint_kills} by the failpoint between upload and commit, {random_kills} at random moments); \
+        "e2e chaos (tansu + SeaweedFS): {RECORDS} records, {} SIGKILLs ({failpoint_kills} by failpoints, {after_claim_kills} of them between a claim and its objects, the others between upload and commit; {random_kills} at random moments); \
+         {claims} segment claims cover every offset and list every object once; \
          {busy_kills} random kills with records consumed but not yet committed; \
          {committed_before} offsets committed before the final run ({replaced} final members replaced for want of progress); \
          lost 0, duplicated 0 in both tables; {:.0} s",

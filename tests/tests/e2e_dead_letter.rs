@@ -295,3 +295,82 @@ fn dead_letters_go_to_a_kafka_topic_with_key_value_headers_and_the_reason() {
         bad.len()
     ));
 }
+
+#[test]
+fn a_value_too_long_for_an_object_key_is_dead_lettered_and_the_partition_flows_on() {
+    let tb = Testbed::from_env();
+    let (topic, bucket, group) = tb.fresh("longvalue", 1);
+    // Good events, and two whose `awsRegion` (a partition field) is 1,100 bytes: a key over
+    // S3's 1,024 bytes. The upload would fail on every restart; it must not be attempted.
+    let mut values = Vec::new();
+    let mut long = Vec::new();
+    let mut buf = String::new();
+    for seq in 0..300u64 {
+        if seq == 40 || seq == 250 {
+            long.push(values.len() as i64);
+            values.push(Some(
+                format!(
+                    r#"{{"eventTime":"2024-01-02T01:00:00Z","awsRegion":"{}"}}"#,
+                    "r".repeat(1_100)
+                )
+                .into_bytes(),
+            ));
+        } else {
+            event(&GenConfig::default(), seq, 300, &mut buf);
+            values.push(Some(buf.clone().into_bytes()));
+        }
+    }
+    tb.produce_raw(&topic, 0, &values);
+    let ends = tb.high_watermarks(&topic, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let config = tb.write_config(
+        dir.path(),
+        &group,
+        &bucket,
+        &format!(
+            r#"[[tables]]
+name = "cloudtrail"
+topics = ["{topic}"]
+partition_by = "date={{event_time:%Y-%m-%d}}/region={{field:awsRegion}}"
+timestamp = {{ field = "eventTime" }}
+max_future_skew = "1000d"
+on_bad_record = "dlq"
+[tables.rotate]
+max_records = 100
+max_age = "2s"
+"#
+        ),
+    );
+    let mut daemon = tb.start_daemon(&config, dir.path(), &[]);
+    daemon.wait_committed(&tb, &group, &topic, &ends, Duration::from_secs(120));
+    daemon.stop(Duration::from_secs(60));
+    tb.assert_exactly_once(
+        &format!("'s3://{bucket}/lake/cloudtrail/*/*/*.json.gz'"),
+        300 - long.len() as u64,
+        "the good records",
+    );
+    let letters = tb.duckdb(&format!(
+        "SELECT \"offset\" AS o, reason, error FROM read_json('s3://{bucket}/lake/_errors/cloudtrail/*/*.json.gz') ORDER BY o"
+    ));
+    let got: Vec<(i64, &str)> = letters
+        .iter()
+        .map(|r| (r["o"].as_i64().unwrap(), r["reason"].as_str().unwrap()))
+        .collect();
+    let want: Vec<(i64, &str)> = long
+        .iter()
+        .map(|o| (*o, "partition_path_too_long"))
+        .collect();
+    assert_eq!(got, want, "{letters:?}");
+    assert!(
+        letters[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("1,024 bytes"),
+        "{letters:?}"
+    );
+    report(&format!(
+        "e2e long partition value: {} records with a 1,100-byte awsRegion dead-lettered as partition_path_too_long, {} good ones landed, all offsets committed",
+        long.len(),
+        300 - long.len()
+    ));
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 use lakesink_e2e::{report, GroupRun};
 
 /// What a daemon logs when another writer's claim refuses its segment.
-const REFUSED: &str = "another writer claimed this segment";
+const REFUSED: &str = "this segment was claimed with another end or another first record";
 
 #[test]
 fn a_frozen_member_that_wakes_up_after_losing_its_partitions_duplicates_nothing() {

@@ -2,7 +2,8 @@
 //! so any Glue-compatible endpoint works (moto, LocalStack) through `endpoint`.
 //!
 //! A partition's StorageDescriptor is the table's, with the partition's own location; values
-//! are the path's values as written (Hive-escaped). `BatchCreatePartition` answers duplicates
+//! are the logical values (the path's, unescaped), as Hive registers them, so a query on the
+//! real value finds the partition. `BatchCreatePartition` answers duplicates
 //! with `AlreadyExistsException` entries, which count as success.
 
 use futures::future::BoxFuture;
@@ -197,7 +198,12 @@ impl Glue {
                         t.partition_columns
                             .iter()
                             .zip(values)
-                            .map(|(c, v)| format!("{c}={v}"))
+                            .map(|(c, v)| {
+                                // Glue holds logical values; the known set holds paths.
+                                let mut escaped = String::with_capacity(v.len());
+                                crate::route::escape::escape_partition_value(v, &mut escaped);
+                                format!("{c}={escaped}")
+                            })
                             .collect::<Vec<_>>()
                             .join("/"),
                     );

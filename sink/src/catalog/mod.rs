@@ -56,11 +56,14 @@ pub struct NewPartition {
 }
 
 impl NewPartition {
-    /// The partition values in column order, exactly as they appear in the path.
-    pub fn values(&self) -> Vec<&str> {
+    /// The partition values in column order: the logical values, unescaped (`us/east` for the
+    /// path's `region=us%2Feast`), as Hive registers them. A query filtering on the real value
+    /// then finds the partition, and `MSCK REPAIR` or a crawler sees it as the same one.
+    pub fn values(&self) -> Vec<String> {
         self.path
             .split('/')
             .map(|seg| seg.split_once('=').map_or(seg, |(_, v)| v))
+            .map(crate::route::escape::unescape_partition_value)
             .collect()
     }
 }
@@ -500,14 +503,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn values_come_from_the_path_as_written() {
+    fn values_are_the_paths_values_unescaped() {
         let p = NewPartition {
             table: "t".into(),
             path: "date=2024-01-02/hour=01/region=us%2Feast".into(),
             location: String::new(),
             files: vec![],
         };
-        assert_eq!(p.values(), vec!["2024-01-02", "01", "us%2Feast"]);
+        assert_eq!(p.values(), vec!["2024-01-02", "01", "us/east"]);
     }
 
     /// A catalog that is unreachable for its first `failures` calls and records what it got.

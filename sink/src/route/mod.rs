@@ -61,6 +61,30 @@ pub enum RouteError {
         reference: String,
         skew_secs: u64,
     },
+    /// The rendered partition path does not fit the store's limits: a directory name over
+    /// [`MAX_PATH_SEGMENT_BYTES`] or an object key over [`MAX_KEY_BYTES`].
+    #[error(
+        "partition path `{}…` ({bytes} bytes) is too long: {limit}",
+        truncate(path, 80)
+    )]
+    PathTooLong {
+        path: String,
+        bytes: usize,
+        limit: &'static str,
+    },
+}
+
+/// Longest object key S3, GCS and Azure accept, in bytes.
+pub const MAX_KEY_BYTES: usize = 1024;
+/// Longest file or directory name local file systems accept (ext4, xfs, APFS, NTFS), in bytes.
+pub const MAX_PATH_SEGMENT_BYTES: usize = 255;
+
+fn truncate(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 impl RouteError {
@@ -87,6 +111,7 @@ impl RouteError {
             RouteError::FutureTimestamp { .. } => "future_timestamp",
             RouteError::Schema(_) => "schema_mismatch",
             RouteError::Wire(_) => "wire_format",
+            RouteError::PathTooLong { .. } => "partition_path_too_long",
         }
     }
 }
@@ -109,6 +134,9 @@ pub struct TableRouter {
     on_missing: MissingTimestamp,
     max_bytes: u64,
     skew_micros: i64,
+    /// Longest partition path whose object keys stay within [`MAX_KEY_BYTES`] (see
+    /// [`TableRouter::limit_path`]).
+    max_path_bytes: usize,
 }
 
 impl TableRouter {
@@ -133,7 +161,15 @@ impl TableRouter {
             on_missing: table.on_missing_timestamp,
             max_bytes: table.max_record_bytes,
             skew_micros: i64::try_from(table.max_future_skew.as_micros()).unwrap_or(i64::MAX),
+            max_path_bytes: MAX_KEY_BYTES,
         })
+    }
+
+    /// Sets the longest partition path this router renders: what is left of [`MAX_KEY_BYTES`]
+    /// once the store prefix, the table and the file name are in the key. A longer path is a
+    /// bad record ([`RouteError::PathTooLong`]), not an upload that fails on every restart.
+    pub fn limit_path(&mut self, bytes: usize) {
+        self.max_path_bytes = bytes;
     }
 
     /// Validates the record, finds its event time and writes its partition path into `path`.
@@ -192,10 +228,34 @@ impl TableRouter {
             },
             path,
         );
+        // Short paths (all of them, in practice) need no scan: no directory name can be over
+        // the limit when the whole path is not.
+        if path.len() > MAX_PATH_SEGMENT_BYTES.min(self.max_path_bytes) {
+            self.check_path(path)?;
+        }
         Ok(Routed {
             event_micros,
             fell_back,
         })
+    }
+
+    fn check_path(&self, path: &str) -> Result<(), RouteError> {
+        let too_long = |limit| RouteError::PathTooLong {
+            path: path.to_string(),
+            bytes: path.len(),
+            limit,
+        };
+        if path.len() > self.max_path_bytes {
+            return Err(too_long(
+                "object keys are limited to 1,024 bytes (S3, GCS, Azure) with the table's prefix and the file name",
+            ));
+        }
+        if path.split('/').any(|s| s.len() > MAX_PATH_SEGMENT_BYTES) {
+            return Err(too_long(
+                "a directory name is limited to 255 bytes (local file systems)",
+            ));
+        }
+        Ok(())
     }
 
     fn field_time(
@@ -257,6 +317,36 @@ timestamp = {{ field = "eventTime" }}
             kafka_millis: Some(1_704_160_000_000), // 2024-01-02T01:46:40Z
             payload: Some(payload.as_bytes()),
         }
+    }
+
+    #[test]
+    fn a_value_too_long_for_a_key_or_a_directory_name_is_a_bad_record_not_an_upload_failure() {
+        let mut r = router("");
+        let mut path = String::new();
+        let value = |n: usize| {
+            format!(
+                r#"{{"eventTime":"2024-01-01T22:59:59Z","awsRegion":"{}"}}"#,
+                "a".repeat(n)
+            )
+        };
+        // `region=` + 248 bytes is a 255-byte directory name: it fits.
+        r.route(&rec(&value(248)), 0, &mut path).unwrap();
+        let e = r.route(&rec(&value(249)), 0, &mut path).unwrap_err();
+        assert_eq!(e.reason(), "partition_path_too_long");
+        assert!(e.to_string().contains("255 bytes"), "{e}");
+        // Escaping counts: 100 slashes become 300 bytes.
+        let e = r.route(
+            &rec(&value(0).replace("\"\"", &format!("\"{}\"", "/".repeat(100)))),
+            0,
+            &mut path,
+        );
+        assert_eq!(e.unwrap_err().reason(), "partition_path_too_long");
+        // The key limit, once the writer has set what is left of 1,024 bytes.
+        r.limit_path(200);
+        let e = r.route(&rec(&value(190)), 0, &mut path).unwrap_err();
+        assert!(e.to_string().contains("1,024 bytes"), "{e}");
+        r.route(&rec(&value(150)), 0, &mut path).unwrap();
+        assert!(path.len() <= 200);
     }
 
     #[test]
