@@ -1,0 +1,833 @@
+//! Partition writers: the open segment of one Kafka partition, its open files (one per table and
+//! partition path), and the hand-over of a cut segment to upload → catalog → ledger.
+//!
+//! A writer lives on one worker thread and sees its partition's records in offset order, so every
+//! decision it makes from the records (routing, cuts on count or bytes) is the same on a replay.
+
+mod dead_letter;
+mod files;
+mod segment;
+#[cfg(test)]
+pub(crate) mod tests;
+mod wire;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use object_store::ObjectStore;
+use rdkafka::producer::DeliveryFuture;
+use tokio::runtime::Handle;
+use tokio::task::JoinHandle;
+
+use crate::catalog::{CatalogError, NewPartition, Registrar};
+use crate::claim::{Claim, ClaimError, Claims, Fingerprint};
+use crate::commit::{CommitError, OffsetLedger, Tp};
+use crate::config::TablePlan;
+use crate::encode::{EncodeError, Encoder, GzipNdjson, ParquetEncoder, Rejected};
+use crate::error::Fatal;
+use crate::memory::Budget;
+use crate::rotate::{CutReason, Deadline};
+use crate::route::{RecordRef, RouteError, TableRouter};
+use crate::stats::Stats;
+use crate::upload::UploadError;
+
+pub use dead_letter::DeadLetterProducer;
+use dead_letter::{bad_record, DeadLetterFiles};
+use files::{
+    append, close, open_file, path_room, recharge, settle_due, Naming, OpenFile, Unsettled,
+};
+use segment::{Completion, Owner, Sealed};
+use wire::unwrap_wire;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("table `{table}`: bad record at {tp} offset {offset}: {source} (on_bad_record = \"fail\": stopping; nothing from this offset on is committed)")]
+    BadRecord {
+        table: String,
+        tp: Tp,
+        offset: i64,
+        #[source]
+        source: RouteError,
+    },
+    #[error("encoding {key}: {source}")]
+    Encode {
+        key: String,
+        #[source]
+        source: EncodeError,
+    },
+    #[error(transparent)]
+    Upload(#[from] UploadError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Commit(#[from] CommitError),
+    #[error(transparent)]
+    Claim(#[from] ClaimError),
+    #[error("table `{table}`: object key `{key}` is invalid: {message}")]
+    Key {
+        table: String,
+        key: String,
+        message: String,
+    },
+    #[error("table `{table}`: {message}")]
+    Schema { table: String, message: String },
+    #[error("table `{table}`: {source}")]
+    Registry {
+        table: String,
+        #[source]
+        source: lakesink_schema_registry::registry::RegistryError,
+    },
+    #[error("{tp}: producing a dead letter failed: {message}")]
+    DeadLetter { tp: Tp, message: String },
+    #[error("segment {tp} [{start}, {end}): upload task failed: {message}")]
+    Task {
+        tp: Tp,
+        start: i64,
+        end: i64,
+        message: String,
+    },
+}
+
+/// What every writer shares.
+pub struct WriterCtx {
+    pub tables: Arc<Vec<TablePlan>>,
+    pub store: Arc<dyn ObjectStore>,
+    /// The store's path prefix from `storage.url` (may be empty).
+    pub root: String,
+    /// `storage.url` without a trailing slash, for catalog locations.
+    pub location_base: String,
+    pub rt: Handle,
+    pub ledger: Arc<Mutex<OffsetLedger>>,
+    pub catalog: Arc<Registrar>,
+    pub budget: Arc<Budget>,
+    /// Worker threads sharing the budget.
+    pub workers: usize,
+    pub stats: Arc<Stats>,
+    pub fatal: Arc<Fatal>,
+    pub part_size: usize,
+    /// Directory of dead-letter objects below the store root (`_errors`).
+    pub dead_letter_prefix: String,
+    /// With `dead_letter.kind = "kafka"`: where dead letters are produced instead.
+    pub dead_letter_producer: Option<Arc<DeadLetterProducer>>,
+    /// Objects being completed in the store at once, daemon-wide.
+    pub upload_slots: Arc<tokio::sync::Semaphore>,
+    /// Segment claims (see [`crate::claim`]).
+    pub claims: Arc<Claims>,
+    /// Partitions the consumer must read again under a new epoch: see [`Reread`].
+    pub reread: Arc<Mutex<Vec<Reread>>>,
+}
+
+/// A partition its writer wants read again: its segment lost its claim to another writer (from
+/// the committed offset), or its first record lies inside a claimed segment (from that
+/// segment's start). The consumer drops the writer, seeks and gives a new one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reread {
+    pub tp: Tp,
+    /// The epoch of the writer that asked: a partition revoked or re-read meanwhile is not.
+    pub epoch: u64,
+    /// Where to read from; `None`: the group's committed offset.
+    pub from: Option<i64>,
+}
+
+/// One record handed to a writer.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordIn<'a> {
+    pub offset: i64,
+    pub kafka_millis: Option<i64>,
+    pub payload: Option<&'a [u8]>,
+    /// Only dead letters use the key and the headers (encoded by
+    /// [`crate::worker::encode_headers`]).
+    pub key: Option<&'a [u8]>,
+    pub headers: Option<&'a [u8]>,
+}
+
+/// The open segment of one Kafka partition.
+pub struct PartitionWriter {
+    tp: Tp,
+    epoch: u64,
+    /// Tables fed by this partition's topic: (index into ctx.tables, router).
+    routers: Vec<(usize, TableRouter)>,
+    /// Open files per router slot, by partition path.
+    files: Vec<HashMap<String, OpenFile>>,
+    /// Open dead-letter files, by `{table}/date=…` below the dead-letter prefix.
+    errors: HashMap<String, OpenFile>,
+    /// Dead letters produced to the dead-letter topic from the open segment, not yet acked.
+    deliveries: Vec<DeliveryFuture>,
+    /// First offset of the open segment, if it has any record.
+    start: Option<i64>,
+    /// One past the last offset taken.
+    next: i64,
+    deadline: Deadline,
+    /// Bytes this writer holds in open files (encoded bytes plus encoder overhead).
+    held: usize,
+    path: String,
+    in_flight: Vec<JoinHandle<()>>,
+    budget: Arc<Budget>,
+    /// End of the last segment completed in the store; the next one is completed only once
+    /// this offset is committed (see [`crate::rotate`]).
+    gate: Option<i64>,
+    /// Segments cut and sealed, waiting for the gate, oldest first. Their bytes are in memory
+    /// (charged to the budget) or in parts of multipart uploads not yet completed (invisible).
+    sealed: std::collections::VecDeque<Sealed>,
+    /// Set by a segment task whose claim another writer refused: that segment's end will
+    /// never be committed by this writer, so nothing behind the gate can complete. What the
+    /// writer holds is abandoned; the partition is re-read under a new epoch.
+    lost: Arc<AtomicBool>,
+    /// Files with unsettled rows: (router slot, partition path).
+    dirty: Vec<(usize, String)>,
+    /// A file's unsettled rows are [`settle_due`]: settle those files after this record.
+    settle_now: bool,
+    rejected: Vec<Rejected>,
+    /// Scratch for Avro records decoded to JSON.
+    json: String,
+    /// Per router slot: the schema id of its open files (registry tables).
+    schema_ids: Vec<Option<u32>>,
+    /// Claims of segments at or after the first offset this writer read, not reached yet;
+    /// listed from the store when the first record arrives.
+    known: Option<std::collections::VecDeque<Claim>>,
+    /// The listing of those claims the consumer started, until the first record needs it.
+    prefetch: Option<crate::claim::Prefetch>,
+    /// The open segment replays a claimed one: it is cut at this end offset and nowhere else.
+    follow: Option<i64>,
+    /// The open segment must be cut before a record at or after this offset (the end of the
+    /// claim it follows, or the start of the next claim).
+    stop_at: Option<i64>,
+    /// Fingerprint of the open segment's first record.
+    first: Fingerprint,
+    /// The topic partition's generation (see [`crate::claim`]): which claims it follows, and
+    /// the suffix of its object names.
+    generation: u32,
+    /// Object keys of the claimed segment being replayed, by directory: a path keeps its
+    /// claimed key even when its first record is no longer in Kafka (compaction, retention).
+    claimed_keys: HashMap<String, String>,
+    /// The open segment replays a claimed one of which Kafka no longer has every record
+    /// (retention or compaction took its first or last ones): only its objects missing from
+    /// the store are completed, so none is overwritten with fewer records.
+    partial: bool,
+    /// The offset the consumer sought this partition to when it created this writer for a
+    /// re-read from a claimed segment's start (see [`Reread`]).
+    sought: Option<i64>,
+    /// This writer asked to re-read the partition from an earlier offset: it takes no records
+    /// until the consumer replaces it.
+    rewinding: bool,
+}
+
+impl PartitionWriter {
+    /// A writer for `tp` under `epoch`; `sought` is the offset the consumer sought to for a
+    /// [`Reread`] from a claimed segment's start.
+    pub fn new(
+        ctx: &WriterCtx,
+        tp: Tp,
+        epoch: u64,
+        sought: Option<i64>,
+    ) -> Result<PartitionWriter, String> {
+        let mut routers = Vec::new();
+        for (i, t) in ctx.tables.iter().enumerate() {
+            if t.topics.iter().any(|x| **x == *tp.topic) {
+                let mut router = TableRouter::new(t)?;
+                router.limit_path(path_room(&ctx.root, &t.name, &tp));
+                routers.push((i, router));
+            }
+        }
+        let files = routers.iter().map(|_| HashMap::new()).collect();
+        Ok(PartitionWriter {
+            tp,
+            epoch,
+            files,
+            errors: HashMap::new(),
+            deliveries: Vec::new(),
+            start: None,
+            next: 0,
+            deadline: Deadline::default(),
+            held: 0,
+            path: String::with_capacity(128),
+            in_flight: Vec::new(),
+            budget: ctx.budget.clone(),
+            gate: None,
+            sealed: Default::default(),
+            lost: Arc::new(AtomicBool::new(false)),
+            dirty: Vec::new(),
+            settle_now: false,
+            rejected: Vec::new(),
+            json: String::new(),
+            schema_ids: routers.iter().map(|_| None).collect(),
+            routers,
+            known: None,
+            prefetch: None,
+            follow: None,
+            stop_at: None,
+            first: Fingerprint::default(),
+            generation: 0,
+            claimed_keys: HashMap::new(),
+            sought,
+            rewinding: false,
+            partial: false,
+        })
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    pub fn tp(&self) -> &Tp {
+        &self.tp
+    }
+
+    /// Bytes held by the open files.
+    pub fn held(&self) -> usize {
+        self.held
+    }
+
+    pub fn deadline_expired(&self, now: Instant) -> bool {
+        self.start.is_some() && self.deadline.expired(now)
+    }
+
+    /// Whether the open segment replays a claimed one (it can only be cut at the claim's end).
+    pub fn following(&self) -> bool {
+        self.follow.is_some()
+    }
+
+    /// Called before the first record of a segment: finds whether it replays a claimed
+    /// segment, and where the next claim forces a cut. On the writer's first record, it also
+    /// finds the partition's generation, and asks for a re-read from a claimed segment's start
+    /// when the record lies inside that segment (the group's offsets were reset into it).
+    fn begin_segment(&mut self, ctx: &WriterCtx, rec: &RecordIn<'_>) -> Result<(), WriteError> {
+        let first = Fingerprint::of(rec.kafka_millis, rec.key, rec.payload);
+        self.first = first;
+        if self.known.is_none() {
+            let prefetched = self
+                .prefetch
+                .take()
+                .and_then(|p| p.wait(&ctx.rt, rec.offset));
+            let around = match prefetched {
+                Some(listed) => listed?,
+                None => ctx.rt.block_on(ctx.claims.around(&self.tp, rec.offset))?,
+            };
+            self.generation = around.generation;
+            if let Some(c) = around.containing {
+                if self.sought.is_some_and(|s| s <= c.start) {
+                    // Read again from the claim's start, Kafka answered from later on: its
+                    // first records are gone (retention, compaction). Follow it from here.
+                    tracing::warn!(tp = %self.tp, from = rec.offset, start = c.start, end = c.end, "the first records of a claimed segment are no longer in Kafka: replaying it from here, under its claimed keys");
+                    self.known = Some(around.later.into());
+                    self.follow_claim(c, rec.offset);
+                    return Ok(());
+                }
+                tracing::warn!(tp = %self.tp, offset = rec.offset, start = c.start, end = c.end, "the partition starts inside a segment already in the lake (its offsets were reset or expired): reading it again from the segment's start, so that it is rewritten whole");
+                self.rewinding = true;
+                ctx.reread.lock().expect("reread lock").push(Reread {
+                    tp: self.tp.clone(),
+                    epoch: self.epoch,
+                    from: Some(c.start),
+                });
+                return Ok(());
+            }
+            if let Some(c) = around.later.first() {
+                tracing::info!(tp = %self.tp, from = rec.offset, generation = self.generation, claims = around.later.len(), first_end = c.end, "replaying segments claimed in the store: cutting where they were cut");
+            }
+            self.known = Some(around.later.into());
+        }
+        // (`cut` cleared `follow`, `stop_at` and `claimed_keys`.)
+        let known = self.known.as_mut().expect("listed above");
+        while known.front().is_some_and(|c| c.end <= rec.offset) {
+            known.pop_front();
+        }
+        let Some(next) = known.front() else {
+            return Ok(());
+        };
+        if next.start > rec.offset {
+            // Records before a claimed segment (none claimed them): cut freely, but before it.
+            self.stop_at = Some(next.start);
+            return Ok(());
+        }
+        if next.start == rec.offset && !next.first().same(&first) {
+            // Another incarnation of the topic (deleted and created again, or another cluster)
+            // wrote these claims: a new generation, whose claims and object names are its own.
+            self.generation += 1;
+            tracing::warn!(tp = %self.tp, offset = rec.offset, generation = self.generation, "the record at a claimed segment's start is not the one claimed: this is another incarnation of the topic (re-created, or another cluster); landing it as a new generation, beside what the earlier one landed");
+            known.clear();
+            return Ok(());
+        }
+        // (A claim starting below the record: its first records were compacted away.)
+        let c = known.pop_front().expect("a claim");
+        self.follow_claim(c, rec.offset);
+        Ok(())
+    }
+
+    /// The open segment, whose first record is at `offset`, replays claim `c`: it starts at
+    /// the claim's start, is cut at its end and nowhere else, and its files take their claimed
+    /// keys.
+    fn follow_claim(&mut self, c: Claim, offset: i64) {
+        tracing::debug!(tp = %self.tp, start = c.start, end = c.end, offset, "following a claimed segment");
+        self.start = Some(c.start);
+        self.first = c.first();
+        self.partial = c.start < offset;
+        self.follow = Some(c.end);
+        self.stop_at = Some(c.end);
+        self.claimed_keys = c
+            .objects
+            .into_iter()
+            .filter_map(|k| Some((k.rsplit_once('/')?.0.to_string(), k)))
+            .collect();
+    }
+
+    /// Writes one record to every table its topic feeds; cuts the segment after it when a file
+    /// is full.
+    pub fn push(
+        &mut self,
+        ctx: &WriterCtx,
+        rec: RecordIn<'_>,
+        now: Instant,
+        now_micros: i64,
+    ) -> Result<(), WriteError> {
+        self.push_batch(ctx, std::slice::from_ref(&rec), now, now_micros)
+    }
+
+    /// Writes consecutive records of the partition; cuts the segment after a record that fills
+    /// a file. Rows that formats check in batches (Parquet) are settled when a file holds
+    /// [`SETTLE_ROWS`] of them (or [`SETTLE_BYTES`]) and before every cut.
+    /// Keeps the listing of this partition's claims the consumer started with its first record.
+    pub fn prefetched(&mut self, p: crate::claim::Prefetch) {
+        if self.known.is_none() {
+            self.prefetch = Some(p);
+        }
+    }
+
+    pub fn push_batch(
+        &mut self,
+        ctx: &WriterCtx,
+        recs: &[RecordIn<'_>],
+        now: Instant,
+        now_micros: i64,
+    ) -> Result<(), WriteError> {
+        for rec in recs {
+            if self.rewinding {
+                return Ok(()); // the consumer re-reads the partition from an earlier offset
+            }
+            if self.start.is_some() && self.stop_at.is_some_and(|b| rec.offset >= b) {
+                // The end of a claimed segment, or the start of the next one.
+                self.cut(ctx, CutReason::Claim)?;
+            }
+            if self.follow.is_none() && self.schema_changes(ctx, rec) {
+                self.cut(ctx, CutReason::Schema)?;
+            }
+            if self.start.is_none() {
+                self.begin_segment(ctx, rec)?;
+                if self.rewinding {
+                    return Ok(());
+                }
+            }
+            let mut full = self.push_one(ctx, rec, now, now_micros)?;
+            if self.settle_now {
+                full = full.or(self.settle(ctx, now, true)?);
+            }
+            if self.follow.is_some_and(|end| self.next >= end) {
+                // The claimed segment's last record: cut now, not when the next one comes.
+                self.cut(ctx, CutReason::Claim)?;
+            } else if let Some(reason) = full {
+                self.cut(ctx, reason)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `rec` has another schema id than the open Parquet files of a registry table: the
+    /// segment is then cut before it, so each file holds one schema.
+    fn schema_changes(&self, ctx: &WriterCtx, rec: &RecordIn<'_>) -> bool {
+        self.routers.iter().enumerate().any(|(slot, (t, _))| {
+            let table = &ctx.tables[*t];
+            let Some(reg) = &table.registry else {
+                return false;
+            };
+            if table.parquet_options.is_none() || self.files[slot].is_empty() {
+                return false;
+            }
+            let id = match rec.payload.and_then(lakesink_schema_registry::wire::split) {
+                Some((id, _)) => Some(id),
+                None => reg.latest_id(),
+            };
+            id != self.schema_ids[slot]
+        })
+    }
+
+    /// Settles the rows of the files that have unsettled ones (with `only_full`, of those
+    /// that hold [`SETTLE_ROWS`] or [`SETTLE_BYTES`]). A row the format refuses follows the table's
+    /// `on_bad_record`: to the dead-letter destination with the reason, or an error. Says
+    /// whether a dead-letter file is now full.
+    fn settle(
+        &mut self,
+        ctx: &WriterCtx,
+        now: Instant,
+        only_full: bool,
+    ) -> Result<Option<CutReason>, WriteError> {
+        let mut full = None;
+        self.settle_now = false;
+        for (slot, path) in std::mem::take(&mut self.dirty) {
+            let table = &ctx.tables[self.routers[slot].0];
+            let Some(f) = self.files[slot].get_mut(&path) else {
+                continue;
+            };
+            if only_full && !settle_due(f) {
+                self.dirty.push((slot, path));
+                continue;
+            }
+            self.rejected.clear();
+            f.encoder
+                .settle(&mut self.rejected)
+                .map_err(|source| WriteError::Encode {
+                    key: f.upload.key().to_string(),
+                    source,
+                })?;
+            for r in self.rejected.drain(..) {
+                let row = f.unsettled[r.index];
+                let range = |r: Option<(u32, u32)>| {
+                    r.map(|(s, e)| &f.unsettled_bytes[s as usize..e as usize])
+                };
+                let rec = RecordIn {
+                    offset: row.offset,
+                    kafka_millis: row.kafka_millis,
+                    payload: range(row.value).or(Some(&r.record)),
+                    key: range(row.key),
+                    headers: range(row.headers),
+                };
+                f.records -= 1;
+                let cut = bad_record(
+                    DeadLetterFiles {
+                        naming: Naming {
+                            generation: self.generation,
+                            claimed: &self.claimed_keys,
+                        },
+                        files: &mut self.errors,
+                        deliveries: &mut self.deliveries,
+                        held: &mut self.held,
+                        deadline: &mut self.deadline,
+                        tp: &self.tp,
+                    },
+                    ctx,
+                    table,
+                    &rec,
+                    RouteError::Schema(r.reason),
+                    now,
+                )?;
+                full = full.or(cut);
+            }
+            f.unsettled.clear();
+            f.unsettled_bytes.clear();
+            if f.unsettled_bytes.capacity() > 64 * 1024 {
+                f.unsettled_bytes.shrink_to(4096);
+            }
+            recharge(ctx, f, &mut self.held);
+        }
+        Ok(full)
+    }
+
+    /// Routes one record (`index` in its batch) and appends it to its files.
+    fn push_one(
+        &mut self,
+        ctx: &WriterCtx,
+        rec: &RecordIn<'_>,
+        now: Instant,
+        now_micros: i64,
+    ) -> Result<Option<CutReason>, WriteError> {
+        let mut json = std::mem::take(&mut self.json);
+        let r = self.push_slots(ctx, rec, now, now_micros, &mut json);
+        self.json = json;
+        r
+    }
+
+    fn push_slots(
+        &mut self,
+        ctx: &WriterCtx,
+        rec: &RecordIn<'_>,
+        now: Instant,
+        now_micros: i64,
+        json: &mut String,
+    ) -> Result<Option<CutReason>, WriteError> {
+        let mut full = None;
+        for slot in 0..self.routers.len() {
+            let (table_idx, router) = &mut self.routers[slot];
+            let table = &ctx.tables[*table_idx];
+            // Confluent-framed records of a registry table: their own schema, as JSON.
+            let unwrapped = unwrap_wire(ctx, table, rec.payload, json)?;
+            let (payload, schema_id) = match &unwrapped {
+                Ok(x) => *x,
+                Err(_) => (rec.payload, None),
+            };
+            let r = RecordRef {
+                topic: &self.tp.topic,
+                partition: self.tp.partition,
+                offset: rec.offset,
+                kafka_millis: rec.kafka_millis,
+                payload,
+            };
+            let routed = match unwrapped.and_then(|_| router.route(&r, now_micros, &mut self.path))
+            {
+                Ok(routed) => routed,
+                Err(source) => {
+                    let cut = bad_record(
+                        DeadLetterFiles {
+                            naming: Naming {
+                                generation: self.generation,
+                                claimed: &self.claimed_keys,
+                            },
+                            files: &mut self.errors,
+                            deliveries: &mut self.deliveries,
+                            held: &mut self.held,
+                            deadline: &mut self.deadline,
+                            tp: &self.tp,
+                        },
+                        ctx,
+                        table,
+                        rec,
+                        source,
+                        now,
+                    )?;
+                    full = full.or(cut);
+                    continue;
+                }
+            };
+            if routed.fell_back {
+                Stats::add(&ctx.stats.timestamp_fallbacks, 1);
+            }
+            let payload = payload.unwrap_or_default();
+            let files = &mut self.files[slot];
+            let f = match files.get_mut(self.path.as_str()) {
+                Some(f) => f,
+                None => {
+                    let dir = format!("{}/{}", table.name, self.path);
+                    let plan = match (&table.registry, &table.parquet_options, schema_id) {
+                        (Some(reg), Some(options), Some(id)) => {
+                            Some(reg.plan_for(id, options).map_err(|message| {
+                                WriteError::Schema {
+                                    table: table.name.clone(),
+                                    message,
+                                }
+                            })?)
+                        }
+                        _ => table.parquet.clone(),
+                    };
+                    let encoder: Box<dyn Encoder> = match plan {
+                        Some(plan) => Box::new(ParquetEncoder::new(plan)),
+                        None => Box::new(GzipNdjson::new(table.compression_level)),
+                    };
+                    self.schema_ids[slot] = schema_id;
+                    let naming = Naming {
+                        generation: self.generation,
+                        claimed: &self.claimed_keys,
+                    };
+                    let f = open_file(ctx, table, &self.tp, &dir, rec.offset, naming, encoder)?;
+                    self.deadline.file_opened(now, table.rotate.max_age);
+                    files.entry(self.path.clone()).or_insert(f)
+                }
+            };
+            f.saw(routed.event_micros);
+            let cut = append(ctx, table, f, payload, &mut self.held)?;
+            if f.encoder.unsettled() > 0 {
+                if f.unsettled.is_empty() {
+                    self.dirty.push((slot, self.path.clone()));
+                }
+                let side = &mut f.unsettled_bytes;
+                let mut keep = |b: Option<&[u8]>| {
+                    b.map(|b| {
+                        let start = side.len() as u32;
+                        side.extend_from_slice(b);
+                        (start, side.len() as u32)
+                    })
+                };
+                // The encoder holds the value, unless it was given decoded Avro.
+                let decoded = rec.payload.map(<[u8]>::as_ptr) != Some(payload.as_ptr());
+                f.unsettled.push(Unsettled {
+                    offset: rec.offset,
+                    kafka_millis: rec.kafka_millis,
+                    key: keep(rec.key),
+                    headers: keep(rec.headers),
+                    value: keep(rec.payload.filter(|_| decoded)),
+                });
+                self.settle_now |= settle_due(f);
+            }
+            full = full.or(cut);
+        }
+        if self.start.is_none() {
+            self.start = Some(rec.offset);
+        }
+        self.next = rec.offset + 1;
+        // A sealed segment waiting for the gate is launched by the worker's tick, not here:
+        // checking the ledger on every record would lock it once per record.
+        Ok(full)
+    }
+
+    /// Cuts the open segment: finishes every open file and seals the segment in the ledger.
+    /// The segment's objects are completed in the store by [`PartitionWriter::launch`], one
+    /// segment at a time: the next only once the one before is committed (the gate). So at most
+    /// one segment of a partition is ever visible in the store and uncommitted (DESIGN.md,
+    /// Invariant 2), while cuts still fall where the data puts them.
+    ///
+    /// A segment that replays a claimed one is cut only at the claim's end
+    /// ([`CutReason::Claim`]); any other cut is skipped, and on a revocation or shutdown its
+    /// records stay uncommitted for the next reader.
+    pub fn cut(&mut self, ctx: &WriterCtx, reason: CutReason) -> Result<(), WriteError> {
+        let Some(start) = self.start else {
+            return Ok(());
+        };
+        if let Some(end) = self.follow.filter(|_| reason != CutReason::Claim) {
+            if matches!(reason, CutReason::Revoke | CutReason::Shutdown) {
+                tracing::info!(tp = %self.tp, start, end, reached = self.next, reason = reason.as_str(), "not cutting a replay of a claimed segment before its end: its records stay uncommitted for the next reader");
+            }
+            return Ok(());
+        }
+        // Rows still unsettled are checked now: a refused one becomes a dead letter of this
+        // segment (a dead-letter file that fills is cut with it).
+        self.settle(ctx, Instant::now(), false)?;
+        // A replayed claim ends where it was claimed, even when its last offsets are no
+        // longer in Kafka (compaction, aborted transactions): a later record proved them gone.
+        let end = match self.follow {
+            Some(claimed) if reason == CutReason::Claim => claimed.max(self.next),
+            _ => self.next,
+        };
+        let partial = std::mem::take(&mut self.partial) || end > self.next;
+        self.start = None;
+        self.follow = None;
+        self.stop_at = None;
+        self.claimed_keys.clear();
+        self.deadline.reset();
+        let ticket = ctx
+            .ledger
+            .lock()
+            .expect("ledger lock")
+            .seal(&self.tp, self.epoch, start, end)?;
+
+        let mut files = Vec::new();
+        let mut partitions = Vec::new();
+        let mut records = 0u64;
+        let mut bytes = 0u64;
+        for (slot, open) in self.files.iter_mut().enumerate() {
+            let table = &ctx.tables[self.routers[slot].0];
+            for (path, f) in open.drain() {
+                let (upload, tail, facts) = close(ctx, f, &mut self.held)?;
+                if facts.records == 0 {
+                    // Every row was refused by the format and dead-lettered: no object.
+                    ctx.budget.release(tail.len());
+                    continue;
+                }
+                records += facts.records;
+                bytes += facts.bytes;
+                tracing::debug!(table = %table.name, key = %facts.key, records = facts.records, parts = upload.parts(), reason = reason.as_str(), "file closed");
+                files.push((upload, tail));
+                partitions.push(NewPartition {
+                    table: table.name.clone(),
+                    location: format!("{}/{}/{}/", ctx.location_base, table.name, path),
+                    path,
+                    files: vec![facts],
+                });
+            }
+        }
+        for (_, f) in self.errors.drain() {
+            let (upload, tail, facts) = close(ctx, f, &mut self.held)?;
+            tracing::debug!(key = %facts.key, records = facts.records, "dead-letter file closed");
+            files.push((upload, tail));
+        }
+        self.sealed.push_back(Sealed {
+            start,
+            end,
+            first: self.first,
+            generation: self.generation,
+            partial,
+            ticket,
+            deliveries: std::mem::take(&mut self.deliveries),
+            files,
+            partitions,
+            records,
+            bytes,
+            reason,
+        });
+        self.launch(ctx);
+        Ok(())
+    }
+
+    /// Completes the oldest sealed segment in the store if the gate allows: its predecessor's
+    /// end offset is committed. A task then registers its partitions and marks it done in the
+    /// ledger. Called after every cut, on every worker tick, and by flushes.
+    pub fn launch(&mut self, ctx: &WriterCtx) {
+        if self.sealed.is_empty() {
+            return;
+        }
+        if self.lost.load(Ordering::Acquire) {
+            // Behind a refused claim: never completed (their multipart uploads abort).
+            let held: usize = self.sealed.drain(..).map(|seg| seg.held()).sum();
+            self.budget.release(held);
+            return;
+        }
+        if let Some(g) = self.gate {
+            let committed = ctx
+                .ledger
+                .lock()
+                .expect("ledger lock")
+                .is_committed(&self.tp, g);
+            if !committed {
+                return;
+            }
+        }
+        let seg = self.sealed.pop_front().expect("a sealed segment");
+        self.gate = Some(seg.end);
+        let owner = Owner {
+            tp: self.tp.clone(),
+            epoch: self.epoch,
+            lost: self.lost.clone(),
+        };
+        let daemon = Completion::of(ctx);
+        let fatal = ctx.fatal.clone();
+        let task = ctx.rt.spawn(async move {
+            if let Err(e) = seg.complete(owner, daemon).await {
+                fatal.set(e.into());
+            }
+        });
+        self.in_flight.push(task);
+    }
+
+    /// Whether sealed segments wait for the gate (and may still complete: behind a refused
+    /// claim they never will, and a flush need not wait for them).
+    pub fn queued(&self) -> bool {
+        !self.sealed.is_empty() && !self.lost.load(Ordering::Acquire)
+    }
+
+    /// Forgets segment tasks that have finished.
+    pub fn reap(&mut self) {
+        self.in_flight.retain(|t| !t.is_finished());
+    }
+
+    /// Blocks until every sealed segment of this writer has finished uploading (or failed), or
+    /// until `deadline`. Returns whether all finished.
+    pub fn wait(&mut self, rt: &Handle, deadline: Instant) -> bool {
+        for t in self.in_flight.drain(..) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if rt
+                .block_on(async { tokio::time::timeout(left, t).await })
+                .is_err()
+            {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+impl Drop for PartitionWriter {
+    fn drop(&mut self) {
+        // Files still open are abandoned: their multipart uploads abort when their channel
+        // closes. Return what they held to the budget.
+        let mut held = 0;
+        for files in &self.files {
+            for f in files.values() {
+                held += f.charged;
+            }
+        }
+        // Sealed segments never completed: their tails were charged at the cut.
+        held += self.sealed.iter().map(Sealed::held).sum::<usize>();
+        if held > 0 {
+            tracing::debug!(tp = %self.tp, held, "abandoning open files");
+        }
+        self.budget.release(held);
+    }
+}

@@ -1,0 +1,262 @@
+//! Sealed segments and their completion in the store: claim the segment, complete its objects,
+//! wait for its dead letters, register its partitions, and mark it done in the ledger.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+use object_store::{ObjectStore, ObjectStoreExt};
+use rdkafka::producer::DeliveryFuture;
+use tokio::runtime::Handle;
+
+use super::{Reread, WriteError, WriterCtx};
+use crate::catalog::{NewPartition, Registrar};
+use crate::claim::{Claim, ClaimError, Claims, Fingerprint, Outcome};
+use crate::commit::{OffsetLedger, Ticket, Tp};
+use crate::memory::Budget;
+use crate::rotate::CutReason;
+use crate::stats::Stats;
+use crate::upload::ObjectUpload;
+
+/// A segment cut and sealed in the ledger whose objects are not completed yet.
+pub(super) struct Sealed {
+    pub(super) start: i64,
+    pub(super) end: i64,
+    /// Its first record's fingerprint and its generation, for the claim.
+    pub(super) first: Fingerprint,
+    pub(super) generation: u32,
+    /// It replays a claimed segment without all of its records (see
+    /// [`PartitionWriter::partial`]).
+    pub(super) partial: bool,
+    pub(super) ticket: Option<Ticket>,
+    /// Dead letters produced to the dead-letter topic; the segment is done once all are acked.
+    pub(super) deliveries: Vec<DeliveryFuture>,
+    /// Each file's upload and the bytes not sent yet.
+    pub(super) files: Vec<(ObjectUpload, Vec<u8>)>,
+    pub(super) partitions: Vec<NewPartition>,
+    pub(super) records: u64,
+    pub(super) bytes: u64,
+    pub(super) reason: CutReason,
+}
+
+impl Sealed {
+    /// Bytes of its files' tails, charged to the budget at the cut until the store has them.
+    pub(super) fn held(&self) -> usize {
+        self.files.iter().map(|(_, tail)| tail.len()).sum()
+    }
+}
+
+/// Objects of one segment completed concurrently (all segments together are bounded by
+/// `WriterCtx::upload_slots`).
+const UPLOADS_PER_SEGMENT: usize = 16;
+
+/// Test hook for crash tests: `LAKESINK_FAILPOINT` lists `name:P` pairs (comma-separated),
+/// and at the failpoint `name` the process kills itself (SIGKILL, no cleanup) with probability
+/// `P`. The points, in a segment's life:
+///
+/// - `crash-after-claim`: the claim is written, no object of the segment is completed yet;
+/// - `crash-mid-multipart`: a file's multipart upload has parts, and is not completed;
+/// - `crash-before-commit`: every file is uploaded and registered, the ledger has not heard:
+///   objects in the store whose offsets are not committed.
+fn crash_point(name: &str, tp: &Tp, start: i64, end: i64) {
+    static POINTS: std::sync::OnceLock<Vec<(String, f64)>> = std::sync::OnceLock::new();
+    let points = POINTS.get_or_init(|| {
+        std::env::var("LAKESINK_FAILPOINT")
+            .unwrap_or_default()
+            .split(',')
+            .filter_map(|p| {
+                let (n, p) = p.trim().split_once(':')?;
+                Some((n.to_string(), p.parse().ok()?))
+            })
+            .collect()
+    });
+    let Some(&(_, p)) = points.iter().find(|(n, _)| n == name) else {
+        return;
+    };
+    if rand::random::<f64>() < p {
+        tracing::error!(%tp, start, end, "failpoint {name}: killing the process");
+        // SAFETY: raise only sends a signal to this process.
+        unsafe {
+            libc::raise(libc::SIGKILL);
+        }
+    }
+}
+
+/// The files of a partly replayed segment whose objects are not in the store; the others are
+/// dropped (their multipart uploads abort), since the store's copy holds records this replay
+/// no longer has.
+async fn only_missing(
+    store: &Arc<dyn ObjectStore>,
+    budget: &Budget,
+    files: Vec<(ObjectUpload, Vec<u8>)>,
+) -> Result<Vec<(ObjectUpload, Vec<u8>)>, WriteError> {
+    let mut missing = Vec::with_capacity(files.len());
+    for (upload, tail) in files {
+        match store.head(upload.key()).await {
+            Ok(_) => {
+                tracing::debug!(key = %upload.key(), "kept the stored object of a partly replayed segment");
+                budget.release(tail.len());
+            }
+            Err(object_store::Error::NotFound { .. }) => missing.push((upload, tail)),
+            Err(source) => {
+                return Err(WriteError::Claim(ClaimError::Store {
+                    key: upload.key().to_string(),
+                    source,
+                }))
+            }
+        }
+    }
+    Ok(missing)
+}
+
+/// The daemon's handles a segment's completion uses (shared, cheap to clone).
+pub(super) struct Completion {
+    rt: Handle,
+    store: Arc<dyn ObjectStore>,
+    budget: Arc<Budget>,
+    upload_slots: Arc<tokio::sync::Semaphore>,
+    claims: Arc<Claims>,
+    catalog: Arc<Registrar>,
+    ledger: Arc<Mutex<OffsetLedger>>,
+    stats: Arc<Stats>,
+    reread: Arc<Mutex<Vec<Reread>>>,
+}
+
+impl Completion {
+    pub(super) fn of(ctx: &WriterCtx) -> Completion {
+        Completion {
+            rt: ctx.rt.clone(),
+            store: ctx.store.clone(),
+            budget: ctx.budget.clone(),
+            upload_slots: ctx.upload_slots.clone(),
+            claims: ctx.claims.clone(),
+            catalog: ctx.catalog.clone(),
+            ledger: ctx.ledger.clone(),
+            stats: ctx.stats.clone(),
+            reread: ctx.reread.clone(),
+        }
+    }
+}
+
+/// Whose segment it is: the partition, the writer's epoch, and the writer's flag for a claim
+/// another writer refused (what it sealed behind is then abandoned).
+pub(super) struct Owner {
+    pub(super) tp: Tp,
+    pub(super) epoch: u64,
+    pub(super) lost: Arc<AtomicBool>,
+}
+
+impl Sealed {
+    /// The claim of this segment: its range, its first record's fingerprint, its objects.
+    fn claim(&self, tp: &Tp) -> Claim {
+        let mut objects: Vec<String> = self
+            .files
+            .iter()
+            .map(|(u, _)| u.key().to_string())
+            .collect();
+        objects.sort_unstable();
+        Claim {
+            topic: tp.topic.to_string(),
+            partition: tp.partition,
+            start: self.start,
+            end: self.end,
+            first_timestamp: self.first.timestamp,
+            first_crc: self.first.crc,
+            generation: self.generation,
+            records: self.records,
+            objects,
+            writer: crate::claim::writer_id(),
+        }
+    }
+
+    /// Completes the segment in the store: claims it before any of its objects becomes
+    /// visible, completes its objects (at most [`UPLOADS_PER_SEGMENT`] at once, and the
+    /// daemon's upload slots), waits for its dead letters, registers its partitions, and marks
+    /// it done in the ledger. A refused claim completes nothing and has the partition re-read.
+    pub(super) async fn complete(self, owner: Owner, d: Completion) -> Result<(), WriteError> {
+        let Owner { tp, epoch, lost } = owner;
+        let claim = self.claim(&tp);
+        let Sealed {
+            start,
+            end,
+            partial,
+            ticket,
+            deliveries,
+            files,
+            partitions,
+            records,
+            bytes,
+            reason,
+            ..
+        } = self;
+        let files_n = files.len() as u64;
+        let outcome = d.claims.claim(&tp, &claim).await?;
+        if let Outcome::Conflict(other) = outcome {
+            tracing::warn!(%tp, start, end, claimed_end = other.end, claimed_by = %other.writer, "this segment was claimed with another end or another first record (another writer, or another incarnation of the topic): completing none of its objects; the partition is re-read from the committed offset, following the claims");
+            Stats::add(&d.stats.claims_refused, 1);
+            for (upload, tail) in files {
+                d.budget.release(tail.len());
+                drop(upload); // a multipart upload aborts
+            }
+            lost.store(true, Ordering::Release);
+            d.reread.lock().expect("reread lock").push(Reread {
+                tp: tp.clone(),
+                epoch,
+                from: None,
+            });
+            return Ok(());
+        }
+        crash_point("crash-after-claim", &tp, start, end);
+        let files = if partial && outcome == Outcome::Matched {
+            only_missing(&d.store, &d.budget, files).await?
+        } else {
+            files
+        };
+        let mut uploads = futures::stream::iter(files.into_iter().map(|(upload, tail)| {
+            let (d, tp) = (&d, &tp);
+            async move {
+                let _slot = d.upload_slots.acquire().await.expect("upload slots");
+                if upload.parts() > 0 {
+                    crash_point("crash-mid-multipart", tp, start, end);
+                }
+                upload.finish(&d.rt, &d.store, &d.budget, tail).await
+            }
+        }))
+        .buffer_unordered(UPLOADS_PER_SEGMENT);
+        while let Some(done) = uploads.next().await {
+            match done {
+                Ok(r) => r?,
+                Err(e) => {
+                    return Err(WriteError::Task {
+                        tp: tp.clone(),
+                        start,
+                        end,
+                        message: e.to_string(),
+                    });
+                }
+            }
+        }
+        for delivery in deliveries {
+            let failed = match delivery.await {
+                Ok(Ok(_)) => continue,
+                Ok(Err((e, _))) => e.to_string(),
+                Err(_) => "the producer dropped the delivery".into(),
+            };
+            return Err(WriteError::DeadLetter {
+                tp: tp.clone(),
+                message: failed,
+            });
+        }
+        d.catalog.ensure(&partitions).await?;
+        crash_point("crash-before-commit", &tp, start, end);
+        if let Some(t) = ticket {
+            d.ledger.lock().expect("ledger lock").done(&t);
+        }
+        Stats::add(&d.stats.records_written, records);
+        Stats::add(&d.stats.files_written, files_n);
+        Stats::add(&d.stats.bytes_written, bytes);
+        Stats::add(&d.stats.segments_committed, 1);
+        tracing::debug!(%tp, start, end, files = files_n, records, reason = reason.as_str(), "segment uploaded");
+        Ok(())
+    }
+}
