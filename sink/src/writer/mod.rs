@@ -6,6 +6,7 @@
 
 mod dead_letter;
 mod files;
+mod replay;
 mod segment;
 #[cfg(test)]
 pub(crate) mod tests;
@@ -22,7 +23,7 @@ use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
 use crate::catalog::{CatalogError, NewPartition, Registrar};
-use crate::claim::{Claim, ClaimError, Claims, Fingerprint};
+use crate::claim::{ClaimError, Claims, Fingerprint};
 use crate::commit::{CommitError, OffsetLedger, Tp};
 use crate::config::TablePlan;
 use crate::encode::{EncodeError, Encoder, GzipNdjson, ParquetEncoder, Rejected};
@@ -35,9 +36,8 @@ use crate::upload::UploadError;
 
 pub use dead_letter::DeadLetterProducer;
 use dead_letter::{bad_record, DeadLetterFiles};
-use files::{
-    append, close, open_file, path_room, recharge, settle_due, Naming, OpenFile, Unsettled,
-};
+use files::{append, close, open_file, path_room, recharge, settle_due, OpenFile, Unsettled};
+use replay::Replay;
 use segment::{Completion, Owner, Sealed};
 use wire::unwrap_wire;
 
@@ -184,34 +184,11 @@ pub struct PartitionWriter {
     json: String,
     /// Per router slot: the schema id of its open files (registry tables).
     schema_ids: Vec<Option<u32>>,
-    /// Claims of segments at or after the first offset this writer read, not reached yet;
-    /// listed from the store when the first record arrives.
-    known: Option<std::collections::VecDeque<Claim>>,
-    /// The listing of those claims the consumer started, until the first record needs it.
-    prefetch: Option<crate::claim::Prefetch>,
-    /// The open segment replays a claimed one: it is cut at this end offset and nowhere else.
-    follow: Option<i64>,
-    /// The open segment must be cut before a record at or after this offset (the end of the
-    /// claim it follows, or the start of the next claim).
-    stop_at: Option<i64>,
+    /// Where the lake's claims say this partition's segments were cut, and how the writer
+    /// follows them (see [`replay`]).
+    replay: Replay,
     /// Fingerprint of the open segment's first record.
     first: Fingerprint,
-    /// The topic partition's generation (see [`crate::claim`]): which claims it follows, and
-    /// the suffix of its object names.
-    generation: u32,
-    /// Object keys of the claimed segment being replayed, by directory: a path keeps its
-    /// claimed key even when its first record is no longer in Kafka (compaction, retention).
-    claimed_keys: HashMap<String, String>,
-    /// The open segment replays a claimed one of which Kafka no longer has every record
-    /// (retention or compaction took its first or last ones): only its objects missing from
-    /// the store are completed, so none is overwritten with fewer records.
-    partial: bool,
-    /// The offset the consumer sought this partition to when it created this writer for a
-    /// re-read from a claimed segment's start (see [`Reread`]).
-    sought: Option<i64>,
-    /// This writer asked to re-read the partition from an earlier offset: it takes no records
-    /// until the consumer replaces it.
-    rewinding: bool,
 }
 
 impl PartitionWriter {
@@ -254,16 +231,8 @@ impl PartitionWriter {
             json: String::new(),
             schema_ids: routers.iter().map(|_| None).collect(),
             routers,
-            known: None,
-            prefetch: None,
-            follow: None,
-            stop_at: None,
+            replay: Replay::new(sought),
             first: Fingerprint::default(),
-            generation: 0,
-            claimed_keys: HashMap::new(),
-            sought,
-            rewinding: false,
-            partial: false,
         })
     }
 
@@ -286,91 +255,7 @@ impl PartitionWriter {
 
     /// Whether the open segment replays a claimed one (it can only be cut at the claim's end).
     pub fn following(&self) -> bool {
-        self.follow.is_some()
-    }
-
-    /// Called before the first record of a segment: finds whether it replays a claimed
-    /// segment, and where the next claim forces a cut. On the writer's first record, it also
-    /// finds the partition's generation, and asks for a re-read from a claimed segment's start
-    /// when the record lies inside that segment (the group's offsets were reset into it).
-    fn begin_segment(&mut self, ctx: &WriterCtx, rec: &RecordIn<'_>) -> Result<(), WriteError> {
-        let first = Fingerprint::of(rec.kafka_millis, rec.key, rec.payload);
-        self.first = first;
-        if self.known.is_none() {
-            let prefetched = self
-                .prefetch
-                .take()
-                .and_then(|p| p.wait(&ctx.rt, rec.offset));
-            let around = match prefetched {
-                Some(listed) => listed?,
-                None => ctx.rt.block_on(ctx.claims.around(&self.tp, rec.offset))?,
-            };
-            self.generation = around.generation;
-            if let Some(c) = around.containing {
-                if self.sought.is_some_and(|s| s <= c.start) {
-                    // Read again from the claim's start, Kafka answered from later on: its
-                    // first records are gone (retention, compaction). Follow it from here.
-                    tracing::warn!(tp = %self.tp, from = rec.offset, start = c.start, end = c.end, "the first records of a claimed segment are no longer in Kafka: replaying it from here, under its claimed keys");
-                    self.known = Some(around.later.into());
-                    self.follow_claim(c, rec.offset);
-                    return Ok(());
-                }
-                tracing::warn!(tp = %self.tp, offset = rec.offset, start = c.start, end = c.end, "the partition starts inside a segment already in the lake (its offsets were reset or expired): reading it again from the segment's start, so that it is rewritten whole");
-                self.rewinding = true;
-                ctx.reread.lock().expect("reread lock").push(Reread {
-                    tp: self.tp.clone(),
-                    epoch: self.epoch,
-                    from: Some(c.start),
-                });
-                return Ok(());
-            }
-            if let Some(c) = around.later.first() {
-                tracing::info!(tp = %self.tp, from = rec.offset, generation = self.generation, claims = around.later.len(), first_end = c.end, "replaying segments claimed in the store: cutting where they were cut");
-            }
-            self.known = Some(around.later.into());
-        }
-        // (`cut` cleared `follow`, `stop_at` and `claimed_keys`.)
-        let known = self.known.as_mut().expect("listed above");
-        while known.front().is_some_and(|c| c.end <= rec.offset) {
-            known.pop_front();
-        }
-        let Some(next) = known.front() else {
-            return Ok(());
-        };
-        if next.start > rec.offset {
-            // Records before a claimed segment (none claimed them): cut freely, but before it.
-            self.stop_at = Some(next.start);
-            return Ok(());
-        }
-        if next.start == rec.offset && !next.first().same(&first) {
-            // Another incarnation of the topic (deleted and created again, or another cluster)
-            // wrote these claims: a new generation, whose claims and object names are its own.
-            self.generation += 1;
-            tracing::warn!(tp = %self.tp, offset = rec.offset, generation = self.generation, "the record at a claimed segment's start is not the one claimed: this is another incarnation of the topic (re-created, or another cluster); landing it as a new generation, beside what the earlier one landed");
-            known.clear();
-            return Ok(());
-        }
-        // (A claim starting below the record: its first records were compacted away.)
-        let c = known.pop_front().expect("a claim");
-        self.follow_claim(c, rec.offset);
-        Ok(())
-    }
-
-    /// The open segment, whose first record is at `offset`, replays claim `c`: it starts at
-    /// the claim's start, is cut at its end and nowhere else, and its files take their claimed
-    /// keys.
-    fn follow_claim(&mut self, c: Claim, offset: i64) {
-        tracing::debug!(tp = %self.tp, start = c.start, end = c.end, offset, "following a claimed segment");
-        self.start = Some(c.start);
-        self.first = c.first();
-        self.partial = c.start < offset;
-        self.follow = Some(c.end);
-        self.stop_at = Some(c.end);
-        self.claimed_keys = c
-            .objects
-            .into_iter()
-            .filter_map(|k| Some((k.rsplit_once('/')?.0.to_string(), k)))
-            .collect();
+        self.replay.following()
     }
 
     /// Writes one record to every table its topic feeds; cuts the segment after it when a file
@@ -385,16 +270,15 @@ impl PartitionWriter {
         self.push_batch(ctx, std::slice::from_ref(&rec), now, now_micros)
     }
 
-    /// Writes consecutive records of the partition; cuts the segment after a record that fills
-    /// a file. Rows that formats check in batches (Parquet) are settled when a file holds
-    /// [`SETTLE_ROWS`] of them (or [`SETTLE_BYTES`]) and before every cut.
     /// Keeps the listing of this partition's claims the consumer started with its first record.
     pub fn prefetched(&mut self, p: crate::claim::Prefetch) {
-        if self.known.is_none() {
-            self.prefetch = Some(p);
-        }
+        self.replay.prefetched(p);
     }
 
+    /// Writes consecutive records of the partition; cuts the segment after a record that fills
+    /// a file. Rows that formats check in batches (Parquet) are settled when a file holds
+    /// [`SETTLE_ROWS`](crate::encode::parquet::SETTLE_ROWS) of them (or
+    /// [`SETTLE_BYTES`](crate::encode::parquet::SETTLE_BYTES)) and before every cut.
     pub fn push_batch(
         &mut self,
         ctx: &WriterCtx,
@@ -403,27 +287,28 @@ impl PartitionWriter {
         now_micros: i64,
     ) -> Result<(), WriteError> {
         for rec in recs {
-            if self.rewinding {
+            if self.replay.rewinding() {
                 return Ok(()); // the consumer re-reads the partition from an earlier offset
             }
-            if self.start.is_some() && self.stop_at.is_some_and(|b| rec.offset >= b) {
+            if self.start.is_some() && self.replay.ends_before(rec.offset) {
                 // The end of a claimed segment, or the start of the next one.
                 self.cut(ctx, CutReason::Claim)?;
             }
-            if self.follow.is_none() && self.schema_changes(ctx, rec) {
+            if !self.replay.following() && self.schema_changes(ctx, rec) {
                 self.cut(ctx, CutReason::Schema)?;
             }
             if self.start.is_none() {
-                self.begin_segment(ctx, rec)?;
-                if self.rewinding {
-                    return Ok(());
-                }
+                let Some(begun) = self.replay.begin(ctx, &self.tp, self.epoch, rec)? else {
+                    return Ok(()); // asked to read the partition again from an earlier offset
+                };
+                self.start = begun.start;
+                self.first = begun.first;
             }
             let mut full = self.push_one(ctx, rec, now, now_micros)?;
             if self.settle_now {
                 full = full.or(self.settle(ctx, now, true)?);
             }
-            if self.follow.is_some_and(|end| self.next >= end) {
+            if self.replay.reached_end(self.next) {
                 // The claimed segment's last record: cut now, not when the next one comes.
                 self.cut(ctx, CutReason::Claim)?;
             } else if let Some(reason) = full {
@@ -495,10 +380,7 @@ impl PartitionWriter {
                 f.records -= 1;
                 let cut = bad_record(
                     DeadLetterFiles {
-                        naming: Naming {
-                            generation: self.generation,
-                            claimed: &self.claimed_keys,
-                        },
+                        naming: self.replay.naming(),
                         files: &mut self.errors,
                         deliveries: &mut self.deliveries,
                         held: &mut self.held,
@@ -568,10 +450,7 @@ impl PartitionWriter {
                 Err(source) => {
                     let cut = bad_record(
                         DeadLetterFiles {
-                            naming: Naming {
-                                generation: self.generation,
-                                claimed: &self.claimed_keys,
-                            },
+                            naming: self.replay.naming(),
                             files: &mut self.errors,
                             deliveries: &mut self.deliveries,
                             held: &mut self.held,
@@ -613,10 +492,7 @@ impl PartitionWriter {
                         None => Box::new(GzipNdjson::new(table.compression_level)),
                     };
                     self.schema_ids[slot] = schema_id;
-                    let naming = Naming {
-                        generation: self.generation,
-                        claimed: &self.claimed_keys,
-                    };
+                    let naming = self.replay.naming();
                     let f = open_file(ctx, table, &self.tp, &dir, rec.offset, naming, encoder)?;
                     self.deadline.file_opened(now, table.rotate.max_age);
                     files.entry(self.path.clone()).or_insert(f)
@@ -671,7 +547,7 @@ impl PartitionWriter {
         let Some(start) = self.start else {
             return Ok(());
         };
-        if let Some(end) = self.follow.filter(|_| reason != CutReason::Claim) {
+        if let Some(end) = self.replay.holds(reason) {
             if matches!(reason, CutReason::Revoke | CutReason::Shutdown) {
                 tracing::info!(tp = %self.tp, start, end, reached = self.next, reason = reason.as_str(), "not cutting a replay of a claimed segment before its end: its records stay uncommitted for the next reader");
             }
@@ -680,17 +556,8 @@ impl PartitionWriter {
         // Rows still unsettled are checked now: a refused one becomes a dead letter of this
         // segment (a dead-letter file that fills is cut with it).
         self.settle(ctx, Instant::now(), false)?;
-        // A replayed claim ends where it was claimed, even when its last offsets are no
-        // longer in Kafka (compaction, aborted transactions): a later record proved them gone.
-        let end = match self.follow {
-            Some(claimed) if reason == CutReason::Claim => claimed.max(self.next),
-            _ => self.next,
-        };
-        let partial = std::mem::take(&mut self.partial) || end > self.next;
+        let (end, partial) = self.replay.end_segment(reason, self.next);
         self.start = None;
-        self.follow = None;
-        self.stop_at = None;
-        self.claimed_keys.clear();
         self.deadline.reset();
         let ticket = ctx
             .ledger
@@ -732,7 +599,7 @@ impl PartitionWriter {
             start,
             end,
             first: self.first,
-            generation: self.generation,
+            generation: self.replay.generation(),
             partial,
             ticket,
             deliveries: std::mem::take(&mut self.deliveries),
