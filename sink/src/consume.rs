@@ -20,6 +20,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
+use crate::batch::{Batch, RecMeta};
 use crate::claim::Claims;
 use crate::commit::{CommitError, OffsetLedger, Tp};
 use crate::config::KafkaPlan;
@@ -27,7 +28,7 @@ use crate::error::Fatal;
 use crate::memory::Budget;
 use crate::rotate::CutReason;
 use crate::stats::Stats;
-use crate::worker::{Batch, Flushed, RecMeta, WorkerMsg};
+use crate::worker::{Flushed, WorkerMsg};
 use crate::writer::{Reread, WriterCtx};
 
 #[derive(Debug, thiserror::Error)]
@@ -454,7 +455,7 @@ impl Shared {
             .map(|h| {
                 let s = batch.data.len();
                 let all = rdkafka::message::Headers::iter(h).map(|h| (h.key, h.value));
-                crate::worker::encode_headers(all, &mut batch.data);
+                crate::batch::encode_headers(all, &mut batch.data);
                 (s as u32, batch.data.len() as u32)
             });
         batch.recs.push(RecMeta {

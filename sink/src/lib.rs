@@ -14,11 +14,13 @@
 //! | [`commit`] | the offset ledger: which offset is safe to commit (pure) |
 //! | [`claim`] | segment claims in the store: where each partition's segments were cut |
 //!
-//! and around them: [`config`] (the TOML file → a validated [`config::Plan`]), [`writer`]
-//! (a partition's open segment), [`worker`] (threads that own writers), [`pipeline`] (wiring and
+//! and around them: [`config`] (the TOML file → a validated [`config::Plan`]), [`batch`] (what
+//! the consumer hands a worker), [`writer`] (a partition's open segment: its files, dead
+//! letters, sealed segments and the replay of claims), [`worker`] (threads that own writers), [`pipeline`] (wiring and
 //! shutdown), [`storage`] (opening the object store), [`check`], [`demo`] and [`mock`] (the
 //! embedded broker). `docs/DESIGN.md` states the invariants and why they hold.
 
+pub mod batch;
 pub mod catalog;
 pub mod check;
 pub mod claim;

@@ -7,71 +7,10 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::batch::Batch;
 use crate::commit::Tp;
 use crate::rotate::CutReason;
-use crate::writer::{PartitionWriter, RecordIn, WriterCtx};
-
-/// One record inside a [`Batch`].
-#[derive(Debug, Clone, Copy)]
-pub struct RecMeta {
-    pub offset: i64,
-    pub kafka_millis: Option<i64>,
-    /// Byte range of the value in the batch's data, if it has one.
-    pub value: Option<(u32, u32)>,
-    /// Byte range of the key, if it has one.
-    pub key: Option<(u32, u32)>,
-    /// Byte range of the headers (see [`encode_headers`]), if it has any.
-    pub headers: Option<(u32, u32)>,
-}
-
-/// Appends Kafka headers to `out` as `[u32 name length][name][i32 value length, -1 for
-/// null][value]…`, the form [`decode_headers`] reads. Only dead letters use them.
-pub fn encode_headers<'a>(
-    headers: impl Iterator<Item = (&'a str, Option<&'a [u8]>)>,
-    out: &mut Vec<u8>,
-) {
-    for (name, value) in headers {
-        out.extend_from_slice(&(name.len() as u32).to_le_bytes());
-        out.extend_from_slice(name.as_bytes());
-        match value {
-            Some(v) => {
-                out.extend_from_slice(&(v.len() as i32).to_le_bytes());
-                out.extend_from_slice(v);
-            }
-            None => out.extend_from_slice(&(-1i32).to_le_bytes()),
-        }
-    }
-}
-
-/// The headers [`encode_headers`] wrote.
-pub fn decode_headers(mut b: &[u8]) -> Vec<(String, Option<Vec<u8>>)> {
-    let mut out = Vec::new();
-    while b.len() >= 4 {
-        let n = u32::from_le_bytes(b[..4].try_into().expect("4 bytes")) as usize;
-        let name = String::from_utf8_lossy(&b[4..4 + n]).into_owned();
-        b = &b[4 + n..];
-        let len = i32::from_le_bytes(b[..4].try_into().expect("4 bytes"));
-        b = &b[4..];
-        if len < 0 {
-            out.push((name, None));
-        } else {
-            out.push((name, Some(b[..len as usize].to_vec())));
-            b = &b[len as usize..];
-        }
-    }
-    out
-}
-
-/// Consecutive records of one partition, copied out of the consumer's buffers once.
-#[derive(Debug)]
-pub struct Batch {
-    pub tp: Tp,
-    pub epoch: u64,
-    pub data: Vec<u8>,
-    pub recs: Vec<RecMeta>,
-    /// With the partition's first batch: the listing of its segment claims, already started.
-    pub claims: Option<crate::claim::Prefetch>,
-}
+use crate::writer::{PartitionWriter, WriterCtx};
 
 pub enum WorkerMsg {
     Assign {
@@ -136,18 +75,7 @@ pub fn run(ctx: Arc<WriterCtx>, rx: Receiver<WorkerMsg>) {
                 let now_micros = SystemTime::now()
                     .duration_since(UNIX_EPOCH)
                     .map_or(0, |d| d.as_micros() as i64);
-                let range = |r: Option<(u32, u32)>| r.map(|(s, e)| &b.data[s as usize..e as usize]);
-                let recs: Vec<RecordIn<'_>> = b
-                    .recs
-                    .iter()
-                    .map(|m| RecordIn {
-                        offset: m.offset,
-                        kafka_millis: m.kafka_millis,
-                        payload: range(m.value),
-                        key: range(m.key),
-                        headers: range(m.headers),
-                    })
-                    .collect();
+                let recs = b.records();
                 if let Err(e) = w.push_batch(&ctx, &recs, now, now_micros) {
                     ctx.fatal.set(e.into());
                 }

@@ -11,7 +11,8 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 
 use super::files::{append, open_file, Naming, OpenFile};
-use super::{RecordIn, WriteError, WriterCtx};
+use super::{WriteError, WriterCtx};
+use crate::batch::RecordIn;
 use crate::commit::Tp;
 use crate::config::{BadRecord, MissingTimestamp, TablePlan};
 use crate::encode::GzipNdjson;
@@ -37,7 +38,7 @@ impl DeadLetterProducer {
         let mut headers = OwnedHeaders::new();
         for (name, value) in rec
             .headers
-            .map(crate::worker::decode_headers)
+            .map(crate::batch::decode_headers)
             .unwrap_or_default()
         {
             headers = headers.insert(Header {
@@ -161,7 +162,7 @@ pub(super) fn dead_letter(
         return Ok(None);
     }
     let headers = rec.headers.map(|h| {
-        crate::worker::decode_headers(h)
+        crate::batch::decode_headers(h)
             .into_iter()
             .map(|(name, value)| serde_json::json!({"name": name, "value_base64": value.as_deref().map(base64)}))
             .collect::<Vec<_>>()

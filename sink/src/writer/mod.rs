@@ -22,6 +22,7 @@ use rdkafka::producer::DeliveryFuture;
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
+use crate::batch::RecordIn;
 use crate::catalog::{CatalogError, NewPartition, Registrar};
 use crate::claim::{ClaimError, Claims, Fingerprint};
 use crate::commit::{CommitError, OffsetLedger, Tp};
@@ -129,18 +130,6 @@ pub struct Reread {
     pub epoch: u64,
     /// Where to read from; `None`: the group's committed offset.
     pub from: Option<i64>,
-}
-
-/// One record handed to a writer.
-#[derive(Debug, Clone, Copy)]
-pub struct RecordIn<'a> {
-    pub offset: i64,
-    pub kafka_millis: Option<i64>,
-    pub payload: Option<&'a [u8]>,
-    /// Only dead letters use the key and the headers (encoded by
-    /// [`crate::worker::encode_headers`]).
-    pub key: Option<&'a [u8]>,
-    pub headers: Option<&'a [u8]>,
 }
 
 /// The open segment of one Kafka partition.

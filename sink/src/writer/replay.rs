@@ -9,7 +9,8 @@
 use std::collections::{HashMap, VecDeque};
 
 use super::files::Naming;
-use super::{RecordIn, Reread, WriteError, WriterCtx};
+use super::{Reread, WriteError, WriterCtx};
+use crate::batch::RecordIn;
 use crate::claim::{Claim, Fingerprint, Prefetch};
 use crate::commit::Tp;
 use crate::rotate::CutReason;

@@ -612,7 +612,7 @@ on_bad_record = "dlq"
         text
     };
     let mut headers = Vec::new();
-    crate::worker::encode_headers([("h", Some(&b"v"[..]))].into_iter(), &mut headers);
+    crate::batch::encode_headers([("h", Some(&b"v"[..]))].into_iter(), &mut headers);
     // Three consumer batches of three; offset 4 does not fit the schema (a string where a
     // boolean goes).
     for batch in 0..3i64 {
