@@ -1,0 +1,333 @@
+//! The poll loop: fetches, hands records to the partitions' batches, commits what the ledger
+//! says is safe, pauses for the memory budget or a stalled catalog, and drains at the end.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::offsets::{cached_high_watermark, commit, committed_offset, describe};
+use super::partitions::{Shared, SinkContext, BATCH_AGE};
+use super::ConsumeError;
+use crate::commit::Tp;
+use crate::error::Fatal;
+use crate::memory::Budget;
+use crate::rotate::CutReason;
+use crate::stats::Stats;
+
+/// `--until-caught-up` looks at the positions once no record came for this long (the check
+/// reads cached watermarks, and asks the broker only when those say every partition is read).
+const CAUGHT_UP_QUIET: Duration = Duration::from_millis(100);
+
+/// What makes the poll loop stop.
+#[derive(Debug, Default)]
+pub struct Control {
+    /// Set by SIGTERM / Ctrl-C: drain and exit.
+    pub shutdown: AtomicBool,
+    /// Drain and exit once every assigned partition is consumed to its end.
+    pub exit_when_caught_up: AtomicBool,
+}
+
+impl Control {
+    pub fn stop(&self) {
+        self.shutdown.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The poll loop.
+pub struct PollLoop {
+    pub consumer: BaseConsumer<SinkContext>,
+    pub shared: Arc<Shared>,
+    pub control: Arc<Control>,
+    pub budget: Arc<Budget>,
+    /// Fetching also pauses while new partitions wait for an unreachable catalog.
+    pub catalog: Arc<crate::catalog::Registrar>,
+    pub fatal: Arc<Fatal>,
+    pub commit_interval: Duration,
+    pub drain_timeout: Duration,
+    /// How long commits may fail with retryable errors before the daemon stops.
+    pub commit_timeout: Duration,
+    /// When the commits that keep failing started failing.
+    pub commit_failing_since: std::cell::Cell<Option<Instant>>,
+}
+
+/// How the poll loop ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// Drained: everything consumed was uploaded and committed.
+    Drained,
+    /// The drain timed out with this many segments not uploaded (their offsets not committed).
+    DrainTimedOut(usize),
+    /// A fatal error was reported; nothing more was committed.
+    Failed,
+}
+
+impl PollLoop {
+    pub fn run(self) -> Ending {
+        let mut last_commit = Instant::now();
+        let mut last_flush = Instant::now();
+        let mut last_caught_up_check = Instant::now();
+        let mut last_record = Instant::now();
+        let mut paused = false;
+        loop {
+            if self.fatal.is_set() {
+                return Ending::Failed;
+            }
+            // One clock read per polled record: at hundreds of thousands of records a second,
+            // each read shows in a profile.
+            let now = Instant::now();
+            // Only when records stopped coming for a moment: the check may ask the broker.
+            let caught_up = self.control.exit_when_caught_up.load(Ordering::SeqCst)
+                && now.duration_since(last_record) >= CAUGHT_UP_QUIET
+                && now.duration_since(last_caught_up_check) >= CAUGHT_UP_QUIET
+                && {
+                    last_caught_up_check = now;
+                    self.caught_up()
+                };
+            if self.control.shutdown.load(Ordering::SeqCst) || caught_up {
+                return self.drain();
+            }
+
+            let stalled = self.catalog.stalled();
+            // (`only_replays_held` reads the clock: asked only when it matters.)
+            if !paused && (stalled || (self.budget.over() && !self.budget.only_replays_held())) {
+                paused = self.set_paused(true);
+                self.budget.set_fetch_paused(paused && !stalled);
+                if stalled {
+                    tracing::info!("catalog unreachable: fetching paused until it answers");
+                } else {
+                    tracing::info!(
+                        used = self.budget.used(),
+                        max = self.budget.max(),
+                        "memory budget full: fetching paused until uploads free memory"
+                    );
+                }
+            } else if paused
+                && !stalled
+                && (self.budget.below_resume_mark() || self.budget.only_replays_held())
+            {
+                if !self.budget.below_resume_mark() {
+                    // (So only replays hold the memory.)
+                    tracing::info!(
+                        used = self.budget.used(),
+                        max = self.budget.max(),
+                        "fetching resumed over the memory budget: replays of claimed segments need their remaining records to be cut"
+                    );
+                }
+                paused = !self.set_paused(false);
+                self.budget.set_fetch_paused(paused);
+            }
+
+            match self.consumer.poll(Duration::from_millis(50)) {
+                Some(Ok(m)) => {
+                    self.shared.take(&m);
+                    last_record = now;
+                }
+                Some(Err(KafkaError::PartitionEOF(_))) => {}
+                Some(Err(e)) => {
+                    if let Some(code) = e.rdkafka_error_code() {
+                        if code == rdkafka::types::RDKafkaErrorCode::Fatal {
+                            self.fatal.set(ConsumeError::Fatal { source: e }.into());
+                            continue;
+                        }
+                    }
+                    tracing::warn!(error = %e, "Kafka consumer error (librdkafka retries by itself)");
+                }
+                None => {
+                    self.shared.flush(true);
+                    last_flush = now;
+                }
+            }
+            if now.duration_since(last_flush) >= BATCH_AGE {
+                self.shared.flush(false);
+                last_flush = now;
+            }
+            if now.duration_since(last_commit) >= self.commit_interval {
+                // Partitions whose segment lost its claim wait behind their gate meanwhile.
+                self.shared.reread(&self.consumer);
+                self.commit_safe();
+                self.update_lag();
+                last_commit = Instant::now();
+            }
+        }
+    }
+
+    /// Records between the consumer's position and the last known high watermark, summed over
+    /// the assignment (from librdkafka's cached watermarks: no request).
+    fn update_lag(&self) {
+        let lag: i64 = self
+            .shared
+            .assigned()
+            .iter()
+            .filter_map(|(tp, position)| {
+                let high = cached_high_watermark(&self.consumer, tp)?;
+                Some((high - position.unwrap_or(high)).max(0))
+            })
+            .sum();
+        self.shared.stats.lag.store(lag as u64, Ordering::Relaxed);
+    }
+
+    fn set_paused(&self, pause: bool) -> bool {
+        let Ok(assignment) = self.consumer.assignment() else {
+            return false;
+        };
+        let r = if pause {
+            self.consumer.pause(&assignment)
+        } else {
+            self.consumer.resume(&assignment)
+        };
+        if let Err(e) = &r {
+            tracing::warn!(error = %e, pause, "pausing/resuming the assignment failed");
+        }
+        r.is_ok()
+    }
+
+    /// Commits the safe offsets; returns whether nothing safe is left uncommitted.
+    fn commit_safe(&self) -> bool {
+        if self.fatal.is_set() {
+            return false;
+        }
+        let offsets = self.shared.ledger.lock().expect("ledger lock").to_commit();
+        if offsets.is_empty() {
+            return true;
+        }
+        match commit(&self.consumer, &offsets) {
+            Ok(()) => {
+                self.commit_failing_since.set(None);
+                self.shared
+                    .ledger
+                    .lock()
+                    .expect("ledger lock")
+                    .committed(&offsets);
+                Stats::add(&self.shared.stats.offsets_committed, offsets.len() as u64);
+                tracing::debug!(offsets = %describe(&offsets), "committed");
+                true
+            }
+            Err(e) => {
+                Stats::add(&self.shared.stats.commit_failures, 1);
+                let since = *self
+                    .commit_failing_since
+                    .get()
+                    .get_or_insert_with(Instant::now);
+                self.commit_failing_since.set(Some(since));
+                let failing = since.elapsed();
+                if e.is_permanent() {
+                    self.fatal
+                        .set(ConsumeError::CommitRefused { source: e }.into());
+                } else if failing >= self.commit_timeout {
+                    self.fatal
+                        .set(ConsumeError::CommitTimedOut { failing, source: e }.into());
+                } else {
+                    tracing::warn!(error = %e, failing_for = ?failing, gives_up_after = ?self.commit_timeout, "commit failed; retrying");
+                }
+                false
+            }
+        }
+    }
+
+    /// Whether every assigned partition has been read to its high watermark.
+    fn caught_up(&self) -> bool {
+        let assigned = self.shared.assigned();
+        // A partition its writer wants read again is not caught up, wherever the consumer's
+        // position is: the records it read were not taken.
+        if assigned.is_empty() || !self.shared.reread.lock().expect("reread lock").is_empty() {
+            return false;
+        }
+        // First by librdkafka's cached watermarks (no request). Those come with fetch
+        // responses and may be older than the last records produced, so when every partition
+        // looks caught up, the broker is asked for all of them in one request.
+        // A partition that consumed nothing yet is where the group committed: asked of the
+        // broker at most once per check, and only for a partition that holds records.
+        let mut positions: Vec<Option<Option<i64>>> = vec![None; assigned.len()];
+        let mut behind = |i: usize, high: i64| {
+            let (tp, position) = &assigned[i];
+            high > 0
+                && positions[i]
+                    .get_or_insert_with(|| position.or_else(|| self.committed_of(tp)))
+                    .is_none_or(|p| p < high)
+        };
+        // (A partition not fetched yet has none: the request below answers for it.)
+        for (i, (tp, _)) in assigned.iter().enumerate() {
+            if let Some(high) = cached_high_watermark(&self.consumer, tp) {
+                if behind(i, high) {
+                    return false;
+                }
+            }
+        }
+        let mut latest = TopicPartitionList::new();
+        for (tp, _) in &assigned {
+            let _ = latest.add_partition_offset(&tp.topic, tp.partition, Offset::End);
+        }
+        // (A timestamp of -1, `Offset::End`, asks for each partition's end offset.)
+        let Ok(ends) = self
+            .consumer
+            .offsets_for_times(latest, Duration::from_secs(5))
+        else {
+            return false;
+        };
+        (0..assigned.len()).all(|i| {
+            let (tp, _) = &assigned[i];
+            match ends
+                .find_partition(&tp.topic, tp.partition)
+                .map(|e| e.offset())
+            {
+                Some(Offset::Offset(high)) => !behind(i, high),
+                _ => false,
+            }
+        })
+    }
+
+    fn committed_of(&self, tp: &Tp) -> Option<i64> {
+        committed_offset(&self.consumer, tp, Duration::from_secs(5))
+            .ok()
+            .flatten()
+    }
+
+    fn drain(self) -> Ending {
+        tracing::info!(
+            buffered = self.budget.used(),
+            "draining: fetching stopped; closing, uploading and committing every open file"
+        );
+        // The lag when fetching stopped (the commit tick may not have looked since).
+        self.update_lag();
+        self.set_paused(true);
+        let deadline = Instant::now() + self.drain_timeout;
+        // Cut and upload everything, then commit. A sealed segment that waited for that commit
+        // (its partition's gate) is uploaded in the next round. A rebalance in progress refuses commits for a
+        // moment: retry, serving the group's callbacks. Records that still arrive are not taken
+        // (the assignment is paused; a newly assigned partition is re-read by its next owner).
+        let workers = self.shared.all_workers();
+        loop {
+            let flushed = self
+                .shared
+                .flush_writers(&workers, CutReason::Shutdown, deadline);
+            let committed = loop {
+                if self.commit_safe() {
+                    break true;
+                }
+                if self.fatal.is_set() || Instant::now() >= deadline {
+                    break false;
+                }
+                let _ = self.consumer.poll(Duration::from_millis(100));
+            };
+            if self.fatal.is_set() {
+                return Ending::Failed;
+            }
+            if flushed.uploaded && committed && !flushed.open {
+                return Ending::Drained;
+            }
+            if !flushed.uploaded || !committed || Instant::now() >= deadline {
+                let pending = self
+                    .shared
+                    .ledger
+                    .lock()
+                    .expect("ledger lock")
+                    .pending_segments();
+                return Ending::DrainTimedOut(pending.max(1));
+            }
+        }
+    }
+}
