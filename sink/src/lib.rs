@@ -16,14 +16,16 @@
 //!
 //! and around them: [`config`] (the TOML file → a validated [`config::Plan`]), [`batch`] (what
 //! the consumer hands a worker), [`writer`] (a partition's open segment: its files, dead
-//! letters, sealed segments and the replay of claims), [`worker`] (threads that own writers), [`pipeline`] (wiring and
-//! shutdown), [`storage`] (opening the object store), [`check`], [`demo`] and [`mock`] (the
-//! embedded broker). `docs/DESIGN.md` states the invariants and why they hold.
+//! letters, sealed segments and the replay of claims), [`worker`] (threads that own writers),
+//! [`pipeline`] (wiring and shutdown), [`storage`] (opening the object store), [`columns`] (a
+//! table's columns in Hive and Trino types, for [`ddl`] and the catalogs), [`check`], [`demo`]
+//! and [`mock`] (the embedded broker). `docs/DESIGN.md` states the invariants and why they hold.
 
 pub mod batch;
 pub mod catalog;
 pub mod check;
 pub mod claim;
+pub mod columns;
 pub mod commit;
 pub mod config;
 pub mod consume;

@@ -181,7 +181,7 @@ pub fn tables(plan: &Plan, location_base: &str) -> Vec<CatalogTable> {
             partition_columns: t.partition.partition_columns(),
             location: format!("{location_base}/{}/", t.name),
             format: t.format,
-            columns: crate::ddl::hive_columns(t).unwrap_or_else(|e| {
+            columns: crate::columns::hive_columns(t).unwrap_or_else(|e| {
                 tracing::warn!(table = %t.name, error = %e, "create_table declares no data columns");
                 Vec::new()
             }),
