@@ -1,8 +1,6 @@
-//! The crate's top-level error, gathering each stage's error type, and [`Fatal`], where a
-//! background task reports the error that must stop the daemon.
-
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+//! The crate's top-level error, gathering each stage's error type. (Background threads and
+//! tasks report the error that must stop the daemon through [`crate::fatal::Fatal`], which
+//! knows no stage; [`Error::from_fatal`] gives it its type back.)
 
 use crate::commit::CommitError;
 use crate::config::ConfigError;
@@ -36,6 +34,31 @@ pub enum Error {
 }
 
 impl Error {
+    /// The error a background thread or task reported through [`crate::fatal::Fatal`], as
+    /// the stage error it is.
+    pub fn from_fatal(e: crate::fatal::BoxError) -> Error {
+        let e = match e.downcast::<WriteError>() {
+            Ok(e) => return Error::Write(*e),
+            Err(e) => e,
+        };
+        let e = match e.downcast::<ConsumeError>() {
+            Ok(e) => return Error::Consume(*e),
+            Err(e) => e,
+        };
+        let e = match e.downcast::<CommitError>() {
+            Ok(e) => return Error::Commit(*e),
+            Err(e) => e,
+        };
+        let e = match e.downcast::<crate::catalog::CatalogError>() {
+            Ok(e) => return Error::Catalog(*e),
+            Err(e) => e,
+        };
+        match e.downcast::<Error>() {
+            Ok(e) => *e,
+            Err(e) => Error::Other(e.to_string()),
+        }
+    }
+
     /// Whether retrying the same operation later may succeed (used for logging and exit codes).
     pub fn is_retryable(&self) -> bool {
         match self {
@@ -48,32 +71,5 @@ impl Error {
             Error::Consume(_) | Error::DrainTimeout { .. } => true,
             _ => false,
         }
-    }
-}
-
-/// The first fatal error any background task hit; once set, the daemon stops without
-/// committing anything more.
-#[derive(Debug, Default)]
-pub struct Fatal {
-    set: AtomicBool,
-    error: Mutex<Option<Error>>,
-}
-
-impl Fatal {
-    pub fn set(&self, e: Error) {
-        let mut slot = self.error.lock().expect("fatal lock");
-        if slot.is_none() {
-            tracing::error!(error = %e, "fatal");
-            *slot = Some(e);
-        }
-        self.set.store(true, Ordering::SeqCst);
-    }
-
-    pub fn is_set(&self) -> bool {
-        self.set.load(Ordering::SeqCst)
-    }
-
-    pub fn take(&self) -> Option<Error> {
-        self.error.lock().expect("fatal lock").take()
     }
 }

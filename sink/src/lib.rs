@@ -33,6 +33,7 @@ pub mod ddl;
 pub mod demo;
 pub mod encode;
 pub mod error;
+pub mod fatal;
 pub mod memory;
 pub mod mock;
 pub mod pipeline;

@@ -11,7 +11,8 @@ use crate::catalog::Registrar;
 use crate::commit::OffsetLedger;
 use crate::config::Plan;
 use crate::consume::{client_config, ConsumeError, Control, Ending, PollLoop, Shared, SinkContext};
-use crate::error::{Error, Fatal};
+use crate::error::Error;
+use crate::fatal::Fatal;
 use crate::memory::Budget;
 use crate::stats::{Snapshot, Stats};
 use crate::writer::WriterCtx;
@@ -170,8 +171,9 @@ pub async fn run(
             secs: plan.pipeline.drain_timeout.as_secs(),
             pending,
         }),
-        Ending::Failed => Err(fatal
-            .take()
-            .unwrap_or_else(|| Error::Other("stopped after a fatal error".into()))),
+        Ending::Failed => Err(fatal.take().map_or_else(
+            || Error::Other("stopped after a fatal error".into()),
+            Error::from_fatal,
+        )),
     }
 }

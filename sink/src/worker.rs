@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::batch::Batch;
 use crate::commit::Tp;
 use crate::rotate::CutReason;
-use crate::writer::{PartitionWriter, WriterCtx};
+use crate::writer::{PartitionWriter, WriteError, WriterCtx};
 
 pub enum WorkerMsg {
     Assign {
@@ -58,7 +58,7 @@ pub fn run(ctx: Arc<WriterCtx>, rx: Receiver<WorkerMsg>) {
                     Ok(w) => {
                         writers.insert(tp, w);
                     }
-                    Err(e) => ctx.fatal.set(crate::Error::Other(format!("{tp}: {e}"))),
+                    Err(message) => ctx.fatal.set(WriteError::Route { tp, message }),
                 }
             }
             Ok(WorkerMsg::Batch(mut b)) => {
@@ -77,7 +77,7 @@ pub fn run(ctx: Arc<WriterCtx>, rx: Receiver<WorkerMsg>) {
                     .map_or(0, |d| d.as_micros() as i64);
                 let recs = b.records();
                 if let Err(e) = w.push_batch(&ctx, &recs, now, now_micros) {
-                    ctx.fatal.set(e.into());
+                    ctx.fatal.set(e);
                 }
             }
             Ok(WorkerMsg::Flush {
@@ -96,7 +96,7 @@ pub fn run(ctx: Arc<WriterCtx>, rx: Receiver<WorkerMsg>) {
                 if !ctx.fatal.is_set() {
                     for (_, w) in writers.iter_mut().filter(|(tp, _)| wanted(tp)) {
                         if let Err(e) = w.cut(&ctx, reason) {
-                            ctx.fatal.set(e.into());
+                            ctx.fatal.set(e);
                             break;
                         }
                         w.launch(&ctx);
@@ -126,7 +126,7 @@ pub fn run(ctx: Arc<WriterCtx>, rx: Receiver<WorkerMsg>) {
                 w.launch(&ctx);
                 if w.deadline_expired(now) {
                     if let Err(e) = w.cut(&ctx, CutReason::Age) {
-                        ctx.fatal.set(e.into());
+                        ctx.fatal.set(e);
                     }
                 }
             }
@@ -165,7 +165,7 @@ pub fn run(ctx: Arc<WriterCtx>, rx: Receiver<WorkerMsg>) {
                     let freed = w.held();
                     tracing::debug!(tp = %w.tp(), held = freed, used = ctx.budget.used(), "memory budget exceeded: cutting early");
                     if let Err(e) = w.cut(&ctx, CutReason::Memory) {
-                        ctx.fatal.set(e.into());
+                        ctx.fatal.set(e);
                         break;
                     }
                     to_free = to_free.saturating_sub(freed);

@@ -53,6 +53,13 @@ pub enum ConsumeError {
     },
     #[error("topic `{topic}` does not exist on {brokers}")]
     NoTopic { topic: String, brokers: String },
+    #[error("seeking {target} to read it again failed: {source}")]
+    Seek {
+        /// The partition and the offset, e.g. `topic[3] to Offset(42)`.
+        target: String,
+        #[source]
+        source: KafkaError,
+    },
     #[error("the Kafka client failed: {source}")]
     Fatal {
         #[source]

@@ -13,10 +13,11 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::offsets::{commit, committed_offset};
+use super::ConsumeError;
 use crate::batch::{Batch, RecMeta};
 use crate::claim::Claims;
 use crate::commit::{OffsetLedger, Tp};
-use crate::error::Fatal;
+use crate::fatal::Fatal;
 use crate::rotate::CutReason;
 use crate::stats::Stats;
 use crate::worker::{Flushed, WorkerMsg};
@@ -255,9 +256,10 @@ impl Shared {
             tracing::warn!(%tp, ?offset, epoch = new_epoch, "re-reading the partition");
             if let Err(e) = consumer.seek(&tp.topic, tp.partition, offset, Duration::from_secs(10))
             {
-                self.fatal.set(crate::Error::Other(format!(
-                    "{tp}: seeking to {offset:?} to re-read it failed: {e}"
-                )));
+                self.fatal.set(ConsumeError::Seek {
+                    target: format!("{tp} to {offset:?}"),
+                    source: e,
+                });
             }
         }
     }

@@ -13,7 +13,7 @@ use super::offsets::{cached_high_watermark, commit, committed_offset, describe};
 use super::partitions::{Shared, SinkContext, BATCH_AGE};
 use super::ConsumeError;
 use crate::commit::Tp;
-use crate::error::Fatal;
+use crate::fatal::Fatal;
 use crate::memory::Budget;
 use crate::rotate::CutReason;
 use crate::stats::Stats;
@@ -130,7 +130,7 @@ impl PollLoop {
                 Some(Err(e)) => {
                     if let Some(code) = e.rdkafka_error_code() {
                         if code == rdkafka::types::RDKafkaErrorCode::Fatal {
-                            self.fatal.set(ConsumeError::Fatal { source: e }.into());
+                            self.fatal.set(ConsumeError::Fatal { source: e });
                             continue;
                         }
                     }
@@ -215,11 +215,10 @@ impl PollLoop {
                 self.commit_failing_since.set(Some(since));
                 let failing = since.elapsed();
                 if e.is_permanent() {
-                    self.fatal
-                        .set(ConsumeError::CommitRefused { source: e }.into());
+                    self.fatal.set(ConsumeError::CommitRefused { source: e });
                 } else if failing >= self.commit_timeout {
                     self.fatal
-                        .set(ConsumeError::CommitTimedOut { failing, source: e }.into());
+                        .set(ConsumeError::CommitTimedOut { failing, source: e });
                 } else {
                     tracing::warn!(error = %e, failing_for = ?failing, gives_up_after = ?self.commit_timeout, "commit failed; retrying");
                 }

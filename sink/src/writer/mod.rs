@@ -28,7 +28,7 @@ use crate::claim::{ClaimError, Claims, Fingerprint};
 use crate::commit::{CommitError, OffsetLedger, Tp};
 use crate::config::TablePlan;
 use crate::encode::{EncodeError, Encoder, GzipNdjson, ParquetEncoder, Rejected};
-use crate::error::Fatal;
+use crate::fatal::Fatal;
 use crate::memory::Budget;
 use crate::rotate::{CutReason, Deadline};
 use crate::route::{RecordRef, RouteError, TableRouter};
@@ -82,6 +82,8 @@ pub enum WriteError {
     },
     #[error("{tp}: producing a dead letter failed: {message}")]
     DeadLetter { tp: Tp, message: String },
+    #[error("{tp}: the tables of its topic cannot route records: {message}")]
+    Route { tp: Tp, message: String },
     #[error("segment {tp} [{start}, {end}): upload task failed: {message}")]
     Task {
         tp: Tp,
@@ -636,7 +638,7 @@ impl PartitionWriter {
         let fatal = ctx.fatal.clone();
         let task = ctx.rt.spawn(async move {
             if let Err(e) = seg.complete(owner, daemon).await {
-                fatal.set(e.into());
+                fatal.set(e);
             }
         });
         self.in_flight.push(task);

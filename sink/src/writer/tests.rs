@@ -4,7 +4,7 @@ use super::*;
 use crate::catalog::{NoCatalog, Registrar};
 use crate::config::Plan;
 use crate::config::{BadRecord, MissingTimestamp};
-use crate::error::Fatal;
+use crate::fatal::Fatal;
 use object_store::path::Path;
 use std::time::Duration;
 
