@@ -18,8 +18,8 @@
 //! the consumer hands a worker), [`writer`] (a partition's open segment: its files, dead
 //! letters, sealed segments and the replay of claims), [`worker`] (threads that own writers),
 //! [`pipeline`] (wiring and shutdown), [`storage`] (opening the object store), [`columns`] (a
-//! table's columns in Hive and Trino types, for [`ddl`] and the catalogs), [`check`], [`demo`]
-//! and [`mock`] (the embedded broker). `docs/DESIGN.md` states the invariants and why they hold.
+//! table's columns in Hive and Trino types, for [`ddl`] and the catalogs), [`check`], [`demo`],
+//! [`generator`] (CloudTrail-shaped events) and [`mock`] (the embedded broker). `docs/DESIGN.md` states the invariants and why they hold.
 
 pub mod batch;
 pub mod catalog;
@@ -34,6 +34,7 @@ pub mod demo;
 pub mod encode;
 pub mod error;
 pub mod fatal;
+pub mod generator;
 pub mod memory;
 pub mod mock;
 pub mod pipeline;

@@ -5,7 +5,7 @@
 //! The same events land twice: in a gzip NDJSON table and in a Parquet table (schema
 //! `cloudtrail.avsc`), and the summary compares their sizes.
 
-pub mod generator;
+pub use crate::generator;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};

@@ -663,7 +663,7 @@ mod memory_probe {
     #[ignore]
     fn probe_open_file_memory() {
         let pq = Arc::new(crate::config::default_parquet_plan("cloudtrail.avsc").unwrap());
-        let cfg = crate::demo::generator::GenConfig::default();
+        let cfg = crate::generator::GenConfig::default();
         let mut buf = String::new();
         let before = rss();
         let mut files = Vec::new();
@@ -671,7 +671,7 @@ mod memory_probe {
         for f in 0..300u64 {
             let mut e = ParquetEncoder::new(pq.clone());
             for seq in 0..600u64 {
-                crate::demo::generator::event(&cfg, f * 1000 + seq, 1_000_000, &mut buf);
+                crate::generator::event(&cfg, f * 1000 + seq, 1_000_000, &mut buf);
                 e.append(buf.as_bytes()).unwrap();
                 if seq % 100 == 99 {
                     e.settle(&mut rejected).unwrap();

@@ -605,7 +605,7 @@ on_bad_record = "dlq"
     // Demo events; the refused one has a string where the schema has a boolean.
     let row = |o: i64, bad: bool| {
         let mut text = String::new();
-        crate::demo::generator::event(&Default::default(), o as u64, 9, &mut text);
+        crate::generator::event(&Default::default(), o as u64, 9, &mut text);
         let at = text.find(r#""readOnly":"#).unwrap() + 11;
         let end = at + text[at..].find(',').unwrap();
         text.replace_range(at..end, if bad { r#""yes""# } else { "true" });
