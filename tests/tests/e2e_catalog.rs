@@ -653,6 +653,32 @@ max_age = "2s"
     )
 }
 
+fn escaped(value: &str) -> String {
+    let mut out = String::new();
+    lakesink::route::escape::escape_partition_value(value, &mut out);
+    out
+}
+
+/// The location of the one `regional` partition a catalog (through `script`) finds for a
+/// filter on the region, whose values must be the date and the real region.
+fn found_by_value(
+    tb: &Testbed,
+    script: &str,
+    database: &str,
+    region: &str,
+    filter: &str,
+) -> String {
+    let found: Vec<Value> =
+        serde_json::from_str(&tb.python(script, &["partitions", database, "regional", filter]))
+            .unwrap();
+    assert_eq!(found.len(), 1, "{script} {filter}: {found:?}");
+    assert_eq!(
+        found[0]["values"],
+        serde_json::json!(["2024-01-02", region])
+    );
+    found[0]["location"].as_str().unwrap().to_string()
+}
+
 #[test]
 fn catalogs_hold_the_real_partition_values_and_a_query_by_value_finds_them() {
     let tb = Testbed::from_env();
@@ -682,22 +708,13 @@ fn catalogs_hold_the_real_partition_values_and_a_query_by_value_finds_them() {
     for (region, n) in &counts {
         // What Athena's partition pruning asks Glue: the partition whose value is the real one.
         let expr = format!("region = '{region}'");
-        let found: Vec<Value> = serde_json::from_str(&tb.python(
-            "glue_admin.py",
-            &["partitions", &database, "regional", &expr],
-        ))
-        .unwrap();
-        assert_eq!(found.len(), 1, "{expr}: {found:?} of {all:?}");
-        assert_eq!(
-            found[0]["values"],
-            serde_json::json!(["2024-01-02", region])
-        );
-        let mut escaped = String::new();
-        lakesink::route::escape::escape_partition_value(region, &mut escaped);
-        let location = found[0]["location"].as_str().unwrap();
+        let location = found_by_value(&tb, "glue_admin.py", &database, region, &expr);
         assert_eq!(
             location,
-            format!("s3://{bucket}/lake/regional/date=2024-01-02/region={escaped}/")
+            format!(
+                "s3://{bucket}/lake/regional/date=2024-01-02/region={}/",
+                escaped(region)
+            )
         );
         let rows = tb.duckdb(&format!(
             "SELECT count(*) AS n, count(DISTINCT n) AS ids, min(awsRegion) AS r FROM read_json('{location}*.json.gz')"
@@ -735,23 +752,15 @@ fn catalogs_hold_the_real_partition_values_and_a_query_by_value_finds_them() {
     daemon.stop(Duration::from_secs(60));
     for region in counts.keys() {
         let filter = format!("region = \"{region}\"");
-        let found: Vec<Value> = serde_json::from_str(&tb.python(
-            "hive_admin.py",
-            &["partitions", &database, "regional", &filter],
-        ))
-        .unwrap();
-        assert_eq!(found.len(), 1, "{filter}: {found:?}");
+        let location = found_by_value(&tb, "hive_admin.py", &database, region, &filter);
         assert_eq!(
-            found[0]["values"],
-            serde_json::json!(["2024-01-02", region])
-        );
-        let mut escaped = String::new();
-        lakesink::route::escape::escape_partition_value(region, &mut escaped);
-        assert_eq!(
-            local_path(found[0]["location"].as_str().unwrap()),
-            lake.join(format!("regional/date=2024-01-02/region={escaped}"))
-                .display()
-                .to_string()
+            local_path(&location),
+            lake.join(format!(
+                "regional/date=2024-01-02/region={}",
+                escaped(region)
+            ))
+            .display()
+            .to_string()
         );
     }
     report(&format!(

@@ -52,20 +52,31 @@ fn land(tb: &Testbed, bucket: &str, group: &str, topic: &str) {
     daemon.stop(Duration::from_secs(60));
 }
 
-#[test]
-fn a_group_reset_into_the_middle_of_segments_leaves_the_lake_as_it_was() {
-    const RECORDS: u64 = 4_000;
-    let tb = Testbed::from_env();
-    let (topic, bucket, group) = tb.fresh("rewind", PARTITIONS);
+/// A fresh topic with `records` generated events, landed by a daemon: (topic, bucket, group,
+/// the lake's objects).
+fn landed(
+    tb: &Testbed,
+    prefix: &str,
+    records: u64,
+) -> (String, String, String, BTreeMap<String, String>) {
+    let (topic, bucket, group) = tb.fresh(prefix, PARTITIONS);
     tb.produce_events(
         &topic,
         PARTITIONS,
         &GenConfig::default(),
-        0..RECORDS,
-        RECORDS,
+        0..records,
+        records,
     );
-    land(&tb, &bucket, &group, &topic);
-    let before = lake(&tb, &bucket);
+    land(tb, &bucket, &group, &topic);
+    let objects = lake(tb, &bucket);
+    (topic, bucket, group, objects)
+}
+
+#[test]
+fn a_group_reset_into_the_middle_of_segments_leaves_the_lake_as_it_was() {
+    const RECORDS: u64 = 4_000;
+    let tb = Testbed::from_env();
+    let (topic, bucket, group, before) = landed(&tb, "rewind", RECORDS);
     tb.assert_exactly_once(
         &format!("'s3://{bucket}/lake/cloudtrail/*/*/*.json.gz'"),
         RECORDS,
@@ -169,16 +180,7 @@ impl Drop for OtherCluster {
 fn a_new_cluster_with_the_same_topic_name_lands_beside_the_old_one_and_overwrites_nothing() {
     const RECORDS: u64 = 3_000;
     let tb = Testbed::from_env();
-    let (topic, bucket, group) = tb.fresh("recreated", PARTITIONS);
-    tb.produce_events(
-        &topic,
-        PARTITIONS,
-        &GenConfig::default(),
-        0..RECORDS,
-        RECORDS,
-    );
-    land(&tb, &bucket, &group, &topic);
-    let before = lake(&tb, &bucket);
+    let (topic, bucket, group, before) = landed(&tb, "recreated", RECORDS);
 
     // The same topic name on a new cluster: offsets from 0 again, new events for the same
     // hours (the same event times, other event ids).
