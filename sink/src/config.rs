@@ -14,6 +14,7 @@ use serde::Deserialize;
 use crate::encode::ParquetPlan;
 use crate::route::template::{PartitionTemplate, TemplateError};
 use crate::route::timestamp::{TimeZoneSpec, TimestampSource, TimestampUnit};
+pub use crate::route::MissingTimestamp;
 use crate::units::{parse_bytes, parse_duration, UnitError};
 
 /// Everything that can be wrong with a configuration file.
@@ -616,17 +617,6 @@ impl Format {
     }
 }
 
-/// What a record without a usable event time does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MissingTimestamp {
-    /// Use the record's Kafka timestamp (and the wall clock if it has none).
-    Kafka,
-    /// Stop the daemon with an error naming the record.
-    Fail,
-    /// Write the record to the dead-letter destination with the reason.
-    DeadLetter,
-}
-
 /// What a bad record (not valid JSON, not UTF-8, empty, too large) does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BadRecord {
@@ -667,6 +657,20 @@ pub struct TablePlan {
     pub parquet_options: Option<Arc<ParquetSection>>,
     /// Tables whose schema comes from a registry.
     pub registry: Option<Arc<crate::schemas::TableRegistry>>,
+}
+
+impl TablePlan {
+    /// How the route stage routes this table's records.
+    pub fn route_rules(&self) -> crate::route::Rules<'_> {
+        crate::route::Rules {
+            timestamp: &self.timestamp,
+            partition: &self.partition,
+            timezone: &self.timezone,
+            on_missing_timestamp: self.on_missing_timestamp,
+            max_record_bytes: self.max_record_bytes,
+            max_future_skew: self.max_future_skew,
+        }
+    }
 }
 
 /// A table's schema and where it came from.

@@ -11,11 +11,11 @@ pub mod timestamp;
 
 use std::borrow::Cow;
 
-use crate::config::{MissingTimestamp, TablePlan};
 use json::{FieldSet, JsonError};
-use template::{RecordKeys, Renderer};
+use std::time::Duration;
+use template::{PartitionTemplate, RecordKeys, Renderer};
 use timestamp::{
-    parse_time_number, parse_time_str, TimestampError, TimestampSource, TimestampUnit,
+    parse_time_number, parse_time_str, TimeZoneSpec, TimestampError, TimestampSource, TimestampUnit,
 };
 
 /// A Kafka record as the route stage sees it.
@@ -27,6 +27,29 @@ pub struct RecordRef<'a> {
     /// Kafka timestamp in milliseconds, if the record has one.
     pub kafka_millis: Option<i64>,
     pub payload: Option<&'a [u8]>,
+}
+
+/// What a record without a usable event time does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MissingTimestamp {
+    /// Use the record's Kafka timestamp (and the wall clock if it has none).
+    Kafka,
+    /// Stop the daemon with an error naming the record.
+    Fail,
+    /// Write the record to the dead-letter destination with the reason.
+    DeadLetter,
+}
+
+/// How one table routes its records: where the event time comes from and what happens when it
+/// is unusable, the partition template and its time zone, and the limits on a record.
+#[derive(Clone, Debug)]
+pub struct Rules<'a> {
+    pub timestamp: &'a TimestampSource,
+    pub partition: &'a PartitionTemplate,
+    pub timezone: &'a TimeZoneSpec,
+    pub on_missing_timestamp: MissingTimestamp,
+    pub max_record_bytes: u64,
+    pub max_future_skew: Duration,
 }
 
 /// Why a record cannot be written to a table.
@@ -140,9 +163,9 @@ pub struct TableRouter {
 }
 
 impl TableRouter {
-    pub fn new(table: &TablePlan) -> Result<TableRouter, String> {
+    pub fn new(table: &Rules<'_>) -> Result<TableRouter, String> {
         let mut fields = FieldSet::default();
-        let timestamp = match &table.timestamp {
+        let timestamp = match table.timestamp {
             TimestampSource::Kafka => None,
             TimestampSource::Field { path, unit } => {
                 Some((fields.add(path)?, path.join("."), *unit))
@@ -157,7 +180,7 @@ impl TableRouter {
             fields,
             timestamp,
             template_fields,
-            renderer: Renderer::new(table.partition.clone(), table.timezone.clone()),
+            renderer: Renderer::new((*table.partition).clone(), (*table.timezone).clone()),
             on_missing: table.on_missing_timestamp,
             max_bytes: table.max_record_bytes,
             skew_micros: i64::try_from(table.max_future_skew.as_micros()).unwrap_or(i64::MAX),
@@ -306,7 +329,7 @@ timestamp = {{ field = "eventTime" }}
 {extra}
 "#
         );
-        TableRouter::new(&Plan::with_tables(&tables).tables[0]).unwrap()
+        TableRouter::new(&Plan::with_tables(&tables).tables[0].route_rules()).unwrap()
     }
 
     fn rec(payload: &str) -> RecordRef<'_> {

@@ -194,7 +194,7 @@ impl PartitionWriter {
         let mut routers = Vec::new();
         for (i, t) in ctx.tables.iter().enumerate() {
             if t.topics.iter().any(|x| **x == *tp.topic) {
-                let mut router = TableRouter::new(t)?;
+                let mut router = TableRouter::new(&t.route_rules())?;
                 router.limit_path(path_room(&ctx.root, &t.name, &tp));
                 routers.push((i, router));
             }
