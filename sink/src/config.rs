@@ -11,10 +11,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use crate::encode::parquet::ParquetOptions;
 use crate::encode::ParquetPlan;
 use crate::route::template::{PartitionTemplate, TemplateError};
 use crate::route::timestamp::{TimeZoneSpec, TimestampSource, TimestampUnit};
 pub use crate::route::MissingTimestamp;
+pub use crate::schemas::TableSchema;
 use crate::units::{parse_bytes, parse_duration, UnitError};
 
 /// Everything that can be wrong with a configuration file.
@@ -389,6 +391,74 @@ impl Default for ParquetSection {
     }
 }
 
+impl ParquetSection {
+    /// The validated settings: choices and sizes parsed once, at load.
+    pub fn validate(&self) -> Result<ParquetOptions, String> {
+        use parquet::basic::{Compression, GzipLevel, ZstdLevel};
+        use parquet::file::properties::EnabledStatistics;
+
+        let p = self;
+        let level_err =
+            |e: parquet::errors::ParquetError| format!("parquet.compression_level: {e}");
+        let compression = match p.compression.as_str() {
+            "zstd" => Compression::ZSTD(
+                ZstdLevel::try_new(p.compression_level.unwrap_or(3)).map_err(level_err)?,
+            ),
+            "gzip" => Compression::GZIP(
+                GzipLevel::try_new(p.compression_level.unwrap_or(6) as u32).map_err(level_err)?,
+            ),
+            "snappy" => Compression::SNAPPY,
+            "lz4" => Compression::LZ4_RAW,
+            "none" | "uncompressed" => Compression::UNCOMPRESSED,
+            other => {
+                return Err(format!(
+                    "parquet.compression = \"{other}\": use zstd, snappy, gzip, lz4 or none"
+                ))
+            }
+        };
+        let statistics = match p.statistics.as_str() {
+            "page" => EnabledStatistics::Page,
+            "chunk" => EnabledStatistics::Chunk,
+            "none" => EnabledStatistics::None,
+            other => {
+                return Err(format!(
+                    "parquet.statistics = \"{other}\": use page, chunk or none"
+                ))
+            }
+        };
+        let strict = match p.unknown_fields.as_str() {
+            "drop" => false,
+            "fail" => true,
+            other => {
+                return Err(format!(
+                    "parquet.unknown_fields = \"{other}\": use drop or fail"
+                ))
+            }
+        };
+        if p.row_group_rows == 0 {
+            return Err("parquet.row_group_rows must be at least 1".into());
+        }
+        let row_group_bytes =
+            parse_bytes(&p.row_group_bytes).map_err(|e| format!("parquet.row_group_bytes: {e}"))?;
+        if row_group_bytes == 0 {
+            return Err("parquet.row_group_bytes must be positive".into());
+        }
+        if !(p.bloom_filter_fpp > 0.0 && p.bloom_filter_fpp < 1.0) {
+            return Err("parquet.bloom_filter_fpp must be between 0 and 1".into());
+        }
+        Ok(ParquetOptions {
+            compression,
+            statistics,
+            dictionary: p.dictionary,
+            row_group_rows: p.row_group_rows,
+            row_group_bytes: row_group_bytes as usize,
+            bloom_filters: p.bloom_filters.clone(),
+            bloom_filter_fpp: p.bloom_filter_fpp,
+            strict,
+        })
+    }
+}
+
 fn default_parquet_compression() -> String {
     "zstd".into()
 }
@@ -654,7 +724,7 @@ pub struct TablePlan {
     /// schema once resolved; records of other ids use [`crate::schemas::TableRegistry::plan_for`]).
     pub parquet: Option<Arc<ParquetPlan>>,
     /// Parquet tables: the writer settings.
-    pub parquet_options: Option<Arc<ParquetSection>>,
+    pub parquet_options: Option<Arc<ParquetOptions>>,
     /// Tables whose schema comes from a registry.
     pub registry: Option<Arc<crate::schemas::TableRegistry>>,
 }
@@ -671,13 +741,6 @@ impl TablePlan {
             max_future_skew: self.max_future_skew,
         }
     }
-}
-
-/// A table's schema and where it came from.
-#[derive(Debug)]
-pub struct TableSchema {
-    pub arrow: arrow_schema::SchemaRef,
-    pub origin: String,
 }
 
 /// librdkafka properties Lakesink sets itself; a config that sets them would break the
@@ -705,7 +768,8 @@ impl Plan {
             let schema = Arc::new(reg.resolve_latest().await.map_err(|e| err(e.to_string()))?);
             tracing::info!(table = %t.name, schema = %schema.origin, "schema from the registry");
             if let Some(options) = &t.parquet_options {
-                t.parquet = Some(Arc::new(parquet_plan(options, &schema).map_err(err)?));
+                let plan = crate::encode::parquet::plan(options, &schema.arrow, &schema.origin);
+                t.parquet = Some(Arc::new(plan.map_err(err)?));
             }
             t.schema = Some(schema);
         }
@@ -1020,7 +1084,9 @@ fn table_plan(t: TableSection, origin: &str) -> Result<TablePlan, ConfigError> {
                         .into(),
                 ));
             }
-            Some(Arc::new(t.parquet.unwrap_or_default()))
+            Some(Arc::new(
+                t.parquet.unwrap_or_default().validate().map_err(err)?,
+            ))
         }
         Format::JsonGz => {
             if t.parquet.is_some() {
@@ -1032,9 +1098,9 @@ fn table_plan(t: TableSection, origin: &str) -> Result<TablePlan, ConfigError> {
         }
     };
     let parquet = match (&parquet_options, &schema) {
-        (Some(options), Some(schema)) => {
-            Some(Arc::new(parquet_plan(options, schema).map_err(err)?))
-        }
+        (Some(options), Some(schema)) => Some(Arc::new(
+            crate::encode::parquet::plan(options, &schema.arrow, &schema.origin).map_err(err)?,
+        )),
         _ => None,
     };
     let partition =
@@ -1146,11 +1212,8 @@ fn table_plan(t: TableSection, origin: &str) -> Result<TablePlan, ConfigError> {
 pub fn default_parquet_plan(file: &str) -> Result<ParquetPlan, String> {
     let r = lakesink_schema_registry::source::resolve_file(file, &schema_dirs("."))
         .map_err(|e| e.to_string())?;
-    let schema = TableSchema {
-        arrow: Arc::new(r.schema),
-        origin: r.origin,
-    };
-    parquet_plan(&ParquetSection::default(), &schema)
+    let options = ParquetSection::default().validate()?;
+    crate::encode::parquet::plan(&options, &Arc::new(r.schema), &r.origin)
 }
 
 /// Where `schema = { file = … }` is looked up: beside the config file, in
@@ -1165,111 +1228,6 @@ fn schema_dirs(origin: &str) -> Vec<PathBuf> {
         dir.join("schema-registry/schemas"),
         PathBuf::from("schema-registry/schemas"),
     ]
-}
-
-/// Writer properties of a Parquet table.
-pub fn parquet_plan(p: &ParquetSection, schema: &TableSchema) -> Result<ParquetPlan, String> {
-    use parquet::basic::{Compression, GzipLevel, ZstdLevel};
-    use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
-    use parquet::schema::types::ColumnPath;
-
-    let level_err = |e: parquet::errors::ParquetError| format!("parquet.compression_level: {e}");
-    let compression = match p.compression.as_str() {
-        "zstd" => Compression::ZSTD(
-            ZstdLevel::try_new(p.compression_level.unwrap_or(3)).map_err(level_err)?,
-        ),
-        "gzip" => Compression::GZIP(
-            GzipLevel::try_new(p.compression_level.unwrap_or(6) as u32).map_err(level_err)?,
-        ),
-        "snappy" => Compression::SNAPPY,
-        "lz4" => Compression::LZ4_RAW,
-        "none" | "uncompressed" => Compression::UNCOMPRESSED,
-        other => {
-            return Err(format!(
-                "parquet.compression = \"{other}\": use zstd, snappy, gzip, lz4 or none"
-            ))
-        }
-    };
-    let statistics = match p.statistics.as_str() {
-        "page" => EnabledStatistics::Page,
-        "chunk" => EnabledStatistics::Chunk,
-        "none" => EnabledStatistics::None,
-        other => {
-            return Err(format!(
-                "parquet.statistics = \"{other}\": use page, chunk or none"
-            ))
-        }
-    };
-    let strict = match p.unknown_fields.as_str() {
-        "drop" => false,
-        "fail" => true,
-        other => {
-            return Err(format!(
-                "parquet.unknown_fields = \"{other}\": use drop or fail"
-            ))
-        }
-    };
-    if p.row_group_rows == 0 {
-        return Err("parquet.row_group_rows must be at least 1".into());
-    }
-    let row_group_bytes =
-        parse_bytes(&p.row_group_bytes).map_err(|e| format!("parquet.row_group_bytes: {e}"))?;
-    if row_group_bytes == 0 {
-        return Err("parquet.row_group_bytes must be positive".into());
-    }
-    if !(p.bloom_filter_fpp > 0.0 && p.bloom_filter_fpp < 1.0) {
-        return Err("parquet.bloom_filter_fpp must be between 0 and 1".into());
-    }
-    let mut props = WriterProperties::builder()
-        .set_writer_version(WriterVersion::PARQUET_1_0)
-        .set_compression(compression)
-        .set_statistics_enabled(statistics)
-        .set_dictionary_enabled(p.dictionary)
-        .set_max_row_group_row_count(Some(p.row_group_rows))
-        .set_max_row_group_bytes(Some(row_group_bytes as usize))
-        .set_created_by(format!("lakesink {}", env!("CARGO_PKG_VERSION")));
-    for column in &p.bloom_filters {
-        let path: Vec<String> = column.split('.').map(str::to_string).collect();
-        leaf_type(&schema.arrow, &path)
-            .map_err(|m| format!("parquet.bloom_filters: `{column}` {m}"))?;
-        props = props
-            .set_column_bloom_filter_enabled(ColumnPath::new(path.clone()), true)
-            .set_column_bloom_filter_fpp(ColumnPath::new(path.clone()), p.bloom_filter_fpp)
-            .set_column_bloom_filter_max_ndv(ColumnPath::new(path), p.row_group_rows as u64);
-    }
-    Ok(ParquetPlan::new(
-        schema.arrow.clone(),
-        schema.origin.clone(),
-        props.build(),
-        strict,
-    ))
-}
-
-/// The type of the primitive column at a dotted path through structs.
-fn leaf_type(
-    schema: &arrow_schema::Schema,
-    path: &[String],
-) -> Result<arrow_schema::DataType, String> {
-    use arrow_schema::DataType;
-    let mut fields = schema.fields().clone();
-    for (i, name) in path.iter().enumerate() {
-        let f = fields
-            .iter()
-            .find(|f| f.name() == name)
-            .ok_or_else(|| format!("is not a column of the schema (no field `{name}`)"))?;
-        match f.data_type() {
-            DataType::Struct(children) if i + 1 < path.len() => fields = children.clone(),
-            DataType::Struct(_)
-            | DataType::List(_)
-            | DataType::Map(..)
-            | DataType::LargeList(_) => {
-                return Err(format!("is a {}, not a primitive column", f.data_type()))
-            }
-            dt if i + 1 == path.len() => return Ok(dt.clone()),
-            _ => return Err(format!("`{name}` is not a struct")),
-        }
-    }
-    Err("is empty".into())
 }
 
 fn catalog_plan(c: &CatalogSection, origin: &str) -> Result<CatalogPlan, ConfigError> {

@@ -17,8 +17,15 @@ use lakesink_schema_registry::source::{Resolved, SchemaKind};
 use lakesink_schema_registry::wire::AvroDecoder;
 use tokio::runtime::Handle;
 
-use crate::config::{ParquetSection, TableSchema};
+use crate::encode::parquet::ParquetOptions;
 use crate::encode::ParquetPlan;
+
+/// A table's schema and where it came from.
+#[derive(Debug)]
+pub struct TableSchema {
+    pub arrow: arrow_schema::SchemaRef,
+    pub origin: String,
+}
 
 /// How long a record waits for an unreachable registry before the daemon stops.
 const PATIENCE: Duration = Duration::from_secs(300);
@@ -130,7 +137,7 @@ impl TableRegistry {
     }
 
     /// The Parquet plan for records of schema `id` (its schema must be cached already).
-    pub fn plan_for(&self, id: u32, options: &ParquetSection) -> Result<Arc<ParquetPlan>, String> {
+    pub fn plan_for(&self, id: u32, options: &ParquetOptions) -> Result<Arc<ParquetPlan>, String> {
         let mut plans = self.plans.lock().expect("plans");
         if let Some(p) = plans.get(&id) {
             return Ok(p.clone());
@@ -143,7 +150,11 @@ impl TableRegistry {
             arrow: Arc::new(r.schema.clone()),
             origin: r.origin.clone(),
         };
-        let plan = Arc::new(crate::config::parquet_plan(options, &schema)?);
+        let plan = Arc::new(crate::encode::parquet::plan(
+            options,
+            &schema.arrow,
+            &schema.origin,
+        )?);
         plans.insert(id, plan.clone());
         Ok(plan)
     }

@@ -459,6 +459,86 @@ fn write_json(tape: &Tape<'_>, idx: u32, out: &mut String) -> Result<(), ArrowEr
     Ok(())
 }
 
+/// How a table's Parquet files are written: `[tables.parquet]`, validated once at load.
+#[derive(Clone, Debug)]
+pub struct ParquetOptions {
+    pub compression: parquet::basic::Compression,
+    pub statistics: parquet::file::properties::EnabledStatistics,
+    pub dictionary: bool,
+    /// A row group holds at most this many rows…
+    pub row_group_rows: usize,
+    /// …and at most this much Arrow data.
+    pub row_group_bytes: usize,
+    /// Columns (dotted paths into structs) that get a bloom filter.
+    pub bloom_filters: Vec<String>,
+    pub bloom_filter_fpp: f64,
+    /// A JSON field the schema lacks is a bad record (`unknown_fields = "fail"`).
+    pub strict: bool,
+}
+
+/// The plan of a table's Parquet files: its Arrow schema (`origin` says where it came from)
+/// and the writer properties its options ask for. A bloom filter column must be a primitive
+/// column of the schema.
+pub fn plan(
+    options: &ParquetOptions,
+    arrow: &arrow_schema::SchemaRef,
+    origin: &str,
+) -> Result<ParquetPlan, String> {
+    use parquet::file::properties::{WriterProperties, WriterVersion};
+    use parquet::schema::types::ColumnPath;
+
+    let p = options;
+    let mut props = WriterProperties::builder()
+        .set_writer_version(WriterVersion::PARQUET_1_0)
+        .set_compression(p.compression)
+        .set_statistics_enabled(p.statistics)
+        .set_dictionary_enabled(p.dictionary)
+        .set_max_row_group_row_count(Some(p.row_group_rows))
+        .set_max_row_group_bytes(Some(p.row_group_bytes))
+        .set_created_by(format!("lakesink {}", env!("CARGO_PKG_VERSION")));
+    for column in &p.bloom_filters {
+        let path: Vec<String> = column.split('.').map(str::to_string).collect();
+        leaf_type(arrow, &path).map_err(|m| format!("parquet.bloom_filters: `{column}` {m}"))?;
+        props = props
+            .set_column_bloom_filter_enabled(ColumnPath::new(path.clone()), true)
+            .set_column_bloom_filter_fpp(ColumnPath::new(path.clone()), p.bloom_filter_fpp)
+            .set_column_bloom_filter_max_ndv(ColumnPath::new(path), p.row_group_rows as u64);
+    }
+    Ok(ParquetPlan::new(
+        arrow.clone(),
+        origin.to_string(),
+        props.build(),
+        p.strict,
+    ))
+}
+
+/// The type of the primitive column at a dotted path through structs.
+fn leaf_type(
+    schema: &arrow_schema::Schema,
+    path: &[String],
+) -> Result<arrow_schema::DataType, String> {
+    use arrow_schema::DataType;
+    let mut fields = schema.fields().clone();
+    for (i, name) in path.iter().enumerate() {
+        let f = fields
+            .iter()
+            .find(|f| f.name() == name)
+            .ok_or_else(|| format!("is not a column of the schema (no field `{name}`)"))?;
+        match f.data_type() {
+            DataType::Struct(children) if i + 1 < path.len() => fields = children.clone(),
+            DataType::Struct(_)
+            | DataType::List(_)
+            | DataType::Map(..)
+            | DataType::LargeList(_) => {
+                return Err(format!("is a {}, not a primitive column", f.data_type()))
+            }
+            dt if i + 1 == path.len() => return Ok(dt.clone()),
+            _ => return Err(format!("`{name}` is not a struct")),
+        }
+    }
+    Err("is empty".into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
