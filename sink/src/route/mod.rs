@@ -1,8 +1,10 @@
 //! Route stage: gives each record its event time and its partition path within a table.
 //!
 //! Pure and synchronous: a [`TableRouter`] borrows the record's bytes, validates them as one JSON
-//! object, reads the event-time and partition fields in one pass, and renders the Hive path. It
-//! never allocates per record in the steady state (the path is written into a reused buffer).
+//! object, reads the event-time and partition fields in one pass, and renders the Hive path into
+//! a reused buffer. Strings without escapes are borrowed from the record; the JSON pass itself
+//! is not allocation-free (serde_json's skip keeps a nesting stack). A path too long for the
+//! store is a bad record ([`RouteError::PathTooLong`]).
 
 pub mod escape;
 pub mod json;
