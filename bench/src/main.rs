@@ -68,6 +68,15 @@ enum Sub {
     /// Encode the benchmark's events with Lakesink's encoders, into one file and into the
     /// files Lakesink writes from them (no broker, no daemon), and print the CPU each takes:
     /// what the data's shape costs, apart from the daemon around the encoders.
+    /// Opens this many CloudTrail Parquet files of `rows` rows each (settled every 100 rows,
+    /// as the writer settles them) and prints what they hold in memory, by the process's
+    /// resident set, against what Lakesink charges them to its memory budget.
+    ParquetMemory {
+        #[arg(long, default_value_t = 300)]
+        files: u64,
+        #[arg(long, default_value_t = 600)]
+        rows: u64,
+    },
     Shapes {
         #[arg(long, default_value_t = 1_000_000)]
         records: u64,
@@ -318,6 +327,49 @@ fn ndjson(events: &[String]) -> Vec<u8> {
         .collect()
 }
 
+/// Resident set of this process, in bytes (from `/proc/self/statm`).
+fn rss() -> usize {
+    let s = std::fs::read_to_string("/proc/self/statm").expect("/proc/self/statm");
+    s.split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse::<usize>().ok())
+        .expect("statm's resident pages")
+        * 4096
+}
+
+/// `lakesink-bench parquet-memory`: what open Parquet files really hold against what they
+/// are charged to the memory budget (`Encoder::overhead` + `Encoder::buffered`).
+fn parquet_memory(files: u64, rows: u64) {
+    use lakesink::encode::{Encoder, ParquetEncoder};
+    use std::sync::Arc;
+    let pq = Arc::new(lakesink::config::default_parquet_plan("cloudtrail.avsc").expect("schema"));
+    let cfg = GenConfig::default();
+    let mut buf = String::new();
+    let before = rss();
+    let mut open = Vec::new();
+    let mut rejected = Vec::new();
+    for f in 0..files {
+        let mut e = ParquetEncoder::new(pq.clone());
+        for seq in 0..rows {
+            event(&cfg, f * rows + seq, files * rows, &mut buf);
+            e.append(buf.as_bytes()).expect("append");
+            if seq % 100 == 99 {
+                e.settle(&mut rejected).expect("settle");
+            }
+        }
+        open.push(e);
+    }
+    let after = rss();
+    let charged: usize = open.iter().map(|e| e.overhead() + e.buffered()).sum();
+    let per = |b: usize| b / 1024 / files.max(1) as usize;
+    println!(
+        "{files} open Parquet files × {rows} rows: RSS +{} KiB ({} KiB/file), charged {} KiB/file",
+        after.saturating_sub(before) / 1024,
+        per(after.saturating_sub(before)),
+        per(charged)
+    );
+}
+
 /// `lakesink-bench shapes`: each encoder on the same events in one file and in the files
 /// Lakesink writes, passes interleaved, medians printed.
 fn shapes(records: u64, partitions: i32, repeat: usize) {
@@ -529,6 +581,10 @@ fn main() {
     }) = &args.sub
     {
         null_consume(brokers, topic, *expect);
+        return;
+    }
+    if let Some(Sub::ParquetMemory { files, rows }) = &args.sub {
+        parquet_memory(*files, *rows);
         return;
     }
     if let Some(Sub::Shapes {
