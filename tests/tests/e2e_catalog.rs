@@ -40,6 +40,10 @@ timeout = "2s"
     )
 }
 
+fn hive_catalog(uri: &str, database: &str) -> String {
+    format!("[catalog]\nkind = \"hive\"\nuri = \"{uri}\"\ndatabase = \"{database}\"\ncreate_table = true\n")
+}
+
 /// One uploaded object: its partition path below the table, Kafka partition, first offset.
 #[derive(Debug)]
 struct Object {
@@ -524,9 +528,9 @@ fn the_hive_metastore_lists_every_partition_and_a_restart_asks_it_again() {
         &lake,
         "",
         &format!(
-            "[catalog]\nkind = \"hive\"\nuri = \"{uri}\"\ndatabase = \"{database}\"\ncreate_table = true\n\n{tables}",
-            uri = tb.hive_uri,
-            tables = table(&topic, "cloudtrail"),
+            "{}\n{}",
+            hive_catalog(&tb.hive_uri, &database),
+            table(&topic, "cloudtrail")
         ),
     );
     let started = Instant::now();
@@ -742,9 +746,9 @@ fn catalogs_hold_the_real_partition_values_and_a_query_by_value_finds_them() {
         &lake,
         "",
         &format!(
-            "[catalog]\nkind = \"hive\"\nuri = \"{uri}\"\ndatabase = \"{database}\"\ncreate_table = true\n\n{tables}",
-            uri = tb.hive_uri,
-            tables = regional_table(&topic),
+            "{}\n{}",
+            hive_catalog(&tb.hive_uri, &database),
+            regional_table(&topic)
         ),
     );
     let mut daemon = tb.start_daemon(&config, dir.path(), &[]);

@@ -208,10 +208,7 @@ impl PollLoop {
             }
             Err(e) => {
                 Stats::add(&self.shared.stats.commit_failures, 1);
-                let since = *self
-                    .commit_failing_since
-                    .get()
-                    .get_or_insert_with(Instant::now);
+                let since = self.commit_failing_since.get().unwrap_or_else(Instant::now);
                 self.commit_failing_since.set(Some(since));
                 let failing = since.elapsed();
                 if e.is_permanent() {
