@@ -31,14 +31,16 @@ pub struct RecordRef<'a> {
     pub payload: Option<&'a [u8]>,
 }
 
-/// What a record without a usable event time does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What a record without a usable event time does (`on_missing_timestamp`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum MissingTimestamp {
     /// Use the record's Kafka timestamp (and the wall clock if it has none).
     Kafka,
     /// Stop the daemon with an error naming the record.
     Fail,
     /// Write the record to the dead-letter destination with the reason.
+    #[serde(rename = "dlq")]
     DeadLetter,
 }
 

@@ -17,15 +17,21 @@ pub enum TimestampSource {
     },
 }
 
-/// How a timestamp field is written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How a timestamp field is written (`timestamp = { field = …, unit = … }`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
 pub enum TimestampUnit {
     /// RFC 3339 strings, or epoch numbers whose unit is told by their magnitude.
+    #[default]
+    #[serde(rename = "auto")]
     Auto,
     /// RFC 3339 / ISO 8601 strings only.
+    #[serde(rename = "rfc3339", alias = "iso8601")]
     Rfc3339,
+    #[serde(rename = "s")]
     Seconds,
+    #[serde(rename = "ms")]
     Millis,
+    #[serde(rename = "us")]
     Micros,
 }
 
