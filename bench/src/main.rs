@@ -484,6 +484,8 @@ url = "{url}"
 {endpoint}
 [pipeline]
 max_buffered_bytes = "1GiB"
+[http]
+address = "127.0.0.1:0"
 [[tables]]
 name = "cloudtrail"
 topics = ["{topic}"]

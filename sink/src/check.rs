@@ -132,6 +132,24 @@ pub async fn check(plan: &Plan) -> Result<String, Error> {
         ),
     };
     let _ = writeln!(out, "catalog: {catalog}");
+    let _ = writeln!(
+        out,
+        "http: {}",
+        match &plan.http_address {
+            Some(a) => format!("/metrics, /healthz and /readyz on http://{a}"),
+            None => "no listener (http.address = \"\")".into(),
+        }
+    );
+    let _ = writeln!(
+        out,
+        "log: {:?}, a steady line every {}",
+        crate::logging::format(Some(plan.log.format)),
+        if plan.log.interval.is_zero() {
+            "never".to_string()
+        } else {
+            format!("{:?}", plan.log.interval)
+        }
+    );
     let p = &plan.pipeline;
     let _ = writeln!(
         out,

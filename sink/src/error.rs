@@ -19,6 +19,8 @@ pub enum Error {
     Commit(#[from] CommitError),
     #[error(transparent)]
     Catalog(#[from] crate::catalog::CatalogError),
+    #[error(transparent)]
+    Http(#[from] crate::http::HttpError),
     #[error("object store {url}: {source}")]
     Store {
         url: String,
@@ -59,17 +61,76 @@ impl Error {
         }
     }
 
-    /// Whether retrying the same operation later may succeed (used for logging and exit codes).
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            Error::Store { source, .. } => !matches!(
-                source,
+    /// How a run that failed with this error exits, so that a supervisor can tell "fix the
+    /// configuration" from "try again later" (the codes are in `docs/OPERATING.md`).
+    pub fn exit_kind(&self) -> ExitKind {
+        use crate::catalog::CatalogError;
+        use crate::claim::ClaimError;
+        use crate::upload::UploadError;
+        fn store(e: &object_store::Error) -> ExitKind {
+            match e {
                 object_store::Error::PermissionDenied { .. }
-                    | object_store::Error::Unauthenticated { .. }
-                    | object_store::Error::NotFound { .. }
-            ),
-            Error::Consume(_) | Error::DrainTimeout { .. } => true,
-            _ => false,
+                | object_store::Error::Unauthenticated { .. }
+                | object_store::Error::NotFound { .. } => ExitKind::Refused,
+                _ => ExitKind::Transient,
+            }
         }
+        fn catalog(e: &CatalogError) -> ExitKind {
+            match e {
+                CatalogError::Unreachable { .. } => ExitKind::Transient,
+                CatalogError::Refused { .. } => ExitKind::Refused,
+            }
+        }
+        match self {
+            Error::Config(_) | Error::Http(_) => ExitKind::Config,
+            Error::Consume(e) => match e {
+                ConsumeError::Create { .. }
+                | ConsumeError::Subscribe { .. }
+                | ConsumeError::NoTopic { .. } => ExitKind::Config,
+                ConsumeError::Fatal { .. } | ConsumeError::CommitRefused { .. } => {
+                    ExitKind::Refused
+                }
+                _ => ExitKind::Transient,
+            },
+            Error::Write(e) => match e {
+                WriteError::BadRecord { .. } => ExitKind::BadRecord,
+                WriteError::Upload(UploadError::Store { source, .. })
+                | WriteError::Claim(ClaimError::Store { source, .. }) => store(source),
+                WriteError::Catalog(e) => catalog(e),
+                WriteError::Registry { .. } => ExitKind::Transient,
+                _ => ExitKind::Failure,
+            },
+            Error::Catalog(e) => catalog(e),
+            Error::Store { source, .. } => store(source),
+            Error::Unfenced { .. } => ExitKind::Refused,
+            Error::DrainTimeout { .. } => ExitKind::DrainTimeout,
+            Error::Commit(_) | Error::Other(_) => ExitKind::Failure,
+        }
+    }
+}
+
+/// The exit status of a failed run, by what a supervisor should do about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitKind {
+    /// 1: anything else (a bug: please report it).
+    Failure = 1,
+    /// 2: the configuration is wrong (also for command-line mistakes): fix it.
+    Config = 2,
+    /// 3: the store, the catalog or the broker refused for good (permissions, a missing
+    /// bucket or table, a store without create-only writes, a fenced member): fix access.
+    Refused = 3,
+    /// 4: a transient error lasted past its retry window (`storage.retry_timeout`,
+    /// `pipeline.commit_timeout`, an unreachable registry): try again later.
+    Transient = 4,
+    /// 5: a bad record with `on_bad_record = "fail"`: fix or skip the record, or use `dlq`.
+    BadRecord = 5,
+    /// 6: the drain after SIGTERM passed `pipeline.drain_timeout`; nothing is lost, what was
+    /// not committed is read again.
+    DrainTimeout = 6,
+}
+
+impl ExitKind {
+    pub fn code(self) -> u8 {
+        self as u8
     }
 }

@@ -33,6 +33,15 @@ impl Fatal {
         self.set.load(Ordering::SeqCst)
     }
 
+    /// The error's message, while it stays here to be taken.
+    pub fn describe(&self) -> String {
+        self.error
+            .lock()
+            .expect("fatal lock")
+            .as_ref()
+            .map_or_else(|| "a stage failed".to_string(), |e| e.to_string())
+    }
+
     pub fn take(&self) -> Option<BoxError> {
         self.error.lock().expect("fatal lock").take()
     }

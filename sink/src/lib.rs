@@ -14,12 +14,16 @@
 //! | [`commit`] | the offset ledger: which offset is safe to commit (pure) |
 //! | [`claim`] | segment claims in the store: where each partition's segments were cut |
 //!
-//! and around them: [`config`] (the TOML file → a validated [`config::Plan`]), [`batch`] (what
+//! and around them: [`config`] (the TOML text, `${VAR}` substituted → the file as written, typed
+//! → a validated [`config::Plan`]), [`metrics`] (Prometheus series and the health state),
+//! [`http`] (`/metrics`, `/healthz`, `/readyz`), [`logging`] (text or JSON, repeats held back,
+//! the steady line), [`batch`] (what
 //! the consumer hands a worker), [`writer`] (a partition's open segment: its files, dead
 //! letters, sealed segments and the replay of claims), [`worker`] (threads that own writers),
 //! [`pipeline`] (wiring and shutdown), [`storage`] (opening the object store), [`columns`] (a
 //! table's columns in Hive and Trino types, for [`ddl`] and the catalogs), [`check`], [`demo`],
-//! [`generator`] (CloudTrail-shaped events) and [`mock`] (the embedded broker). `docs/DESIGN.md` states the invariants and why they hold.
+//! [`generator`] (CloudTrail-shaped events) and [`mock`] (the embedded broker). `docs/DESIGN.md` states the invariants and why they hold;
+//! `docs/OPERATING.md` what a running daemon shows and how it exits.
 
 pub mod batch;
 pub mod catalog;
@@ -35,7 +39,10 @@ pub mod encode;
 pub mod error;
 pub mod fatal;
 pub mod generator;
+pub mod http;
+pub mod logging;
 pub mod memory;
+pub mod metrics;
 pub mod mock;
 pub mod pipeline;
 pub mod rotate;

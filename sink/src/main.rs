@@ -62,44 +62,66 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("LAKESINK_LOG").unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new(match cli.command {
-                    Command::Demo { .. } => "warn",
-                    _ => "info",
-                })
-            }),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    // The config is read before the logger starts: it says the log's format. Its error, if
+    // any, goes through that logger like every other final error.
+    let loaded = cli.command.config().map(lakesink::Plan::load);
+    let configured = loaded
+        .as_ref()
+        .and_then(|r| r.as_ref().ok())
+        .map(|p| p.log.format);
+    lakesink::logging::init(
+        lakesink::logging::format(configured),
+        match cli.command {
+            Command::Demo { .. } => "warn",
+            _ => "info",
+        },
+    );
+    let plan = match loaded.transpose() {
+        Ok(plan) => plan,
+        Err(e) => return failed(&lakesink::Error::from(e).into()),
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: starting the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return failed(&anyhow::anyhow!("starting the runtime: {e}")),
     };
-    match rt.block_on(dispatch(cli.command)) {
+    match rt.block_on(dispatch(cli.command, plan)) {
         Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+        Err(e) => failed(&e),
+    }
+}
+
+/// Logs the final error and picks the exit code: `lakesink::error::ExitKind` for the
+/// library's errors, 1 for anything else.
+fn failed(e: &anyhow::Error) -> ExitCode {
+    let kind = e.downcast_ref::<lakesink::Error>().map_or(
+        lakesink::error::ExitKind::Failure,
+        lakesink::Error::exit_kind,
+    );
+    tracing::error!(exit_code = kind.code(), "{e:#}");
+    ExitCode::from(kind.code())
+}
+
+impl Command {
+    fn config(&self) -> Option<&std::path::Path> {
+        match self {
+            Command::Run { config, .. }
+            | Command::Check { config }
+            | Command::Ddl { config, .. } => Some(config),
+            Command::Demo { .. } => None,
         }
     }
 }
 
-async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+async fn dispatch(command: Command, plan: Option<lakesink::Plan>) -> anyhow::Result<ExitCode> {
+    let plan = move || plan.expect("commands with --config have a plan");
     match command {
         Command::Run {
-            config,
-            until_caught_up,
+            until_caught_up, ..
         } => {
-            let plan = lakesink::Plan::load(&config)?;
+            let plan = plan();
             let control = Arc::new(lakesink::Control::default());
             control
                 .exit_when_caught_up
@@ -133,20 +155,20 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Ddl {
-            config,
             table,
             database,
             dialect,
+            ..
         } => {
-            let mut plan = lakesink::Plan::load(&config)?;
+            let mut plan = plan();
             plan.resolve_schemas().await?;
             let sql =
                 lakesink::ddl::for_plan(&plan, table.as_deref(), database.as_deref(), dialect)?;
             print!("{sql}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check { config } => {
-            let mut plan = lakesink::Plan::load(&config)?;
+        Command::Check { .. } => {
+            let mut plan = plan();
             plan.resolve_schemas().await?;
             print!("{}", lakesink::check::check(&plan).await?);
             Ok(ExitCode::SUCCESS)

@@ -39,6 +39,24 @@ pub async fn run(
     stats: Arc<Stats>,
 ) -> Result<Summary, Error> {
     let started = Instant::now();
+    // The listener first: a port already taken is a configuration error, found at once.
+    let listener = match &plan.http_address {
+        Some(address) => {
+            let l = crate::http::Listener::bind(address, stats.metrics.clone()).await?;
+            tracing::info!(address = %l.local_addr().map_or_else(|| address.clone(), |a| a.to_string()), "serving /metrics, /healthz and /readyz");
+            Some(tokio::spawn(l.serve()))
+        }
+        None => None,
+    };
+    let _listener = AbortOnDrop(listener);
+    let _steady = AbortOnDrop(
+        (!plan.log.interval.is_zero())
+            .then(|| tokio::spawn(crate::logging::steady(stats.clone(), plan.log.interval))),
+    );
+    stats
+        .metrics
+        .buffer_limit_bytes
+        .set(plan.pipeline.max_buffered_bytes as i64);
     plan.resolve_schemas().await?;
     let lake = crate::storage::open(&plan.storage)?;
     let catalog = Arc::new(Registrar::new(
@@ -175,5 +193,16 @@ pub async fn run(
             || Error::Other("stopped after a fatal error".into()),
             Error::from_fatal,
         )),
+    }
+}
+
+/// Stops the operations listener when the run ends, however it ends.
+struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(h) = &self.0 {
+            h.abort();
+        }
     }
 }

@@ -1,5 +1,6 @@
-//! Counters of what the pipeline did: the one small metrics facade. The demo, the progress line
-//! and the logs read snapshots of it.
+//! Counters of what the pipeline did, in total: the demo, the progress line, the steady log
+//! line and the run's summary read snapshots of it. The labelled series that `/metrics` serves
+//! are in [`Stats::metrics`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -32,6 +33,8 @@ pub struct Stats {
     /// Segment claims refused because another claim stood (another writer's cut, or another
     /// incarnation of the topic): the segment's objects were not completed.
     pub claims_refused: AtomicU64,
+    /// The Prometheus series and the health state (see [`crate::metrics`]).
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 /// A copy of the counters at one moment.
@@ -63,6 +66,10 @@ impl Stats {
     /// Counts one dead-lettered record; returns how many this table and reason now have.
     pub fn dead_letter(&self, table: &str, reason: &str) -> u64 {
         self.dead_letters.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .dead_letters
+            .get_or_create(&vec![("table", table.into()), ("reason", reason.into())])
+            .inc();
         let mut m = self.dead_letter_reasons.lock().expect("stats lock");
         let n = m.entry(format!("{table}/{reason}")).or_default();
         *n += 1;

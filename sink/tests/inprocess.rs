@@ -23,6 +23,8 @@ group_id = "{group}"
 "session.timeout.ms" = "6000"
 [storage]
 url = "file://{dir}"
+[http]
+address = ""
 [pipeline]
 commit_interval = "200ms"
 drain_timeout = "30s"

@@ -404,11 +404,18 @@ group_id = "{group}"
 [pipeline]
 commit_interval = "500ms"
 {pipeline}
-
+{http}
 {rest}
 "#,
             brokers = self.brokers,
             assignment = TANSU_ASSIGNMENT,
+            // Daemons of parallel tests each take a port of their own; a test that scrapes
+            // sets `[http]` itself.
+            http = if rest.contains("[http]") {
+                ""
+            } else {
+                "[http]\naddress = \"127.0.0.1:0\"\n"
+            },
         );
         let path = dir.join("lakesink.toml");
         std::fs::write(&path, text).unwrap();
@@ -661,6 +668,76 @@ impl GroupRun {
         self.tb.assert_exactly_once(&source, self.records, what);
         self.steady.log_text()
     }
+}
+
+/// A TCP port free at the moment of asking, for a daemon's `[http] address`.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `GET http://127.0.0.1:{port}{path}`: the status code and the body.
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::Read as _;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {out}"));
+    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, body.to_string())
+}
+
+/// One sample of a `/metrics` scrape.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+impl Testbed {
+    /// Scrapes a daemon's `/metrics` and parses it with the Prometheus client's own
+    /// OpenMetrics parser (in Python): a scrape that does not parse fails the test.
+    pub fn scrape(&self, port: u16) -> Vec<Sample> {
+        let json = self.python(
+            "metrics_parse.py",
+            &[&format!("http://127.0.0.1:{port}/metrics")],
+        );
+        let v: Vec<Value> = serde_json::from_str(&json).unwrap();
+        v.into_iter()
+            .map(|s| Sample {
+                name: s["name"].as_str().unwrap().to_string(),
+                labels: serde_json::from_value(s["labels"].clone()).unwrap(),
+                value: s["value"].as_f64().unwrap(),
+            })
+            .collect()
+    }
+}
+
+/// The value of the sample `name` whose labels include `labels` (`None`: no such sample).
+pub fn sample(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    samples
+        .iter()
+        .find(|s| {
+            s.name == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|s| s.value)
 }
 
 /// Polls `f` until it returns true; panics with `what` past the deadline.

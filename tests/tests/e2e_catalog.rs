@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use lakesink::demo::generator::GenConfig;
 use lakesink_e2e::proxy::{Mode, Proxy};
 use lakesink_e2e::receiver::Receiver;
-use lakesink_e2e::{report, wait_until, Testbed};
+use lakesink_e2e::{free_port, http_get, report, sample, wait_until, Testbed};
 use serde_json::Value;
 
 fn table(topic: &str, name: &str) -> String {
@@ -207,12 +207,13 @@ fn a_glue_outage_holds_commits_back_and_everything_lands_once_it_returns() {
     let first = tb.high_watermarks(&topic, PARTITIONS);
 
     let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
     let config = tb.write_config(
         dir.path(),
         &group,
         &bucket,
         &format!(
-            "{}\n{}",
+            "[http]\naddress = \"127.0.0.1:{port}\"\n{}\n{}",
             glue_catalog(&proxy.url(), &database),
             table(&topic, "cloudtrail")
         ),
@@ -269,12 +270,23 @@ fn a_glue_outage_holds_commits_back_and_everything_lands_once_it_returns() {
         committed, ends,
         "not everything may be committed during the outage"
     );
-    let log = daemon.log_text();
-    assert!(
-        log.contains("catalog unreachable"),
-        "the stall is logged:\n{log}"
+    // The outage is visible from outside: not ready (with the reason), still alive, and the
+    // metrics say what is paused and why.
+    let (status, body) = http_get(port, "/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("catalog"), "{body}");
+    assert_eq!(
+        http_get(port, "/healthz").0,
+        200,
+        "a stalled catalog is no reason to restart"
     );
-    assert!(log.contains("fetching paused"), "fetching pauses:\n{log}");
+    let m = tb.scrape(port);
+    assert_eq!(sample(&m, "lakesink_catalog_stalled", &[]), Some(1.0));
+    assert_eq!(
+        sample(&m, "lakesink_fetch_paused", &[("reason", "catalog")]),
+        Some(1.0)
+    );
+    assert!(sample(&m, "lakesink_catalog_retries_total", &[]).unwrap() > 0.0);
     let peak_kib = rss_kib(daemon.pid());
     assert!(
         peak_kib < 256 * 1024 + 200 * 1024,
@@ -293,6 +305,15 @@ fn a_glue_outage_holds_commits_back_and_everything_lands_once_it_returns() {
         },
     );
     let recovery = back.elapsed().as_secs_f64();
+    wait_until(Duration::from_secs(30), "ready again", || {
+        http_get(port, "/readyz").0 == 200
+    });
+    let m = tb.scrape(port);
+    assert_eq!(sample(&m, "lakesink_catalog_stalled", &[]), Some(0.0));
+    assert_eq!(
+        sample(&m, "lakesink_fetch_paused", &[("reason", "catalog")]),
+        Some(0.0)
+    );
     daemon.stop(Duration::from_secs(60));
 
     let held: BTreeSet<String> = objects(&tb, &bucket, "cloudtrail")
@@ -459,7 +480,7 @@ fn a_webhook_that_refuses_stops_the_daemon_and_nothing_is_committed() {
     let mut daemon = tb.start_daemon(&config, dir.path(), &[]);
     let status = daemon.wait(Duration::from_secs(120));
     let log = daemon.log_text();
-    assert!(!status.success(), "{log}");
+    assert_eq!(status.code(), Some(3), "a refusal exits 3:\n{log}");
     assert!(
         log.contains("webhook catalog refused") && log.contains("HTTP 400"),
         "{log}"

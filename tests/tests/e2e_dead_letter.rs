@@ -170,7 +170,7 @@ fn with_on_bad_record_fail_the_daemon_stops_and_names_the_record() {
     let mut daemon = tb.start_daemon(&config, dir.path(), &[]);
     let status = daemon.wait(Duration::from_secs(120));
     let log = daemon.log_text();
-    assert!(!status.success(), "{log}");
+    assert_eq!(status.code(), Some(5), "a bad record exits 5:\n{log}");
     assert!(
         log.contains(&format!("bad record at {topic}[0] offset {first_bad}")),
         "the error names table, partition and offset:\n{log}"

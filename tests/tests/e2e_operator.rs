@@ -273,7 +273,11 @@ fn a_store_that_does_not_fence_writers_is_refused_unless_run_at_least_once() {
     let mut refused = tb.start_daemon(&config, dir.path(), &[]);
     let status = refused.wait(Duration::from_secs(60));
     let log = refused.log_text();
-    assert!(!status.success(), "{log}");
+    assert_eq!(
+        status.code(),
+        Some(3),
+        "an unfenced store is refused, exit 3:\n{log}"
+    );
     assert!(
         log.contains("does not refuse a second create-only write"),
         "{log}"

@@ -248,6 +248,7 @@ impl Registrar {
                 Ok(()) => break Ok(()),
                 Err(e) if e.is_transient() => {
                     Stats::add(&self.stats.catalog_retries, 1);
+                    self.stats.metrics.catalog_retries.inc();
                     if !failing {
                         failing = true;
                         self.waiting.fetch_add(1, Ordering::SeqCst);
@@ -337,6 +338,10 @@ impl Registrar {
             let took = started.elapsed();
             Stats::add(&self.stats.partitions_registered, missing.len() as u64);
             Stats::add(&self.stats.catalog_micros, took.as_micros() as u64);
+            self.stats
+                .metrics
+                .catalog_register_duration
+                .observe(took.as_secs_f64());
             tracing::debug!(
                 table = name,
                 partitions = missing.len(),

@@ -1,8 +1,8 @@
 //! The configuration file, in three steps: the text (`${VAR}` and secret `…_file` keys
-//! substituted, [`text`]), the file as written (serde structs with typed sizes, durations and
+//! substituted, `text`), the file as written (serde structs with typed sizes, durations and
 //! choices, parsed strictly with `deny_unknown_fields` so a typo is an error naming the key and
-//! its line, [`file`]), and the validated [`Plan`] that the pipeline runs from (tables in
-//! [`table`], the catalog in [`catalog`]). Nothing after [`Plan::from_toml`] parses a string
+//! its line, `file`), and the validated [`Plan`] that the pipeline runs from (tables in
+//! `table`, the catalog in `catalog`). Nothing after [`Plan::from_toml`] parses a string
 //! from the config again.
 
 use std::collections::BTreeMap;

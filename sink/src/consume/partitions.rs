@@ -96,7 +96,13 @@ impl Shared {
     pub(super) fn take_batch(&self, state: &mut PartState) -> Option<Batch> {
         let held = std::mem::take(&mut state.held_back);
         self.held_back.fetch_sub(held, Ordering::Relaxed);
-        state.batch.take()
+        let batch = state.batch.take()?;
+        self.stats
+            .metrics
+            .bytes_in
+            .get_or_create(&vec![("topic", state.tp.topic.clone())])
+            .inc_by(batch.data.len() as u64);
+        Some(batch)
     }
 
     pub(super) fn send(&self, worker: usize, msg: WorkerMsg) -> bool {
@@ -104,6 +110,8 @@ impl Shared {
     }
 
     pub(super) fn assign(&self, tpl: &TopicPartitionList) {
+        self.stats.metrics.rebalances.inc();
+        self.stats.metrics.health.assigned();
         let mut parts = self.parts.lock().expect("parts lock");
         for e in tpl.elements() {
             let tp = Tp::new(e.topic(), e.partition());
@@ -179,6 +187,7 @@ impl Shared {
                     break;
                 }
                 Stats::add(&self.stats.offsets_committed, offsets.len() as u64);
+                self.stats.metrics.committed(&offsets);
                 self.ledger.lock().expect("ledger lock").committed(&offsets);
             }
             all &= !flushed.open;
@@ -196,6 +205,7 @@ impl Shared {
         let mut ledger = self.ledger.lock().expect("ledger lock");
         for tp in &tps {
             ledger.revoke(tp);
+            self.stats.metrics.forget(tp);
         }
         self.stats
             .partitions_assigned
@@ -425,14 +435,32 @@ pub struct SinkContext {
 
 impl ClientContext for SinkContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        let loud = matches!(
+            level,
+            RDKafkaLogLevel::Emerg
+                | RDKafkaLogLevel::Alert
+                | RDKafkaLogLevel::Critical
+                | RDKafkaLogLevel::Error
+                | RDKafkaLogLevel::Warning
+        );
+        let held = match loud {
+            // A broker that is down makes librdkafka repeat itself many times a second.
+            true => match crate::logging::repeats().admit(log_message, Instant::now()) {
+                Some(held) => held,
+                None => return,
+            },
+            false => 0,
+        };
         match level {
             RDKafkaLogLevel::Emerg
             | RDKafkaLogLevel::Alert
             | RDKafkaLogLevel::Critical
             | RDKafkaLogLevel::Error => {
-                tracing::error!(target: "librdkafka", fac, "{log_message}")
+                tracing::error!(target: "librdkafka", fac, repeated = held, "{log_message}")
             }
-            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", fac, "{log_message}"),
+            RDKafkaLogLevel::Warning => {
+                tracing::warn!(target: "librdkafka", fac, repeated = held, "{log_message}")
+            }
             _ => tracing::debug!(target: "librdkafka", fac, "{log_message}"),
         }
     }

@@ -15,6 +15,7 @@ use super::ConsumeError;
 use crate::commit::Tp;
 use crate::fatal::Fatal;
 use crate::memory::Budget;
+use crate::metrics::tp_labels;
 use crate::rotate::CutReason;
 use crate::stats::Stats;
 
@@ -72,13 +73,17 @@ impl PollLoop {
         let mut last_caught_up_check = Instant::now();
         let mut last_record = Instant::now();
         let mut paused = false;
+        let mut shown = None;
         loop {
+            let health = &self.shared.stats.metrics.health;
             if self.fatal.is_set() {
+                health.failed(&self.fatal.describe());
                 return Ending::Failed;
             }
             // One clock read per polled record: at hundreds of thousands of records a second,
             // each read shows in a profile.
             let now = Instant::now();
+            health.beat(now);
             // Only when records stopped coming for a moment: the check may ask the broker.
             let caught_up = self.control.exit_when_caught_up.load(Ordering::SeqCst)
                 && now.duration_since(last_record) >= CAUGHT_UP_QUIET
@@ -92,10 +97,16 @@ impl PollLoop {
             }
 
             let stalled = self.catalog.stalled();
+            self.shared
+                .stats
+                .metrics
+                .catalog_stalled
+                .set(i64::from(stalled));
             // (`only_replays_held` reads the clock: asked only when it matters.)
             if !paused && (stalled || (self.budget.over() && !self.budget.only_replays_held())) {
                 paused = self.set_paused(true);
                 self.budget.set_fetch_paused(paused && !stalled);
+
                 if stalled {
                     tracing::info!("catalog unreachable: fetching paused until it answers");
                 } else {
@@ -121,6 +132,12 @@ impl PollLoop {
                 self.budget.set_fetch_paused(paused);
             }
 
+            let why = paused.then_some(if stalled { "catalog" } else { "memory" });
+            if why != shown {
+                self.show_paused(why);
+                shown = why;
+            }
+
             match self.consumer.poll(Duration::from_millis(50)) {
                 Some(Ok(m)) => {
                     self.shared.take(&m);
@@ -134,7 +151,10 @@ impl PollLoop {
                             continue;
                         }
                     }
-                    tracing::warn!(error = %e, "Kafka consumer error (librdkafka retries by itself)");
+                    let message = e.to_string();
+                    if let Some(held) = crate::logging::repeats().admit(&message, now) {
+                        tracing::warn!(error = %message, repeated = held, "Kafka consumer error (librdkafka retries by itself; repeats within a minute are counted in `repeated`, /readyz and the metrics carry the state)");
+                    }
                 }
                 None => {
                     self.shared.flush(true);
@@ -158,16 +178,38 @@ impl PollLoop {
     /// Records between the consumer's position and the last known high watermark, summed over
     /// the assignment (from librdkafka's cached watermarks: no request).
     fn update_lag(&self) {
+        let m = &self.shared.stats.metrics;
         let lag: i64 = self
             .shared
             .assigned()
             .iter()
             .filter_map(|(tp, position)| {
                 let high = cached_high_watermark(&self.consumer, tp)?;
-                Some((high - position.unwrap_or(high)).max(0))
+                let lag = (high - position.unwrap_or(high)).max(0);
+                m.consumer_lag.get_or_create(&tp_labels(tp)).set(lag);
+                Some(lag)
             })
             .sum();
         self.shared.stats.lag.store(lag as u64, Ordering::Relaxed);
+        m.partitions_assigned.set(
+            self.shared
+                .stats
+                .partitions_assigned
+                .load(Ordering::Relaxed) as i64,
+        );
+        m.buffered_bytes.set(self.budget.used());
+        m.buffer_limit_bytes.set(self.budget.max());
+    }
+
+    /// Tells `/readyz` and `lakesink_fetch_paused{reason}` why fetching is paused, if it is.
+    fn show_paused(&self, reason: Option<&'static str>) {
+        let m = &self.shared.stats.metrics;
+        for r in ["catalog", "memory"] {
+            m.fetch_paused
+                .get_or_create(&vec![("reason", Arc::from(r))])
+                .set(i64::from(reason == Some(r)));
+        }
+        m.health.paused(reason);
     }
 
     fn set_paused(&self, pause: bool) -> bool {
@@ -203,11 +245,13 @@ impl PollLoop {
                     .expect("ledger lock")
                     .committed(&offsets);
                 Stats::add(&self.shared.stats.offsets_committed, offsets.len() as u64);
+                self.shared.stats.metrics.committed(&offsets);
                 tracing::debug!(offsets = %describe(&offsets), "committed");
                 true
             }
             Err(e) => {
                 Stats::add(&self.shared.stats.commit_failures, 1);
+                self.shared.stats.metrics.commit_failures.inc();
                 let since = self.commit_failing_since.get().unwrap_or_else(Instant::now);
                 self.commit_failing_since.set(Some(since));
                 let failing = since.elapsed();

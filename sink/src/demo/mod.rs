@@ -76,6 +76,10 @@ url = "file://{dir}"
 max_buffered_bytes = "512MiB"
 commit_interval = "500ms"
 
+[http]
+# /metrics, /healthz and /readyz on a port the system picks (logged at start).
+address = "127.0.0.1:0"
+
 [[tables]]
 name = "cloudtrail"
 topics = ["{TOPIC}"]

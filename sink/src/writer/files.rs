@@ -49,6 +49,7 @@ pub(super) struct OpenFile {
     /// Smallest and largest event time written, µs since the epoch.
     pub(super) min_event: i64,
     pub(super) max_event: i64,
+    pub(super) _counted: Counted,
 }
 
 /// Memory of an open file besides its encoder: key, upload handle, map entry and allocator
@@ -145,7 +146,24 @@ pub(super) fn open_file(
         charged: 0,
         min_event: i64::MAX,
         max_event: i64::MIN,
+        _counted: Counted::new(&ctx.stats.metrics.open_files),
     })
+}
+
+/// One file in `lakesink_open_files` for as long as it lives (closed or abandoned).
+pub(super) struct Counted(prometheus_client::metrics::gauge::Gauge);
+
+impl Counted {
+    fn new(g: &prometheus_client::metrics::gauge::Gauge) -> Counted {
+        g.inc();
+        Counted(g.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 impl OpenFile {

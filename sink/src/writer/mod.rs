@@ -140,6 +140,9 @@ pub struct PartitionWriter {
     epoch: u64,
     /// Tables fed by this partition's topic: (index into ctx.tables, router).
     routers: Vec<(usize, TableRouter)>,
+    /// Per slot, the table's `lakesink_timestamp_fallbacks_total` (found once, counted per
+    /// record without a lookup).
+    fallbacks: Vec<prometheus_client::metrics::counter::Counter>,
     /// Open files per router slot, by partition path.
     files: Vec<HashMap<String, OpenFile>>,
     /// Open dead-letter files, by `{table}/date=…` below the dead-letter prefix.
@@ -200,7 +203,19 @@ impl PartitionWriter {
             }
         }
         let files = routers.iter().map(|_| HashMap::new()).collect();
+        let fallbacks = routers
+            .iter()
+            .map(|(i, _)| {
+                let table: Arc<str> = Arc::from(ctx.tables[*i].name.as_str());
+                ctx.stats
+                    .metrics
+                    .timestamp_fallbacks
+                    .get_or_create(&crate::metrics::labels([("table", &table)]))
+                    .clone()
+            })
+            .collect();
         Ok(PartitionWriter {
+            fallbacks,
             tp,
             epoch,
             files,
@@ -460,6 +475,7 @@ impl PartitionWriter {
             };
             if routed.fell_back {
                 Stats::add(&ctx.stats.timestamp_fallbacks, 1);
+                self.fallbacks[slot].inc();
             }
             let payload = payload.unwrap_or_default();
             let files = &mut self.files[slot];

@@ -194,6 +194,7 @@ impl Sealed {
         if let Outcome::Conflict(other) = outcome {
             tracing::warn!(%tp, start, end, claimed_end = other.end, claimed_by = %other.writer, "this segment was claimed with another end or another first record (another writer, or another incarnation of the topic): completing none of its objects; the partition is re-read from the committed offset, following the claims");
             Stats::add(&d.stats.claims_refused, 1);
+            d.stats.metrics.claims_refused.inc();
             for (upload, tail) in files {
                 d.budget.release(tail.len());
                 drop(upload); // a multipart upload aborts
@@ -219,7 +220,15 @@ impl Sealed {
                 if upload.parts() > 0 {
                     crash_point("crash-mid-multipart", tp, start, end);
                 }
-                upload.finish(&d.rt, &d.store, &d.budget, tail).await
+                let began = std::time::Instant::now();
+                let r = upload.finish(&d.rt, &d.store, &d.budget, tail).await;
+                if r.is_ok() {
+                    d.stats
+                        .metrics
+                        .upload_duration
+                        .observe(began.elapsed().as_secs_f64());
+                }
+                r
             }
         }))
         .buffer_unordered(UPLOADS_PER_SEGMENT);
@@ -256,7 +265,32 @@ impl Sealed {
         Stats::add(&d.stats.files_written, files_n);
         Stats::add(&d.stats.bytes_written, bytes);
         Stats::add(&d.stats.segments_committed, 1);
+        landed(&d.stats.metrics, &tp, &partitions);
         tracing::debug!(%tp, start, end, files = files_n, records, reason = reason.as_str(), "segment uploaded");
         Ok(())
+    }
+}
+
+/// Counts a completed segment's records, bytes and objects per table, and moves the tables'
+/// event-time watermarks: once per segment, not per record.
+fn landed(m: &crate::metrics::Metrics, tp: &Tp, partitions: &[NewPartition]) {
+    use crate::metrics::labels;
+    for p in partitions {
+        let table: Arc<str> = Arc::from(p.table.as_str());
+        let (mut records, mut bytes, mut newest) = (0, 0, i64::MIN);
+        for f in &p.files {
+            records += f.records;
+            bytes += f.bytes;
+            newest = newest.max(f.max_event_micros);
+        }
+        m.records
+            .get_or_create(&labels([("table", &table), ("topic", &tp.topic)]))
+            .inc_by(records);
+        let t = labels([("table", &table)]);
+        m.bytes_written.get_or_create(&t).inc_by(bytes);
+        m.files_written
+            .get_or_create(&t)
+            .inc_by(p.files.len() as u64);
+        m.event_time_landed(&table, newest);
     }
 }
