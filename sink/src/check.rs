@@ -234,15 +234,11 @@ pub async fn check(plan: &Plan) -> Result<String, Error> {
 
 /// The group's committed position and lag on a topic, for the plan's print-out.
 async fn lag(plan: &Plan, topic: &str, partitions: usize) -> String {
-    let (brokers, group, topic) = (
-        plan.kafka.brokers.clone(),
-        plan.kafka.group_id.clone(),
-        topic.to_string(),
-    );
+    let (kafka, topic) = (plan.kafka.clone(), topic.to_string());
     let n = partitions as i32;
     let r = tokio::task::spawn_blocking(move || {
-        let ends = crate::consume::high_watermarks(&brokers, &topic, n)?;
-        let committed = crate::consume::committed_offsets(&brokers, &group, &topic, n)?;
+        let ends = crate::consume::high_watermarks(&kafka, &topic, n)?;
+        let committed = crate::consume::committed_offsets(&kafka, &topic, n)?;
         Ok::<_, rdkafka::error::KafkaError>((ends, committed))
     })
     .await;

@@ -83,6 +83,10 @@ pub struct Claim {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub generation: u32,
     pub records: u64,
+    /// The newest event time among its records, µs since the epoch (for `lakesink status`;
+    /// absent in claims written before it was recorded, and for segments of dead letters only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub newest_event_micros: Option<i64>,
     /// Keys of the objects the segment completes (data and dead-letter files).
     pub objects: Vec<String>,
     /// Who claimed it (`host:pid`), for people reading the store.
@@ -366,6 +370,42 @@ impl Claims {
         Ok(out)
     }
 
+    /// The newest generation's last claim of `tp`, and when it was written (`None`: `tp` has
+    /// no claim). Lists the generation's claims: for `lakesink status`, not the pipeline.
+    pub async fn latest(
+        &self,
+        tp: &Tp,
+    ) -> Result<Option<(Claim, chrono::DateTime<chrono::Utc>)>, ClaimError> {
+        let mut generation = 0;
+        while self.any(tp, generation + 1).await? {
+            generation += 1;
+        }
+        let dir = path(self.dir(tp, generation));
+        let store = &self.store;
+        let dir_ref = &dir;
+        let last = retrying(&dir, move || async move {
+            let mut listing = store.list(Some(dir_ref));
+            let mut last: Option<(i64, object_store::ObjectMeta)> = None;
+            while let Some(m) = listing.try_next().await? {
+                if let Some(s) = start_of(&m) {
+                    if last.as_ref().is_none_or(|(l, _)| s > *l) {
+                        last = Some((s, m));
+                    }
+                }
+            }
+            Ok(last)
+        })
+        .await
+        .map_err(|source| ClaimError::Store {
+            key: dir.to_string(),
+            source,
+        })?;
+        match last {
+            None => Ok(None),
+            Some((_, meta)) => Ok(Some((self.read(&meta.location).await?, meta.last_modified))),
+        }
+    }
+
     /// Start offsets of the claims in `generation` that start at or after `from`, in order;
     /// with `below`, only those below it. (The whole listing is read: not every store lists in
     /// key order.)
@@ -565,9 +605,30 @@ mod tests {
             first_crc: Some(7),
             generation: 0,
             records: (end - start) as u64,
+            newest_event_micros: Some(end * 1_000),
             objects: vec![format!("lake/t/date=2024-01-01/t+3+{start:020}.json.gz")],
             writer: writer_id(),
         }
+    }
+
+    #[tokio::test]
+    async fn the_latest_claim_is_the_newest_generations_last() {
+        let claims = Claims::new(Arc::new(InMemory::new()), "lake");
+        let tp = Tp::new("t/x", 3);
+        assert!(claims.latest(&tp).await.unwrap().is_none());
+        for (s, e) in [(0, 100), (100, 5_000), (5_000, 5_001)] {
+            claims.claim(&tp, &claim(s, e, 1)).await.unwrap();
+        }
+        let (c, _) = claims.latest(&tp).await.unwrap().unwrap();
+        assert_eq!(
+            (c.start, c.end, c.newest_event_micros),
+            (5_000, 5_001, Some(5_001_000))
+        );
+        let mut again = claim(0, 40, 2);
+        again.generation = 1;
+        claims.claim(&tp, &again).await.unwrap();
+        let (c, _) = claims.latest(&tp).await.unwrap().unwrap();
+        assert_eq!((c.generation, c.start, c.end), (1, 0, 40));
     }
 
     #[tokio::test]

@@ -21,7 +21,7 @@
 //! the consumer hands a worker), [`writer`] (a partition's open segment: its files, dead
 //! letters, sealed segments and the replay of claims), [`worker`] (threads that own writers),
 //! [`pipeline`] (wiring and shutdown), [`storage`] (opening the object store), [`columns`] (a
-//! table's columns in Hive and Trino types, for [`ddl`] and the catalogs), [`check`], [`demo`],
+//! table's columns in Hive and Trino types, for [`ddl`] and the catalogs), [`check`], [`status`], [`demo`],
 //! [`generator`] (CloudTrail-shaped events) and [`mock`] (the embedded broker). `docs/DESIGN.md` states the invariants and why they hold;
 //! `docs/OPERATING.md` what a running daemon shows and how it exits.
 
@@ -49,6 +49,7 @@ pub mod rotate;
 pub mod route;
 pub mod schemas;
 pub mod stats;
+pub mod status;
 pub mod storage;
 pub mod units;
 pub mod upload;

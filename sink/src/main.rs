@@ -32,6 +32,16 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Where each table stands: per Kafka partition the committed offset, the high watermark
+    /// and the lag, the last segment in the lake, the catalog's partitions (daemon running or
+    /// not).
+    Status {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the CREATE TABLE statement of each table for a query engine.
     Ddl {
         #[arg(long, short)]
@@ -109,6 +119,7 @@ impl Command {
         match self {
             Command::Run { config, .. }
             | Command::Check { config }
+            | Command::Status { config, .. }
             | Command::Ddl { config, .. } => Some(config),
             Command::Demo { .. } => None,
         }
@@ -165,6 +176,17 @@ async fn dispatch(command: Command, plan: Option<lakesink::Plan>) -> anyhow::Res
             let sql =
                 lakesink::ddl::for_plan(&plan, table.as_deref(), database.as_deref(), dialect)?;
             print!("{sql}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { json, .. } => {
+            let mut plan = plan();
+            plan.resolve_schemas().await?;
+            let status = lakesink::status::status(&plan).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", status.render());
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { .. } => {

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use lakesink::config::KafkaPlan;
 use lakesink::demo::{produce, scan_lake, TOPIC};
 use lakesink::mock::EmbeddedBroker;
 use lakesink::{Control, Plan, Stats};
@@ -45,11 +46,12 @@ max_age = "1h"
 }
 
 fn committed(brokers: &str, group: &str) -> BTreeMap<i32, i64> {
-    lakesink::consume::committed_offsets(brokers, group, TOPIC, PARTITIONS).unwrap()
+    lakesink::consume::committed_offsets(&KafkaPlan::plain(brokers, group), TOPIC, PARTITIONS)
+        .unwrap()
 }
 
 fn high_watermarks(brokers: &str) -> BTreeMap<i32, i64> {
-    lakesink::consume::high_watermarks(brokers, TOPIC, PARTITIONS).unwrap()
+    lakesink::consume::high_watermarks(&KafkaPlan::plain(brokers, "-"), TOPIC, PARTITIONS).unwrap()
 }
 
 /// Lists every object under a directory with its bytes.

@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use lakesink::config::KafkaPlan;
 use lakesink::demo::generator::{event, GenConfig};
 use lakesink::demo::{produce, scan_lake, TOPIC};
 use lakesink::mock::EmbeddedBroker;
@@ -202,14 +203,17 @@ async fn a_group_rewound_into_the_middle_of_segments_leaves_the_lake_as_it_was()
 
     // Rewound to offsets that fall inside segments (max_records = 150 per file: a segment
     // holds a few hundred records), by different amounts per partition.
-    let ends = lakesink::consume::high_watermarks(&brokers, TOPIC, PARTITIONS).unwrap();
+    let ends =
+        lakesink::consume::high_watermarks(&KafkaPlan::plain(&brokers, "-"), TOPIC, PARTITIONS)
+            .unwrap();
     let rewound: BTreeMap<i32, i64> = ends
         .iter()
         .map(|(p, end)| (*p, end / (2 + i64::from(*p)) + 37))
         .collect();
     reset_group(&brokers, "g", &rewound);
     assert_eq!(
-        lakesink::consume::committed_offsets(&brokers, "g", TOPIC, PARTITIONS).unwrap(),
+        lakesink::consume::committed_offsets(&KafkaPlan::plain(&brokers, "g"), TOPIC, PARTITIONS)
+            .unwrap(),
         rewound
     );
     run_until_caught_up(config(dir.path(), &brokers, "g", "")).await;
@@ -227,7 +231,8 @@ async fn a_group_rewound_into_the_middle_of_segments_leaves_the_lake_as_it_was()
     );
     assert!(after == before, "byte for byte");
     assert_eq!(
-        lakesink::consume::committed_offsets(&brokers, "g", TOPIC, PARTITIONS).unwrap(),
+        lakesink::consume::committed_offsets(&KafkaPlan::plain(&brokers, "g"), TOPIC, PARTITIONS)
+            .unwrap(),
         ends
     );
 }

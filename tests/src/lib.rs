@@ -15,6 +15,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use lakesink::config::KafkaPlan;
 use lakesink::demo::generator::{event, GenConfig};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
@@ -344,12 +345,17 @@ impl Testbed {
 
     /// Committed offsets of a group for a topic's partitions (empty if it has none yet).
     pub fn committed(&self, group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
-        lakesink::consume::committed_offsets(&self.brokers, group, topic, partitions)
-            .unwrap_or_default()
+        lakesink::consume::committed_offsets(
+            &KafkaPlan::plain(&self.brokers, group),
+            topic,
+            partitions,
+        )
+        .unwrap_or_default()
     }
 
     pub fn high_watermarks(&self, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
-        lakesink::consume::high_watermarks(&self.brokers, topic, partitions).unwrap()
+        lakesink::consume::high_watermarks(&KafkaPlan::plain(&self.brokers, "-"), topic, partitions)
+            .unwrap()
     }
 
     /// Writes a daemon config for one table on this run's servers.

@@ -177,6 +177,18 @@ fn glue_lists_exactly_the_partitions_that_hold_objects() {
         "Glue's locations",
     );
 
+    // `lakesink status` asks Glue too: the same partitions, the newest last.
+    let out = std::process::Command::new(&tb.bin)
+        .args(["status", "--json", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let t = &status["tables"][0];
+    assert_eq!(t["catalog_partitions"].as_u64(), Some(held.len() as u64), "{t}");
+    assert_eq!(t["catalog_newest"].as_str(), held.iter().next_back().map(String::as_str), "{t}");
+
     let log = daemon.log_text();
     let registered = log.matches("partitions registered").count();
     report(&format!(

@@ -235,15 +235,60 @@ fn metrics_agree_with_the_lake_and_logs_are_json_lines() {
         }
     }
     assert!(steady >= 2, "the steady line every second:\n{log}");
+    // `status`, with the daemon stopped: the same offsets, and the last segment of each
+    // partition from its claim.
+    let out = std::process::Command::new(&tb.bin)
+        .args(["status", "--json", "--config"])
+        .arg(&config)
+        .env("METRICS_PORT", &port_s)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["tables"].as_array().unwrap().len(), 2, "{status}");
+    for t in status["tables"].as_array().unwrap() {
+        let parts = t["partitions"].as_array().unwrap();
+        assert_eq!(parts.len(), PARTITIONS as usize, "{t}");
+        for p in parts {
+            let end = ends[&(p["partition"].as_i64().unwrap() as i32)];
+            assert_eq!(p["committed"].as_i64(), Some(end), "{p}");
+            assert_eq!(p["high_watermark"].as_i64(), Some(end), "{p}");
+            assert_eq!(p["lag"].as_i64(), Some(0), "{p}");
+            let seg = &p["last_segment"];
+            assert_eq!(
+                seg["end"].as_i64(),
+                Some(end),
+                "the last segment ends at the commit: {p}"
+            );
+            assert!(seg["records"].as_u64().unwrap() > 0, "{p}");
+            let newest =
+                chrono::DateTime::parse_from_rfc3339(seg["newest_event_time"].as_str().unwrap())
+                    .unwrap();
+            assert!(newest.timestamp() > 1_000_000_000, "{p}");
+        }
+    }
+    let text = std::process::Command::new(&tb.bin)
+        .args(["status", "--config"])
+        .arg(&config)
+        .env("METRICS_PORT", &port_s)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout).to_string();
+    assert!(text.contains(", lag 0; last segment ["), "{text}");
     let lines: Vec<&str> = exposition
         .lines()
         .filter(|l| l.starts_with("lakesink_records_total"))
         .collect();
     report(&format!(
-        "e2e operate: {}; scrape: {}; {steady} steady lines; drained in {:.1} s",
+        "e2e operate: {}; scrape: {}; {steady} steady lines; drained in {:.1} s; status: {}",
         figures.join(", "),
         lines.join(" | "),
-        t.elapsed().as_secs_f64()
+        t.elapsed().as_secs_f64(),
+        text.lines().nth(2).unwrap_or_default()
     ));
 }
 

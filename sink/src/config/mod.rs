@@ -108,6 +108,17 @@ pub struct KafkaPlan {
     pub properties: BTreeMap<String, String>,
 }
 
+impl KafkaPlan {
+    /// Brokers and a group, no other client property (tests and tools on a plain broker).
+    pub fn plain(brokers: &str, group: &str) -> KafkaPlan {
+        KafkaPlan {
+            brokers: brokers.to_string(),
+            group_id: group.to_string(),
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct StoragePlan {
     pub url: url::Url,

@@ -2,25 +2,22 @@
 
 use std::time::Duration;
 
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::commit::{CommitError, Tp};
+use crate::config::KafkaPlan;
 
-/// Committed offsets of `group` for partitions `0..partitions` of `topic` (those that have one).
-/// Blocking; for `check`, tests and tools.
+/// Committed offsets of the group of `kafka` for partitions `0..partitions` of `topic` (those
+/// that have one), with the daemon's client properties (SASL, TLS). Blocking; for `check`,
+/// tests and tools.
 pub fn committed_offsets(
-    brokers: &str,
-    group: &str,
+    kafka: &KafkaPlan,
     topic: &str,
     partitions: i32,
 ) -> Result<std::collections::BTreeMap<i32, i64>, KafkaError> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", group)
-        .create()?;
+    let c: BaseConsumer = super::client_config(kafka).create()?;
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
         tpl.add_partition(topic, p);
@@ -43,13 +40,11 @@ fn offsets_of(tpl: &TopicPartitionList) -> std::collections::BTreeMap<i32, i64> 
 
 /// High watermarks (end offsets) of partitions `0..partitions` of `topic`. Blocking.
 pub fn high_watermarks(
-    brokers: &str,
+    kafka: &KafkaPlan,
     topic: &str,
     partitions: i32,
 ) -> Result<std::collections::BTreeMap<i32, i64>, KafkaError> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()?;
+    let c: BaseConsumer = super::client_config(kafka).create()?;
     (0..partitions)
         .map(|p| Ok((p, c.fetch_watermarks(topic, p, Duration::from_secs(10))?.1)))
         .collect()

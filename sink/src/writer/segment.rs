@@ -164,6 +164,12 @@ impl Sealed {
             first_crc: self.first.crc,
             generation: self.generation,
             records: self.records,
+            newest_event_micros: self
+                .partitions
+                .iter()
+                .flat_map(|p| &p.files)
+                .map(|f| f.max_event_micros)
+                .max(),
             objects,
             writer: crate::claim::writer_id(),
         }
