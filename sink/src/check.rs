@@ -132,6 +132,25 @@ pub async fn check(plan: &Plan) -> Result<String, Error> {
         ),
     };
     let _ = writeln!(out, "catalog: {catalog}");
+    // Reach the catalog: each table as it stands there (nothing is created).
+    if !matches!(plan.catalog, CatalogPlan::None) {
+        let client = crate::catalog::open(plan)?;
+        for mut t in crate::catalog::tables(plan, &lake.url) {
+            let create = t.create;
+            t.create = false;
+            let found = match client.load(&t).await {
+                Ok(Some(paths)) => format!("found, {} partitions", paths.len()),
+                Ok(None) => "reachable (a webhook is not asked what it has: nothing to check before the first POST)".into(),
+                Err(crate::catalog::CatalogError::Refused { message, .. })
+                    if create && message.starts_with("no such table") =>
+                {
+                    "not there yet: created at the first registration (create_table = true)".into()
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let _ = writeln!(out, "  table {}.{}: {found}", t.database, t.table);
+        }
+    }
     let _ = writeln!(
         out,
         "http: {}",

@@ -30,7 +30,6 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::TryStreamExt;
 use object_store::path::Path;
@@ -513,14 +512,13 @@ where
     Fut: std::future::Future<Output = Result<T, object_store::Error>>,
 {
     let mut attempt = 0;
+    let mut delays = crate::retry::Backoff::CLAIMS.delays();
     loop {
         attempt += 1;
         match request().await {
             Err(e) if attempt < ATTEMPTS && transient(&e) => {
-                let base = Duration::from_millis(250 << attempt.min(6));
-                let jitter = Duration::from_millis(rand::random::<u64>() % 250);
                 tracing::info!(%key, attempt, error = %e, "segment claim request failed; retrying");
-                tokio::time::sleep(base + jitter).await;
+                tokio::time::sleep(delays.next().expect("endless")).await;
             }
             done => return done,
         }

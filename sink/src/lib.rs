@@ -45,6 +45,7 @@ pub mod memory;
 pub mod metrics;
 pub mod mock;
 pub mod pipeline;
+pub mod retry;
 pub mod rotate;
 pub mod route;
 pub mod schemas;

@@ -37,12 +37,12 @@ pub fn open(plan: &StoragePlan) -> Result<Lake, Error> {
             url.scheme()
         ))
     };
-    // object_store retries each request on 5xx, 429, timeouts and resets with exponential
-    // backoff (100 ms doubling to 15 s) and jitter; only the window is ours.
+    // object_store retries each request on 5xx, 429, timeouts and resets, within our window,
+    // by our one policy (crate::retry).
     let retry = RetryConfig {
         max_retries: 1_000,
         retry_timeout: plan.retry_timeout,
-        ..Default::default()
+        backoff: crate::retry::Backoff::STORE.for_object_store(),
     };
     let (store, root): (Arc<dyn ObjectStore>, Path) = match scheme {
         ObjectStoreScheme::Local => {

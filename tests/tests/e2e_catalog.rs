@@ -183,11 +183,42 @@ fn glue_lists_exactly_the_partitions_that_hold_objects() {
         .arg(&config)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let status: Value = serde_json::from_slice(&out.stdout).unwrap();
     let t = &status["tables"][0];
-    assert_eq!(t["catalog_partitions"].as_u64(), Some(held.len() as u64), "{t}");
-    assert_eq!(t["catalog_newest"].as_str(), held.iter().next_back().map(String::as_str), "{t}");
+    assert_eq!(
+        t["catalog_partitions"].as_u64(),
+        Some(held.len() as u64),
+        "{t}"
+    );
+    assert_eq!(
+        t["catalog_newest"].as_str(),
+        held.iter().next_back().map(String::as_str),
+        "{t}"
+    );
+    // `check` reaches Glue and says what it found.
+    let out = std::process::Command::new(&tb.bin)
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains(&format!(
+            "table {database}.cloudtrail: found, {} partitions",
+            held.len()
+        )),
+        "{said}"
+    );
 
     let log = daemon.log_text();
     let registered = log.matches("partitions registered").count();

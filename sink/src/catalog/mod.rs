@@ -190,9 +190,6 @@ pub fn tables(plan: &Plan, location_base: &str) -> Vec<CatalogTable> {
         .collect()
 }
 
-/// First wait after a failed call; doubles up to [`MAX_BACKOFF`].
-const FIRST_BACKOFF: Duration = Duration::from_millis(200);
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How often a stalled catalog is logged.
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -241,7 +238,7 @@ impl Registrar {
         if self.catalog.kind() == "none" {
             return Ok(());
         }
-        let mut backoff = FIRST_BACKOFF;
+        let mut delays = crate::retry::Backoff::CATALOG.delays();
         let mut failing = false;
         let result = loop {
             match self.try_ensure(partitions).await {
@@ -254,13 +251,11 @@ impl Registrar {
                         self.waiting.fetch_add(1, Ordering::SeqCst);
                     }
                     self.log_stall(&e);
-                    let jitter = backoff.mul_f64(rand::random::<f64>() * 0.5);
                     // A success of another task means the catalog is back: try again at once.
                     tokio::select! {
-                        _ = tokio::time::sleep(backoff + jitter) => {}
+                        _ = tokio::time::sleep(delays.next().expect("endless")) => {}
                         _ = self.recovered.notified() => {}
                     }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
                 Err(e) => break Err(e),
             }
