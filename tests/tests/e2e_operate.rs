@@ -368,3 +368,47 @@ fn each_way_of_failing_has_its_exit_code() {
     );
     report("e2e exit codes: config 2, store refused 3, store unreachable past retry_timeout 4, bad record 5");
 }
+
+#[test]
+fn generate_keeps_a_topic_fed_with_events_of_now_and_the_daemon_lands_them() {
+    let tb = Testbed::from_env();
+    let (topic, bucket, group) = tb.fresh("generate", PARTITIONS);
+    let started = Instant::now();
+    let out = std::process::Command::new(&tb.bin)
+        .args(["generate", "--brokers", &tb.brokers, "--topic", &topic])
+        .args(["--rate", "500", "--records", "1000", "--bad-every", "100"])
+        .output()
+        .unwrap();
+    let secs = started.elapsed().as_secs_f64();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ends = tb.high_watermarks(&topic, PARTITIONS);
+    assert_eq!(ends.values().sum::<i64>(), 1000, "{ends:?}");
+    assert!(secs >= 1.5, "1,000 events at 500/s took {secs:.1} s");
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = tb.write_config(dir.path(), &group, &bucket, &tables(&topic));
+    let mut daemon = tb.start_daemon(&config, dir.path(), &["--until-caught-up"]);
+    assert!(
+        daemon.wait(Duration::from_secs(120)).success(),
+        "{}",
+        daemon.log_text()
+    );
+    let rows = tb.duckdb(&format!(
+        "SELECT count(*) AS n, count(DISTINCT eventID) AS ids, \
+         max(epoch(now()) - epoch(CAST(eventTime AS TIMESTAMP))) AS oldest_s \
+         FROM read_json('s3://{bucket}/lake/cloudtrail/*/*/*.json.gz')"
+    ));
+    assert_eq!(rows[0]["n"].as_u64(), Some(990), "{rows:?}");
+    assert_eq!(rows[0]["ids"].as_u64(), Some(990), "{rows:?}");
+    let oldest = rows[0]["oldest_s"].as_f64().unwrap();
+    assert!(
+        oldest < 2.0 * 3600.0,
+        "events of now (5 % up to 90 min late): {oldest} s old"
+    );
+    let dead = tb.list_objects(&bucket, "lake/_errors/cloudtrail/");
+    assert!(!dead.is_empty(), "the 10 bad events are dead letters");
+}
