@@ -21,6 +21,25 @@ pub enum Error {
     Catalog(#[from] crate::catalog::CatalogError),
     #[error(transparent)]
     Http(#[from] crate::http::HttpError),
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
+    #[error("starting {what}: {source}")]
+    Thread {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what} ended abnormally: {source}")]
+    Task {
+        what: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    #[error("creating the dead-letter producer: {source}")]
+    DeadLetterProducer {
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
     #[error("object store {url}: {source}")]
     Store {
         url: String,
@@ -82,7 +101,9 @@ impl Error {
             }
         }
         match self {
-            Error::Config(_) | Error::Http(_) => ExitKind::Config,
+            Error::Config(_) | Error::Http(_) | Error::Storage(_) => ExitKind::Config,
+            Error::DeadLetterProducer { .. } => ExitKind::Config,
+            Error::Thread { .. } | Error::Task { .. } => ExitKind::Failure,
             Error::Consume(e) => match e {
                 ConsumeError::Create { .. }
                 | ConsumeError::Subscribe { .. }

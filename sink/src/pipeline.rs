@@ -116,7 +116,7 @@ pub async fn run(
             Some(topic) => Some(Arc::new(crate::writer::DeadLetterProducer {
                 producer: crate::consume::producer_config(&plan.kafka)
                     .create()
-                    .map_err(|e| Error::Other(format!("creating the dead-letter producer: {e}")))?,
+                    .map_err(|source| Error::DeadLetterProducer { source })?,
                 topic: topic.clone(),
             })),
         },
@@ -135,7 +135,10 @@ pub async fn run(
             std::thread::Builder::new()
                 .name(format!("lakesink-worker-{i}"))
                 .spawn(move || crate::worker::run(ctx, rx))
-                .map_err(|e| Error::Other(format!("starting worker thread: {e}")))?,
+                .map_err(|source| Error::Thread {
+                    what: "a worker thread",
+                    source,
+                })?,
         );
     }
 
@@ -174,7 +177,10 @@ pub async fn run(
     // still reaches the workers), then the workers' queues close and they exit.
     let ending = tokio::task::spawn_blocking(move || poll.run())
         .await
-        .map_err(|e| Error::Other(format!("consumer thread: {e}")))?;
+        .map_err(|source| Error::Task {
+            what: "the consumer thread",
+            source,
+        })?;
     drop(ctx);
     for t in threads {
         let _ = tokio::task::spawn_blocking(move || t.join()).await;

@@ -191,7 +191,10 @@ async fn kafka_side(plan: &Plan) -> Result<Vec<(String, Vec<PartitionStatus>)>, 
         Ok::<_, crate::consume::ConsumeError>(out)
     })
     .await
-    .map_err(|e| Error::Other(format!("status: {e}")))??;
+    .map_err(|source| Error::Task {
+        what: "reading offsets",
+        source,
+    })??;
     Ok(r)
 }
 

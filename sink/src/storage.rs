@@ -23,19 +23,42 @@ pub struct Lake {
     pub url: String,
 }
 
+/// Why the store could not be opened (before any request).
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("storage.url {url}: {source}")]
+    Url {
+        url: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("storage.url {url}: not a local path")]
+    NotLocal { url: String },
+    #[error("storage.url {url}: {scheme} stores are not supported")]
+    Unsupported { url: String, scheme: String },
+    #[error("storage.options.{key}: not an option of the {scheme} store (see object_store's config keys)")]
+    Option { key: String, scheme: String },
+    #[error("creating {dir}: {source}")]
+    Directory {
+        dir: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 pub fn open(plan: &StoragePlan) -> Result<Lake, Error> {
     let url = &plan.url;
     let err = |source: object_store::Error| Error::Store {
         url: url.to_string(),
         source,
     };
-    let (scheme, path) = ObjectStoreScheme::parse(url)
-        .map_err(|e| Error::Other(format!("storage.url {url}: {e}")))?;
-    let bad_option = |k: &str| {
-        Error::Other(format!(
-            "storage.options.{k}: not an option of the {} store (see object_store's config keys)",
-            url.scheme()
-        ))
+    let (scheme, path) = ObjectStoreScheme::parse(url).map_err(|e| StorageError::Url {
+        url: url.to_string(),
+        source: e.into(),
+    })?;
+    let bad_option = |k: &str| StorageError::Option {
+        key: k.to_string(),
+        scheme: url.scheme().to_string(),
     };
     // object_store retries each request on 5xx, 429, timeouts and resets, within our window,
     // by our one policy (crate::retry).
@@ -46,11 +69,13 @@ pub fn open(plan: &StoragePlan) -> Result<Lake, Error> {
     };
     let (store, root): (Arc<dyn ObjectStore>, Path) = match scheme {
         ObjectStoreScheme::Local => {
-            let dir = url
-                .to_file_path()
-                .map_err(|_| Error::Other(format!("storage.url {url}: not a local path")))?;
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| Error::Other(format!("creating {}: {e}", dir.display())))?;
+            let dir = url.to_file_path().map_err(|_| StorageError::NotLocal {
+                url: url.to_string(),
+            })?;
+            std::fs::create_dir_all(&dir).map_err(|source| StorageError::Directory {
+                dir: dir.display().to_string(),
+                source,
+            })?;
             (
                 Arc::new(LocalFileSystem::new_with_prefix(&dir).map_err(err)?),
                 Path::default(),
@@ -88,9 +113,11 @@ pub fn open(plan: &StoragePlan) -> Result<Lake, Error> {
             (Arc::new(b.build().map_err(err)?), path)
         }
         other => {
-            return Err(Error::Other(format!(
-                "storage.url {url}: {other:?} stores are not supported"
-            )))
+            return Err(StorageError::Unsupported {
+                url: url.to_string(),
+                scheme: format!("{other:?}"),
+            }
+            .into())
         }
     };
     Ok(Lake {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::batch::Batch;
 use crate::commit::Tp;
 use crate::rotate::CutReason;
-use crate::writer::{PartitionWriter, WriteError, WriterCtx};
+use crate::writer::{PartitionWriter, WriterCtx};
 
 pub enum WorkerMsg {
     Assign {
@@ -58,7 +58,7 @@ pub fn run(ctx: Arc<WriterCtx>, rx: Receiver<WorkerMsg>) {
                     Ok(w) => {
                         writers.insert(tp, w);
                     }
-                    Err(message) => ctx.fatal.set(WriteError::Route { tp, message }),
+                    Err(e) => ctx.fatal.set(e),
                 }
             }
             Ok(WorkerMsg::Batch(mut b)) => {

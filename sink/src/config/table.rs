@@ -144,7 +144,7 @@ pub(super) fn table_plan(t: TableSection, origin: &str) -> Result<TablePlan, Con
         ));
     }
 
-    Ok(TablePlan {
+    let plan = TablePlan {
         name: t.name,
         topics: t.topics,
         format,
@@ -163,7 +163,11 @@ pub(super) fn table_plan(t: TableSection, origin: &str) -> Result<TablePlan, Con
         parquet,
         parquet_options,
         registry,
-    })
+    };
+    // A router for it can be built (at most so many fields read per record): found now, not
+    // when the first partition is assigned.
+    crate::route::TableRouter::new(&plan.route_rules()).map_err(|e| err(e.to_string()))?;
+    Ok(plan)
 }
 
 /// The Parquet plan of a schema file (resolved as `schema = { file = … }` is) with the default

@@ -337,3 +337,17 @@ fn store_retries_last_ten_minutes_and_at_most_fourteen() {
         "{e}"
     );
 }
+
+#[test]
+fn a_table_reading_too_many_fields_is_refused_at_load() {
+    let path: Vec<String> = (0..9).map(|i| format!("f{i}={{field:f{i}}}")).collect();
+    let text = MINIMAL.replace(
+        "partition_by = \"date={event_time:%Y-%m-%d}/hour={event_time:%H}/region={field:awsRegion}\"",
+        &format!("partition_by = \"{}\"", path.join("/")),
+    );
+    let e = Plan::from_toml(&text, "t.toml").unwrap_err().to_string();
+    assert!(
+        e.contains("table `cloudtrail`") && e.contains("at most 8 fields"),
+        "{e}"
+    );
+}

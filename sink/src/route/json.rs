@@ -30,14 +30,21 @@ pub enum JsonError {
     NotAnObject,
 }
 
+/// A table that reads more fields of each record than a router can find in one pass.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a table may read at most {max} fields of a record (its event time and the values in its path together)")]
+pub struct TooManyFields {
+    pub max: usize,
+}
+
 impl FieldSet {
     /// Adds a path and returns its index; the same path twice gets the same index.
-    pub fn add(&mut self, path: &[String]) -> Result<usize, String> {
+    pub fn add(&mut self, path: &[String]) -> Result<usize, TooManyFields> {
         if let Some(i) = self.paths.iter().position(|p| p == path) {
             return Ok(i);
         }
         if self.paths.len() == MAX_FIELDS {
-            return Err(format!("a table may read at most {MAX_FIELDS} fields"));
+            return Err(TooManyFields { max: MAX_FIELDS });
         }
         self.paths.push(path.to_vec());
         Ok(self.paths.len() - 1)

@@ -167,7 +167,7 @@ pub struct TableRouter {
 }
 
 impl TableRouter {
-    pub fn new(table: &Rules<'_>) -> Result<TableRouter, String> {
+    pub fn new(table: &Rules<'_>) -> Result<TableRouter, json::TooManyFields> {
         let mut fields = FieldSet::default();
         let timestamp = match table.timestamp {
             TimestampSource::Kafka => None,

@@ -82,8 +82,13 @@ pub enum WriteError {
     },
     #[error("{tp}: producing a dead letter failed: {message}")]
     DeadLetter { tp: Tp, message: String },
-    #[error("{tp}: the tables of its topic cannot route records: {message}")]
-    Route { tp: Tp, message: String },
+    #[error("{tp}: table `{table}` cannot route records: {source}")]
+    Route {
+        tp: Tp,
+        table: String,
+        #[source]
+        source: crate::route::json::TooManyFields,
+    },
     #[error("segment {tp} [{start}, {end}): upload task failed: {message}")]
     Task {
         tp: Tp,
@@ -193,11 +198,16 @@ impl PartitionWriter {
         tp: Tp,
         epoch: u64,
         sought: Option<i64>,
-    ) -> Result<PartitionWriter, String> {
+    ) -> Result<PartitionWriter, WriteError> {
         let mut routers = Vec::new();
         for (i, t) in ctx.tables.iter().enumerate() {
             if t.topics.iter().any(|x| **x == *tp.topic) {
-                let mut router = TableRouter::new(&t.route_rules())?;
+                let mut router =
+                    TableRouter::new(&t.route_rules()).map_err(|source| WriteError::Route {
+                        tp: tp.clone(),
+                        table: t.name.clone(),
+                        source,
+                    })?;
                 router.limit_path(path_room(&ctx.root, &t.name, &tp));
                 routers.push((i, router));
             }
