@@ -715,6 +715,25 @@ pub struct Sample {
 }
 
 impl Testbed {
+    /// Runs `lakesink {args…} --config {config}` (with extra environment variables) to its end;
+    /// panics, with its stderr, unless it succeeds. Returns its stdout.
+    pub fn cli(&self, args: &[&str], config: &Path, vars: &[(&str, &str)]) -> String {
+        let out = Command::new(&self.bin)
+            .args(args)
+            .arg("--config")
+            .arg(config)
+            .envs(vars.iter().copied())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "lakesink {args:?}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+
     /// Scrapes a daemon's `/metrics` and parses it with the Prometheus client's own
     /// OpenMetrics parser (in Python): a scrape that does not parse fails the test.
     pub fn scrape(&self, port: u16) -> Vec<Sample> {

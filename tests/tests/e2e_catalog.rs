@@ -178,17 +178,7 @@ fn glue_lists_exactly_the_partitions_that_hold_objects() {
     );
 
     // `lakesink status` asks Glue too: the same partitions, the newest last.
-    let out = std::process::Command::new(&tb.bin)
-        .args(["status", "--json", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let status: Value = serde_json::from_str(&tb.cli(&["status", "--json"], &config, &[])).unwrap();
     let t = &status["tables"][0];
     assert_eq!(
         t["catalog_partitions"].as_u64(),
@@ -201,17 +191,7 @@ fn glue_lists_exactly_the_partitions_that_hold_objects() {
         "{t}"
     );
     // `check` reaches Glue and says what it found.
-    let out = std::process::Command::new(&tb.bin)
-        .args(["check", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{said}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let said = tb.cli(&["check"], &config, &[]);
     assert!(
         said.contains(&format!(
             "table {database}.cloudtrail: found, {} partitions",

@@ -237,18 +237,9 @@ fn metrics_agree_with_the_lake_and_logs_are_json_lines() {
     assert!(steady >= 2, "the steady line every second:\n{log}");
     // `status`, with the daemon stopped: the same offsets, and the last segment of each
     // partition from its claim.
-    let out = std::process::Command::new(&tb.bin)
-        .args(["status", "--json", "--config"])
-        .arg(&config)
-        .env("METRICS_PORT", &port_s)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let vars = [("METRICS_PORT", port_s.as_str())];
+    let status: Value =
+        serde_json::from_str(&tb.cli(&["status", "--json"], &config, &vars)).unwrap();
     assert_eq!(status["tables"].as_array().unwrap().len(), 2, "{status}");
     for t in status["tables"].as_array().unwrap() {
         let parts = t["partitions"].as_array().unwrap();
@@ -271,13 +262,7 @@ fn metrics_agree_with_the_lake_and_logs_are_json_lines() {
             assert!(newest.timestamp() > 1_000_000_000, "{p}");
         }
     }
-    let text = std::process::Command::new(&tb.bin)
-        .args(["status", "--config"])
-        .arg(&config)
-        .env("METRICS_PORT", &port_s)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&text.stdout).to_string();
+    let text = tb.cli(&["status"], &config, &vars);
     assert!(text.contains(", lag 0; last segment ["), "{text}");
     let lines: Vec<&str> = exposition
         .lines()
