@@ -1,4 +1,6 @@
-# Lakesink daemon image. Build: docker build -t lakesink .
+# Lakesink daemon image. Build:
+#   docker build --build-arg LAKESINK_GIT_REV=$(git rev-parse --short=12 HEAD) -t lakesink .
+# (`lakesink --version` prints the revision; .git is not in the build context.)
 FROM rust:1-bookworm AS build
 RUN apt-get update && apt-get install -y --no-install-recommends libssl-dev pkg-config zlib1g-dev && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
@@ -8,6 +10,8 @@ COPY schema-registry schema-registry
 COPY tests tests
 COPY bench bench
 COPY vendor vendor
+ARG LAKESINK_GIT_REV=unknown
+ENV LAKESINK_GIT_REV=$LAKESINK_GIT_REV
 RUN cargo build --release --locked -p lakesink --bin lakesink
 
 FROM debian:bookworm-slim

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -92,7 +92,24 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // `--version`: the crate's version, the git revision and the librdkafka linked in.
+    let (_, librdkafka) = rdkafka::util::get_rdkafka_version();
+    let version: &'static str = Box::leak(
+        format!(
+            "{} (git {}, librdkafka {librdkafka})",
+            env!("CARGO_PKG_VERSION"),
+            env!("LAKESINK_GIT_REV")
+        )
+        .into_boxed_str(),
+    );
+    let cli = match Cli::command()
+        .version(version)
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m))
+    {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     // The config is read before the logger starts: it says the log's format. Its error, if
     // any, goes through that logger like every other final error.
     let loaded = cli.command.config().map(lakesink::Plan::load);

@@ -93,3 +93,24 @@ fn the_compose_file_follows_the_compose_specification_and_its_config_checks() {
         "files within a minute: {said}"
     );
 }
+
+#[test]
+fn the_version_names_the_git_revision_and_librdkafka() {
+    let bin = std::env::var("LAKESINK_BIN")
+        .unwrap_or_else(|_| root().join("target/debug/lakesink").display().to_string());
+    let out = Command::new(bin).arg("--version").output().unwrap();
+    let v = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{v}");
+    let rev = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let rev = String::from_utf8_lossy(&rev.stdout).trim().to_string();
+    assert!(
+        v.starts_with(&format!("lakesink {} (git ", env!("CARGO_PKG_VERSION")))
+            && v.contains(&rev)
+            && v.contains(", librdkafka 2."),
+        "{v} (HEAD {rev})"
+    );
+}
