@@ -234,9 +234,17 @@ fn describe(plan: &Plan, catalog_found: &[String], out: &mut String) {
     let p = &plan.pipeline;
     let _ = writeln!(
         out,
-        "pipeline: {} workers, max_buffered_bytes {}, part_size {}, drain_timeout {:?}, commit_interval {:?}, commit_timeout {:?}",
+        "pipeline: {} workers, max_buffered_bytes {}{}, part_size {}, drain_timeout {:?}, commit_interval {:?}, commit_timeout {:?}",
         p.workers,
         human_bytes(p.max_buffered_bytes),
+        match (p.max_buffered_auto, crate::config::cgroup_memory_limit()) {
+            (false, _) => String::new(),
+            (true, Some(limit)) => format!(
+                " (\"auto\": half of the container's memory limit, {})",
+                human_bytes(limit)
+            ),
+            (true, None) => " (\"auto\": no container memory limit, the default)".into(),
+        },
         human_bytes(p.part_size as u64),
         p.drain_timeout,
         p.commit_interval,

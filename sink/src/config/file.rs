@@ -77,8 +77,9 @@ impl StorageSection {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PipelineSection {
-    /// Upper bound for the bytes held by open files and uploads in flight, all tables together.
-    pub max_buffered_bytes: ByteSize,
+    /// Upper bound for the bytes held by open files and uploads in flight, all tables together;
+    /// `"auto"`: a share of the container's memory limit (see [`MaxBuffered`]).
+    pub max_buffered_bytes: MaxBuffered,
     /// Size of one multipart-upload part (≥ 5 MiB, S3's minimum).
     pub part_size: ByteSize,
     /// Encoding threads; 0 means one per core.
@@ -95,7 +96,7 @@ pub struct PipelineSection {
 impl Default for PipelineSection {
     fn default() -> Self {
         Self {
-            max_buffered_bytes: ByteSize::mib(1024),
+            max_buffered_bytes: MaxBuffered::Fixed(ByteSize::mib(1024)),
             part_size: ByteSize::mib(8),
             workers: 0,
             drain_timeout: Span::secs(120),
@@ -103,6 +104,62 @@ impl Default for PipelineSection {
             commit_timeout: Span::secs(300),
         }
     }
+}
+
+/// `pipeline.max_buffered_bytes`: a size, or `"auto"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MaxBuffered {
+    Fixed(ByteSize),
+    /// [`MaxBuffered::AUTO_SHARE`] of the cgroup's memory limit when one is set, 1 GiB
+    /// otherwise.
+    Auto,
+}
+
+impl MaxBuffered {
+    /// The share of a container's memory limit `"auto"` takes: the rest is the daemon's
+    /// overhead beyond its budget (librdkafka's queues, encoders' state, allocator slack), which
+    /// the memory tests measure at well under half.
+    pub const AUTO_SHARE: f64 = 0.5;
+
+    /// The budget in bytes, given the cgroup's memory limit (if any).
+    pub fn resolve(self, cgroup_limit: Option<u64>) -> u64 {
+        match (self, cgroup_limit) {
+            (MaxBuffered::Fixed(b), _) => b.0,
+            (MaxBuffered::Auto, Some(limit)) => (limit as f64 * Self::AUTO_SHARE) as u64,
+            (MaxBuffered::Auto, None) => 1 << 30,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for MaxBuffered {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            Bytes(u64),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Text(t) if t.trim() == "auto" => Ok(MaxBuffered::Auto),
+            Raw::Text(t) => crate::units::parse_bytes(&t)
+                .map(|b| MaxBuffered::Fixed(ByteSize(b)))
+                .map_err(de::Error::custom),
+            Raw::Bytes(b) => Ok(MaxBuffered::Fixed(ByteSize(b))),
+        }
+    }
+}
+
+/// The memory limit of this process's cgroup (v2 `memory.max`, or v1), if one is set.
+pub fn cgroup_memory_limit() -> Option<u64> {
+    [
+        "/sys/fs/cgroup/memory.max",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ]
+    .iter()
+    .find_map(|p| std::fs::read_to_string(p).ok())
+    .and_then(|s| s.trim().parse::<u64>().ok())
+    // v1 says "no limit" with a huge number.
+    .filter(|&n| n < 1 << 60)
 }
 
 /// `[catalog]`: where new partitions are registered, one catalog per daemon.

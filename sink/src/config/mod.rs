@@ -130,6 +130,8 @@ pub struct StoragePlan {
 #[derive(Clone, Debug)]
 pub struct PipelinePlan {
     pub max_buffered_bytes: u64,
+    /// It was `"auto"` (a share of the cgroup's memory limit).
+    pub max_buffered_auto: bool,
     pub part_size: usize,
     pub workers: usize,
     pub drain_timeout: Duration,
@@ -338,10 +340,17 @@ impl Plan {
                 p.part_size
             )));
         }
-        if p.max_buffered_bytes.0 < 2 * p.part_size.0 {
+        let max_buffered_bytes = p.max_buffered_bytes.resolve(cgroup_memory_limit());
+        if max_buffered_bytes < 2 * p.part_size.0 {
             return Err(invalid(format!(
-                "pipeline.max_buffered_bytes ({}) must be at least twice pipeline.part_size ({})",
-                p.max_buffered_bytes, p.part_size
+                "pipeline.max_buffered_bytes ({}{}) must be at least twice pipeline.part_size ({})",
+                ByteSize(max_buffered_bytes),
+                if p.max_buffered_bytes == MaxBuffered::Auto {
+                    ", \"auto\": half the container's memory limit"
+                } else {
+                    ""
+                },
+                p.part_size
             )));
         }
         let workers = if p.workers == 0 {
@@ -350,7 +359,8 @@ impl Plan {
             p.workers
         };
         let pipeline = PipelinePlan {
-            max_buffered_bytes: p.max_buffered_bytes.0,
+            max_buffered_bytes,
+            max_buffered_auto: p.max_buffered_bytes == MaxBuffered::Auto,
             part_size: p.part_size.0 as usize,
             workers,
             drain_timeout: p.drain_timeout.0,

@@ -351,3 +351,40 @@ fn a_table_reading_too_many_fields_is_refused_at_load() {
         "{e}"
     );
 }
+
+#[test]
+fn an_auto_memory_budget_is_a_share_of_the_container_limit() {
+    let auto = MINIMAL.replace(
+        "[[tables]]",
+        "[pipeline]\nmax_buffered_bytes = \"auto\"\n[[tables]]",
+    );
+    let plan = Plan::from_toml(&auto, "t.toml").unwrap();
+    assert!(plan.pipeline.max_buffered_auto);
+    assert_eq!(
+        plan.pipeline.max_buffered_bytes,
+        MaxBuffered::Auto.resolve(cgroup_memory_limit())
+    );
+    assert_eq!(MaxBuffered::Auto.resolve(Some(2 << 30)), 1 << 30);
+    assert_eq!(MaxBuffered::Auto.resolve(None), 1 << 30);
+    assert_eq!(MaxBuffered::Fixed(ByteSize(7)).resolve(Some(2 << 30)), 7);
+    let n = MINIMAL.replace(
+        "[[tables]]",
+        "[pipeline]\nmax_buffered_bytes = 67108864\n[[tables]]",
+    );
+    assert_eq!(
+        Plan::from_toml(&n, "t.toml")
+            .unwrap()
+            .pipeline
+            .max_buffered_bytes,
+        64 << 20
+    );
+    let bad = MINIMAL.replace(
+        "[[tables]]",
+        "[pipeline]\nmax_buffered_bytes = \"plenty\"\n[[tables]]",
+    );
+    let e = Plan::from_toml(&bad, "t.toml").unwrap_err().to_string();
+    assert!(
+        e.contains("pipeline.max_buffered_bytes") && e.contains("`plenty` is not a size"),
+        "{e}"
+    );
+}
