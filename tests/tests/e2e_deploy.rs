@@ -114,3 +114,77 @@ fn the_version_names_the_git_revision_and_librdkafka() {
         "{v} (HEAD {rev})"
     );
 }
+
+#[test]
+fn the_kubernetes_manifests_validate_and_their_configs_check() {
+    let python = PathBuf::from(std::env::var("LAKESINK_PYTHON").expect("LAKESINK_PYTHON"));
+    let dir = root().join("deploy/kubernetes");
+    let files = ["lakesink.yaml", "sidecar.yaml"];
+    let out = Command::new(python.with_file_name("kubernetes-validate"))
+        .args(["--strict", "--kubernetes-version", "1.33.0"])
+        .args(files.iter().map(|f| dir.join(f)))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Each ConfigMap's lakesink.toml is a valid config, with the pod's environment.
+    let tmp = tempfile::tempdir().unwrap();
+    let script = r#"
+import sys, yaml, pathlib
+n = 0
+for f in sys.argv[2:]:
+    for doc in yaml.safe_load_all(open(f)):
+        if doc and doc["kind"] == "ConfigMap" and "lakesink.toml" in doc["data"]:
+            pathlib.Path(sys.argv[1], f"{n}.toml").write_text(doc["data"]["lakesink.toml"])
+            n += 1
+print(n)
+"#;
+    let out = Command::new(&python)
+        .arg("-c")
+        .arg(script)
+        .arg(tmp.path())
+        .args(files.iter().map(|f| dir.join(f)))
+        .output()
+        .unwrap();
+    let n: usize = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| {
+            panic!("{}", String::from_utf8_lossy(&out.stderr));
+        });
+    assert_eq!(n, 2);
+    let bin = std::env::var("LAKESINK_BIN")
+        .unwrap_or_else(|_| root().join("target/debug/lakesink").display().to_string());
+    // The Secret's files, where the pod mounts them, here in the temporary directory.
+    let secrets = tmp.path().join("secrets");
+    std::fs::create_dir(&secrets).unwrap();
+    std::fs::write(secrets.join("kafka-password"), "from-the-secret\n").unwrap();
+    for i in 0..n {
+        let path = tmp.path().join(format!("{i}.toml"));
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("/etc/lakesink/secrets", &secrets.display().to_string());
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new(&bin)
+            .args(["check", "--offline", "--config"])
+            .arg(tmp.path().join(format!("{i}.toml")))
+            .env("POD_NAME", "lakesink-0")
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{said}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(said.contains("group.instance.id = lakesink-0"), "{said}");
+        assert!(
+            !said.contains("from-the-secret"),
+            "secrets are redacted: {said}"
+        );
+    }
+}
