@@ -387,6 +387,60 @@ mod tests {
     }
 
     #[test]
+    fn every_metric_the_dashboard_queries_is_exposed() {
+        let dashboard = include_str!("../../deploy/grafana/lakesink.json");
+        let parsed: serde_json::Value = serde_json::from_str(dashboard).expect("valid JSON");
+        assert!(parsed["panels"].as_array().unwrap().len() >= 10);
+        // A family without a series is not in the exposition: give each labelled one a series.
+        let m = Metrics::default();
+        let x: Arc<str> = Arc::from("x");
+        let l =
+            |names: &[&'static str]| -> Labels { names.iter().map(|n| (*n, x.clone())).collect() };
+        m.records.get_or_create(&l(&["table", "topic"])).inc();
+        for f in [
+            &m.bytes_in,
+            &m.bytes_written,
+            &m.files_written,
+            &m.timestamp_fallbacks,
+        ] {
+            f.get_or_create(&l(&["table"])).inc();
+        }
+        m.dead_letters.get_or_create(&l(&["table", "reason"])).inc();
+        m.consumer_lag
+            .get_or_create(&l(&["topic", "partition"]))
+            .set(1);
+        m.committed_offset
+            .get_or_create(&l(&["topic", "partition"]))
+            .set(1);
+        m.fetch_paused.get_or_create(&l(&["reason"])).set(1);
+        m.event_time_landed(&x, 1);
+        let exposed = m.render();
+        let mut names: Vec<&str> = dashboard
+            .match_indices("lakesink_")
+            .map(|(i, _)| {
+                let rest = &dashboard[i..];
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(rest.len());
+                &rest[..end]
+            })
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        assert!(names.len() >= 15, "{names:?}");
+        for name in names {
+            let family = ["_total", "_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(name);
+            assert!(
+                exposed.contains(&format!("# TYPE {family} ")),
+                "the dashboard queries {name}, which the daemon does not expose"
+            );
+        }
+    }
+
+    #[test]
     fn readiness_follows_assignment_and_pauses() {
         let h = Health::default();
         let now = Instant::now();
