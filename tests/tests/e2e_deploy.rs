@@ -188,3 +188,45 @@ print(n)
         );
     }
 }
+
+#[test]
+fn each_kafka_auth_example_checks_and_makes_a_librdkafka_client() {
+    use rdkafka::consumer::BaseConsumer;
+    let dir = root().join("kafka-config/auth");
+    let secret = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(secret.path(), "the-api-secret\n").unwrap();
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        n += 1;
+        // The environment a deployment gives it.
+        let text = std::fs::read_to_string(&path).unwrap().replace(
+            "/etc/lakesink/secrets/confluent-api-secret",
+            &secret.path().display().to_string(),
+        );
+        let text = ["KAFKA_PASSWORD", "CONFLUENT_API_KEY", "REDPANDA_PASSWORD"]
+            .iter()
+            .fold(text, |t, v| {
+                t.replace(&format!("${{{v}}}"), "from-the-environment")
+            });
+        let plan = lakesink::Plan::from_toml(&text, &path.display().to_string())
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let props = &plan.kafka.properties;
+        assert!(
+            props["security.protocol"].contains("SSL"),
+            "{}",
+            path.display()
+        );
+        if path.ends_with("mtls.toml") {
+            continue; // its certificate files exist only where it is deployed
+        }
+        // librdkafka checks every property name and value when it makes the client.
+        lakesink::consume::client_config(&plan.kafka)
+            .create::<BaseConsumer>()
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+    assert_eq!(n, 5);
+}
