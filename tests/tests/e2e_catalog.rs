@@ -2,6 +2,7 @@
 //! through a proxy that takes it away mid-run) and a webhook receiver.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lakesink::demo::generator::GenConfig;
@@ -815,4 +816,92 @@ fn catalogs_hold_the_real_partition_values_and_a_query_by_value_finds_them() {
         "e2e catalog values: {} regions needing escapes registered in Glue and the Hive Metastore with their real values, each found by a query on that value at its escaped location",
         counts.len()
     ));
+}
+
+/// A client and the table named `name` from a `[catalog]` section (the table may be created).
+fn catalog_of(
+    section: &str,
+    name: &str,
+) -> (
+    Arc<dyn lakesink::catalog::Catalog>,
+    lakesink::catalog::CatalogTable,
+) {
+    // The Hive Metastore here has no S3 file system: its tables live in a local directory.
+    let lake = if section.contains("kind = \"hive\"") {
+        "file:///tmp/lakesink-conformance/lake"
+    } else {
+        "s3://conformance/lake"
+    };
+    let text = format!(
+        "[kafka]\nbrokers = \"b:9092\"\ngroup_id = \"g\"\n[storage]\nurl = \"{lake}\"\n{section}\n{}",
+        table("t", name)
+    );
+    let plan = lakesink::Plan::from_toml(&text, "conformance.toml").unwrap();
+    let mut t = lakesink::catalog::tables(&plan, lake).remove(0);
+    t.create = true;
+    (lakesink::catalog::open(&plan).unwrap(), t)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn glue_hive_and_the_webhook_pass_the_catalog_conformance_suite() {
+    use lakesink::catalog::conformance::{check, Subject};
+    let tb = Testbed::from_env();
+    let database = Testbed::unique("conform").replace('-', "_");
+    let table = Testbed::unique("t").replace('-', "_");
+    let missing = Testbed::unique("missing").replace('-', "_");
+    let nowhere = format!("127.0.0.1:{}", free_port());
+    let hooks = Receiver::start(Vec::new());
+    let refusing = Receiver::start(vec![400; 10]);
+    let sections = [
+        (
+            glue_catalog(&tb.glue_endpoint, &database),
+            glue_catalog(&format!("http://{nowhere}"), &database),
+            true,
+        ),
+        (
+            hive_catalog(&tb.hive_uri, &database),
+            hive_catalog(&format!("thrift://{nowhere}"), &database),
+            true,
+        ),
+        (
+            format!(
+                "[catalog]\nkind = \"webhook\"\nurl = \"{}\"\ntimeout = \"2s\"",
+                hooks.url
+            ),
+            format!(
+                "[catalog]\nkind = \"webhook\"\nurl = \"http://{nowhere}/hooks\"\ntimeout = \"2s\""
+            ),
+            false,
+        ),
+    ];
+    for (section, unreachable, lists) in sections {
+        let (catalog, t) = catalog_of(&section, &table);
+        let refusing = if lists {
+            let (c, mut missing_table) = catalog_of(&section, &missing);
+            missing_table.create = false;
+            (c, missing_table)
+        } else {
+            let s = section.replace(&hooks.url, &refusing.url);
+            catalog_of(&s, &missing)
+        };
+        let again = section.clone();
+        let name = table.clone();
+        check(Subject {
+            catalog,
+            reopen: Box::new(move || catalog_of(&again, &name).0),
+            table: t,
+            lists,
+            refusing,
+            unreachable: catalog_of(&unreachable, &table).0,
+        })
+        .await;
+    }
+    // The webhook got each new partition, twice (the second time "already exists" for it).
+    let posts = hooks
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST")
+        .count();
+    assert_eq!(posts, 4, "{:?}", hooks.requests());
+    report("e2e catalog conformance: Glue (moto), Hive Metastore and webhook pass the five behaviours the in-memory catalog passes");
 }

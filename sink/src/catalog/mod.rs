@@ -10,10 +10,13 @@
 //!   tells the consumer to pause fetching. A success anywhere wakes every waiting task, so the
 //!   pipeline resumes as soon as the catalog answers again.
 //!
-//! Kinds: [`none`](NoCatalog), [`webhook`], [`glue`] and [`hive`] (Hive Metastore over Thrift).
+//! Kinds: [`none`](NoCatalog), [`webhook`], [`glue`] and [`hive`] (Hive Metastore over Thrift);
+//! [`memory`] for tests. [`conformance`] holds the behaviours all of them show.
 
+pub mod conformance;
 pub mod glue;
 pub mod hive;
+pub mod memory;
 mod sigv4;
 pub mod thrift;
 pub mod webhook;

@@ -1,0 +1,86 @@
+//! A catalog in memory: the conformance suite's reference, and a stand-in for tests. It holds
+//! tables and their partition paths, refuses what a real catalog refuses (a missing table that
+//! may not be created), and can be made unreachable.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures::future::BoxFuture;
+
+use super::{Catalog, CatalogError, CatalogTable, NewPartition};
+
+/// Partition paths by `(database, table)`.
+type Tables = BTreeMap<(String, String), BTreeSet<String>>;
+
+/// Tables by `(database, table)`, each with its partition paths. Clones share them.
+#[derive(Debug, Default, Clone)]
+pub struct MemoryCatalog {
+    tables: Arc<Mutex<Tables>>,
+    down: Arc<AtomicBool>,
+}
+
+impl MemoryCatalog {
+    /// While `down`, every call fails as unreachable.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+
+    fn reachable(&self) -> Result<(), CatalogError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(CatalogError::Unreachable {
+                catalog: "memory",
+                message: "made unreachable".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Catalog for MemoryCatalog {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
+    fn load<'a>(
+        &'a self,
+        t: &'a CatalogTable,
+    ) -> BoxFuture<'a, Result<Option<Vec<String>>, CatalogError>> {
+        Box::pin(async move {
+            self.reachable()?;
+            let mut tables = self.tables.lock().expect("catalog lock");
+            let key = (t.database.clone(), t.table.clone());
+            if !tables.contains_key(&key) {
+                if !t.create {
+                    return Err(CatalogError::Refused {
+                        catalog: "memory",
+                        what: format!("table {}.{}", t.database, t.table),
+                        message: "no such table; create it (`lakesink ddl`) or set catalog.create_table = true".into(),
+                    });
+                }
+                tables.insert(key.clone(), BTreeSet::new());
+            }
+            Ok(Some(tables[&key].iter().cloned().collect()))
+        })
+    }
+
+    fn register<'a>(
+        &'a self,
+        t: &'a CatalogTable,
+        partitions: &'a [&'a NewPartition],
+    ) -> BoxFuture<'a, Result<(), CatalogError>> {
+        Box::pin(async move {
+            self.reachable()?;
+            let mut tables = self.tables.lock().expect("catalog lock");
+            let have = tables
+                .get_mut(&(t.database.clone(), t.table.clone()))
+                .ok_or_else(|| CatalogError::Refused {
+                    catalog: "memory",
+                    what: format!("table {}.{}", t.database, t.table),
+                    message: "no such table".into(),
+                })?;
+            have.extend(partitions.iter().map(|p| p.path.clone()));
+            Ok(())
+        })
+    }
+}
