@@ -13,7 +13,6 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreScheme, RetryConfig};
 
 use crate::config::StoragePlan;
-use crate::error::Error;
 
 /// An opened store and the path prefix every table lives under.
 pub struct Lake {
@@ -38,6 +37,12 @@ pub enum StorageError {
     Unsupported { url: String, scheme: String },
     #[error("storage.options.{key}: not an option of the {scheme} store (see object_store's config keys)")]
     Option { key: String, scheme: String },
+    #[error("object store {url}: {source}")]
+    Build {
+        url: String,
+        #[source]
+        source: object_store::Error,
+    },
     #[error("creating {dir}: {source}")]
     Directory {
         dir: String,
@@ -46,9 +51,9 @@ pub enum StorageError {
     },
 }
 
-pub fn open(plan: &StoragePlan) -> Result<Lake, Error> {
+pub fn open(plan: &StoragePlan) -> Result<Lake, StorageError> {
     let url = &plan.url;
-    let err = |source: object_store::Error| Error::Store {
+    let err = |source: object_store::Error| StorageError::Build {
         url: url.to_string(),
         source,
     };
@@ -116,8 +121,7 @@ pub fn open(plan: &StoragePlan) -> Result<Lake, Error> {
             return Err(StorageError::Unsupported {
                 url: url.to_string(),
                 scheme: format!("{other:?}"),
-            }
-            .into())
+            })
         }
     };
     Ok(Lake {
