@@ -17,6 +17,8 @@ struct Entry {
     parent: String,
     key: Option<Range<usize>>,
     value: Option<Range<usize>>,
+    /// The value, when it is a string.
+    string: Option<String>,
 }
 
 /// Every key of the document with its dotted path and spans, depth first.
@@ -45,6 +47,7 @@ fn entries(doc: &ImDocument<&str>) -> Vec<Entry> {
                     parent: parent.to_string(),
                     key,
                     value: None,
+                    string: None,
                 });
                 table(t, p, out)
             }
@@ -63,6 +66,7 @@ fn entries(doc: &ImDocument<&str>) -> Vec<Entry> {
             parent: parent.to_string(),
             key,
             value: v.span(),
+            string: v.as_str().map(str::to_string),
         });
         match v {
             Value::Array(a) => {
@@ -206,12 +210,8 @@ pub(super) fn substitute(text: &str, env: &dyn Lookup) -> Result<String, TextErr
         let Some(span) = e.value.clone() else {
             continue;
         };
-        let literal = &text[span.clone()];
-        if !(literal.starts_with('"') || literal.starts_with('\'')) {
+        let Some(current) = e.string.clone() else {
             continue; // not a string
-        }
-        let Some(current) = string_value(&doc, e) else {
-            continue;
         };
         let pos = || position(text, span.start);
         let base = e.name.strip_suffix("_file");
@@ -250,39 +250,6 @@ pub(super) fn substitute(text: &str, env: &dyn Lookup) -> Result<String, TextErr
         out.replace_range(range, &with);
     }
     Ok(out)
-}
-
-/// The string value of an entry (it is one: its literal starts with a quote).
-fn string_value(doc: &ImDocument<&str>, e: &Entry) -> Option<String> {
-    let span = e.value.clone()?;
-    let mut found = None;
-    fn walk(v: &Value, span: &Range<usize>, found: &mut Option<String>) {
-        if v.span().as_ref() == Some(span) {
-            if let Value::String(s) = v {
-                *found = Some(s.value().clone());
-            }
-            return;
-        }
-        match v {
-            Value::Array(a) => a.iter().for_each(|v| walk(v, span, found)),
-            Value::InlineTable(t) => t.iter().for_each(|(_, v)| walk(v, span, found)),
-            _ => {}
-        }
-    }
-    fn item(i: &Item, span: &Range<usize>, found: &mut Option<String>) {
-        match i {
-            Item::Value(v) => walk(v, span, found),
-            Item::Table(t) => t.iter().for_each(|(_, i)| item(i, span, found)),
-            Item::ArrayOfTables(a) => a
-                .iter()
-                .for_each(|t| t.iter().for_each(|(_, i)| item(i, span, found))),
-            Item::None => {}
-        }
-    }
-    doc.as_table()
-        .iter()
-        .for_each(|(_, i)| item(i, &span, &mut found));
-    found
 }
 
 /// `${NAME}`, `${NAME:-default}` and `$${` (a literal `${`) in one string.
