@@ -325,10 +325,7 @@ impl Claims {
     /// `from - 16`, `from - 256`, … (factors of 16) until a claim shows up below `from`: a few
     /// requests, and none when `from` is 0 or a claim starts at `from` itself.
     pub async fn around(&self, tp: &Tp, from: i64) -> Result<Around, ClaimError> {
-        let mut generation = 0;
-        while self.any(tp, generation + 1).await? {
-            generation += 1;
-        }
+        let generation = self.newest_generation(tp).await?;
         let later = self.from(tp, generation, from).await?;
         let mut containing = None;
         if from > 0 && later.first().is_none_or(|c| c.start != from) {
@@ -375,10 +372,7 @@ impl Claims {
         &self,
         tp: &Tp,
     ) -> Result<Option<(Claim, chrono::DateTime<chrono::Utc>)>, ClaimError> {
-        let mut generation = 0;
-        while self.any(tp, generation + 1).await? {
-            generation += 1;
-        }
+        let generation = self.newest_generation(tp).await?;
         let dir = path(self.dir(tp, generation));
         let store = &self.store;
         let dir_ref = &dir;
@@ -437,6 +431,15 @@ impl Claims {
         })?;
         starts.sort_unstable();
         Ok(starts)
+    }
+
+    /// The newest generation of `tp` that has claims (0 when it has none at all).
+    async fn newest_generation(&self, tp: &Tp) -> Result<u32, ClaimError> {
+        let mut generation = 0;
+        while self.any(tp, generation + 1).await? {
+            generation += 1;
+        }
+        Ok(generation)
     }
 
     /// Whether `tp` has any claim in `generation`.
