@@ -110,9 +110,7 @@ pub async fn check(plan: &Plan) -> Result<String, Error> {
             let found = match client.load(&t).await {
                 Ok(Some(paths)) => format!("found, {} partitions", paths.len()),
                 Ok(None) => "reachable (a webhook is not asked what it has: nothing to check before the first POST)".into(),
-                Err(crate::catalog::CatalogError::Refused { message, .. })
-                    if create && message.starts_with("no such table") =>
-                {
+                Err(e) if create && e.is_no_such_table() => {
                     "not there yet: created at the first registration (create_table = true)".into()
                 }
                 Err(e) => return Err(e.into()),

@@ -150,4 +150,14 @@ mod tests {
         })
         .await;
     }
+
+    #[tokio::test]
+    async fn a_missing_table_that_may_not_be_created_is_told_apart() {
+        let c = MemoryCatalog::default();
+        let e = c.load(&table("missing", false)).await.unwrap_err();
+        assert!(e.is_no_such_table() && !e.is_transient(), "{e}");
+        c.set_down(true);
+        let e = c.load(&table("missing", false)).await.unwrap_err();
+        assert!(!e.is_no_such_table(), "{e}");
+    }
 }

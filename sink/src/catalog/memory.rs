@@ -48,19 +48,21 @@ impl Catalog for MemoryCatalog {
     ) -> BoxFuture<'a, Result<Option<Vec<String>>, CatalogError>> {
         Box::pin(async move {
             self.reachable()?;
-            let mut tables = self.tables.lock().expect("catalog lock");
             let key = (t.database.clone(), t.table.clone());
-            if !tables.contains_key(&key) {
-                if !t.create {
-                    return Err(CatalogError::Refused {
-                        catalog: "memory",
-                        what: format!("table {}.{}", t.database, t.table),
-                        message: "no such table; create it (`lakesink ddl`) or set catalog.create_table = true".into(),
-                    });
-                }
-                tables.insert(key.clone(), BTreeSet::new());
-            }
-            Ok(Some(tables[&key].iter().cloned().collect()))
+            let get = || async {
+                let tables = self.tables.lock().expect("catalog lock");
+                Ok(tables
+                    .get(&key)
+                    .map(|paths| paths.iter().cloned().collect()))
+            };
+            let create = || async {
+                let mut tables = self.tables.lock().expect("catalog lock");
+                tables.entry(key.clone()).or_default();
+                Ok(())
+            };
+            Ok(Some(
+                super::table_or_create("memory", t, get, create).await?,
+            ))
         })
     }
 

@@ -107,7 +107,16 @@ pub enum CatalogError {
     },
 }
 
+/// What [`table_or_create`] says of a missing table it may not create.
+const NO_SUCH_TABLE: &str =
+    "no such table; create it (`lakesink ddl`) or set catalog.create_table = true";
+
 impl CatalogError {
+    /// The table is missing and `create_table` is off ([`table_or_create`]'s refusal).
+    pub fn is_no_such_table(&self) -> bool {
+        matches!(self, CatalogError::Refused { message, .. } if message == NO_SUCH_TABLE)
+    }
+
     pub fn is_transient(&self) -> bool {
         matches!(self, CatalogError::Unreachable { .. })
     }
@@ -416,9 +425,7 @@ where
         return Ok(table);
     }
     if !t.create {
-        return Err(refused(
-            "no such table; create it (`lakesink ddl`) or set catalog.create_table = true",
-        ));
+        return Err(refused(NO_SUCH_TABLE));
     }
     create().await?;
     get()
