@@ -9,17 +9,31 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-#[test]
-fn the_docker_build_context_holds_what_the_build_needs() {
-    let out = Command::new(root().join("scripts/check-docker-context.sh"))
-        .output()
-        .unwrap();
+/// The `lakesink` binary under test.
+fn lakesink() -> Command {
+    Command::new(
+        std::env::var("LAKESINK_BIN")
+            .unwrap_or_else(|_| root().join("target/debug/lakesink").display().to_string()),
+    )
+}
+
+/// Runs `cmd` to its end; panics with its output unless it succeeds. Returns its stdout.
+fn succeeds(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
         out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
+        "{cmd:?}: {stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    stdout
+}
+
+#[test]
+fn the_docker_build_context_holds_what_the_build_needs() {
+    succeeds(&mut Command::new(
+        root().join("scripts/check-docker-context.sh"),
+    ));
 }
 
 #[test]
@@ -29,17 +43,11 @@ fn the_compose_file_follows_the_compose_specification_and_its_config_checks() {
     let python = PathBuf::from(std::env::var("LAKESINK_PYTHON").expect("LAKESINK_PYTHON"));
     let validator = python.with_file_name("check-jsonschema");
     let compose = root().join("docker-compose.yml");
-    let out = Command::new(&validator)
-        .arg("--schemafile")
-        .arg(&schema)
-        .arg(&compose)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    succeeds(
+        Command::new(&validator)
+            .arg("--schemafile")
+            .arg(&schema)
+            .arg(&compose),
     );
     // The validator can fail: a service with an unknown key is refused.
     let broken = tempfile::NamedTempFile::new().unwrap();
@@ -71,18 +79,10 @@ fn the_compose_file_follows_the_compose_specification_and_its_config_checks() {
         compose_text.contains("\"generate\""),
         "a producer keeps data coming"
     );
-    let bin = std::env::var("LAKESINK_BIN")
-        .unwrap_or_else(|_| root().join("target/debug/lakesink").display().to_string());
-    let out = Command::new(bin)
-        .args(["check", "--offline", "--config"])
-        .arg(root().join("kafka-config/lakesink.example.toml"))
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{said}{}",
-        String::from_utf8_lossy(&out.stderr)
+    let said = succeeds(
+        lakesink()
+            .args(["check", "--offline", "--config"])
+            .arg(root().join("kafka-config/lakesink.example.toml")),
     );
     assert!(
         said.contains("http: /metrics, /healthz and /readyz on http://0.0.0.0:9464"),
@@ -96,17 +96,14 @@ fn the_compose_file_follows_the_compose_specification_and_its_config_checks() {
 
 #[test]
 fn the_version_names_the_git_revision_and_librdkafka() {
-    let bin = std::env::var("LAKESINK_BIN")
-        .unwrap_or_else(|_| root().join("target/debug/lakesink").display().to_string());
-    let out = Command::new(bin).arg("--version").output().unwrap();
-    let v = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{v}");
-    let rev = Command::new("git")
-        .args(["rev-parse", "--short=12", "HEAD"])
-        .current_dir(root())
-        .output()
-        .unwrap();
-    let rev = String::from_utf8_lossy(&rev.stdout).trim().to_string();
+    let v = succeeds(lakesink().arg("--version"));
+    let rev = succeeds(
+        Command::new("git")
+            .args(["rev-parse", "--short=12", "HEAD"])
+            .current_dir(root()),
+    )
+    .trim()
+    .to_string();
     assert!(
         v.starts_with(&format!("lakesink {} (git ", env!("CARGO_PKG_VERSION")))
             && v.contains(&rev)
@@ -120,16 +117,10 @@ fn the_kubernetes_manifests_validate_and_their_configs_check() {
     let python = PathBuf::from(std::env::var("LAKESINK_PYTHON").expect("LAKESINK_PYTHON"));
     let dir = root().join("deploy/kubernetes");
     let files = ["lakesink.yaml", "sidecar.yaml"];
-    let out = Command::new(python.with_file_name("kubernetes-validate"))
-        .args(["--strict", "--kubernetes-version", "1.33.0"])
-        .args(files.iter().map(|f| dir.join(f)))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    succeeds(
+        Command::new(python.with_file_name("kubernetes-validate"))
+            .args(["--strict", "--kubernetes-version", "1.33.0"])
+            .args(files.iter().map(|f| dir.join(f))),
     );
     // Each ConfigMap's lakesink.toml is a valid config, with the pod's environment.
     let tmp = tempfile::tempdir().unwrap();
@@ -143,22 +134,17 @@ for f in sys.argv[2:]:
             n += 1
 print(n)
 "#;
-    let out = Command::new(&python)
-        .arg("-c")
-        .arg(script)
-        .arg(tmp.path())
-        .args(files.iter().map(|f| dir.join(f)))
-        .output()
-        .unwrap();
-    let n: usize = String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or_else(|_| {
-            panic!("{}", String::from_utf8_lossy(&out.stderr));
-        });
+    let n: usize = succeeds(
+        Command::new(&python)
+            .arg("-c")
+            .arg(script)
+            .arg(tmp.path())
+            .args(files.iter().map(|f| dir.join(f))),
+    )
+    .trim()
+    .parse()
+    .unwrap();
     assert_eq!(n, 2);
-    let bin = std::env::var("LAKESINK_BIN")
-        .unwrap_or_else(|_| root().join("target/debug/lakesink").display().to_string());
     // The Secret's files, where the pod mounts them, here in the temporary directory.
     let secrets = tmp.path().join("secrets");
     std::fs::create_dir(&secrets).unwrap();
@@ -169,17 +155,11 @@ print(n)
             .unwrap()
             .replace("/etc/lakesink/secrets", &secrets.display().to_string());
         std::fs::write(&path, text).unwrap();
-        let out = Command::new(&bin)
-            .args(["check", "--offline", "--config"])
-            .arg(tmp.path().join(format!("{i}.toml")))
-            .env("POD_NAME", "lakesink-0")
-            .output()
-            .unwrap();
-        let said = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{said}{}",
-            String::from_utf8_lossy(&out.stderr)
+        let said = succeeds(
+            lakesink()
+                .args(["check", "--offline", "--config"])
+                .arg(&path)
+                .env("POD_NAME", "lakesink-0"),
         );
         assert!(said.contains("group.instance.id = lakesink-0"), "{said}");
         assert!(
