@@ -31,7 +31,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
@@ -88,8 +88,56 @@ pub struct Claim {
     pub newest_event_micros: Option<i64>,
     /// Keys of the objects the segment completes (data and dead-letter files).
     pub objects: Vec<String>,
+    /// The same objects with what `lakesink verify` checks them against (absent in claims
+    /// written before it was recorded: those are checked for existence only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<ClaimedFile>,
     /// Who claimed it (`host:pid`), for people reading the store.
     pub writer: String,
+}
+
+/// One object of a claimed segment, as written: what `lakesink verify` compares the store with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimedFile {
+    pub key: String,
+    /// The table and the Hive path below it (`date=…/hour=…`); absent for dead-letter files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    pub records: u64,
+    pub bytes: u64,
+    /// CRC-32 (IEEE) of the object's bytes.
+    pub crc32: u32,
+    /// Smallest and largest event time of its records, µs since the epoch (absent when none
+    /// had one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_event_micros: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_event_micros: Option<i64>,
+}
+
+impl ClaimedFile {
+    /// The claim's record of a data file of `table` under `path`, or of a dead-letter file.
+    pub fn of(facts: &crate::catalog::FileFacts, table: Option<(&str, &str)>) -> ClaimedFile {
+        let seen = facts.min_event_micros <= facts.max_event_micros;
+        ClaimedFile {
+            key: facts.key.clone(),
+            table: table.map(|(t, _)| t.to_string()),
+            path: table.map(|(_, p)| p.to_string()),
+            records: facts.records,
+            bytes: facts.bytes,
+            crc32: facts.crc32,
+            min_event_micros: seen.then_some(facts.min_event_micros),
+            max_event_micros: seen.then_some(facts.max_event_micros),
+        }
+    }
+}
+
+/// Other facts of a replayed segment's objects (see [`Claims::amend`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Amendment {
+    files: Vec<ClaimedFile>,
 }
 
 fn is_zero(g: &u32) -> bool {
@@ -351,7 +399,8 @@ impl Claims {
         })
     }
 
-    /// The claims of `tp` in `generation` whose segments start at or after `from`, by start.
+    /// The claims of `tp` in `generation` whose segments start at or after `from`, by start
+    /// (read [`PREFETCHES`] at a time).
     pub async fn from(
         &self,
         tp: &Tp,
@@ -359,9 +408,139 @@ impl Claims {
         from: i64,
     ) -> Result<Vec<Claim>, ClaimError> {
         let starts = self.starts(tp, generation, from, None).await?;
-        let mut out = Vec::with_capacity(starts.len());
-        for start in starts {
-            out.push(self.read(&self.key(tp, generation, start)).await?);
+        futures::stream::iter(starts)
+            .map(|start| async move { self.read(&self.key(tp, generation, start)).await })
+            .buffered(PREFETCHES)
+            .try_collect()
+            .await
+    }
+
+    /// Every claim of `tp`: per generation, oldest first, its claims by start.
+    pub async fn all(&self, tp: &Tp) -> Result<Vec<(u32, Vec<Claim>)>, ClaimError> {
+        let newest = self.newest_generation(tp).await?;
+        let mut out = Vec::with_capacity(newest as usize + 1);
+        for generation in 0..=newest {
+            out.push((generation, self.from(tp, generation, 0).await?));
+        }
+        Ok(out)
+    }
+
+    /// The partitions of `topic` that have claims, in any generation, in order.
+    pub async fn partitions(&self, topic: &str) -> Result<Vec<i32>, ClaimError> {
+        let dir = self.dir(&Tp::new(topic, 0), 0);
+        let dir = path(
+            dir.rsplit_once('/')
+                .map_or(dir.clone(), |(d, _)| d.to_string()),
+        );
+        let (store, dir_ref) = (&self.store, &dir);
+        let listed = retrying(&dir, move || async move {
+            store.list_with_delimiter(Some(dir_ref)).await
+        })
+        .await
+        .map_err(|source| ClaimError::Store {
+            key: dir.to_string(),
+            source,
+        })?;
+        let mut out: Vec<i32> = listed
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename())
+            .filter_map(|name| name.split('.').next()?.parse().ok())
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// Records the facts of the objects a replay of `claim`'s segment completes (`keys`) where
+    /// they differ from what the stored claim says: a replay that cuts where the claim says
+    /// writes the same records, but a Parquet file may place its row groups differently, so
+    /// its bytes and checksum differ. The amendment,
+    /// `{start, 20 digits}.f{CRC-32 of its body, 8 hex digits}.json` beside the claim, is
+    /// written create-only before the objects are completed; the claim itself is never
+    /// replaced. `lakesink verify` accepts an object that matches the claim or an amendment.
+    pub async fn amend(&self, tp: &Tp, claim: &Claim, keys: &[String]) -> Result<(), ClaimError> {
+        let stored = self
+            .read(&self.key(tp, claim.generation, claim.start))
+            .await?;
+        if stored.files.is_empty() {
+            return Ok(()); // an older claim without facts: checked for existence only
+        }
+        let files: Vec<ClaimedFile> = claim
+            .files
+            .iter()
+            .filter(|f| keys.contains(&f.key) && !stored.files.contains(f))
+            .cloned()
+            .collect();
+        if files.is_empty() {
+            return Ok(());
+        }
+        let body = serde_json::to_vec(&Amendment { files }).expect("an amendment serializes");
+        let key = path(format!(
+            "{}/{:020}.f{:08x}.json",
+            self.dir(tp, claim.generation),
+            claim.start,
+            crc32fast::hash(&body)
+        ));
+        let mode = if self.unfenced() {
+            PutMode::Overwrite
+        } else {
+            PutMode::Create
+        };
+        match self.put(&key, &body, mode).await {
+            // The same facts, recorded by another replay of the segment.
+            Ok(()) | Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
+            Err(object_store::Error::NotImplemented { .. }) => self
+                .put(&key, &body, PutMode::Overwrite)
+                .await
+                .map_err(|source| ClaimError::Store {
+                    key: key.to_string(),
+                    source,
+                }),
+            Err(source) => Err(ClaimError::Store {
+                key: key.to_string(),
+                source,
+            }),
+        }
+    }
+
+    /// The amendments of `tp`'s claims in `generation` (see [`Claims::amend`]): per segment
+    /// start, the other facts recorded for its objects.
+    pub async fn amendments(
+        &self,
+        tp: &Tp,
+        generation: u32,
+    ) -> Result<Vec<(i64, ClaimedFile)>, ClaimError> {
+        let dir = path(self.dir(tp, generation));
+        let (store, dir_ref) = (&self.store, &dir);
+        let keys: Vec<(i64, Path)> = retrying(&dir, move || async move {
+            let mut listing = store.list(Some(dir_ref));
+            let mut keys = Vec::new();
+            while let Some(m) = listing.try_next().await? {
+                let start = m
+                    .location
+                    .filename()
+                    .and_then(|n| n.strip_suffix(".json")?.split_once(".f"))
+                    .and_then(|(start, _)| start.parse().ok());
+                if let Some(start) = start {
+                    keys.push((start, m.location));
+                }
+            }
+            Ok(keys)
+        })
+        .await
+        .map_err(|source| ClaimError::Store {
+            key: dir.to_string(),
+            source,
+        })?;
+        let mut out = Vec::new();
+        for (start, key) in keys {
+            let bytes = self.get(&key).await?;
+            let a: Amendment = serde_json::from_slice(&bytes).map_err(|e| ClaimError::Corrupt {
+                key: key.to_string(),
+                message: e.to_string(),
+            })?;
+            out.extend(a.files.into_iter().map(|f| (start, f)));
         }
         Ok(out)
     }
@@ -434,7 +613,7 @@ impl Claims {
     }
 
     /// The newest generation of `tp` that has claims (0 when it has none at all).
-    async fn newest_generation(&self, tp: &Tp) -> Result<u32, ClaimError> {
+    pub async fn newest_generation(&self, tp: &Tp) -> Result<u32, ClaimError> {
         let mut generation = 0;
         while self.any(tp, generation + 1).await? {
             generation += 1;
@@ -457,8 +636,16 @@ impl Claims {
     }
 
     async fn read(&self, key: &Path) -> Result<Claim, ClaimError> {
+        let bytes = self.get(key).await?;
+        serde_json::from_slice(&bytes).map_err(|e| ClaimError::Corrupt {
+            key: key.to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    async fn get(&self, key: &Path) -> Result<bytes::Bytes, ClaimError> {
         let store = &self.store;
-        let bytes = retrying(
+        retrying(
             key,
             move || async move { store.get(key).await?.bytes().await },
         )
@@ -466,10 +653,6 @@ impl Claims {
         .map_err(|source| ClaimError::Store {
             key: key.to_string(),
             source,
-        })?;
-        serde_json::from_slice(&bytes).map_err(|e| ClaimError::Corrupt {
-            key: key.to_string(),
-            message: e.to_string(),
         })
     }
 
@@ -608,6 +791,7 @@ mod tests {
             records: (end - start) as u64,
             newest_event_micros: Some(end * 1_000),
             objects: vec![format!("lake/t/date=2024-01-01/t+3+{start:020}.json.gz")],
+            files: Vec::new(),
             writer: writer_id(),
         }
     }

@@ -23,6 +23,8 @@ pub enum Error {
     Http(#[from] crate::http::HttpError),
     #[error(transparent)]
     Storage(#[from] crate::storage::StorageError),
+    #[error(transparent)]
+    Verify(#[from] crate::verify::VerifyError),
     #[error("starting {what}: {source}")]
     Thread {
         what: &'static str,
@@ -122,6 +124,17 @@ impl Error {
                 _ => ExitKind::Failure,
             },
             Error::Catalog(e) => catalog(e),
+            Error::Verify(e) => {
+                use crate::verify::VerifyError;
+                match e {
+                    VerifyError::NoSuchTable(_) => ExitKind::Config,
+                    VerifyError::List { source, .. }
+                    | VerifyError::Read { source, .. }
+                    | VerifyError::Claims(ClaimError::Store { source, .. }) => store(source),
+                    VerifyError::Claims(ClaimError::Corrupt { .. }) => ExitKind::Failure,
+                    VerifyError::Offsets { .. } => ExitKind::Transient,
+                }
+            }
             Error::Store { source, .. } => store(source),
             Error::Unfenced { .. } => ExitKind::Refused,
             Error::DrainTimeout { .. } => ExitKind::DrainTimeout,

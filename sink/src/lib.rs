@@ -21,7 +21,8 @@
 //! the consumer hands a worker), [`writer`] (a partition's open segment: its files, dead
 //! letters, sealed segments and the replay of claims), [`worker`] (threads that own writers),
 //! [`pipeline`] (wiring and shutdown), [`storage`] (opening the object store), [`columns`] (a
-//! table's columns in Hive and Trino types, for [`ddl`] and the catalogs), [`check`], [`status`], [`demo`],
+//! table's columns in Hive and Trino types, for [`ddl`] and the catalogs), [`check`], [`status`], [`verify`] (the
+//! completeness audit), [`demo`],
 //! [`generator`] (CloudTrail-shaped events) and [`mock`] (the embedded broker). `docs/DESIGN.md` states the invariants and why they hold;
 //! `docs/OPERATING.md` what a running daemon shows and how it exits.
 
@@ -54,6 +55,8 @@ pub mod status;
 pub mod storage;
 pub mod units;
 pub mod upload;
+pub mod verify;
+pub mod watermark;
 pub mod worker;
 pub mod writer;
 

@@ -62,6 +62,9 @@ pub struct Metrics {
     /// The newest event time in the lake (uploaded and registered), by table, seconds.
     pub event_time_watermark: Family<Labels, FloatGauge>,
     watermark_micros: Mutex<std::collections::HashMap<Arc<str>, i64>>,
+    /// The event time below which a table expects no more records ([`crate::watermark`]),
+    /// seconds; absent while it is unknown.
+    pub completeness_watermark: Family<Labels, FloatGauge>,
     pub health: Health,
 }
 
@@ -93,6 +96,7 @@ impl Default for Metrics {
             open_files: Gauge::default(),
             event_time_watermark: Family::default(),
             watermark_micros: Mutex::default(),
+            completeness_watermark: Family::default(),
             health: Health::default(),
         };
         // (Counters get their `_total` suffix from the encoder.)
@@ -193,6 +197,11 @@ impl Default for Metrics {
             "event_time_watermark_seconds",
             "Newest event time uploaded and registered, by table (Unix time)",
             m.event_time_watermark.clone(),
+        );
+        r.register(
+            "completeness_watermark_seconds",
+            "Event time below which a table expects no more records: its slowest Kafka partition's newest committed event time minus allowed_lateness (Unix time)",
+            m.completeness_watermark.clone(),
         );
         Metrics { registry: r, ..m }
     }

@@ -33,6 +33,9 @@ pub struct Summary {
 
 /// Runs the daemon until `control` says stop (or, with `exit_when_caught_up`, until every
 /// assigned partition is consumed to its end), then drains: uploads and commits everything.
+/// How often the daemon recomputes the tables' completeness watermarks.
+const WATERMARK_EVERY: Duration = Duration::from_secs(10);
+
 pub async fn run(
     mut plan: Plan,
     control: Arc<Control>,
@@ -96,6 +99,14 @@ pub async fn run(
             }
         }
     }
+
+    // The tables' completeness watermarks, for `/metrics`.
+    let _watermarks = AbortOnDrop(Some(tokio::spawn(crate::watermark::publish(
+        plan.clone(),
+        claims.clone(),
+        stats.metrics.clone(),
+        WATERMARK_EVERY,
+    ))));
 
     let ctx = Arc::new(WriterCtx {
         tables: Arc::new(plan.tables.clone()),

@@ -33,6 +33,10 @@ pub struct TableStatus {
     pub catalog_newest: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub catalog_error: Option<String>,
+    /// The event time below which the table expects no more records (RFC 3339; absent while
+    /// unknown), and the lateness it allows.
+    pub watermark: Option<String>,
+    pub allowed_lateness: String,
     pub partitions: Vec<PartitionStatus>,
 }
 
@@ -42,6 +46,8 @@ pub struct PartitionStatus {
     pub partition: i32,
     /// The group's committed offset (`None`: nothing committed).
     pub committed: Option<i64>,
+    /// Kafka's low watermark (the oldest offset it still holds).
+    pub low_watermark: Option<i64>,
     pub high_watermark: Option<i64>,
     pub lag: Option<i64>,
     pub last_segment: Option<SegmentStatus>,
@@ -64,8 +70,8 @@ pub struct SegmentStatus {
 /// Reads the state of every table of `plan`.
 pub async fn status(plan: &Plan) -> Result<Status, Error> {
     let lake = crate::storage::open(&plan.storage)?;
-    let claims = Claims::new(lake.store.clone(), lake.root.as_ref());
-    let kafka = kafka_side(plan).await?;
+    let claims = std::sync::Arc::new(Claims::new(lake.store.clone(), lake.root.as_ref()));
+    let kafka = kafka_side(plan, plan.topics()).await?;
     let mut by_tp = std::collections::HashMap::new();
     for p in kafka.iter().flat_map(|(_, ps)| ps) {
         let mut p = p.clone();
@@ -88,6 +94,14 @@ pub async fn status(plan: &Plan) -> Result<Status, Error> {
         by_tp.insert((p.topic.clone(), p.partition), p);
     }
 
+    let mut tracker = crate::watermark::Tracker::new(claims.clone());
+    let watermarks = match crate::watermark::compute(plan, &mut tracker).await {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(error = %e, "the tables' watermarks could not be computed");
+            Vec::new()
+        }
+    };
     let catalog = crate::catalog::open(plan)?;
     let mut tables = Vec::new();
     for mut ct in crate::catalog::tables(plan, &lake.url) {
@@ -114,7 +128,15 @@ pub async fn status(plan: &Plan) -> Result<Status, Error> {
             .cloned()
             .collect();
         partitions.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        let watermark = watermarks
+            .iter()
+            .find(|(name, _)| name == &ct.name)
+            .and_then(|(_, w)| *w)
+            .and_then(chrono::DateTime::from_timestamp_micros)
+            .map(|t| t.to_rfc3339());
         tables.push(TableStatus {
+            watermark,
+            allowed_lateness: crate::units::Span(table.allowed_lateness).to_string(),
             table: ct.name,
             catalog_partitions: count,
             catalog_newest: newest,
@@ -132,9 +154,11 @@ pub async fn status(plan: &Plan) -> Result<Status, Error> {
 
 /// Per topic, its partitions with committed offsets and high watermarks, read with the
 /// daemon's own client properties (SASL, TLS).
-async fn kafka_side(plan: &Plan) -> Result<Vec<(String, Vec<PartitionStatus>)>, Error> {
+pub(crate) async fn kafka_side(
+    plan: &Plan,
+    topics: Vec<String>,
+) -> Result<Vec<(String, Vec<PartitionStatus>)>, Error> {
     let kafka = plan.kafka.clone();
-    let topics = plan.topics();
     let r = tokio::task::spawn_blocking(move || {
         let consumer: BaseConsumer = client_config(&kafka).create().map_err(|source| {
             crate::consume::ConsumeError::Create {
@@ -163,6 +187,7 @@ async fn kafka_side(plan: &Plan) -> Result<Vec<(String, Vec<PartitionStatus>)>, 
                     topic: topic.clone(),
                     partition: p,
                     committed: None,
+                    low_watermark: None,
                     high_watermark: None,
                     lag: None,
                     last_segment: None,
@@ -178,7 +203,8 @@ async fn kafka_side(plan: &Plan) -> Result<Vec<(String, Vec<PartitionStatus>)>, 
                     Err(e) => s.error = Some(format!("committed offsets: {e}")),
                 }
                 match consumer.fetch_watermarks(&topic, p, timeout) {
-                    Ok((_, high)) => {
+                    Ok((low, high)) => {
+                        s.low_watermark = Some(low);
                         s.high_watermark = Some(high);
                         s.lag = Some(high - s.committed.unwrap_or(0));
                     }
@@ -218,6 +244,14 @@ impl Status {
                 ),
                 (None, None) => writeln!(out, "(the catalog does not list partitions)"),
             };
+            let _ = writeln!(
+                out,
+                "  watermark {} (allowed lateness {})",
+                t.watermark
+                    .as_deref()
+                    .unwrap_or("- (a partition behind has committed nothing yet)"),
+                t.allowed_lateness
+            );
             for p in &t.partitions {
                 let opt = |v: Option<i64>| v.map_or("-".to_string(), |v| v.to_string());
                 let _ = write!(

@@ -1,5 +1,7 @@
 """Bucket chores on the test S3 server: list-buckets | create-bucket NAME | list NAME PREFIX |
-json NAME PREFIX (the bodies of the JSON objects under PREFIX, as one list: segment claims)."""
+json NAME PREFIX (the bodies of the JSON objects under PREFIX, as one list: segment claims) |
+delete NAME KEY | put NAME KEY TEXT | truncate NAME KEY N (drop the last N bytes) |
+flip NAME KEY (alter one byte in the middle, same size): the damage `lakesink verify` must name."""
 import json
 import os
 import sys
@@ -32,5 +34,16 @@ elif cmd == "json":
                 body = s3.get_object(Bucket=sys.argv[2], Key=o["Key"])["Body"].read()
                 out.append({"key": o["Key"], "body": json.loads(body)})
     print(json.dumps(out))
+elif cmd == "delete":
+    s3.delete_object(Bucket=sys.argv[2], Key=sys.argv[3])
+elif cmd == "put":
+    s3.put_object(Bucket=sys.argv[2], Key=sys.argv[3], Body=sys.argv[4].encode())
+elif cmd in ("truncate", "flip"):
+    body = bytearray(s3.get_object(Bucket=sys.argv[2], Key=sys.argv[3])["Body"].read())
+    if cmd == "truncate":
+        body = body[: len(body) - int(sys.argv[4])]
+    else:
+        body[len(body) // 2] ^= 0xFF
+    s3.put_object(Bucket=sys.argv[2], Key=sys.argv[3], Body=bytes(body))
 else:
     sys.exit(f"unknown command {cmd}")

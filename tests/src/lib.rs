@@ -148,6 +148,14 @@ impl Testbed {
         .unwrap();
         let mut by_partition: BTreeMap<i64, Vec<(i64, i64)>> = BTreeMap::new();
         let mut listed: BTreeMap<String, usize> = BTreeMap::new();
+        // Claims only: `{start, 20 digits}.json` (not a replay's amendment beside one).
+        let claims: Vec<&Value> = claims
+            .iter()
+            .filter(|c| {
+                let name = c["key"].as_str().unwrap().rsplit('/').next().unwrap();
+                name.len() == 25 && name[..20].bytes().all(|b| b.is_ascii_digit())
+            })
+            .collect();
         for c in &claims {
             let b = &c["body"];
             by_partition
@@ -732,6 +740,28 @@ impl Testbed {
             String::from_utf8_lossy(&out.stderr)
         );
         stdout
+    }
+
+    /// Runs `lakesink verify --json {args…} --config {config}`: whether it passed (exit 0;
+    /// panics on any other exit than 0 or 1) and its report.
+    pub fn verify(&self, config: &Path, args: &[&str]) -> (bool, Value) {
+        let out = Command::new(&self.bin)
+            .args(["verify", "--json"])
+            .args(args)
+            .arg("--config")
+            .arg(config)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let code = out.status.code();
+        assert!(
+            matches!(code, Some(0 | 1)),
+            "lakesink verify exited {code:?}: {stderr}"
+        );
+        let report: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("verify --json printed no JSON ({e}): {stderr}"));
+        assert_eq!(report["ok"], code == Some(0), "{report}");
+        (code == Some(0), report)
     }
 
     /// Scrapes a daemon's `/metrics` and parses it with the Prometheus client's own

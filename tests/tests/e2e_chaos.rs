@@ -138,6 +138,8 @@ max_age = "700ms"
         tb.assert_exactly_once(&source, RECORDS, table);
     }
     let claims = tb.assert_bookkeeping(&bucket, &["cloudtrail", "by_region"], &topic, &ends);
+    let (ok, audit) = tb.verify(&config, &["--deep"]);
+    assert!(ok, "lakesink verify --deep after the kills: {audit:#}");
     let committed_before: i64 = before_final.values().sum();
     report(&format!(
         "e2e chaos (tansu + SeaweedFS): {RECORDS} records, {} SIGKILLs ({failpoint_kills} by failpoints, {after_claim_kills} of them between a claim and its objects, the others between upload and commit; {random_kills} at random moments); \

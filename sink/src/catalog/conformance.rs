@@ -41,6 +41,7 @@ pub fn partition(t: &CatalogTable, date: &str, hour: &str) -> NewPartition {
             key: format!("{path}/t+0+{:020}.json.gz", 0),
             records: 1,
             bytes: 100,
+            crc32: 0,
             min_event_micros: 0,
             max_event_micros: 0,
         }],

@@ -40,6 +40,8 @@ pub struct FileFacts {
     pub records: u64,
     /// Bytes of the object.
     pub bytes: u64,
+    /// CRC-32 (IEEE) of the object's bytes.
+    pub crc32: u32,
     /// Smallest and largest event time of its records, microseconds since the epoch (UTC).
     pub min_event_micros: i64,
     pub max_event_micros: i64,

@@ -335,6 +335,9 @@ pub struct TableSection {
     pub on_missing_timestamp: MissingTimestamp,
     /// Event times further than this ahead of the record's Kafka timestamp are not trusted.
     pub max_future_skew: Span,
+    /// How far behind the newest committed event time of its slowest Kafka partition the
+    /// table still expects records: its completeness watermark is that time minus this.
+    pub allowed_lateness: Span,
     /// What an unusable record (not a JSON object, not UTF-8, empty, too large) does: `fail`
     /// (stop with an error) or `dlq` (to the dead-letter destination).
     pub on_bad_record: BadRecord,
@@ -362,6 +365,7 @@ impl Default for TableSection {
             timezone: "UTC".into(),
             on_missing_timestamp: MissingTimestamp::Fail,
             max_future_skew: Span::secs(3600),
+            allowed_lateness: Span::secs(3600),
             on_bad_record: BadRecord::Fail,
             max_record_bytes: ByteSize::mib(10),
             compression_level: 6,

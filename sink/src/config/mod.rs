@@ -193,6 +193,8 @@ pub struct TablePlan {
     pub timezone: TimeZoneSpec,
     pub on_missing_timestamp: MissingTimestamp,
     pub max_future_skew: Duration,
+    /// See [`crate::watermark`].
+    pub allowed_lateness: Duration,
     pub compression_level: u32,
     pub rotate: RotateLimits,
     pub on_bad_record: BadRecord,

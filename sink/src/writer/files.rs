@@ -35,6 +35,9 @@ pub(super) struct OpenFile {
     pub(super) records: u64,
     /// Bytes handed to the upload as parts.
     pub(super) sent: u64,
+    /// CRC-32 of those bytes, continued over the tail at the close: the object's checksum
+    /// its claim records for `lakesink verify --deep`.
+    pub(super) crc: crc32fast::Hasher,
     /// What a dead letter needs of each row not settled yet (formats that check rows in
     /// batches: Parquet), whose bytes are in [`OpenFile::unsettled_bytes`]. Rows wait across
     /// consumer batches until [`settle_due`] or the segment is cut: Arrow then decodes them in
@@ -141,6 +144,7 @@ pub(super) fn open_file(
         upload: ObjectUpload::new(parsed),
         records: 0,
         sent: 0,
+        crc: crc32fast::Hasher::new(),
         unsettled: Vec::new(),
         unsettled_bytes: Vec::new(),
         charged: 0,
@@ -218,6 +222,7 @@ pub(super) fn recharge(ctx: &WriterCtx, f: &mut OpenFile, held: &mut usize) {
         *held -= part.len();
         f.charged -= part.len();
         f.sent += part.len() as u64;
+        f.crc.update(&part);
         f.upload.send_part(&ctx.rt, &ctx.store, &ctx.budget, part);
     }
 }
@@ -231,10 +236,12 @@ pub(super) fn close(
 ) -> Result<(ObjectUpload, Vec<u8>, FileFacts), WriteError> {
     let key = f.upload.key().to_string();
     let written_before = f.sent;
+    let mut crc = f.crc.clone();
     let tail = f.encoder.finish().map_err(|source| WriteError::Encode {
         key: key.clone(),
         source,
     })?;
+    crc.update(&tail);
     ctx.budget.charge(tail.len());
     ctx.budget.release(f.charged);
     *held = held.saturating_sub(f.charged);
@@ -242,6 +249,7 @@ pub(super) fn close(
         key,
         records: f.records,
         bytes: written_before + tail.len() as u64,
+        crc32: crc.finalize(),
         min_event_micros: f.min_event,
         max_event_micros: f.max_event,
     };

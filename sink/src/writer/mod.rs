@@ -607,10 +607,12 @@ impl PartitionWriter {
                 });
             }
         }
+        let mut dead_letters = Vec::new();
         for (_, f) in self.errors.drain() {
             let (upload, tail, facts) = close(ctx, f, &mut self.held)?;
             tracing::debug!(key = %facts.key, records = facts.records, "dead-letter file closed");
             files.push((upload, tail));
+            dead_letters.push(facts);
         }
         self.sealed.push_back(Sealed {
             start,
@@ -622,6 +624,7 @@ impl PartitionWriter {
             deliveries: std::mem::take(&mut self.deliveries),
             files,
             partitions,
+            dead_letters,
             records,
             bytes,
             reason,

@@ -10,8 +10,8 @@ use rdkafka::producer::DeliveryFuture;
 use tokio::runtime::Handle;
 
 use super::{Reread, WriteError, WriterCtx};
-use crate::catalog::{NewPartition, Registrar};
-use crate::claim::{Claim, ClaimError, Claims, Fingerprint, Outcome};
+use crate::catalog::{FileFacts, NewPartition, Registrar};
+use crate::claim::{Claim, ClaimError, ClaimedFile, Claims, Fingerprint, Outcome};
 use crate::commit::{OffsetLedger, Ticket, Tp};
 use crate::memory::Budget;
 use crate::rotate::CutReason;
@@ -34,6 +34,8 @@ pub(super) struct Sealed {
     /// Each file's upload and the bytes not sent yet.
     pub(super) files: Vec<(ObjectUpload, Vec<u8>)>,
     pub(super) partitions: Vec<NewPartition>,
+    /// Its dead-letter files in the store (`dead_letter.kind = "store"`).
+    pub(super) dead_letters: Vec<FileFacts>,
     pub(super) records: u64,
     pub(super) bytes: u64,
     pub(super) reason: CutReason,
@@ -155,6 +157,17 @@ impl Sealed {
             .map(|(u, _)| u.key().to_string())
             .collect();
         objects.sort_unstable();
+        let mut files: Vec<ClaimedFile> = self
+            .partitions
+            .iter()
+            .flat_map(|p| {
+                p.files
+                    .iter()
+                    .map(|f| ClaimedFile::of(f, Some((&p.table, &p.path))))
+            })
+            .chain(self.dead_letters.iter().map(|f| ClaimedFile::of(f, None)))
+            .collect();
+        files.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         Claim {
             topic: tp.topic.to_string(),
             partition: tp.partition,
@@ -171,6 +184,7 @@ impl Sealed {
                 .map(|f| f.max_event_micros)
                 .max(),
             objects,
+            files,
             writer: crate::claim::writer_id(),
         }
     }
@@ -219,6 +233,12 @@ impl Sealed {
         } else {
             files
         };
+        if outcome == Outcome::Matched {
+            // A replay: where its bytes differ from the claim's (Parquet row groups), say so
+            // before its objects replace the claimed ones.
+            let keys: Vec<String> = files.iter().map(|(u, _)| u.key().to_string()).collect();
+            d.claims.amend(&tp, &claim, &keys).await?;
+        }
         let mut uploads = futures::stream::iter(files.into_iter().map(|(upload, tail)| {
             let (d, tp) = (&d, &tp);
             async move {

@@ -1,0 +1,678 @@
+//! `lakesink verify`: proves from the lake itself that nothing is missing, and names what is.
+//!
+//! The claims are the lake's ledger of every segment (see [`crate::claim`]); since each now
+//! records its objects' sizes, record counts and CRC-32s, the store can be audited against
+//! them without trusting the daemon that wrote them:
+//!
+//! 1. **Offsets**: per Kafka partition and generation, the claims follow each other without a
+//!    gap or an overlap from the first claim on, and the newest generation's claims reach the
+//!    group's committed offset (every committed record is in a claimed segment).
+//! 2. **Objects**: every object a committed claim lists exists with the recorded size; with
+//!    `--deep` it is read back and its CRC-32 and record count compared too.
+//! 3. **Orphans**: no object in a table's directories that no claim lists (a stray upload, a
+//!    file of another writer, an object whose claim was deleted).
+//!
+//! The order of the reads makes a run against a lake that a daemon is writing sound: objects
+//! are listed first, committed offsets read next, claims last. An object visible to the listing
+//! was claimed before it was completed, so the later claim listing holds it (no false orphan);
+//! a claim whose end is at or below an offset committed before the listing had its objects
+//! completed before that commit (no false missing object). The one segment per partition that
+//! may be claimed and not committed is "in flight": its objects are not required.
+
+mod deep;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::fmt::Write;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+use serde::Serialize;
+
+use crate::claim::{Claim, ClaimError, ClaimedFile, Claims};
+use crate::commit::Tp;
+use crate::config::Plan;
+
+/// Objects checked at once (HEAD requests; `--deep` reads [`deep::READS`] at a time).
+const HEADS: usize = 32;
+
+/// Names the store uses for what is not data and that readers skip (seal manifests, Hadoop
+/// success markers): never orphans.
+const NOT_DATA: [&str; 2] = ["_lakesink_manifest.json", "_SUCCESS"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error(transparent)]
+    Claims(#[from] ClaimError),
+    #[error("listing {prefix}: {source}")]
+    List {
+        prefix: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("reading {key}: {source}")]
+    Read {
+        key: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("the committed offsets of {topic} could not be read: {message}")]
+    Offsets { topic: String, message: String },
+    #[error("no table named {0} in the config")]
+    NoSuchTable(String),
+}
+
+/// What to audit.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Only this table (and the topics it reads).
+    pub table: Option<String>,
+    /// Only objects whose records' event times overlap `[from, to)`, and orphans in their
+    /// directories (offsets are checked whole either way).
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    /// Read every object back: CRC-32 and record count.
+    pub deep: bool,
+}
+
+/// One thing found wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, PartialOrd, Ord)]
+pub struct Finding {
+    pub kind: Kind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u32>,
+    /// The Kafka offsets concerned, `[from, to)` (`from` absent: unknown).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offsets: Option<(Option<i64>, i64)>,
+    /// The object concerned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    pub detail: String,
+}
+
+/// Kinds of findings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// Offsets between two claims, or between the last claim and the committed offset, that no
+    /// claim covers: records that may be missing from the lake.
+    Gap,
+    /// Two claims covering the same offsets.
+    Overlap,
+    /// A committed claim lists an object the store does not have.
+    MissingObject,
+    /// An object's size differs from its claim's.
+    SizeMismatch,
+    /// `--deep`: an object's bytes differ from its claim's CRC-32.
+    ChecksumMismatch,
+    /// `--deep`: an object holds another number of records than its claim says.
+    RecordCountMismatch,
+    /// `--deep`: an object that cannot be decoded.
+    Unreadable,
+    /// An object in a table's directories that no claim lists.
+    Orphan,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Gap => "gap",
+            Kind::Overlap => "overlap",
+            Kind::MissingObject => "missing_object",
+            Kind::SizeMismatch => "size_mismatch",
+            Kind::ChecksumMismatch => "checksum_mismatch",
+            Kind::RecordCountMismatch => "record_count_mismatch",
+            Kind::Unreadable => "unreadable",
+            Kind::Orphan => "orphan",
+        }
+    }
+}
+
+/// What was looked at.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Checked {
+    pub tables: usize,
+    pub kafka_partitions: usize,
+    pub claims: usize,
+    /// Offsets the claims cover.
+    pub offsets: u64,
+    /// Objects listed by committed claims and checked, and their bytes.
+    pub objects: usize,
+    pub bytes: u64,
+    /// Objects of claims past the committed offset (in flight: not required yet).
+    pub in_flight: usize,
+    /// Objects listed by claims written before sizes were recorded (existence only).
+    pub without_facts: usize,
+    /// Objects found in the tables' directories.
+    pub listed: usize,
+    /// `--deep`: objects read back, their bytes and records.
+    pub deep_objects: usize,
+    pub deep_bytes: u64,
+    pub deep_records: u64,
+}
+
+/// The audit's result: `ok` only when nothing is wrong.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub ok: bool,
+    pub storage: String,
+    pub group: String,
+    pub deep: bool,
+    pub checked: Checked,
+    pub findings: Vec<Finding>,
+}
+
+impl Report {
+    /// The text report: one line per finding, then the counts.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for f in &self.findings {
+            let _ = write!(out, "FAULT {:<21}", f.kind.as_str());
+            if let Some(t) = &f.table {
+                let _ = write!(out, " table={t}");
+            }
+            if let (Some(t), Some(p)) = (&f.topic, f.partition) {
+                let _ = write!(out, " topic={t} partition={p}");
+            }
+            if let Some(g) = f.generation.filter(|g| *g > 0) {
+                let _ = write!(out, " generation={g}");
+            }
+            if let Some((from, to)) = f.offsets {
+                match from {
+                    Some(from) => {
+                        let _ = write!(out, " offsets={from}..{to}");
+                    }
+                    None => {
+                        let _ = write!(out, " offsets=..{to}");
+                    }
+                }
+            }
+            if let Some(k) = &f.key {
+                let _ = write!(out, " key={k}");
+            }
+            let _ = writeln!(out, ": {}", f.detail);
+        }
+        let c = &self.checked;
+        let _ = write!(
+            out,
+            "verify {}: {} table(s), {} Kafka partition(s), {} claim(s) covering {} offsets, {} object(s) ({} bytes) checked, {} in flight, {} in the tables' directories",
+            self.storage, c.tables, c.kafka_partitions, c.claims, c.offsets, c.objects, c.bytes, c.in_flight, c.listed
+        );
+        if c.without_facts > 0 {
+            let _ = write!(
+                out,
+                ", {} from claims without sizes (existence only)",
+                c.without_facts
+            );
+        }
+        if self.deep {
+            let _ = write!(
+                out,
+                "; deep: {} object(s), {} bytes, {} records read back",
+                c.deep_objects, c.deep_bytes, c.deep_records
+            );
+        }
+        let _ = writeln!(out);
+        if self.ok {
+            let _ = writeln!(out, "OK: nothing missing, nothing extra");
+        } else {
+            let _ = writeln!(out, "FAILED: {} finding(s)", self.findings.len());
+        }
+        out
+    }
+}
+
+/// One object a committed claim requires, with where it came from.
+struct Required {
+    tp: Tp,
+    claim: (i64, i64),
+    generation: u32,
+    /// What the claim says of it, then what amendments say (a replay's other bytes, see
+    /// [`Claims::amend`]); empty for an older claim that only named it.
+    versions: Vec<ClaimedFile>,
+    key: String,
+}
+
+impl Required {
+    fn table(&self) -> Option<String> {
+        self.versions.first().and_then(|f| f.table.clone())
+    }
+}
+
+/// Audits the lake of `plan`; see the module docs.
+pub async fn verify(plan: &Plan, options: &Options) -> Result<Report, crate::Error> {
+    let lake = crate::storage::open(&plan.storage)?;
+    let tables: Vec<Scope> = match &options.table {
+        Some(name) => vec![plan
+            .tables
+            .iter()
+            .find(|t| &t.name == name)
+            .ok_or_else(|| VerifyError::NoSuchTable(name.clone()))?],
+        None => plan.tables.iter().collect(),
+    }
+    .into_iter()
+    .map(|t| Scope {
+        name: t.name.clone(),
+        topics: t.topics.clone(),
+    })
+    .collect();
+    let mut topics: Vec<String> = tables.iter().flat_map(|t| t.topics.clone()).collect();
+    topics.sort();
+    topics.dedup();
+    let mut report = audit(
+        &lake.store,
+        lake.root.as_ref(),
+        &tables,
+        committed_offsets(plan, &topics),
+        options,
+    )
+    .await?;
+    report.storage = lake.url;
+    report.group = plan.kafka.group_id.clone();
+    Ok(report)
+}
+
+/// A table audited: its name (its directory below the root) and its topics.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    pub name: String,
+    pub topics: Vec<String>,
+}
+
+/// The audit of the lake at `root` in `store`; `committed` reads the group's committed offsets
+/// (after the objects are listed, before the claims are: see the module docs).
+pub async fn audit<F>(
+    store: &Arc<dyn ObjectStore>,
+    root: &str,
+    tables: &[Scope],
+    committed: F,
+    options: &Options,
+) -> Result<Report, crate::Error>
+where
+    F: std::future::Future<Output = Result<BTreeMap<(String, i32), Option<i64>>, crate::Error>>,
+{
+    let root = root.trim_matches('/').to_string();
+    let under = |rel: &str| {
+        if root.is_empty() {
+            rel.to_string()
+        } else {
+            format!("{root}/{rel}")
+        }
+    };
+    let mut checked = Checked {
+        tables: tables.len(),
+        ..Checked::default()
+    };
+    let mut findings = Vec::new();
+
+    // 1. Objects first (see the module docs for the order).
+    let mut listed: BTreeMap<String, (String, u64)> = BTreeMap::new(); // key → (table, size)
+    for table in tables {
+        for m in list(store, &under(&table.name)).await? {
+            if m.location.filename().is_some_and(|n| NOT_DATA.contains(&n)) {
+                continue;
+            }
+            listed.insert(m.location.to_string(), (table.name.clone(), m.size));
+        }
+    }
+    checked.listed = listed.len();
+
+    // 2. Committed offsets.
+    let mut topics: Vec<String> = tables.iter().flat_map(|t| t.topics.clone()).collect();
+    topics.sort();
+    topics.dedup();
+    let committed = committed.await?;
+
+    // 3. Claims, per Kafka partition (those Kafka has and those only the claims remember).
+    let claims = Claims::new(store.clone(), &root);
+    let in_scope = |f: &ClaimedFile| -> bool {
+        match &f.table {
+            Some(t) => tables.iter().any(|p| &p.name == t),
+            None => options.table.is_none(),
+        }
+    };
+    let mut claimed: HashSet<String> = HashSet::new();
+    let mut required: Vec<Required> = Vec::new();
+    for topic in &topics {
+        let mut partitions: BTreeSet<i32> = claims
+            .partitions(topic)
+            .await
+            .map_err(VerifyError::from)?
+            .into_iter()
+            .collect();
+        partitions.extend(
+            committed
+                .keys()
+                .filter(|(t, _)| t == topic)
+                .map(|(_, p)| *p),
+        );
+        for partition in partitions {
+            checked.kafka_partitions += 1;
+            let tp = Tp::new(topic, partition);
+            let generations = claims.all(&tp).await.map_err(VerifyError::from)?;
+            let newest = generations.last().map_or(0, |(g, _)| *g);
+            let commit = committed
+                .get(&(topic.clone(), partition))
+                .copied()
+                .flatten();
+            for (generation, list) in &generations {
+                checked.claims += list.len();
+                let amended = claims
+                    .amendments(&tp, *generation)
+                    .await
+                    .map_err(VerifyError::from)?;
+                let commit = commit.filter(|_| *generation == newest);
+                offsets(&tp, *generation, list, commit, &mut findings, &mut checked);
+                for c in list {
+                    let done = commit.is_some_and(|o| c.end <= o) || *generation < newest;
+                    collect(
+                        &tp,
+                        *generation,
+                        c,
+                        &amended,
+                        done,
+                        &in_scope,
+                        &mut claimed,
+                        &mut required,
+                        &mut checked,
+                    );
+                }
+            }
+        }
+    }
+
+    // 4. Objects of committed claims: present, of their size (and --deep, their bytes).
+    let window = |v: &[ClaimedFile]| match (v.first(), options.from, options.to) {
+        (Some(f), from, to) => {
+            let (lo, hi) = (f.min_event_micros, f.max_event_micros);
+            from.is_none_or(|from| hi.is_none_or(|hi| hi >= from.timestamp_micros()))
+                && to.is_none_or(|to| lo.is_none_or(|lo| lo < to.timestamp_micros()))
+        }
+        (None, _, _) => true,
+    };
+    required.retain(|r| window(&r.versions));
+    let listed_ref = &listed;
+    let heads = futures::stream::iter(required.iter().map(|r| {
+        let store = store.clone();
+        async move {
+            let sized = listed_ref.get(&r.key).map(|(_, size)| *size);
+            match sized {
+                Some(size) => Ok::<_, VerifyError>(Some(size)),
+                // Not under a table's directory (dead letters), or listed before it was
+                // completed: ask for it.
+                None => match store.head(&Path::from(r.key.as_str())).await {
+                    Ok(m) => Ok(Some(m.size)),
+                    Err(object_store::Error::NotFound { .. }) => Ok(None),
+                    Err(source) => Err(VerifyError::Read {
+                        key: r.key.clone(),
+                        source,
+                    }),
+                },
+            }
+        }
+    }))
+    .buffered(HEADS)
+    .try_collect::<Vec<_>>()
+    .await?;
+    let mut to_read = Vec::new();
+    for (r, size) in required.iter().zip(heads) {
+        checked.objects += 1;
+        let finding = |kind, detail: String| Finding {
+            kind,
+            table: r.table(),
+            topic: Some(r.tp.topic.to_string()),
+            partition: Some(r.tp.partition),
+            generation: Some(r.generation),
+            offsets: Some((Some(r.claim.0), r.claim.1)),
+            key: Some(r.key.clone()),
+            detail,
+        };
+        let Some(size) = size else {
+            findings.push(finding(
+                Kind::MissingObject,
+                "the segment's claim lists it and its offsets are committed, but the store has no such object".into(),
+            ));
+            continue;
+        };
+        checked.bytes += size;
+        let sized: Vec<&ClaimedFile> = r.versions.iter().filter(|f| f.bytes == size).collect();
+        if sized.is_empty() && !r.versions.is_empty() {
+            let claimed: Vec<String> = r.versions.iter().map(|f| f.bytes.to_string()).collect();
+            findings.push(finding(
+                Kind::SizeMismatch,
+                format!(
+                    "{size} bytes in the store, {} in the claim",
+                    claimed.join(" or ")
+                ),
+            ));
+        } else if options.deep && !sized.is_empty() {
+            to_read.push((r, sized));
+        }
+    }
+    if options.deep {
+        let read = deep::check(store, &to_read, &mut checked).await?;
+        for (r, kind, detail) in read {
+            findings.push(Finding {
+                kind,
+                table: r.table(),
+                topic: Some(r.tp.topic.to_string()),
+                partition: Some(r.tp.partition),
+                generation: Some(r.generation),
+                offsets: Some((Some(r.claim.0), r.claim.1)),
+                key: Some(r.key.clone()),
+                detail,
+            });
+        }
+    }
+
+    // 5. Orphans: objects in the tables' directories no claim lists. With a time window, only
+    // in the directories of the window's objects.
+    let dirs: Option<BTreeSet<&str>> =
+        (options.from.is_some() || options.to.is_some()).then(|| {
+            required
+                .iter()
+                .filter_map(|r| r.key.rsplit_once('/'))
+                .map(|(d, _)| d)
+                .collect()
+        });
+    for (key, (table, size)) in &listed {
+        if claimed.contains(key) {
+            continue;
+        }
+        if let Some(dirs) = &dirs {
+            if !key.rsplit_once('/').is_some_and(|(d, _)| dirs.contains(d)) {
+                continue;
+            }
+        }
+        findings.push(Finding {
+            kind: Kind::Orphan,
+            table: Some(table.clone()),
+            topic: None,
+            partition: None,
+            generation: None,
+            offsets: None,
+            key: Some(key.clone()),
+            detail: format!("{size} bytes that no segment claim lists: not written by this lake's daemon, or its claim is gone"),
+        });
+    }
+    findings.sort();
+    Ok(Report {
+        ok: findings.is_empty(),
+        storage: String::new(),
+        group: String::new(),
+        deep: options.deep,
+        checked,
+        findings,
+    })
+}
+
+/// Checks that one generation's claims follow each other, and (the newest generation) reach
+/// the committed offset.
+fn offsets(
+    tp: &Tp,
+    generation: u32,
+    list: &[Claim],
+    committed: Option<i64>,
+    findings: &mut Vec<Finding>,
+    checked: &mut Checked,
+) {
+    let finding = |kind, offsets, detail| Finding {
+        kind,
+        table: None,
+        topic: Some(tp.topic.to_string()),
+        partition: Some(tp.partition),
+        generation: Some(generation),
+        offsets: Some(offsets),
+        key: None,
+        detail,
+    };
+    let mut end: Option<i64> = None;
+    for c in list {
+        checked.offsets += (c.end - c.start).max(0) as u64;
+        match end {
+            Some(e) if c.start > e => findings.push(finding(
+                Kind::Gap,
+                (Some(e), c.start),
+                format!("no segment claim covers these offsets (the claim before ends at {e}, the next starts at {})", c.start),
+            )),
+            Some(e) if c.start < e => findings.push(finding(
+                Kind::Overlap,
+                (Some(c.start), e),
+                format!("two segment claims cover these offsets (one ends at {e}, the next starts at {})", c.start),
+            )),
+            _ => {}
+        }
+        end = Some(end.map_or(c.end, |e| e.max(c.end)));
+    }
+    if let Some(committed) = committed {
+        match end {
+            Some(e) if e < committed => findings.push(finding(
+                Kind::Gap,
+                (Some(e), committed),
+                format!("the group committed offset {committed} but the last segment claim ends at {e}: these committed records are in no claimed segment"),
+            )),
+            None if committed > 0 => findings.push(finding(
+                Kind::Gap,
+                (None, committed),
+                format!("the group committed offset {committed} but the partition has no segment claim"),
+            )),
+            _ => {}
+        }
+    }
+}
+
+/// Adds a claim's objects to those the store must have (a committed claim) or may have (in
+/// flight).
+#[allow(clippy::too_many_arguments)]
+fn collect(
+    tp: &Tp,
+    generation: u32,
+    c: &Claim,
+    amended: &[(i64, ClaimedFile)],
+    done: bool,
+    in_scope: &dyn Fn(&ClaimedFile) -> bool,
+    claimed: &mut HashSet<String>,
+    required: &mut Vec<Required>,
+    checked: &mut Checked,
+) {
+    let mut facts: HashMap<&str, &ClaimedFile> =
+        c.files.iter().map(|f| (f.key.as_str(), f)).collect();
+    for key in &c.objects {
+        claimed.insert(key.clone());
+        let file = facts.remove(key.as_str());
+        if file.is_some_and(|f| !in_scope(f)) {
+            continue;
+        }
+        if !done {
+            checked.in_flight += 1;
+            continue;
+        }
+        let Some(file) = file else {
+            checked.without_facts += 1;
+            required.push(Required {
+                tp: tp.clone(),
+                claim: (c.start, c.end),
+                generation,
+                versions: Vec::new(),
+                key: key.clone(),
+            });
+            continue;
+        };
+        let mut versions = vec![file.clone()];
+        versions.extend(
+            amended
+                .iter()
+                .filter(|(start, f)| *start == c.start && &f.key == key)
+                .map(|(_, f)| f.clone()),
+        );
+        required.push(Required {
+            tp: tp.clone(),
+            claim: (c.start, c.end),
+            generation,
+            versions,
+            key: key.clone(),
+        });
+    }
+}
+
+/// Every object below `prefix` (a directory).
+async fn list(
+    store: &Arc<dyn ObjectStore>,
+    prefix: &str,
+) -> Result<Vec<object_store::ObjectMeta>, VerifyError> {
+    let p = Path::from(prefix);
+    store
+        .list(Some(&p))
+        .try_collect()
+        .await
+        .map_err(|source| VerifyError::List {
+            prefix: prefix.to_string(),
+            source,
+        })
+}
+
+/// The group's committed offset of every partition of `topics` (`None`: nothing committed).
+async fn committed_offsets(
+    plan: &Plan,
+    topics: &[String],
+) -> Result<BTreeMap<(String, i32), Option<i64>>, crate::Error> {
+    let mut out = BTreeMap::new();
+    for (topic, parts) in crate::status::kafka_side(plan, topics.to_vec()).await? {
+        for p in parts {
+            if let Some(message) = p.error.filter(|e| e.starts_with("committed")) {
+                return Err(VerifyError::Offsets { topic, message }.into());
+            }
+            out.insert((topic.clone(), p.partition), p.committed);
+        }
+    }
+    Ok(out)
+}
+
+/// Parses a `--from`/`--to` time: RFC 3339, or `YYYY-MM-DD`, `YYYY-MM-DDTHH`,
+/// `YYYY-MM-DDTHH:MM` (UTC).
+pub fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    let padded = match s.len() {
+        10 => format!("{s}T00:00"),
+        13 => format!("{s}:00"),
+        _ => s.to_string(),
+    };
+    chrono::NaiveDateTime::parse_from_str(&padded, "%Y-%m-%dT%H:%M")
+        .map(|t| t.and_utc())
+        .map_err(|_| {
+            format!("{s:?} is not a time: use RFC 3339 (2024-01-02T03:00:00Z) or 2024-01-02, 2024-01-02T03, 2024-01-02T03:04 (UTC)")
+        })
+}
+
+#[cfg(test)]
+mod tests;
