@@ -50,6 +50,7 @@ pub mod retry;
 pub mod rotate;
 pub mod route;
 pub mod schemas;
+pub mod seal;
 pub mod stats;
 pub mod status;
 pub mod storage;

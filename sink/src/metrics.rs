@@ -65,6 +65,8 @@ pub struct Metrics {
     /// The event time below which a table expects no more records ([`crate::watermark`]),
     /// seconds; absent while it is unknown.
     pub completeness_watermark: Family<Labels, FloatGauge>,
+    /// Seal generations this instance wrote, by table.
+    pub partitions_sealed: Family<Labels, Counter>,
     pub health: Health,
 }
 
@@ -97,6 +99,7 @@ impl Default for Metrics {
             event_time_watermark: Family::default(),
             watermark_micros: Mutex::default(),
             completeness_watermark: Family::default(),
+            partitions_sealed: Family::default(),
             health: Health::default(),
         };
         // (Counters get their `_total` suffix from the encoder.)
@@ -202,6 +205,11 @@ impl Default for Metrics {
             "completeness_watermark_seconds",
             "Event time below which a table expects no more records: its slowest Kafka partition's newest committed event time minus allowed_lateness (Unix time)",
             m.completeness_watermark.clone(),
+        );
+        r.register(
+            "partitions_sealed",
+            "Partition seals written (a re-seal after late records counts again), by table",
+            m.partitions_sealed.clone(),
         );
         Metrics { registry: r, ..m }
     }

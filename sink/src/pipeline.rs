@@ -33,9 +33,6 @@ pub struct Summary {
 
 /// Runs the daemon until `control` says stop (or, with `exit_when_caught_up`, until every
 /// assigned partition is consumed to its end), then drains: uploads and commits everything.
-/// How often the daemon recomputes the tables' completeness watermarks.
-const WATERMARK_EVERY: Duration = Duration::from_secs(10);
-
 pub async fn run(
     mut plan: Plan,
     control: Arc<Control>,
@@ -100,12 +97,20 @@ pub async fn run(
         }
     }
 
-    // The tables' completeness watermarks, for `/metrics`.
-    let _watermarks = AbortOnDrop(Some(tokio::spawn(crate::watermark::publish(
+    // The tables' completeness watermarks, for `/metrics`, and the seals that are due.
+    let sealer = crate::seal::Sealer::new(
+        &plan,
+        lake.store.clone(),
+        lake.root.as_ref(),
+        crate::catalog::open(&plan)?,
+        crate::catalog::tables(&plan, &lake.url),
+        stats.metrics.clone(),
+    );
+    let _sealing = AbortOnDrop(Some(tokio::spawn(crate::seal::run(
         plan.clone(),
         claims.clone(),
+        sealer,
         stats.metrics.clone(),
-        WATERMARK_EVERY,
     ))));
 
     let ctx = Arc::new(WriterCtx {

@@ -68,8 +68,19 @@ struct Folded {
     next: i64,
     /// Per table, the newest event time of committed segments.
     newest: HashMap<String, i64>,
-    /// Claims not committed yet: their end and their newest event time per table.
-    pending: Vec<(i64, Vec<(String, i64)>)>,
+    /// Claims not committed yet.
+    pending: Vec<Claim>,
+}
+
+/// An object of a committed segment, for the sealer ([`Tracker::collecting`]).
+#[derive(Debug, Clone)]
+pub struct CommittedFile {
+    pub tp: Tp,
+    pub generation: u32,
+    /// The segment's offsets.
+    pub start: i64,
+    pub end: i64,
+    pub file: crate::claim::ClaimedFile,
 }
 
 /// Per table, the newest event time of a claim's records: from its files, or (a claim written
@@ -99,6 +110,9 @@ fn newest_by_table(c: &Claim, tables: &[String]) -> Vec<(String, i64)> {
 pub struct Tracker {
     claims: std::sync::Arc<Claims>,
     parts: HashMap<Tp, Folded>,
+    /// With [`Tracker::collecting`]: the data files of segments committed since the last
+    /// [`Tracker::take_committed`].
+    committed: Option<Vec<CommittedFile>>,
 }
 
 impl Tracker {
@@ -106,7 +120,24 @@ impl Tracker {
         Tracker {
             claims,
             parts: HashMap::new(),
+            committed: None,
         }
+    }
+
+    /// A tracker that also keeps the files of the segments it sees committed, for the sealer.
+    pub fn collecting(claims: std::sync::Arc<Claims>) -> Tracker {
+        Tracker {
+            committed: Some(Vec::new()),
+            ..Tracker::new(claims)
+        }
+    }
+
+    /// The data files of the segments committed since the last call.
+    pub fn take_committed(&mut self) -> Vec<CommittedFile> {
+        self.committed
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// The newest event time per table of `tp`'s committed segments, once claims up to
@@ -119,25 +150,36 @@ impl Tracker {
     ) -> Result<&HashMap<String, i64>, ClaimError> {
         let generation = self.claims.newest_generation(tp).await?;
         let f = self.parts.entry(tp.clone()).or_default();
+        let mut done = Vec::new();
         if generation != f.generation {
             // A new incarnation of the topic: the committed offset is of its claims; what the
-            // earlier ones landed stays counted.
-            for (_, by_table) in f.pending.drain(..) {
-                fold(&mut f.newest, &by_table);
-            }
+            // earlier ones landed counts as committed.
+            done.append(&mut f.pending);
             f.generation = generation;
             f.next = 0;
         }
         for c in self.claims.from(tp, generation, f.next).await? {
             f.next = f.next.max(c.start + 1);
-            f.pending.push((c.end, newest_by_table(&c, tables)));
+            f.pending.push(c);
         }
         let committed = committed.unwrap_or(i64::MIN);
-        let (done, pending): (Vec<_>, Vec<_>) =
-            f.pending.drain(..).partition(|(end, _)| *end <= committed);
+        let (now, pending): (Vec<_>, Vec<_>) =
+            f.pending.drain(..).partition(|c| c.end <= committed);
         f.pending = pending;
-        for (_, by_table) in done {
-            fold(&mut f.newest, &by_table);
+        done.extend(now);
+        for c in done {
+            fold(&mut f.newest, &newest_by_table(&c, tables));
+            if let Some(out) = &mut self.committed {
+                out.extend(c.files.iter().filter(|f| f.table.is_some()).map(|file| {
+                    CommittedFile {
+                        tp: tp.clone(),
+                        generation: c.generation,
+                        start: c.start,
+                        end: c.end,
+                        file: file.clone(),
+                    }
+                }));
+            }
         }
         Ok(&f.newest)
     }
@@ -188,48 +230,6 @@ pub async fn compute(
             (t.name.clone(), w)
         })
         .collect())
-}
-
-/// Recomputes the watermarks every `every` and sets `lakesink_completeness_watermark_seconds`
-/// (the daemon's task; a failed round is logged and retried at the next).
-pub async fn publish(
-    plan: crate::Plan,
-    claims: std::sync::Arc<Claims>,
-    metrics: std::sync::Arc<crate::metrics::Metrics>,
-    every: Duration,
-) {
-    let mut tracker = Tracker::new(claims);
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut failing = false;
-    loop {
-        tick.tick().await;
-        match compute(&plan, &mut tracker).await {
-            Ok(tables) => {
-                failing = false;
-                for (table, w) in tables {
-                    let l =
-                        crate::metrics::labels([("table", &std::sync::Arc::from(table.as_str()))]);
-                    match w {
-                        Some(us) => {
-                            metrics
-                                .completeness_watermark
-                                .get_or_create(&l)
-                                .set(us as f64 / 1e6);
-                        }
-                        None => {
-                            metrics.completeness_watermark.remove(&l);
-                        }
-                    }
-                }
-            }
-            Err(e) if !failing => {
-                failing = true;
-                tracing::warn!(error = %e, "could not compute the tables' watermarks; trying again");
-            }
-            Err(_) => {}
-        }
-    }
 }
 
 fn fold(newest: &mut HashMap<String, i64>, by_table: &[(String, i64)]) {

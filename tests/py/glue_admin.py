@@ -25,6 +25,7 @@ if cmd == "partitions":
                 "location": sd.get("Location"),
                 "serde": sd.get("SerdeInfo", {}).get("SerializationLibrary"),
                 "input_format": sd.get("InputFormat"),
+                "parameters": p.get("Parameters", {}),
             })
     print(json.dumps(out))
 elif cmd == "table":

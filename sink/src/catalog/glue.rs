@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 
 use super::{
     http_error, sigv4, transport_error, Catalog, CatalogError, CatalogTable, NewPartition,
+    SealedPartition,
 };
 use crate::config::{Format, GluePlan};
 
@@ -364,6 +365,41 @@ impl Catalog for Glue {
                     );
                 }
             }
+            Ok(())
+        })
+    }
+
+    fn seal<'a>(
+        &'a self,
+        t: &'a CatalogTable,
+        s: &'a SealedPartition,
+    ) -> BoxFuture<'a, Result<(), CatalogError>> {
+        Box::pin(async move {
+            let values = s.values();
+            let what = format!("UpdatePartition {}.{} {}", t.database, t.table, s.path);
+            let got = self
+                .call(
+                    "GetPartition",
+                    json!({"DatabaseName": t.database, "TableName": t.table, "PartitionValues": values}),
+                )
+                .await?
+                .map_err(|f| f.refused(&what))?;
+            let p = &got["Partition"];
+            let mut parameters = p["Parameters"].as_object().cloned().unwrap_or_default();
+            for (k, v) in s.parameters() {
+                parameters.insert(k.to_string(), json!(v));
+            }
+            let input = json!({
+                "Values": values,
+                "StorageDescriptor": p["StorageDescriptor"],
+                "Parameters": parameters,
+            });
+            self.call(
+                "UpdatePartition",
+                json!({"DatabaseName": t.database, "TableName": t.table, "PartitionValueList": values, "PartitionInput": input}),
+            )
+            .await?
+            .map_err(|f| f.refused(&what))?;
             Ok(())
         })
     }

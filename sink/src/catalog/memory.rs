@@ -8,15 +8,18 @@ use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
 
-use super::{Catalog, CatalogError, CatalogTable, NewPartition};
+use super::{Catalog, CatalogError, CatalogTable, NewPartition, SealedPartition};
 
 /// Partition paths by `(database, table)`.
 type Tables = BTreeMap<(String, String), BTreeSet<String>>;
+/// Seal generations by `(database, table, path)`.
+type Seals = BTreeMap<(String, String, String), u32>;
 
 /// Tables by `(database, table)`, each with its partition paths. Clones share them.
 #[derive(Debug, Default, Clone)]
 pub struct MemoryCatalog {
     tables: Arc<Mutex<Tables>>,
+    sealed: Arc<Mutex<Seals>>,
     down: Arc<AtomicBool>,
 }
 
@@ -24,6 +27,11 @@ impl MemoryCatalog {
     /// While `down`, every call fails as unreachable.
     pub fn set_down(&self, down: bool) {
         self.down.store(down, Ordering::SeqCst);
+    }
+
+    /// The seal generation each sealed partition was told of.
+    pub fn seals(&self) -> Seals {
+        self.sealed.lock().expect("catalog lock").clone()
     }
 
     fn reachable(&self) -> Result<(), CatalogError> {
@@ -82,6 +90,33 @@ impl Catalog for MemoryCatalog {
                     message: "no such table".into(),
                 })?;
             have.extend(partitions.iter().map(|p| p.path.clone()));
+            Ok(())
+        })
+    }
+
+    fn seal<'a>(
+        &'a self,
+        t: &'a CatalogTable,
+        s: &'a SealedPartition,
+    ) -> BoxFuture<'a, Result<(), CatalogError>> {
+        Box::pin(async move {
+            self.reachable()?;
+            let tables = self.tables.lock().expect("catalog lock");
+            if !tables
+                .get(&(t.database.clone(), t.table.clone()))
+                .is_some_and(|paths| paths.contains(&s.path))
+            {
+                return Err(CatalogError::Refused {
+                    catalog: "memory",
+                    what: format!("partition {}.{} {}", t.database, t.table, s.path),
+                    message: "no such partition".into(),
+                });
+            }
+            let mut sealed = self.sealed.lock().expect("catalog lock");
+            let g = sealed
+                .entry((t.database.clone(), t.table.clone(), s.path.clone()))
+                .or_default();
+            *g = (*g).max(s.generation);
             Ok(())
         })
     }

@@ -65,11 +65,22 @@ impl NewPartition {
     /// path's `region=us%2Feast`), as Hive registers them. A query filtering on the real value
     /// then finds the partition, and `MSCK REPAIR` or a crawler sees it as the same one.
     pub fn values(&self) -> Vec<String> {
-        self.path
-            .split('/')
-            .map(|seg| seg.split_once('=').map_or(seg, |(_, v)| v))
-            .map(crate::route::escape::unescape_partition_value)
-            .collect()
+        partition_values(&self.path)
+    }
+}
+
+/// The partition values of a Hive path, unescaped (see [`NewPartition::values`]).
+pub fn partition_values(path: &str) -> Vec<String> {
+    path.split('/')
+        .map(|seg| seg.split_once('=').map_or(seg, |(_, v)| v))
+        .map(crate::route::escape::unescape_partition_value)
+        .collect()
+}
+
+impl SealedPartition {
+    /// Its partition values (see [`NewPartition::values`]).
+    pub fn values(&self) -> Vec<String> {
+        partition_values(&self.path)
     }
 }
 
@@ -141,6 +152,49 @@ pub trait Catalog: Send + Sync {
         table: &'a CatalogTable,
         partitions: &'a [&'a NewPartition],
     ) -> BoxFuture<'a, Result<(), CatalogError>>;
+
+    /// Tells of a sealed partition (registered before). Called again for the same generation
+    /// after a crash, so it must be idempotent. A catalog with nothing to record does nothing.
+    fn seal<'a>(
+        &'a self,
+        _table: &'a CatalogTable,
+        _sealed: &'a SealedPartition,
+    ) -> BoxFuture<'a, Result<(), CatalogError>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// A partition sealed ([`crate::seal`]), as the catalog is told of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SealedPartition {
+    /// The Hive path below the table.
+    pub path: String,
+    pub location: String,
+    /// 1 for the first seal, one more for each re-seal.
+    pub generation: u32,
+    pub records: u64,
+    pub bytes: u64,
+    pub files: usize,
+    /// The table's watermark when it was sealed (RFC 3339).
+    pub watermark: String,
+    /// The manifest copy's key, and the manifest itself.
+    pub manifest_key: String,
+    pub manifest: serde_json::Value,
+}
+
+impl SealedPartition {
+    /// The partition parameters Glue and Hive record: `lakesink.sealed`, `lakesink.records`,
+    /// `lakesink.watermark` (and the generation and manifest).
+    pub fn parameters(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("lakesink.sealed", "true".into()),
+            ("lakesink.seal_generation", self.generation.to_string()),
+            ("lakesink.records", self.records.to_string()),
+            ("lakesink.files", self.files.to_string()),
+            ("lakesink.watermark", self.watermark.clone()),
+            ("lakesink.manifest", self.manifest_key.clone()),
+        ]
+    }
 }
 
 /// `kind = "none"`: nothing to tell.

@@ -17,7 +17,10 @@ use aws_lc_rs::{digest, hmac};
 use futures::future::BoxFuture;
 use serde_json::json;
 
-use super::{hex, http_error, transport_error, Catalog, CatalogError, CatalogTable, NewPartition};
+use super::{
+    hex, http_error, transport_error, Catalog, CatalogError, CatalogTable, NewPartition,
+    SealedPartition,
+};
 use crate::config::WebhookPlan;
 
 const KIND: &str = "webhook";
@@ -48,14 +51,19 @@ impl Webhook {
         })
     }
 
-    async fn post(&self, t: &CatalogTable, p: &NewPartition) -> Result<(), CatalogError> {
-        let body = serde_json::to_vec(&document(t, p)).expect("JSON");
-        let what = format!("POST {} for {}/{}", self.url, t.name, p.path);
+    async fn post(
+        &self,
+        document: &serde_json::Value,
+        what: String,
+        idempotency: String,
+    ) -> Result<(), CatalogError> {
+        let body = serde_json::to_vec(document).expect("JSON");
+        let what = format!("POST {} for {what}", self.url);
         let mut req = self
             .http
             .post(self.url.clone())
             .header("content-type", "application/json")
-            .header("idempotency-key", idempotency_key(&t.name, &p.path));
+            .header("idempotency-key", idempotency);
         if let Some(key) = &self.key {
             req = req.header(SIGNATURE_HEADER, signature(key, &body));
         }
@@ -130,11 +138,47 @@ impl Catalog for Webhook {
     ) -> BoxFuture<'a, Result<(), CatalogError>> {
         Box::pin(async move {
             for p in partitions {
-                self.post(t, p).await?;
+                let what = format!("{}/{}", t.name, p.path);
+                self.post(&document(t, p), what, idempotency_key(&t.name, &p.path))
+                    .await?;
             }
             Ok(())
         })
     }
+
+    fn seal<'a>(
+        &'a self,
+        t: &'a CatalogTable,
+        s: &'a SealedPartition,
+    ) -> BoxFuture<'a, Result<(), CatalogError>> {
+        Box::pin(async move {
+            let what = format!(
+                "the seal of {}/{} (generation {})",
+                t.name, s.path, s.generation
+            );
+            let key = idempotency_key(&t.name, &format!("{}#sealed/{}", s.path, s.generation));
+            self.post(&sealed_document(t, s), what, key).await
+        })
+    }
+}
+
+/// The JSON document of a sealed partition: `"event": "sealed"`, its generation, records,
+/// watermark and manifest (every object with its offsets).
+pub fn sealed_document(t: &CatalogTable, s: &SealedPartition) -> serde_json::Value {
+    json!({
+        "event": "sealed",
+        "table": t.name,
+        "catalog_table": t.table,
+        "path": s.path,
+        "location": s.location,
+        "generation": s.generation,
+        "records": s.records,
+        "bytes": s.bytes,
+        "files": s.files,
+        "watermark": s.watermark,
+        "manifest_key": s.manifest_key,
+        "manifest": s.manifest,
+    })
 }
 
 #[cfg(test)]

@@ -338,6 +338,9 @@ pub struct TableSection {
     /// How far behind the newest committed event time of its slowest Kafka partition the
     /// table still expects records: its completeness watermark is that time minus this.
     pub allowed_lateness: Span,
+    /// Seal each partition once its time span ends below the watermark: a manifest of its
+    /// objects, `_SUCCESS`, and the catalog told (see `docs/DESIGN.md`, "Sealing").
+    pub seal: bool,
     /// What an unusable record (not a JSON object, not UTF-8, empty, too large) does: `fail`
     /// (stop with an error) or `dlq` (to the dead-letter destination).
     pub on_bad_record: BadRecord,
@@ -366,6 +369,7 @@ impl Default for TableSection {
             on_missing_timestamp: MissingTimestamp::Fail,
             max_future_skew: Span::secs(3600),
             allowed_lateness: Span::secs(3600),
+            seal: false,
             on_bad_record: BadRecord::Fail,
             max_record_bytes: ByteSize::mib(10),
             compression_level: 6,

@@ -195,6 +195,8 @@ pub struct TablePlan {
     pub max_future_skew: Duration,
     /// See [`crate::watermark`].
     pub allowed_lateness: Duration,
+    /// Whether its partitions are sealed ([`crate::seal`]).
+    pub seal: bool,
     pub compression_level: u32,
     pub rotate: RotateLimits,
     pub on_bad_record: BadRecord,

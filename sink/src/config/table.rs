@@ -154,6 +154,7 @@ pub(super) fn table_plan(t: TableSection, origin: &str) -> Result<TablePlan, Con
         on_missing_timestamp,
         max_future_skew,
         allowed_lateness: t.allowed_lateness.0,
+        seal: t.seal,
         compression_level: t.compression_level,
         rotate,
         on_bad_record,

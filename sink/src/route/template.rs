@@ -127,6 +127,85 @@ impl PartitionTemplate {
     }
 }
 
+/// The calendar unit a partition's time span covers: the finest unit its time placeholders
+/// show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SpanUnit {
+    Second,
+    Minute,
+    Hour,
+    Day,
+    Month,
+    Year,
+}
+
+impl PartitionTemplate {
+    /// The unit of a partition's time span (`None`: the template shows no event time, or a
+    /// form whose span is not a calendar unit — week numbers, weekdays — and its partitions
+    /// are never sealed).
+    pub fn span_unit(&self) -> Option<SpanUnit> {
+        use chrono::format::{Fixed, Numeric};
+        let mut finest: Option<SpanUnit> = None;
+        for p in &self.pieces {
+            let Piece::EventTime { format, .. } = p else {
+                continue;
+            };
+            for item in StrftimeItems::new(format) {
+                let unit = match item {
+                    Item::Literal(_) | Item::Space(_) => continue,
+                    Item::Numeric(Numeric::Year | Numeric::YearMod100 | Numeric::YearDiv100, _) => {
+                        SpanUnit::Year
+                    }
+                    Item::Numeric(Numeric::Month, _)
+                    | Item::Fixed(Fixed::ShortMonthName | Fixed::LongMonthName) => SpanUnit::Month,
+                    Item::Numeric(Numeric::Day | Numeric::Ordinal, _) => SpanUnit::Day,
+                    Item::Numeric(Numeric::Hour | Numeric::Hour12, _)
+                    | Item::Fixed(Fixed::UpperAmPm | Fixed::LowerAmPm) => SpanUnit::Hour,
+                    Item::Numeric(Numeric::Minute, _) => SpanUnit::Minute,
+                    Item::Numeric(Numeric::Second | Numeric::Timestamp, _) => SpanUnit::Second,
+                    _ => return None,
+                };
+                finest = Some(finest.map_or(unit, |f| f.min(unit)));
+            }
+        }
+        finest
+    }
+
+    /// The end of the time span of the partition an event at `micros` goes to, µs since the
+    /// epoch: the start of the next second, minute, hour, day, month or year in `tz`.
+    pub fn span_end(&self, tz: &TimeZoneSpec, micros: i64) -> Option<i64> {
+        use chrono::{Datelike, NaiveDate, NaiveTime, Timelike};
+        let unit = self.span_unit()?;
+        let utc = micros_to_utc(micros);
+        let local = utc.naive_utc() + tz.offset_at(&utc);
+        let (date, time) = (local.date(), local.time());
+        let hms = |h, m, s| NaiveTime::from_hms_opt(h, m, s);
+        let next = match unit {
+            SpanUnit::Second => {
+                date.and_time(hms(time.hour(), time.minute(), time.second())?)
+                    + chrono::Duration::seconds(1)
+            }
+            SpanUnit::Minute => {
+                date.and_time(hms(time.hour(), time.minute(), 0)?) + chrono::Duration::minutes(1)
+            }
+            SpanUnit::Hour => date.and_time(hms(time.hour(), 0, 0)?) + chrono::Duration::hours(1),
+            SpanUnit::Day => date.succ_opt()?.and_time(NaiveTime::MIN),
+            SpanUnit::Month => {
+                let (y, m) = if date.month() == 12 {
+                    (date.year() + 1, 1)
+                } else {
+                    (date.year(), date.month() + 1)
+                };
+                NaiveDate::from_ymd_opt(y, m, 1)?.and_time(NaiveTime::MIN)
+            }
+            SpanUnit::Year => {
+                NaiveDate::from_ymd_opt(date.year() + 1, 1, 1)?.and_time(NaiveTime::MIN)
+            }
+        };
+        Some(tz.local_to_utc(next)?.timestamp_micros())
+    }
+}
+
 fn parse_placeholder(inner: &str) -> Result<Piece, TemplateError> {
     let (name, arg) = match inner.split_once(':') {
         Some((n, a)) => (n.trim(), Some(a)),
@@ -344,6 +423,47 @@ mod tests {
         assert!(PartitionTemplate::parse("x={nope}").is_err());
         assert!(PartitionTemplate::parse("x={field:a..b}").is_err());
         assert!(PartitionTemplate::parse("x={event_time:%Q}").is_err());
+    }
+
+    #[test]
+    fn a_partitions_span_ends_at_the_next_unit_its_template_shows() {
+        let t = |s: &str| PartitionTemplate::parse(s).unwrap();
+        let at = |s: &str| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .unwrap()
+                .timestamp_micros()
+        };
+        let utc = TimeZoneSpec::UTC;
+        let hourly = t("date={event_time:%Y-%m-%d}/hour={event_time:%H}");
+        assert_eq!(hourly.span_unit(), Some(SpanUnit::Hour));
+        assert_eq!(
+            hourly.span_end(&utc, at("2024-01-02T03:59:59Z")),
+            Some(at("2024-01-02T04:00:00Z"))
+        );
+        let daily = t("dt={event_time:%Y%m%d}/region={field:awsRegion}");
+        assert_eq!(
+            daily.span_end(&utc, at("2024-12-31T23:00:00Z")),
+            Some(at("2025-01-01T00:00:00Z"))
+        );
+        let monthly = t("month={event_time:%Y-%m}");
+        assert_eq!(monthly.span_unit(), Some(SpanUnit::Month));
+        assert_eq!(
+            monthly.span_end(&utc, at("2024-02-10T00:00:00Z")),
+            Some(at("2024-03-01T00:00:00Z"))
+        );
+        assert_eq!(
+            t("y={event_time:%Y}").span_end(&utc, at("2024-02-10T00:00:00Z")),
+            Some(at("2025-01-01T00:00:00Z"))
+        );
+        // In a zone: a Berlin day ends at 23:00 UTC in winter.
+        let berlin = TimeZoneSpec::parse("Europe/Berlin").unwrap();
+        assert_eq!(
+            t("date={event_time:%Y-%m-%d}").span_end(&berlin, at("2024-01-02T22:30:00Z")),
+            Some(at("2024-01-02T23:00:00Z"))
+        );
+        // No time, or a week number: never sealed.
+        assert_eq!(t("region={field:awsRegion}").span_unit(), None);
+        assert_eq!(t("week={event_time:%G-%V}").span_unit(), None);
     }
 
     #[test]

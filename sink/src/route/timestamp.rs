@@ -211,6 +211,12 @@ impl TimeZoneSpec {
         }
     }
 
+    /// The UTC instant of a local time (the earlier one when it occurs twice; `None` in a gap
+    /// that is skipped).
+    pub fn local_to_utc(&self, naive: NaiveDateTime) -> Option<DateTime<Utc>> {
+        self.naive_to_utc(naive)
+    }
+
     fn naive_to_utc(&self, naive: NaiveDateTime) -> Option<DateTime<Utc>> {
         match self {
             TimeZoneSpec::Fixed(o) => o

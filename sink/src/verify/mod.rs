@@ -20,6 +20,7 @@
 //! may be claimed and not committed is "in flight": its objects are not required.
 
 mod deep;
+mod seals;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Write;
@@ -119,6 +120,8 @@ pub enum Kind {
     Unreadable,
     /// An object in a table's directories that no claim lists.
     Orphan,
+    /// A sealed partition's manifest does not match the objects in its directory.
+    ManifestMismatch,
 }
 
 impl Kind {
@@ -132,6 +135,7 @@ impl Kind {
             Kind::RecordCountMismatch => "record_count_mismatch",
             Kind::Unreadable => "unreadable",
             Kind::Orphan => "orphan",
+            Kind::ManifestMismatch => "manifest_mismatch",
         }
     }
 }
@@ -153,6 +157,8 @@ pub struct Checked {
     pub without_facts: usize,
     /// Objects found in the tables' directories.
     pub listed: usize,
+    /// Sealed partitions whose manifests were compared with their directories.
+    pub sealed_partitions: usize,
     /// `--deep`: objects read back, their bytes and records.
     pub deep_objects: usize,
     pub deep_bytes: u64,
@@ -203,8 +209,8 @@ impl Report {
         let c = &self.checked;
         let _ = write!(
             out,
-            "verify {}: {} table(s), {} Kafka partition(s), {} claim(s) covering {} offsets, {} object(s) ({} bytes) checked, {} in flight, {} in the tables' directories",
-            self.storage, c.tables, c.kafka_partitions, c.claims, c.offsets, c.objects, c.bytes, c.in_flight, c.listed
+            "verify {}: {} table(s), {} Kafka partition(s), {} claim(s) covering {} offsets, {} object(s) ({} bytes) checked, {} in flight, {} in the tables' directories, {} sealed partition(s)",
+            self.storage, c.tables, c.kafka_partitions, c.claims, c.offsets, c.objects, c.bytes, c.in_flight, c.listed, c.sealed_partitions
         );
         if c.without_facts > 0 {
             let _ = write!(
@@ -315,8 +321,12 @@ where
 
     // 1. Objects first (see the module docs for the order).
     let mut listed: BTreeMap<String, (String, u64)> = BTreeMap::new(); // key → (table, size)
+    let mut manifests: Vec<(String, String)> = Vec::new(); // (key, table) of manifest copies
     for table in tables {
         for m in list(store, &under(&table.name)).await? {
+            if m.location.filename() == Some(crate::seal::manifest::MANIFEST) {
+                manifests.push((m.location.to_string(), table.name.clone()));
+            }
             if m.location.filename().is_some_and(|n| NOT_DATA.contains(&n)) {
                 continue;
             }
@@ -340,6 +350,7 @@ where
         }
     };
     let mut claimed: HashSet<String> = HashSet::new();
+    let mut in_flight: HashSet<String> = HashSet::new();
     let mut required: Vec<Required> = Vec::new();
     for topic in &topics {
         let mut partitions: BTreeSet<i32> = claims
@@ -381,6 +392,7 @@ where
                         done,
                         &in_scope,
                         &mut claimed,
+                        &mut in_flight,
                         &mut required,
                         &mut checked,
                     );
@@ -503,6 +515,21 @@ where
             detail: format!("{size} bytes that no segment claim lists: not written by this lake's daemon, or its claim is gone"),
         });
     }
+    // 6. Sealed partitions: each manifest lists exactly the objects in its directory.
+    manifests.retain(|(key, _)| {
+        dirs.as_ref()
+            .is_none_or(|dirs| key.rsplit_once('/').is_some_and(|(d, _)| dirs.contains(d)))
+    });
+    seals::check(
+        store,
+        &manifests,
+        &listed,
+        &in_flight,
+        &mut findings,
+        &mut checked,
+    )
+    .await?;
+
     findings.sort();
     Ok(Report {
         ok: findings.is_empty(),
@@ -580,6 +607,7 @@ fn collect(
     done: bool,
     in_scope: &dyn Fn(&ClaimedFile) -> bool,
     claimed: &mut HashSet<String>,
+    in_flight: &mut HashSet<String>,
     required: &mut Vec<Required>,
     checked: &mut Checked,
 ) {
@@ -593,6 +621,7 @@ fn collect(
         }
         if !done {
             checked.in_flight += 1;
+            in_flight.insert(key.clone());
             continue;
         }
         let Some(file) = file else {
