@@ -38,6 +38,7 @@ pub mod ddl;
 pub mod demo;
 pub mod encode;
 pub mod error;
+pub mod failpoint;
 pub mod fatal;
 pub mod generator;
 pub mod http;

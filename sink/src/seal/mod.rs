@@ -258,6 +258,7 @@ impl Sealer {
                 Err(source) => return Err(self.store_error(table, path, &key, source)),
             }
             tracing::info!(table, path, generation = m.generation, files = m.files.len(), records = m.records, watermark = %m.watermark, "partition sealed");
+            crate::failpoint::hit("seal-after-record", &format!("{table}/{path}"));
             self.metrics
                 .partitions_sealed
                 .get_or_create(&crate::metrics::labels([("table", &Arc::from(table))]))
@@ -313,10 +314,12 @@ impl Sealer {
                     source,
                 })?;
         }
+        crate::failpoint::hit("seal-after-catalog", &format!("{}/{}", m.table, m.path));
         let success = format!("{dir}/{SUCCESS}");
         self.put(&success, Vec::new(), PutMode::Overwrite)
             .await
             .map_err(|source| self.store_error(&m.table, &m.path, &success, source))?;
+        crate::failpoint::hit("seal-before-copy", &format!("{}/{}", m.table, m.path));
         let body = serde_json::to_vec_pretty(m).expect("a manifest serializes");
         self.put(copy.as_ref(), body, PutMode::Overwrite)
             .await

@@ -52,36 +52,10 @@ impl Sealed {
 /// `WriterCtx::upload_slots`).
 const UPLOADS_PER_SEGMENT: usize = 16;
 
-/// Test hook for crash tests: `LAKESINK_FAILPOINT` lists `name:P` pairs (comma-separated),
-/// and at the failpoint `name` the process kills itself (SIGKILL, no cleanup) with probability
-/// `P`. The points, in a segment's life:
-///
-/// - `crash-after-claim`: the claim is written, no object of the segment is completed yet;
-/// - `crash-mid-multipart`: a file's multipart upload has parts, and is not completed;
-/// - `crash-before-commit`: every file is uploaded and registered, the ledger has not heard:
-///   objects in the store whose offsets are not committed.
+/// Kills the process at a failpoint of a segment's life (see [`crate::failpoint`]): `name`
+/// with the segment's partition and offsets in the log line.
 fn crash_point(name: &str, tp: &Tp, start: i64, end: i64) {
-    static POINTS: std::sync::OnceLock<Vec<(String, f64)>> = std::sync::OnceLock::new();
-    let points = POINTS.get_or_init(|| {
-        std::env::var("LAKESINK_FAILPOINT")
-            .unwrap_or_default()
-            .split(',')
-            .filter_map(|p| {
-                let (n, p) = p.trim().split_once(':')?;
-                Some((n.to_string(), p.parse().ok()?))
-            })
-            .collect()
-    });
-    let Some(&(_, p)) = points.iter().find(|(n, _)| n == name) else {
-        return;
-    };
-    if rand::random::<f64>() < p {
-        tracing::error!(%tp, start, end, "failpoint {name}: killing the process");
-        // SAFETY: raise only sends a signal to this process.
-        unsafe {
-            libc::raise(libc::SIGKILL);
-        }
-    }
+    crate::failpoint::hit(name, &format!("{tp} [{start}, {end})"));
 }
 
 /// The files of a partly replayed segment whose objects are not in the store; the others are
