@@ -92,6 +92,11 @@ pub struct Claim {
     /// written before it was recorded: those are checked for existence only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<ClaimedFile>,
+    /// Per table with `late_after_seal = "dlq"`, its watermark (µs) when the segment began:
+    /// its records for partitions ending at or before it were dead-lettered, and a replay
+    /// decides the same.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub late_before: std::collections::BTreeMap<String, i64>,
     /// Who claimed it (`host:pid`), for people reading the store.
     pub writer: String,
 }
@@ -792,6 +797,7 @@ mod tests {
             newest_event_micros: Some(end * 1_000),
             objects: vec![format!("lake/t/date=2024-01-01/t+3+{start:020}.json.gz")],
             files: Vec::new(),
+            late_before: Default::default(),
             writer: writer_id(),
         }
     }

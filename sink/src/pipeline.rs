@@ -106,10 +106,12 @@ pub async fn run(
         crate::catalog::tables(&plan, &lake.url),
         stats.metrics.clone(),
     );
+    let watermarks = Arc::new(crate::watermark::Current::default());
     let _sealing = AbortOnDrop(Some(tokio::spawn(crate::seal::run(
         plan.clone(),
         claims.clone(),
         sealer,
+        watermarks.clone(),
         stats.metrics.clone(),
     ))));
 
@@ -139,6 +141,7 @@ pub async fn run(
         upload_slots: Arc::new(tokio::sync::Semaphore::new(UPLOAD_CONCURRENCY)),
         claims,
         reread: Arc::new(Mutex::new(Vec::new())),
+        watermarks: watermarks.clone(),
     });
 
     let mut senders = Vec::new();

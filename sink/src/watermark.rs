@@ -18,6 +18,29 @@ use std::time::Duration;
 use crate::claim::{Claim, ClaimError, Claims};
 use crate::commit::Tp;
 
+/// The tables' watermarks as the daemon last computed them (µs), shared with the writers: a
+/// segment of a table with `late_after_seal = "dlq"` takes its table's at its first record.
+#[derive(Debug, Default)]
+pub struct Current(std::sync::RwLock<HashMap<String, i64>>);
+
+impl Current {
+    pub fn set(&self, table: &str, micros: Option<i64>) {
+        let mut m = self.0.write().expect("watermarks lock");
+        match micros {
+            Some(w) => {
+                m.insert(table.to_string(), w);
+            }
+            None => {
+                m.remove(table);
+            }
+        }
+    }
+
+    pub fn get(&self, table: &str) -> Option<i64> {
+        self.0.read().expect("watermarks lock").get(table).copied()
+    }
+}
+
 /// What one Kafka partition contributes to a table's watermark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Progress {
@@ -309,6 +332,7 @@ mod tests {
                     max_event_micros: Some(*micros),
                 })
                 .collect(),
+            late_before: Default::default(),
             writer: "test".into(),
         }
     }

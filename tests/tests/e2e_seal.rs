@@ -17,7 +17,26 @@ const PARTITIONS: i32 = 2;
 const HOUR_US: i64 = 3_600_000_000;
 const LATENESS_US: i64 = 30 * 60 * 1_000_000;
 
-fn config(topic: &str, glue: &str, database: &str) -> String {
+fn config(topic: &str, glue: &str, database: &str, strict: bool) -> String {
+    let strict = if strict {
+        format!(
+            r#"
+[[tables]]
+name = "strict"
+topics = ["{topic}"]
+timestamp = {{ field = "eventTime" }}
+max_future_skew = "1000d"
+seal = true
+allowed_lateness = "30m"
+late_after_seal = "dlq"
+[tables.rotate]
+max_records = 400
+max_age = "2s"
+"#
+        )
+    } else {
+        String::new()
+    };
     format!(
         r#"[catalog]
 kind = "glue"
@@ -38,15 +57,15 @@ allowed_lateness = "30m"
 [tables.rotate]
 max_records = 400
 max_age = "2s"
-"#
+{strict}"#
     )
 }
 
 /// The manifest copies of the table, by partition path.
-fn manifests(tb: &Testbed, bucket: &str) -> BTreeMap<String, Value> {
+fn manifests(tb: &Testbed, bucket: &str, table: &str) -> BTreeMap<String, Value> {
+    let prefix = format!("lake/{table}/");
     let docs: Vec<Value> =
-        serde_json::from_str(&tb.python("s3_admin.py", &["json", bucket, "lake/cloudtrail/"]))
-            .unwrap();
+        serde_json::from_str(&tb.python("s3_admin.py", &["json", bucket, &prefix])).unwrap();
     docs.into_iter()
         .filter(|d| {
             d["key"]
@@ -64,13 +83,12 @@ fn manifests(tb: &Testbed, bucket: &str) -> BTreeMap<String, Value> {
 }
 
 /// Seal records' generations by partition path.
-fn seal_records(tb: &Testbed, bucket: &str) -> BTreeMap<String, Vec<u64>> {
+fn seal_records(tb: &Testbed, bucket: &str, table: &str) -> BTreeMap<String, Vec<u64>> {
     let mut out: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    for o in tb.list_objects(bucket, "lake/_lakesink/seals/cloudtrail/") {
+    let prefix = format!("lake/_lakesink/seals/{table}/");
+    for o in tb.list_objects(bucket, &prefix) {
         let key = o["key"].as_str().unwrap();
-        let rest = key
-            .strip_prefix("lake/_lakesink/seals/cloudtrail/")
-            .unwrap();
+        let rest = key.strip_prefix(&prefix).unwrap();
         let (path, file) = rest.rsplit_once('/').unwrap();
         out.entry(path.to_string())
             .or_default()
@@ -110,7 +128,7 @@ fn hours_below_the_watermark_are_sealed_once_and_a_late_record_reseals() {
         dir.path(),
         &group,
         &bucket,
-        &config(&topic, &tb.glue_endpoint, &database),
+        &config(&topic, &tb.glue_endpoint, &database, true),
     );
     // Two members of one group: each computes the watermark from the lake and the group's
     // offsets, and each seals what is due.
@@ -152,8 +170,8 @@ fn hours_below_the_watermark_are_sealed_once_and_a_late_record_reseals() {
     );
     let mut sealed = BTreeMap::new();
     wait_until(Duration::from_secs(90), "the due hours sealed", || {
-        sealed = manifests(&tb, &bucket);
-        sealed.len() >= due.len()
+        sealed = manifests(&tb, &bucket, "cloudtrail");
+        sealed.len() >= due.len() && manifests(&tb, &bucket, "strict").len() >= due.len()
     });
     assert_eq!(
         sealed.keys().cloned().collect::<BTreeSet<_>>(),
@@ -161,8 +179,11 @@ fn hours_below_the_watermark_are_sealed_once_and_a_late_record_reseals() {
         "exactly the hours below the watermark"
     );
     // Once each, though two members sealed.
-    let records = seal_records(&tb, &bucket);
-    assert!(records.values().all(|g| g == &[1]), "{records:?}");
+    for table in ["cloudtrail", "strict"] {
+        let records = seal_records(&tb, &bucket, table);
+        assert_eq!(records.len(), due.len(), "{table}: {records:?}");
+        assert!(records.values().all(|g| g == &[1]), "{table}: {records:?}");
+    }
 
     let glue: BTreeMap<String, Value> = tb
         .glue_partitions(&database, "cloudtrail")
@@ -234,7 +255,9 @@ fn hours_below_the_watermark_are_sealed_once_and_a_late_record_reseals() {
         "the late record re-sealed",
         || {
             assert!(a.running() && b.running());
-            m = manifests(&tb, &bucket).remove(&late_path).unwrap();
+            m = manifests(&tb, &bucket, "cloudtrail")
+                .remove(&late_path)
+                .unwrap();
             m["generation"] == 2
         },
     );
@@ -247,16 +270,27 @@ fn hours_below_the_watermark_are_sealed_once_and_a_late_record_reseals() {
         m["files"].as_array().unwrap().len(),
         before["files"].as_array().unwrap().len() + 1
     );
-    assert_eq!(seal_records(&tb, &bucket)[&late_path], vec![1, 2]);
+    assert_eq!(
+        seal_records(&tb, &bucket, "cloudtrail")[&late_path],
+        vec![1, 2]
+    );
+    // The table with late_after_seal = "dlq" dead-lettered it instead, and stays sealed.
+    let letters = tb.duckdb(&format!(
+        "SELECT reason, \"offset\" AS o FROM read_json('s3://{bucket}/lake/_errors/strict/**/*.json.gz')"
+    ));
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0]["reason"], "late_after_seal");
+    assert_eq!(letters[0]["o"].as_i64(), Some(ends[&0] - 1), "{letters:?}");
+    assert_eq!(seal_records(&tb, &bucket, "strict")[&late_path], vec![1]);
     assert_eq!(tb.committed(&group, &topic, PARTITIONS), ends);
     a.stop(Duration::from_secs(60));
     b.stop(Duration::from_secs(60));
 
     let (ok, audit) = tb.verify(&config, &["--deep"]);
     assert!(ok, "{audit:#}");
-    assert_eq!(audit["checked"]["sealed_partitions"], due.len());
+    assert_eq!(audit["checked"]["sealed_partitions"], 2 * due.len(), "both tables");
     report(&format!(
-        "e2e seal (tansu + SeaweedFS + Glue, 2 members): {RECORDS} records over 4 h; watermark {} (newest event − 30 min); {} of {} hours sealed once each ({} records in their manifests = DuckDB's count); a late record re-sealed {late_path} as generation 2; verify --deep passes",
+        "e2e seal (tansu + SeaweedFS + Glue, 2 members): {RECORDS} records over 4 h; watermark {} (newest event − 30 min); {} of {} hours sealed once each ({} records in their manifests = DuckDB's count); a late record re-sealed {late_path} as generation 2 (and went to the dead letters of the table with late_after_seal = dlq); verify --deep passes",
         chrono::DateTime::from_timestamp_micros(watermark).unwrap().to_rfc3339(),
         due.len(),
         paths.len(),
@@ -280,7 +314,7 @@ fn sigkill_around_sealing_leaves_no_partition_half_sealed_or_sealed_twice() {
         dir.path(),
         &group,
         &bucket,
-        &config(&topic, &tb.glue_endpoint, &database),
+        &config(&topic, &tb.glue_endpoint, &database, false),
     );
     // Each run dies at its first pass of one failpoint: after the seal record, after the
     // catalog heard, after `_SUCCESS` and before the manifest copy.
@@ -304,11 +338,11 @@ fn sigkill_around_sealing_leaves_no_partition_half_sealed_or_sealed_twice() {
     // Hours 01, 02 and 03 end below the watermark (the newest event is at 04:59).
     let mut sealed = BTreeMap::new();
     wait_until(Duration::from_secs(90), "three hours sealed", || {
-        sealed = manifests(&tb, &bucket);
+        sealed = manifests(&tb, &bucket, "cloudtrail");
         sealed.len() == 3 && sealed.values().all(|m| m["generation"] == 1)
     });
     d.stop(Duration::from_secs(60));
-    let records = seal_records(&tb, &bucket);
+    let records = seal_records(&tb, &bucket, "cloudtrail");
     assert_eq!(records.len(), 3, "{records:?}");
     assert!(
         records.values().all(|g| g == &[1]),

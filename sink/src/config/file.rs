@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
-use super::{BadRecord, Format, Unfenced};
+use super::{BadRecord, Format, LateAfterSeal, Unfenced};
 use crate::route::timestamp::TimestampUnit;
 use crate::route::MissingTimestamp;
 use crate::units::{ByteSize, Span};
@@ -341,6 +341,9 @@ pub struct TableSection {
     /// Seal each partition once its time span ends below the watermark: a manifest of its
     /// objects, `_SUCCESS`, and the catalog told (see `docs/DESIGN.md`, "Sealing").
     pub seal: bool,
+    /// With `seal`: what a record for a partition already below the watermark when its
+    /// segment began does: `append` (written, the partition re-sealed) or `dlq`.
+    pub late_after_seal: LateAfterSeal,
     /// What an unusable record (not a JSON object, not UTF-8, empty, too large) does: `fail`
     /// (stop with an error) or `dlq` (to the dead-letter destination).
     pub on_bad_record: BadRecord,
@@ -370,6 +373,7 @@ impl Default for TableSection {
             max_future_skew: Span::secs(3600),
             allowed_lateness: Span::secs(3600),
             seal: false,
+            late_after_seal: LateAfterSeal::Append,
             on_bad_record: BadRecord::Fail,
             max_record_bytes: ByteSize::mib(10),
             compression_level: 6,

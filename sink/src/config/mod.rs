@@ -175,6 +175,17 @@ pub enum BadRecord {
     DeadLetter,
 }
 
+/// What a record for a partition sealed before its segment began does ([`crate::seal`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+pub enum LateAfterSeal {
+    /// Written; the partition is sealed again with the next generation.
+    #[serde(rename = "append")]
+    Append,
+    /// To the dead-letter destination with reason `late_after_seal`.
+    #[serde(rename = "dlq")]
+    DeadLetter,
+}
+
 /// Rotation limits of one table; see [`crate::rotate`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RotateLimits {
@@ -197,6 +208,7 @@ pub struct TablePlan {
     pub allowed_lateness: Duration,
     /// Whether its partitions are sealed ([`crate::seal`]).
     pub seal: bool,
+    pub late_after_seal: LateAfterSeal,
     pub compression_level: u32,
     pub rotate: RotateLimits,
     pub on_bad_record: BadRecord,

@@ -130,6 +130,9 @@ pub(super) fn table_plan(t: TableSection, origin: &str) -> Result<TablePlan, Con
         )));
     }
     let max_future_skew = t.max_future_skew.0;
+    if t.late_after_seal == super::LateAfterSeal::DeadLetter && !t.seal {
+        return Err(err("late_after_seal = \"dlq\" needs seal = true".into()));
+    }
     if t.rotate.max_records == 0 {
         return Err(err("rotate.max_records must be at least 1".into()));
     }
@@ -155,6 +158,7 @@ pub(super) fn table_plan(t: TableSection, origin: &str) -> Result<TablePlan, Con
         max_future_skew,
         allowed_lateness: t.allowed_lateness.0,
         seal: t.seal,
+        late_after_seal: t.late_after_seal,
         compression_level: t.compression_level,
         rotate,
         on_bad_record,

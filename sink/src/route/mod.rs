@@ -99,6 +99,8 @@ pub enum RouteError {
         bytes: usize,
         limit: &'static str,
     },
+    #[error("its partition {path} ends at or before the table's watermark {watermark} of when its segment began: it is sealed (late_after_seal = \"dlq\")")]
+    LateAfterSeal { path: String, watermark: String },
 }
 
 /// Longest object key S3, GCS and Azure accept, in bytes.
@@ -139,6 +141,7 @@ impl RouteError {
             RouteError::Schema(_) => "schema_mismatch",
             RouteError::Wire(_) => "wire_format",
             RouteError::PathTooLong { .. } => "partition_path_too_long",
+            RouteError::LateAfterSeal { .. } => "late_after_seal",
         }
     }
 }

@@ -399,6 +399,7 @@ pub async fn run(
     plan: Plan,
     claims: Arc<Claims>,
     mut sealer: Sealer,
+    current: Arc<crate::watermark::Current>,
     metrics: Arc<crate::metrics::Metrics>,
 ) {
     let mut tracker = if sealer.any() {
@@ -421,6 +422,7 @@ pub async fn run(
             }
         };
         for (table, w) in &watermarks {
+            current.set(table, *w);
             let l = crate::metrics::labels([("table", &Arc::from(table.as_str()))]);
             match w {
                 Some(us) => {

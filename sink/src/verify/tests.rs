@@ -59,6 +59,7 @@ async fn lake() -> (Arc<dyn ObjectStore>, Vec<Claim>) {
                         1_704_157_200_000_000 + partition as i64 * 3_600_000_000,
                     ),
                 }],
+                late_before: Default::default(),
                 writer: "test".into(),
             };
             claims

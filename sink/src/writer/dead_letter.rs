@@ -113,7 +113,9 @@ pub(super) fn bad_record(
     source: RouteError,
     now: Instant,
 ) -> Result<Option<CutReason>, WriteError> {
-    let to_dead_letter = if source.is_timestamp_problem() {
+    let to_dead_letter = if matches!(source, RouteError::LateAfterSeal { .. }) {
+        true // only a table with late_after_seal = "dlq" refuses such records
+    } else if source.is_timestamp_problem() {
         table.on_missing_timestamp == MissingTimestamp::DeadLetter
     } else {
         table.on_bad_record == BadRecord::DeadLetter

@@ -10,6 +10,8 @@ mod replay;
 mod segment;
 #[cfg(test)]
 pub(crate) mod tests;
+#[cfg(test)]
+mod tests_late;
 mod wire;
 
 use std::collections::HashMap;
@@ -26,7 +28,7 @@ use crate::batch::RecordIn;
 use crate::catalog::{CatalogError, NewPartition, Registrar};
 use crate::claim::{ClaimError, Claims, Fingerprint};
 use crate::commit::{CommitError, OffsetLedger, Tp};
-use crate::config::TablePlan;
+use crate::config::{LateAfterSeal, TablePlan};
 use crate::encode::{EncodeError, Encoder, GzipNdjson, ParquetEncoder, Rejected};
 use crate::fatal::Fatal;
 use crate::memory::Budget;
@@ -125,6 +127,8 @@ pub struct WriterCtx {
     pub claims: Arc<Claims>,
     /// Partitions the consumer must read again under a new epoch: see [`Reread`].
     pub reread: Arc<Mutex<Vec<Reread>>>,
+    /// The tables' watermarks, for `late_after_seal = "dlq"` (see [`crate::watermark`]).
+    pub watermarks: Arc<crate::watermark::Current>,
 }
 
 /// A partition its writer wants read again: its segment lost its claim to another writer (from
@@ -188,6 +192,10 @@ pub struct PartitionWriter {
     replay: Replay,
     /// Fingerprint of the open segment's first record.
     first: Fingerprint,
+    /// Per table with `late_after_seal = "dlq"`, its watermark when the open segment began
+    /// (a replayed segment's, from its claim): its records for partitions that end at or
+    /// before it are dead-lettered.
+    late_before: std::collections::BTreeMap<String, i64>,
 }
 
 impl PartitionWriter {
@@ -249,6 +257,7 @@ impl PartitionWriter {
             routers,
             replay: Replay::new(sought),
             first: Fingerprint::default(),
+            late_before: std::collections::BTreeMap::new(),
         })
     }
 
@@ -319,6 +328,16 @@ impl PartitionWriter {
                 };
                 self.start = begun.start;
                 self.first = begun.first;
+                self.late_before = match begun.late_before {
+                    Some(claimed) => claimed,
+                    None => self
+                        .routers
+                        .iter()
+                        .map(|(i, _)| &ctx.tables[*i])
+                        .filter(|t| t.late_after_seal == LateAfterSeal::DeadLetter)
+                        .filter_map(|t| Some((t.name.clone(), ctx.watermarks.get(&t.name)?)))
+                        .collect(),
+                };
             }
             let mut full = self.push_one(ctx, rec, now, now_micros)?;
             if self.settle_now {
@@ -483,6 +502,38 @@ impl PartitionWriter {
                     continue;
                 }
             };
+            if let Some(w) = self.late_before.get(&table.name).copied() {
+                // (The span ends after the event: only an event before the watermark can be in
+                // a sealed partition.)
+                if routed.event_micros < w
+                    && table
+                        .partition
+                        .span_end(&table.timezone, routed.event_micros)
+                        .is_some_and(|end| end <= w)
+                {
+                    let late = RouteError::LateAfterSeal {
+                        path: self.path.clone(),
+                        watermark: crate::route::timestamp::micros_to_utc(w).to_rfc3339(),
+                    };
+                    let cut = bad_record(
+                        DeadLetterFiles {
+                            naming: self.replay.naming(),
+                            files: &mut self.errors,
+                            deliveries: &mut self.deliveries,
+                            held: &mut self.held,
+                            deadline: &mut self.deadline,
+                            tp: &self.tp,
+                        },
+                        ctx,
+                        table,
+                        rec,
+                        late,
+                        now,
+                    )?;
+                    full = full.or(cut);
+                    continue;
+                }
+            }
             if routed.fell_back {
                 Stats::add(&ctx.stats.timestamp_fallbacks, 1);
                 self.fallbacks[slot].inc();
@@ -618,6 +669,7 @@ impl PartitionWriter {
             start,
             end,
             first: self.first,
+            late_before: std::mem::take(&mut self.late_before),
             generation: self.replay.generation(),
             partial,
             ticket,

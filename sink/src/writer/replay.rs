@@ -53,6 +53,9 @@ pub(super) struct Begun {
     pub(super) start: Option<i64>,
     /// The fingerprint its claim records: its first record's, or the replayed claim's.
     pub(super) first: Fingerprint,
+    /// The replayed claim's watermarks for `late_after_seal` (`None`: not a replay; the
+    /// writer takes the current ones).
+    pub(super) late_before: Option<std::collections::BTreeMap<String, i64>>,
 }
 
 impl Replay {
@@ -83,7 +86,11 @@ impl Replay {
         rec: &RecordIn<'_>,
     ) -> Result<Option<Begun>, WriteError> {
         let first = Fingerprint::of(rec.kafka_millis, rec.key, rec.payload);
-        let free = Begun { start: None, first };
+        let free = Begun {
+            start: None,
+            first,
+            late_before: None,
+        };
         if self.known.is_none() {
             let prefetched = self
                 .prefetch
@@ -157,6 +164,7 @@ impl Replay {
         let begun = Begun {
             start: Some(c.start),
             first: c.first(),
+            late_before: Some(c.late_before.clone()),
         };
         self.claimed_keys = c
             .objects

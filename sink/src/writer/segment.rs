@@ -25,6 +25,8 @@ pub(super) struct Sealed {
     /// Its first record's fingerprint and its generation, for the claim.
     pub(super) first: Fingerprint,
     pub(super) generation: u32,
+    /// See [`crate::claim::Claim::late_before`].
+    pub(super) late_before: std::collections::BTreeMap<String, i64>,
     /// It replays a claimed segment without all of its records (see
     /// [`PartitionWriter::partial`]).
     pub(super) partial: bool,
@@ -159,6 +161,7 @@ impl Sealed {
                 .max(),
             objects,
             files,
+            late_before: self.late_before.clone(),
             writer: crate::claim::writer_id(),
         }
     }

@@ -58,11 +58,12 @@ pub(crate) fn ctx_with(
         upload_slots: Arc::new(tokio::sync::Semaphore::new(8)),
         claims: Arc::new(Claims::new(store, "")),
         reread: Arc::new(Mutex::new(Vec::new())),
+        watermarks: Default::default(),
     }
 }
 
 /// Keys of the data and dead-letter objects (not the claims), sorted.
-fn data_keys(ctx: &WriterCtx) -> Vec<String> {
+pub(super) fn data_keys(ctx: &WriterCtx) -> Vec<String> {
     ctx.rt.block_on(async {
         use futures::TryStreamExt;
         let list: Vec<_> = ctx.store.list(None).try_collect().await.unwrap();
@@ -77,7 +78,7 @@ fn data_keys(ctx: &WriterCtx) -> Vec<String> {
 }
 
 /// The text of a gzip object.
-fn gunzipped(ctx: &WriterCtx, key: &str) -> String {
+pub(super) fn gunzipped(ctx: &WriterCtx, key: &str) -> String {
     let bytes = ctx.rt.block_on(async {
         use object_store::ObjectStoreExt;
         let got = ctx.store.get(&Path::from(key)).await.unwrap();
@@ -114,7 +115,7 @@ fn push_o(w: &mut PartitionWriter, ctx: &WriterCtx, offset: i64) {
     w.push(ctx, rec, Instant::now(), 0).unwrap();
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(super) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -563,7 +564,7 @@ fn push(w: &mut PartitionWriter, ctx: &WriterCtx, offset: i64) {
     w.push(ctx, rec, Instant::now(), 0).unwrap();
 }
 
-fn safe(ctx: &WriterCtx) -> Vec<(Tp, i64)> {
+pub(super) fn safe(ctx: &WriterCtx) -> Vec<(Tp, i64)> {
     ctx.ledger.lock().unwrap().to_commit()
 }
 
