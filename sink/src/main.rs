@@ -65,6 +65,10 @@ enum Command {
         /// Read every object back: its CRC-32 and its record count.
         #[arg(long)]
         deep: bool,
+        /// Read the records Kafka still holds at committed offsets and compare them with the
+        /// lake, record by record.
+        #[arg(long)]
+        against_kafka: bool,
         /// JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -256,6 +260,7 @@ async fn dispatch(command: Command, plan: Option<lakesink::Plan>) -> anyhow::Res
             from,
             to,
             deep,
+            against_kafka,
             json,
             ..
         } => {
@@ -264,6 +269,7 @@ async fn dispatch(command: Command, plan: Option<lakesink::Plan>) -> anyhow::Res
                 from,
                 to,
                 deep,
+                against_kafka,
             };
             let report = lakesink::verify::verify(&plan(), &options).await?;
             if json {

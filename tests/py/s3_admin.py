@@ -1,7 +1,8 @@
 """Bucket chores on the test S3 server: list-buckets | create-bucket NAME | list NAME PREFIX |
 json NAME PREFIX (the bodies of the JSON objects under PREFIX, as one list: segment claims) |
 delete NAME KEY | put NAME KEY TEXT | truncate NAME KEY N (drop the last N bytes) |
-flip NAME KEY (alter one byte in the middle, same size): the damage `lakesink verify` must name."""
+flip NAME KEY (alter one byte in the middle, same size) | dropline NAME KEY N (a gzip NDJSON object
+rewritten without its line N): the damage `lakesink verify` must name."""
 import json
 import os
 import sys
@@ -38,6 +39,12 @@ elif cmd == "delete":
     s3.delete_object(Bucket=sys.argv[2], Key=sys.argv[3])
 elif cmd == "put":
     s3.put_object(Bucket=sys.argv[2], Key=sys.argv[3], Body=sys.argv[4].encode())
+elif cmd == "dropline":
+    import gzip
+    body = gzip.decompress(s3.get_object(Bucket=sys.argv[2], Key=sys.argv[3])["Body"].read())
+    lines = body.split(b"\n")
+    del lines[int(sys.argv[4])]
+    s3.put_object(Bucket=sys.argv[2], Key=sys.argv[3], Body=gzip.compress(b"\n".join(lines)))
 elif cmd in ("truncate", "flip"):
     body = bytearray(s3.get_object(Bucket=sys.argv[2], Key=sys.argv[3])["Body"].read())
     if cmd == "truncate":

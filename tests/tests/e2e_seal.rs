@@ -288,7 +288,11 @@ fn hours_below_the_watermark_are_sealed_once_and_a_late_record_reseals() {
 
     let (ok, audit) = tb.verify(&config, &["--deep"]);
     assert!(ok, "{audit:#}");
-    assert_eq!(audit["checked"]["sealed_partitions"], 2 * due.len(), "both tables");
+    assert_eq!(
+        audit["checked"]["sealed_partitions"],
+        2 * due.len(),
+        "both tables"
+    );
     report(&format!(
         "e2e seal (tansu + SeaweedFS + Glue, 2 members): {RECORDS} records over 4 h; watermark {} (newest event − 30 min); {} of {} hours sealed once each ({} records in their manifests = DuckDB's count); a late record re-sealed {late_path} as generation 2 (and went to the dead letters of the table with late_after_seal = dlq); verify --deep passes",
         chrono::DateTime::from_timestamp_micros(watermark).unwrap().to_rfc3339(),

@@ -102,6 +102,11 @@ fn verify_passes_a_clean_lake_and_names_every_planted_fault() {
     let (ok, parquet) = tb.verify(&config, &["--table", "ct_parquet", "--deep"]);
     assert!(ok, "{parquet:#}");
     assert_eq!(parquet["checked"]["deep_records"], RECORDS);
+    // Against Kafka: every record Kafka holds, compared with its object in both tables.
+    let (ok, kafka) = tb.verify(&config, &["--against-kafka"]);
+    assert!(ok, "{kafka:#}");
+    assert_eq!(kafka["checked"]["kafka_records"], RECORDS, "{kafka:#}");
+    assert_eq!(kafka["checked"]["kafka_objects"], c["objects"], "{kafka:#}");
 
     // The watermark: every partition is caught up, so it is the newest event time in the
     // table (as DuckDB reads it) minus the default allowed lateness, an hour.
@@ -153,7 +158,9 @@ fn verify_passes_a_clean_lake_and_names_every_planted_fault() {
             .find(|k| k.contains("/cloudtrail/"))
             .unwrap()
     };
-    let (deleted, truncated, flipped) = (gz(p1[0]), gz(p1[1]), gz(p1[2]));
+    assert!(p1.len() >= 4, "partition 1 has {} claims", p1.len());
+    let (deleted, truncated, flipped, dropped) = (gz(p1[0]), gz(p1[1]), gz(p1[2]), gz(p1[3]));
+    let dropped_from = (&p1[3]["body"]["start"], &p1[3]["body"]["end"]);
     let p0 = claim_of(0);
     assert!(p0.len() >= 2, "partition 0 has {} claims", p0.len());
     let gone = p0[1];
@@ -168,6 +175,7 @@ fn verify_passes_a_clean_lake_and_names_every_planted_fault() {
     tb.python("s3_admin.py", &["delete", &bucket, &deleted]);
     tb.python("s3_admin.py", &["truncate", &bucket, &truncated, "10"]);
     tb.python("s3_admin.py", &["flip", &bucket, &flipped]);
+    tb.python("s3_admin.py", &["dropline", &bucket, &dropped, "2"]);
     tb.python(
         "s3_admin.py",
         &["put", &bucket, stray, "{\"not\":\"ours\"}\n"],
@@ -184,6 +192,7 @@ fn verify_passes_a_clean_lake_and_names_every_planted_fault() {
     assert!(has("missing_object", &deleted), "{found:#?}");
     assert!(has("size_mismatch", &truncated), "{found:#?}");
     assert!(has("orphan", stray), "{found:#?}");
+    assert!(has("size_mismatch", &dropped), "{found:#?}");
     for o in &gone_objects {
         assert!(has("orphan", o), "{o}: {found:#?}");
     }
@@ -208,7 +217,7 @@ fn verify_passes_a_clean_lake_and_names_every_planted_fault() {
     );
     assert_eq!(
         found.len(),
-        3 + gone_objects.len() + 1,
+        4 + gone_objects.len() + 1,
         "nothing else: {found:#?}"
     );
 
@@ -220,6 +229,21 @@ fn verify_passes_a_clean_lake_and_names_every_planted_fault() {
             .iter()
             .any(|(k, w)| k == "checksum_mismatch" && w == &flipped),
         "{found:#?}"
+    );
+    // Against Kafka, the record the rewritten object lost is named with its offset.
+    let (ok, kafka) = tb.verify(&config, &["--against-kafka"]);
+    assert!(!ok);
+    let lost: Vec<&Value> = kafka["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["kind"] == "missing_record" && f["key"] == dropped.as_str())
+        .collect();
+    assert_eq!(lost.len(), 1, "{kafka:#}");
+    let at = lost[0]["offsets"][0].as_i64().unwrap();
+    assert!(
+        (dropped_from.0.as_i64().unwrap()..dropped_from.1.as_i64().unwrap()).contains(&at),
+        "{lost:?}"
     );
     let text = String::from_utf8(
         std::process::Command::new(&tb.bin)

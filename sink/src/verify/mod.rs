@@ -20,6 +20,7 @@
 //! may be claimed and not committed is "in flight": its objects are not required.
 
 mod deep;
+mod kafka;
 mod seals;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -76,6 +77,8 @@ pub struct Options {
     pub to: Option<DateTime<Utc>>,
     /// Read every object back: CRC-32 and record count.
     pub deep: bool,
+    /// Compare the records Kafka still holds with the lake, record by record.
+    pub against_kafka: bool,
 }
 
 /// One thing found wrong.
@@ -122,6 +125,10 @@ pub enum Kind {
     Orphan,
     /// A sealed partition's manifest does not match the objects in its directory.
     ManifestMismatch,
+    /// `--against-kafka`: a record Kafka holds at committed offsets that is not in its object.
+    MissingRecord,
+    /// `--against-kafka`: lines in an object that Kafka does not hold at its offsets.
+    ExtraRecord,
 }
 
 impl Kind {
@@ -136,6 +143,8 @@ impl Kind {
             Kind::Unreadable => "unreadable",
             Kind::Orphan => "orphan",
             Kind::ManifestMismatch => "manifest_mismatch",
+            Kind::MissingRecord => "missing_record",
+            Kind::ExtraRecord => "extra_record",
         }
     }
 }
@@ -163,6 +172,9 @@ pub struct Checked {
     pub deep_objects: usize,
     pub deep_bytes: u64,
     pub deep_records: u64,
+    /// `--against-kafka`: records read back from Kafka, and objects compared with them.
+    pub kafka_records: u64,
+    pub kafka_objects: usize,
 }
 
 /// The audit's result: `ok` only when nothing is wrong.
@@ -226,6 +238,13 @@ impl Report {
                 c.deep_objects, c.deep_bytes, c.deep_records
             );
         }
+        if c.kafka_records > 0 {
+            let _ = write!(
+                out,
+                "; against Kafka: {} records compared with {} object(s)",
+                c.kafka_records, c.kafka_objects
+            );
+        }
         let _ = writeln!(out);
         if self.ok {
             let _ = writeln!(out, "OK: nothing missing, nothing extra");
@@ -281,6 +300,9 @@ pub async fn verify(plan: &Plan, options: &Options) -> Result<Report, crate::Err
         options,
     )
     .await?;
+    if options.against_kafka {
+        against_kafka(plan, &lake, &topics, options, &mut report).await?;
+    }
     report.storage = lake.url;
     report.group = plan.kafka.group_id.clone();
     Ok(report)
@@ -539,6 +561,60 @@ where
         checked,
         findings,
     })
+}
+
+/// `--against-kafka`: every committed segment Kafka still holds records of, compared with its
+/// objects (see [`kafka`]).
+async fn against_kafka(
+    plan: &Plan,
+    lake: &crate::storage::Lake,
+    topics: &[String],
+    options: &Options,
+    report: &mut Report,
+) -> Result<(), crate::Error> {
+    let claims = Claims::new(lake.store.clone(), lake.root.as_ref());
+    let tables: Vec<&crate::config::TablePlan> = plan
+        .tables
+        .iter()
+        .filter(|t| options.table.as_ref().is_none_or(|n| n == &t.name))
+        .collect();
+    for (topic, parts) in crate::status::kafka_side(plan, topics.to_vec()).await? {
+        for p in parts {
+            let (Some(committed), Some(low)) = (p.committed, p.low_watermark) else {
+                continue;
+            };
+            let tp = Tp::new(&topic, p.partition);
+            let generation = claims
+                .newest_generation(&tp)
+                .await
+                .map_err(VerifyError::from)?;
+            let segments: Vec<kafka::Segment> = claims
+                .from(&tp, generation, 0)
+                .await
+                .map_err(VerifyError::from)?
+                .into_iter()
+                .filter(|c| c.end <= committed && c.end > low)
+                .map(|claim| kafka::Segment {
+                    tp: tp.clone(),
+                    generation,
+                    claim,
+                })
+                .collect();
+            kafka::check(
+                plan,
+                &lake.store,
+                lake.root.as_ref(),
+                &tables,
+                low,
+                &segments,
+                report,
+            )
+            .await?;
+        }
+    }
+    report.findings.sort();
+    report.ok = report.findings.is_empty();
+    Ok(())
 }
 
 /// Checks that one generation's claims follow each other, and (the newest generation) reach

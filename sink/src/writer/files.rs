@@ -86,7 +86,7 @@ impl Naming<'_> {
 /// Bytes left for a partition path in an object key of `table` fed by `tp`: [`MAX_KEY_BYTES`]
 /// less the store prefix, the table's directory and the longest file name the partition's
 /// files get (`{topic}+{partition}+{20 digits}` with a generation suffix and an extension).
-pub(super) fn path_room(root: &str, table: &str, tp: &Tp) -> usize {
+pub(crate) fn path_room(root: &str, table: &str, tp: &Tp) -> usize {
     let mut topic = String::new();
     escape_partition_value(&tp.topic, &mut topic);
     let prefix = if root.is_empty() { 0 } else { root.len() + 1 };

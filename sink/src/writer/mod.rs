@@ -39,6 +39,7 @@ use crate::upload::UploadError;
 
 pub use dead_letter::DeadLetterProducer;
 use dead_letter::{bad_record, DeadLetterFiles};
+pub(crate) use files::path_room as path_room_for;
 use files::{append, close, open_file, path_room, recharge, settle_due, OpenFile, Unsettled};
 use replay::Replay;
 use segment::{Completion, Owner, Sealed};
