@@ -2,7 +2,8 @@
 # Proves the Docker build context holds what the build needs, without a Docker engine: copies
 # the paths of the Dockerfile's build-stage `COPY` lines (minus .dockerignore's entries) into an
 # empty directory, as `docker build` would, and resolves the workspace there with
-# `cargo metadata --locked --offline` (every path dependency and [patch] must be present).
+# `cargo metadata --locked` (every path dependency and [patch] must be present; registry crates
+# come from crates.io or the local cache, as they would in `docker build`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ctx="$(mktemp -d "${TMPDIR:-/tmp}/lakesink-docker-context.XXXXXX")"
@@ -31,7 +32,7 @@ while read -r pattern; do
   find "$ctx" -name "$pattern" -prune -exec rm -rf {} + 2>/dev/null || true
 done < .dockerignore
 
-if ! (cd "$ctx" && cargo metadata --locked --offline --format-version 1 >/dev/null 2>"$ctx.err"); then
+if ! (cd "$ctx" && cargo metadata --locked --format-version 1 >/dev/null 2>"$ctx.err"); then
   echo "the Docker build context does not resolve the workspace:" >&2
   cat "$ctx.err" >&2
   rm -f "$ctx.err"

@@ -22,7 +22,7 @@ with client as c:
             parts = c.get_partitions(sys.argv[2], sys.argv[3], -1)
         print(json.dumps([
             {"values": p.values, "location": p.sd.location, "serde": p.sd.serdeInfo.serializationLib,
-             "input_format": p.sd.inputFormat}
+             "input_format": p.sd.inputFormat, "parameters": dict(p.parameters or {})}
             for p in parts
         ]))
     elif cmd == "table":

@@ -896,12 +896,46 @@ async fn glue_hive_and_the_webhook_pass_the_catalog_conformance_suite() {
         })
         .await;
     }
-    // The webhook got each new partition, twice (the second time "already exists" for it).
-    let posts = hooks
+    // The webhook got each new partition, twice (the second time "already exists" for it),
+    // and the three seals, as `sealed` events keyed by path and generation.
+    let posts: Vec<serde_json::Value> = hooks
         .requests()
         .iter()
         .filter(|r| r.method == "POST")
-        .count();
-    assert_eq!(posts, 4, "{:?}", hooks.requests());
-    report("e2e catalog conformance: Glue (moto), Hive Metastore and webhook pass the five behaviours the in-memory catalog passes");
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    assert_eq!(posts.len(), 7, "{:?}", hooks.requests());
+    let sealed: Vec<&serde_json::Value> = posts.iter().filter(|p| p["event"] == "sealed").collect();
+    assert_eq!(sealed.len(), 3, "{posts:?}");
+    assert_eq!(sealed[2]["generation"], 2);
+    assert_eq!(sealed[0]["path"], "date=2024-01-02/hour=01");
+    let keys: std::collections::BTreeSet<String> = hooks
+        .requests()
+        .iter()
+        .filter(|r| String::from_utf8_lossy(&r.body).contains("\"sealed\""))
+        .map(|r| r.headers["idempotency-key"].clone())
+        .collect();
+    assert_eq!(keys.len(), 2, "one key per generation");
+    // Glue and the Hive Metastore hold the seal's parameters on the partition.
+    for (catalog, parts) in [
+        ("glue", tb.glue_partitions(&database, &table)),
+        ("hive", tb.hive_partitions(&database, &table)),
+    ] {
+        let p = parts
+            .iter()
+            .find(|p| p["values"][1] == "01")
+            .unwrap_or_else(|| panic!("{catalog}: {parts:?}"));
+        assert_eq!(p["parameters"]["lakesink.sealed"], "true", "{catalog}: {p}");
+        assert_eq!(
+            p["parameters"]["lakesink.seal_generation"], "2",
+            "{catalog}: {p}"
+        );
+        assert_eq!(p["parameters"]["lakesink.records"], "1", "{catalog}: {p}");
+        let other = parts.iter().find(|p| p["values"][1] == "02").unwrap();
+        assert!(
+            other["parameters"].get("lakesink.sealed").is_none(),
+            "{catalog}: {other}"
+        );
+    }
+    report("e2e catalog conformance: Glue (moto), Hive Metastore and webhook pass the six behaviours the in-memory catalog passes (the sixth: seal parameters, and sealed events)");
 }

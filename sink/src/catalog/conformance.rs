@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use super::{Catalog, CatalogError, CatalogTable, FileFacts, NewPartition};
+use super::{Catalog, CatalogError, CatalogTable, FileFacts, NewPartition, SealedPartition};
 
 /// A catalog under test.
 pub struct Subject {
@@ -91,6 +91,26 @@ pub async fn check(s: Subject) {
             vec![a.path.clone(), b.path.clone()],
             "{kind}: after a restart"
         );
+    }
+
+    // 3b. A registered partition is sealed, and sealed again with the same generation (a
+    // repair after a crash) or the next one.
+    for generation in [1, 1, 2] {
+        let sealed = SealedPartition {
+            path: a.path.clone(),
+            location: a.location.clone(),
+            generation,
+            records: 1,
+            bytes: 100,
+            files: 1,
+            watermark: "2024-01-02T03:00:00Z".into(),
+            manifest_key: format!("{}/_lakesink_manifest.json", a.path),
+            manifest: serde_json::json!({"generation": generation}),
+        };
+        s.catalog
+            .seal(t, &sealed)
+            .await
+            .unwrap_or_else(|e| panic!("{kind}: seal generation {generation}: {e}"));
     }
 
     // 4. A refusal stops; it is not retried.

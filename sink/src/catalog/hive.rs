@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 
 use super::thrift::{self, Reply, TValue, T_STRING, T_STRUCT};
-use super::{Catalog, CatalogError, CatalogTable, NewPartition};
+use super::{Catalog, CatalogError, CatalogTable, NewPartition, SealedPartition};
 use crate::config::{Format, HivePlan};
 
 const KIND: &str = "hive";
@@ -334,6 +334,45 @@ impl Catalog for HiveMetastore {
                     format!("add_partitions_req {}.{}", t.database, t.table),
                     m,
                 )),
+            }
+        })
+    }
+
+    /// The partition's parameters get the seal's (`get_partition`, then `alter_partition`
+    /// with the parameters merged).
+    fn seal<'a>(
+        &'a self,
+        t: &'a CatalogTable,
+        s: &'a SealedPartition,
+    ) -> BoxFuture<'a, Result<(), CatalogError>> {
+        Box::pin(async move {
+            let what = || format!("alter_partition {}.{} {}", t.database, t.table, s.path);
+            let args = TValue::Struct(vec![
+                (1, TValue::str(&t.database)),
+                (2, TValue::str(&t.table)),
+                (3, TValue::string_list(&s.values())),
+            ]);
+            let mut partition = match self.call("get_partition", args).await? {
+                Outcome::Ok(p) => p,
+                Outcome::Thrown(_, m) => return Err(Self::refused(what(), m)),
+            };
+            let mut parameters: Vec<(TValue, TValue)> = match partition.field(7) {
+                Some(TValue::Map(_, _, entries)) => entries.clone(),
+                _ => Vec::new(),
+            };
+            for (k, v) in s.parameters() {
+                parameters.retain(|(key, _)| key.as_str() != Some(k));
+                parameters.push((TValue::str(k), TValue::str(&v)));
+            }
+            partition.set_field(7, TValue::Map(T_STRING, T_STRING, parameters));
+            let args = TValue::Struct(vec![
+                (1, TValue::str(&t.database)),
+                (2, TValue::str(&t.table)),
+                (3, partition),
+            ]);
+            match self.call("alter_partition", args).await? {
+                Outcome::Ok(_) => Ok(()),
+                Outcome::Thrown(_, m) => Err(Self::refused(what(), m)),
             }
         })
     }
