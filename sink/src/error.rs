@@ -25,6 +25,8 @@ pub enum Error {
     Storage(#[from] crate::storage::StorageError),
     #[error(transparent)]
     Verify(#[from] crate::verify::VerifyError),
+    #[error(transparent)]
+    Compact(Box<crate::compact::CompactError>),
     #[error("starting {what}: {source}")]
     Thread {
         what: &'static str,
@@ -54,6 +56,12 @@ pub enum Error {
     DrainTimeout { secs: u64, pending: usize },
     #[error("{0}")]
     Other(String),
+}
+
+impl From<crate::compact::CompactError> for Error {
+    fn from(e: crate::compact::CompactError) -> Self {
+        Error::Compact(Box::new(e))
+    }
 }
 
 impl Error {
@@ -124,6 +132,15 @@ impl Error {
                 _ => ExitKind::Failure,
             },
             Error::Catalog(e) => catalog(e),
+            Error::Compact(e) => {
+                use crate::compact::CompactError;
+                match e.as_ref() {
+                    CompactError::NoSuchTable(_) => ExitKind::Config,
+                    CompactError::Store { source, .. } => store(source),
+                    CompactError::Catalog { source, .. } => catalog(source),
+                    _ => ExitKind::Failure,
+                }
+            }
             Error::Verify(e) => {
                 use crate::verify::VerifyError;
                 match e {

@@ -9,7 +9,11 @@
 //!   committed);
 //! - in a seal's (`seal`): `seal-after-record` (the seal record is written, the catalog has not
 //!   heard), `seal-after-catalog` (the catalog has, the directory has neither `_SUCCESS` nor the
-//!   manifest copy), `seal-before-copy` (`_SUCCESS` is written, the copy is not).
+//!   manifest copy), `seal-before-copy` (`_SUCCESS` is written, the copy is not);
+//! - in a compaction's (`compact`): `compact-after-record` (its files and record are written,
+//!   the catalog still points at the old files), `compact-after-relocate` (the catalog points
+//!   at the new files, the seal still lists the old ones), `compact-mid-delete` (one replaced
+//!   file deleted, the others not).
 
 /// Kills the process at failpoint `name` if `LAKESINK_FAILPOINT` says so; `what` is logged.
 pub fn hit(name: &str, what: &str) {

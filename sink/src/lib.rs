@@ -13,6 +13,8 @@
 //! | [`catalog`] | tells the table catalog about new partitions |
 //! | [`commit`] | the offset ledger: which offset is safe to commit (pure) |
 //! | [`claim`] | segment claims in the store: where each partition's segments were cut |
+//! | [`seal`] | sealed partitions: a manifest per partition once the watermark passes its span |
+//! | [`compact`] | sealed partitions rewritten into few large files, the catalog switched in one call |
 //!
 //! and around them: [`config`] (the TOML text, `${VAR}` substituted → the file as written, typed
 //! → a validated [`config::Plan`]), [`metrics`] (Prometheus series and the health state),
@@ -22,7 +24,8 @@
 //! letters, sealed segments and the replay of claims), [`worker`] (threads that own writers),
 //! [`pipeline`] (wiring and shutdown), [`storage`] (opening the object store), [`columns`] (a
 //! table's columns in Hive and Trino types, for [`ddl`] and the catalogs), [`check`], [`status`], [`verify`] (the
-//! completeness audit), [`demo`],
+//! completeness audit), [`watermark`] (each table's completeness watermark), [`upkeep`] (the
+//! daemon's task that computes it, seals and compacts), [`demo`],
 //! [`generator`] (CloudTrail-shaped events) and [`mock`] (the embedded broker). `docs/DESIGN.md` states the invariants and why they hold;
 //! `docs/OPERATING.md` what a running daemon shows and how it exits.
 
@@ -32,6 +35,7 @@ pub mod check;
 pub mod claim;
 pub mod columns;
 pub mod commit;
+pub mod compact;
 pub mod config;
 pub mod consume;
 pub mod ddl;
@@ -56,6 +60,7 @@ pub mod stats;
 pub mod status;
 pub mod storage;
 pub mod units;
+pub mod upkeep;
 pub mod upload;
 pub mod verify;
 pub mod watermark;

@@ -73,6 +73,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Compact sealed partitions into few large files (tables with [tables.compact]): one pass,
+    /// for a cron job; it also finishes compactions a crash interrupted and deletes replaced
+    /// files once their grace has passed.
+    Compact {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Only this table.
+        #[arg(long)]
+        table: Option<String>,
+        /// Say what would be compacted; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the CREATE TABLE statement of each table for a query engine.
     Ddl {
         #[arg(long, short)]
@@ -186,6 +202,7 @@ impl Command {
             | Command::Check { config, .. }
             | Command::Status { config, .. }
             | Command::Verify { config, .. }
+            | Command::Compact { config, .. }
             | Command::Ddl { config, .. } => Some(config),
             Command::Demo { .. } | Command::Generate { .. } => None,
         }
@@ -282,6 +299,36 @@ async fn dispatch(command: Command, plan: Option<lakesink::Plan>) -> anyhow::Res
             } else {
                 ExitCode::FAILURE
             })
+        }
+        Command::Compact {
+            table,
+            dry_run,
+            json,
+            ..
+        } => {
+            let mut plan = plan();
+            plan.resolve_schemas().await?;
+            let done =
+                lakesink::compact::run(&plan, &lakesink::compact::Options { table, dry_run })
+                    .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&done)?);
+            } else {
+                for d in &done {
+                    println!(
+                        "{} {}/{}: {} file(s) → {}, {} records, {} bytes",
+                        d.action,
+                        d.table,
+                        d.path,
+                        d.files_before,
+                        d.files_after,
+                        d.records,
+                        d.bytes
+                    );
+                }
+                println!("compact: {} action(s)", done.len());
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Check { offline: true, .. } => {
             print!("{}", lakesink::check::offline(&plan()));

@@ -106,11 +106,18 @@ pub async fn run(
         crate::catalog::tables(&plan, &lake.url),
         stats.metrics.clone(),
     );
+    let compactor = crate::compact::Compactor::new(
+        &plan,
+        &lake,
+        crate::catalog::open(&plan)?,
+        stats.metrics.clone(),
+    );
     let watermarks = Arc::new(crate::watermark::Current::default());
-    let _sealing = AbortOnDrop(Some(tokio::spawn(crate::seal::run(
+    let _upkeep = AbortOnDrop(Some(tokio::spawn(crate::upkeep::run(
         plan.clone(),
         claims.clone(),
         sealer,
+        compactor.auto().then_some(compactor),
         watermarks.clone(),
         stats.metrics.clone(),
     ))));

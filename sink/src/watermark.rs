@@ -215,31 +215,43 @@ pub async fn compute(
     tracker: &mut Tracker,
 ) -> Result<Vec<(String, Option<i64>)>, crate::Error> {
     let offsets = crate::status::kafka_side(plan, plan.topics()).await?;
-    let mut by_table: HashMap<String, (Vec<Progress>, bool)> = HashMap::new();
-    for (topic, parts) in &offsets {
-        let tables: Vec<String> = plan
-            .tables
-            .iter()
-            .filter(|t| t.topics.contains(topic))
-            .map(|t| t.name.clone())
-            .collect();
-        for p in parts {
-            let tp = Tp::new(topic, p.partition);
-            let newest = tracker
-                .newest(&tp, p.committed, &tables)
-                .await
-                .map_err(crate::verify::VerifyError::from)?;
-            for t in &tables {
-                let entry = by_table.entry(t.clone()).or_default();
-                entry.0.push(Progress {
+    // Owned, so that no borrow of the list lives across the awaits below (a future holding
+    // one is not `Send` for the compiler's higher-ranked check).
+    let parts: Vec<(Tp, Progress, bool)> = offsets
+        .into_iter()
+        .flat_map(|(topic, parts)| {
+            parts.into_iter().map(move |p| {
+                let progress = Progress {
                     committed: p.committed,
                     low: p.low_watermark,
                     high: p.high_watermark,
-                    newest: newest.get(t).copied(),
-                });
-                // A partition whose offsets could not be read leaves the table unknown.
-                entry.1 |= p.error.is_some();
-            }
+                    newest: None,
+                };
+                (Tp::new(&topic, p.partition), progress, p.error.is_some())
+            })
+        })
+        .collect();
+    let mut by_table: HashMap<String, (Vec<Progress>, bool)> = HashMap::new();
+    for (tp, progress, failed) in parts {
+        let tables: Vec<String> = plan
+            .tables
+            .iter()
+            .filter(|t| t.topics.iter().any(|x| **x == *tp.topic))
+            .map(|t| t.name.clone())
+            .collect();
+        let newest = tracker
+            .newest(&tp, progress.committed, &tables)
+            .await
+            .map_err(crate::verify::VerifyError::from)?
+            .clone();
+        for t in tables {
+            let entry = by_table.entry(t.clone()).or_default();
+            entry.0.push(Progress {
+                newest: newest.get(&t).copied(),
+                ..progress
+            });
+            // A partition whose offsets could not be read leaves the table unknown.
+            entry.1 |= failed;
         }
     }
     Ok(plan

@@ -2,7 +2,8 @@
 json NAME PREFIX (the bodies of the JSON objects under PREFIX, as one list: segment claims) |
 delete NAME KEY | put NAME KEY TEXT | truncate NAME KEY N (drop the last N bytes) |
 flip NAME KEY (alter one byte in the middle, same size) | dropline NAME KEY N (a gzip NDJSON object
-rewritten without its line N): the damage `lakesink verify` must name."""
+rewritten without its line N): the damage `lakesink verify` must name | get NAME KEY FILE |
+gzlines NAME KEY (lines of a gzip object, every member, by Python's gzip module)."""
 import json
 import os
 import sys
@@ -39,6 +40,12 @@ elif cmd == "delete":
     s3.delete_object(Bucket=sys.argv[2], Key=sys.argv[3])
 elif cmd == "put":
     s3.put_object(Bucket=sys.argv[2], Key=sys.argv[3], Body=sys.argv[4].encode())
+elif cmd == "get":
+    with open(sys.argv[4], "wb") as f:
+        f.write(s3.get_object(Bucket=sys.argv[2], Key=sys.argv[3])["Body"].read())
+elif cmd == "gzlines":
+    import gzip
+    print(len(gzip.decompress(s3.get_object(Bucket=sys.argv[2], Key=sys.argv[3])["Body"].read()).splitlines()))
 elif cmd == "dropline":
     import gzip
     body = gzip.decompress(s3.get_object(Bucket=sys.argv[2], Key=sys.argv[3])["Body"].read())

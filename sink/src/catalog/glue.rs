@@ -132,6 +132,38 @@ impl Glue {
         Ok(Err(GlueFault { kind, message }))
     }
 
+    /// `GetPartition`, `change` its input, `UpdatePartition`.
+    async fn update(
+        &self,
+        t: &CatalogTable,
+        path: &str,
+        values: &[String],
+        change: impl FnOnce(&mut Value),
+    ) -> Result<(), CatalogError> {
+        let what = format!("UpdatePartition {}.{} {path}", t.database, t.table);
+        let got = self
+            .call(
+                "GetPartition",
+                json!({"DatabaseName": t.database, "TableName": t.table, "PartitionValues": values}),
+            )
+            .await?
+            .map_err(|f| f.refused(&what))?;
+        let p = &got["Partition"];
+        let mut input = json!({
+            "Values": values,
+            "StorageDescriptor": p["StorageDescriptor"],
+            "Parameters": p["Parameters"].as_object().cloned().unwrap_or_default(),
+        });
+        change(&mut input);
+        self.call(
+            "UpdatePartition",
+            json!({"DatabaseName": t.database, "TableName": t.table, "PartitionValueList": values, "PartitionInput": input}),
+        )
+        .await?
+        .map_err(|f| f.refused(&what))?;
+        Ok(())
+    }
+
     async fn get_table(&self, t: &CatalogTable) -> Result<Option<Value>, CatalogError> {
         match self
             .call(
@@ -369,6 +401,21 @@ impl Catalog for Glue {
         })
     }
 
+    fn relocate<'a>(
+        &'a self,
+        t: &'a CatalogTable,
+        path: &'a str,
+        location: &'a str,
+    ) -> BoxFuture<'a, Result<(), CatalogError>> {
+        Box::pin(async move {
+            let values = super::partition_values(path);
+            self.update(t, path, &values, |p| {
+                p["StorageDescriptor"]["Location"] = json!(location);
+            })
+            .await
+        })
+    }
+
     fn seal<'a>(
         &'a self,
         t: &'a CatalogTable,
@@ -376,31 +423,12 @@ impl Catalog for Glue {
     ) -> BoxFuture<'a, Result<(), CatalogError>> {
         Box::pin(async move {
             let values = s.values();
-            let what = format!("UpdatePartition {}.{} {}", t.database, t.table, s.path);
-            let got = self
-                .call(
-                    "GetPartition",
-                    json!({"DatabaseName": t.database, "TableName": t.table, "PartitionValues": values}),
-                )
-                .await?
-                .map_err(|f| f.refused(&what))?;
-            let p = &got["Partition"];
-            let mut parameters = p["Parameters"].as_object().cloned().unwrap_or_default();
-            for (k, v) in s.parameters() {
-                parameters.insert(k.to_string(), json!(v));
-            }
-            let input = json!({
-                "Values": values,
-                "StorageDescriptor": p["StorageDescriptor"],
-                "Parameters": parameters,
-            });
-            self.call(
-                "UpdatePartition",
-                json!({"DatabaseName": t.database, "TableName": t.table, "PartitionValueList": values, "PartitionInput": input}),
-            )
-            .await?
-            .map_err(|f| f.refused(&what))?;
-            Ok(())
+            self.update(t, &s.path, &values, |p| {
+                for (k, v) in s.parameters() {
+                    p["Parameters"][k] = json!(v);
+                }
+            })
+            .await
         })
     }
 }

@@ -338,42 +338,73 @@ impl Catalog for HiveMetastore {
         })
     }
 
-    /// The partition's parameters get the seal's (`get_partition`, then `alter_partition`
-    /// with the parameters merged).
+    /// The partition's parameters get the seal's, merged into its own.
     fn seal<'a>(
         &'a self,
         t: &'a CatalogTable,
         s: &'a SealedPartition,
     ) -> BoxFuture<'a, Result<(), CatalogError>> {
         Box::pin(async move {
-            let what = || format!("alter_partition {}.{} {}", t.database, t.table, s.path);
-            let args = TValue::Struct(vec![
-                (1, TValue::str(&t.database)),
-                (2, TValue::str(&t.table)),
-                (3, TValue::string_list(&s.values())),
-            ]);
-            let mut partition = match self.call("get_partition", args).await? {
-                Outcome::Ok(p) => p,
-                Outcome::Thrown(_, m) => return Err(Self::refused(what(), m)),
-            };
-            let mut parameters: Vec<(TValue, TValue)> = match partition.field(7) {
-                Some(TValue::Map(_, _, entries)) => entries.clone(),
-                _ => Vec::new(),
-            };
-            for (k, v) in s.parameters() {
-                parameters.retain(|(key, _)| key.as_str() != Some(k));
-                parameters.push((TValue::str(k), TValue::str(&v)));
-            }
-            partition.set_field(7, TValue::Map(T_STRING, T_STRING, parameters));
-            let args = TValue::Struct(vec![
-                (1, TValue::str(&t.database)),
-                (2, TValue::str(&t.table)),
-                (3, partition),
-            ]);
-            match self.call("alter_partition", args).await? {
-                Outcome::Ok(_) => Ok(()),
-                Outcome::Thrown(_, m) => Err(Self::refused(what(), m)),
-            }
+            self.alter(t, &s.path, |partition| {
+                let mut parameters: Vec<(TValue, TValue)> = match partition.field(7) {
+                    Some(TValue::Map(_, _, entries)) => entries.clone(),
+                    _ => Vec::new(),
+                };
+                for (k, v) in s.parameters() {
+                    parameters.retain(|(key, _)| key.as_str() != Some(k));
+                    parameters.push((TValue::str(k), TValue::str(&v)));
+                }
+                partition.set_field(7, TValue::Map(T_STRING, T_STRING, parameters));
+            })
+            .await
         })
+    }
+
+    fn relocate<'a>(
+        &'a self,
+        t: &'a CatalogTable,
+        path: &'a str,
+        location: &'a str,
+    ) -> BoxFuture<'a, Result<(), CatalogError>> {
+        Box::pin(async move {
+            self.alter(t, path, |partition| {
+                if let Some(mut sd) = partition.field(6).cloned() {
+                    sd.set_field(2, TValue::str(location));
+                    partition.set_field(6, sd);
+                }
+            })
+            .await
+        })
+    }
+}
+
+impl HiveMetastore {
+    /// `get_partition`, `change` it, `alter_partition`.
+    async fn alter(
+        &self,
+        t: &CatalogTable,
+        path: &str,
+        change: impl FnOnce(&mut TValue),
+    ) -> Result<(), CatalogError> {
+        let what = || format!("alter_partition {}.{} {path}", t.database, t.table);
+        let args = TValue::Struct(vec![
+            (1, TValue::str(&t.database)),
+            (2, TValue::str(&t.table)),
+            (3, TValue::string_list(&super::partition_values(path))),
+        ]);
+        let mut partition = match self.call("get_partition", args).await? {
+            Outcome::Ok(p) => p,
+            Outcome::Thrown(_, m) => return Err(Self::refused(what(), m)),
+        };
+        change(&mut partition);
+        let args = TValue::Struct(vec![
+            (1, TValue::str(&t.database)),
+            (2, TValue::str(&t.table)),
+            (3, partition),
+        ]);
+        match self.call("alter_partition", args).await? {
+            Outcome::Ok(_) => Ok(()),
+            Outcome::Thrown(_, m) => Err(Self::refused(what(), m)),
+        }
     }
 }

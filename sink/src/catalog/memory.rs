@@ -14,12 +14,16 @@ use super::{Catalog, CatalogError, CatalogTable, NewPartition, SealedPartition};
 type Tables = BTreeMap<(String, String), BTreeSet<String>>;
 /// Seal generations by `(database, table, path)`.
 type Seals = BTreeMap<(String, String, String), u32>;
+/// Partition locations by `(database, table, path)`.
+type Locations = BTreeMap<(String, String, String), String>;
 
 /// Tables by `(database, table)`, each with its partition paths. Clones share them.
 #[derive(Debug, Default, Clone)]
 pub struct MemoryCatalog {
     tables: Arc<Mutex<Tables>>,
     sealed: Arc<Mutex<Seals>>,
+    /// Partition locations set by `relocate`, by `(database, table, path)`.
+    locations: Arc<Mutex<Locations>>,
     down: Arc<AtomicBool>,
 }
 
@@ -27,6 +31,11 @@ impl MemoryCatalog {
     /// While `down`, every call fails as unreachable.
     pub fn set_down(&self, down: bool) {
         self.down.store(down, Ordering::SeqCst);
+    }
+
+    /// The locations partitions were moved to.
+    pub fn locations(&self) -> Locations {
+        self.locations.lock().expect("catalog lock").clone()
     }
 
     /// The seal generation each sealed partition was told of.
@@ -90,6 +99,35 @@ impl Catalog for MemoryCatalog {
                     message: "no such table".into(),
                 })?;
             have.extend(partitions.iter().map(|p| p.path.clone()));
+            Ok(())
+        })
+    }
+
+    fn relocate<'a>(
+        &'a self,
+        t: &'a CatalogTable,
+        path: &'a str,
+        location: &'a str,
+    ) -> BoxFuture<'a, Result<(), CatalogError>> {
+        Box::pin(async move {
+            self.reachable()?;
+            let known = self
+                .tables
+                .lock()
+                .expect("catalog lock")
+                .get(&(t.database.clone(), t.table.clone()))
+                .is_some_and(|paths| paths.contains(path));
+            if !known {
+                return Err(CatalogError::Refused {
+                    catalog: "memory",
+                    what: format!("partition {}.{} {path}", t.database, t.table),
+                    message: "no such partition".into(),
+                });
+            }
+            self.locations.lock().expect("catalog lock").insert(
+                (t.database.clone(), t.table.clone(), path.to_string()),
+                location.to_string(),
+            );
             Ok(())
         })
     }

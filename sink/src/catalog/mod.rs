@@ -153,6 +153,25 @@ pub trait Catalog: Send + Sync {
         partitions: &'a [&'a NewPartition],
     ) -> BoxFuture<'a, Result<(), CatalogError>>;
 
+    /// Points a registered partition at another location (a compaction's directory), in one
+    /// call, so that a query sees either the old files or the new ones. Called again after a
+    /// crash, so it must be idempotent. Catalogs that hold no locations refuse.
+    fn relocate<'a>(
+        &'a self,
+        table: &'a CatalogTable,
+        path: &'a str,
+        _location: &'a str,
+    ) -> BoxFuture<'a, Result<(), CatalogError>> {
+        let kind = self.kind();
+        Box::pin(async move {
+            Err(CatalogError::Refused {
+                catalog: kind,
+                what: format!("moving {}/{path}", table.name),
+                message: "this catalog holds no partition locations".into(),
+            })
+        })
+    }
+
     /// Tells of a sealed partition (registered before). Called again for the same generation
     /// after a crash, so it must be idempotent. A catalog with nothing to record does nothing.
     fn seal<'a>(

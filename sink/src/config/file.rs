@@ -352,6 +352,8 @@ pub struct TableSection {
     /// gzip level 0–9 for `json.gz`.
     pub compression_level: u32,
     pub rotate: RotateSection,
+    /// `[tables.compact]`: sealed partitions rewritten into few large files.
+    pub compact: Option<CompactSection>,
     /// The table's name in the catalog (default: `name`).
     pub catalog_table: Option<String>,
     /// The table's database in the catalog (default: `catalog.database`).
@@ -378,6 +380,7 @@ impl Default for TableSection {
             max_record_bytes: ByteSize::mib(10),
             compression_level: 6,
             rotate: RotateSection::default(),
+            compact: None,
             catalog_table: None,
             catalog_database: None,
         }
@@ -510,6 +513,32 @@ impl<'de> Deserialize<'de> for TimestampSection {
             }
         }
         d.deserialize_any(V)
+    }
+}
+
+/// `[tables.compact]`: how sealed partitions are compacted (see `docs/DESIGN.md`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompactSection {
+    /// Compacted files are cut at about this size.
+    pub target_size: ByteSize,
+    /// A sealed partition is compacted once it has at least this many files.
+    pub min_files: usize,
+    /// How long the replaced files stay after the catalog points at the compacted ones (for
+    /// queries that started before).
+    pub grace: Span,
+    /// The daemon compacts by itself (otherwise only `lakesink compact` does, from a cron job).
+    pub auto: bool,
+}
+
+impl Default for CompactSection {
+    fn default() -> Self {
+        Self {
+            target_size: ByteSize::mib(256),
+            min_files: 4,
+            grace: Span::secs(3600),
+            auto: false,
+        }
     }
 }
 

@@ -186,6 +186,15 @@ pub enum LateAfterSeal {
     DeadLetter,
 }
 
+/// `[tables.compact]`, validated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CompactPlan {
+    pub target_size: u64,
+    pub min_files: usize,
+    pub grace: Duration,
+    pub auto: bool,
+}
+
 /// Rotation limits of one table; see [`crate::rotate`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RotateLimits {
@@ -209,6 +218,8 @@ pub struct TablePlan {
     /// Whether its partitions are sealed ([`crate::seal`]).
     pub seal: bool,
     pub late_after_seal: LateAfterSeal,
+    /// How its sealed partitions are compacted ([`crate::compact`]); `None`: never.
+    pub compact: Option<CompactPlan>,
     pub compression_level: u32,
     pub rotate: RotateLimits,
     pub on_bad_record: BadRecord,
@@ -409,6 +420,15 @@ impl Plan {
             tables.push(table::table_plan(t, origin)?);
         }
         let catalog = catalog::catalog_plan(&file.catalog, origin)?;
+        if let Some(t) = tables.iter().find(|t| t.compact.is_some()) {
+            if !matches!(catalog, CatalogPlan::Glue(_) | CatalogPlan::Hive(_)) {
+                return Err(ConfigError::Table {
+                    path: origin.to_string(),
+                    table: t.name.clone(),
+                    message: "[tables.compact] needs catalog kind \"glue\" or \"hive\": compaction writes a partition's files under a new location and moves the catalog's partition there in one call, so readers never see old and new files together; a table read by listing its directory (or through a webhook) cannot be switched that way".into(),
+                });
+            }
+        }
         let dl = &file.dead_letter;
         let dead_letter_topic = match (dl.kind, &dl.topic) {
             (DeadLetterKind::Objects, None) => None,

@@ -130,6 +130,35 @@ pub(super) fn table_plan(t: TableSection, origin: &str) -> Result<TablePlan, Con
         )));
     }
     let max_future_skew = t.max_future_skew.0;
+    let compact = match &t.compact {
+        None => None,
+        Some(c) => {
+            if !t.seal {
+                return Err(err(
+                    "[tables.compact] needs seal = true: only sealed partitions are compacted"
+                        .into(),
+                ));
+            }
+            if t.format != Format::JsonGz {
+                return Err(err(
+                    "[tables.compact]: Parquet tables are not compacted yet (gzip NDJSON tables are)"
+                        .into(),
+                ));
+            }
+            if c.min_files < 2 || c.target_size.0 == 0 {
+                return Err(err(
+                    "[tables.compact]: min_files must be at least 2 and target_size positive"
+                        .into(),
+                ));
+            }
+            Some(CompactPlan {
+                target_size: c.target_size.0,
+                min_files: c.min_files,
+                grace: c.grace.0,
+                auto: c.auto,
+            })
+        }
+    };
     if t.late_after_seal == super::LateAfterSeal::DeadLetter && !t.seal {
         return Err(err("late_after_seal = \"dlq\" needs seal = true".into()));
     }
@@ -159,6 +188,7 @@ pub(super) fn table_plan(t: TableSection, origin: &str) -> Result<TablePlan, Con
         allowed_lateness: t.allowed_lateness.0,
         seal: t.seal,
         late_after_seal: t.late_after_seal,
+        compact,
         compression_level: t.compression_level,
         rotate,
         on_bad_record,

@@ -24,6 +24,10 @@ pub struct Manifest {
     pub table: String,
     /// The Hive path below the table (`date=2024-01-02/hour=01`).
     pub path: String,
+    /// Where its files are and its copy goes, below the store root, when not `{table}/{path}`:
+    /// the directory of a compaction (see [`crate::compact`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
     /// 1 for the first seal; one more for each re-seal after late records.
     pub generation: u32,
     /// The end of the partition's time span and the table's watermark when it was sealed
@@ -107,6 +111,7 @@ impl Manifest {
         Manifest {
             table: table.to_string(),
             path: path.to_string(),
+            location: before.and_then(|m| m.location.clone()),
             generation: before.map_or(1, |m| m.generation + 1),
             span_end: rfc3339(span_end),
             watermark: rfc3339(watermark),
@@ -116,6 +121,33 @@ impl Manifest {
             sealed_by: crate::claim::writer_id(),
             sealed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         }
+    }
+
+    /// The next generation with `files` (by key) under `location`, as a compaction seals a
+    /// partition again: the span and watermark stay.
+    pub fn with_files(&self, location: Option<String>, mut files: Vec<ManifestFile>) -> Manifest {
+        files.sort_by(|a, b| a.key.cmp(&b.key));
+        files.dedup_by(|a, b| a.key == b.key);
+        Manifest {
+            table: self.table.clone(),
+            path: self.path.clone(),
+            location,
+            generation: self.generation + 1,
+            span_end: self.span_end.clone(),
+            watermark: self.watermark.clone(),
+            records: files.iter().map(|f| f.records).sum(),
+            bytes: files.iter().map(|f| f.bytes).sum(),
+            files,
+            sealed_by: crate::claim::writer_id(),
+            sealed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        }
+    }
+
+    /// The directory of its files and its copy, below the store root.
+    pub fn dir(&self) -> String {
+        self.location
+            .clone()
+            .unwrap_or_else(|| format!("{}/{}", self.table, self.path))
     }
 
     /// Whether it lists the object `key`.

@@ -1,8 +1,9 @@
 //! Sealing: a partition whose time span ends below its table's watermark gets a manifest of
 //! every object in it, once; late records re-seal it with the next generation.
 //!
-//! Every [`EVERY`] the daemon computes the tables' watermarks ([`crate::watermark`]) from the
-//! claims and the group's offsets, reading only claims it has not seen. The data files of
+//! Every few seconds the daemon ([`crate::upkeep`]) computes the tables' watermarks
+//! ([`crate::watermark`]) from the claims and the group's offsets, reading only claims it has
+//! not seen. The data files of
 //! newly committed segments join the *open* partitions they belong to; an open partition
 //! whose span ends at or below its table's watermark is sealed:
 //!
@@ -21,24 +22,20 @@
 //! generation lists every file of the one before, and the copy readers see is never older than
 //! the record by more than a crash's repair. See `docs/DESIGN.md`.
 
+pub mod compactions;
 pub mod manifest;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
 use crate::catalog::{Catalog, CatalogError, CatalogTable, SealedPartition};
-use crate::claim::Claims;
 use crate::config::{Plan, TablePlan};
-use crate::watermark::{CommittedFile, Tracker};
+use crate::watermark::CommittedFile;
 use manifest::{Manifest, ManifestFile, Offsets, MANIFEST, SEALS_DIR, SUCCESS};
-
-/// How often the daemon recomputes the watermarks and seals.
-pub const EVERY: Duration = Duration::from_secs(10);
 
 /// Attempts at sealing one partition when other instances keep sealing it first.
 const ATTEMPTS: usize = 5;
@@ -231,12 +228,18 @@ impl Sealer {
         open: &Open,
         watermark: i64,
     ) -> Result<Option<Manifest>, SealError> {
+        // Files a compaction replaced are in its files already (a replay that rewrote one
+        // brings it back to the directory, never into a seal).
+        let replaced = compactions::replaced(&self.store, &self.root, table, path)
+            .await
+            .map_err(|source| self.store_error(table, path, "compactions", source))?;
         for _ in 0..ATTEMPTS {
             let before = self.newest(table, path).await?;
             let new: Vec<ManifestFile> = open
                 .files
                 .iter()
                 .filter(|f| before.as_ref().is_none_or(|m| !m.lists(&f.key)))
+                .filter(|f| !replaced.contains(&f.key))
                 .cloned()
                 .collect();
             if let Some(m) = before.as_ref().filter(|_| new.is_empty()) {
@@ -244,18 +247,8 @@ impl Sealer {
                 return Ok(None);
             }
             let m = Manifest::next(before.as_ref(), table, path, new, open.span_end, watermark);
-            let key = self.record_key(table, path, m.generation);
-            let body = serde_json::to_vec_pretty(&m).expect("a manifest serializes");
-            match self.put(&key, body, PutMode::Create).await {
-                Ok(()) => {}
-                Err(object_store::Error::AlreadyExists { .. }) => continue,
-                Err(object_store::Error::NotImplemented { .. }) => {
-                    let body = serde_json::to_vec_pretty(&m).expect("a manifest serializes");
-                    self.put(&key, body, PutMode::Overwrite)
-                        .await
-                        .map_err(|source| self.store_error(table, path, &key, source))?;
-                }
-                Err(source) => return Err(self.store_error(table, path, &key, source)),
+            if !self.create(&m).await? {
+                continue;
             }
             tracing::info!(table, path, generation = m.generation, files = m.files.len(), records = m.records, watermark = %m.watermark, "partition sealed");
             crate::failpoint::hit("seal-after-record", &format!("{table}/{path}"));
@@ -275,8 +268,8 @@ impl Sealer {
 
     /// Step 3: the catalog, `_SUCCESS`, then the manifest copy; skipped when the copy in the
     /// directory is of this generation or a later one.
-    async fn publish(&self, m: &Manifest) -> Result<(), SealError> {
-        let dir = self.under(&format!("{}/{}", m.table, m.path));
+    pub(crate) async fn publish(&self, m: &Manifest) -> Result<(), SealError> {
+        let dir = self.under(&m.dir());
         let copy = Path::from(format!("{dir}/{MANIFEST}"));
         match self.store.get(&copy).await {
             Ok(got) => {
@@ -294,9 +287,16 @@ impl Sealer {
             Err(source) => return Err(self.store_error(&m.table, &m.path, copy.as_ref(), source)),
         }
         if let Some(ct) = self.tables.get(&m.table).and_then(|t| t.catalog.as_ref()) {
+            let base = ct.location.trim_end_matches('/');
             let sealed = SealedPartition {
                 path: m.path.clone(),
-                location: format!("{}{}/", ct.location, m.path),
+                location: match &m.location {
+                    Some(dir) => format!(
+                        "{}/{dir}/",
+                        base.strip_suffix(&format!("/{}", m.table)).unwrap_or(base)
+                    ),
+                    None => format!("{base}/{}/", m.path),
+                },
                 generation: m.generation,
                 records: m.records,
                 bytes: m.bytes,
@@ -327,7 +327,11 @@ impl Sealer {
     }
 
     /// The newest seal record of a partition.
-    async fn newest(&self, table: &str, path: &str) -> Result<Option<Manifest>, SealError> {
+    pub(crate) async fn newest(
+        &self,
+        table: &str,
+        path: &str,
+    ) -> Result<Option<Manifest>, SealError> {
         let dir = Path::from(self.under(&format!("{SEALS_DIR}/{table}/{path}")));
         let listed: Vec<object_store::ObjectMeta> = self
             .store
@@ -354,6 +358,26 @@ impl Sealer {
                 key: newest.1.to_string(),
                 message: e.to_string(),
             })
+    }
+
+    /// Creates `m`'s seal record (create-only); `false` when its generation exists already
+    /// (another instance wrote it first).
+    pub(crate) async fn create(&self, m: &Manifest) -> Result<bool, SealError> {
+        let (table, path) = (&m.table, &m.path);
+        let key = self.record_key(table, path, m.generation);
+        let body = serde_json::to_vec_pretty(m).expect("a manifest serializes");
+        match self.put(&key, body, PutMode::Create).await {
+            Ok(()) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(object_store::Error::NotImplemented { .. }) => {
+                let body = serde_json::to_vec_pretty(m).expect("a manifest serializes");
+                self.put(&key, body, PutMode::Overwrite)
+                    .await
+                    .map_err(|source| self.store_error(table, path, &key, source))?;
+                Ok(true)
+            }
+            Err(source) => Err(self.store_error(table, path, &key, source)),
+        }
     }
 
     fn record_key(&self, table: &str, path: &str, generation: u32) -> String {
@@ -388,62 +412,6 @@ impl Sealer {
             path: path.to_string(),
             key: key.to_string(),
             source,
-        }
-    }
-}
-
-/// The daemon's task: every [`EVERY`], the tables' watermarks (published as
-/// `lakesink_completeness_watermark_seconds`), then the seals that are due. A failed round is
-/// logged and tried again at the next.
-pub async fn run(
-    plan: Plan,
-    claims: Arc<Claims>,
-    mut sealer: Sealer,
-    current: Arc<crate::watermark::Current>,
-    metrics: Arc<crate::metrics::Metrics>,
-) {
-    let mut tracker = if sealer.any() {
-        Tracker::collecting(claims)
-    } else {
-        Tracker::new(claims)
-    };
-    let mut tick = tokio::time::interval(EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut failing = false;
-    loop {
-        tick.tick().await;
-        let watermarks = match crate::watermark::compute(&plan, &mut tracker).await {
-            Ok(w) => w,
-            Err(e) => {
-                if !std::mem::replace(&mut failing, true) {
-                    tracing::warn!(error = %e, "could not compute the tables' watermarks; trying again");
-                }
-                continue;
-            }
-        };
-        for (table, w) in &watermarks {
-            current.set(table, *w);
-            let l = crate::metrics::labels([("table", &Arc::from(table.as_str()))]);
-            match w {
-                Some(us) => {
-                    metrics
-                        .completeness_watermark
-                        .get_or_create(&l)
-                        .set(*us as f64 / 1e6);
-                }
-                None => {
-                    metrics.completeness_watermark.remove(&l);
-                }
-            }
-        }
-        sealer.committed(tracker.take_committed());
-        match sealer.seal_due(&watermarks).await {
-            Ok(_) => failing = false,
-            Err(e) => {
-                if !std::mem::replace(&mut failing, true) {
-                    tracing::warn!(error = %e, "could not seal a partition; trying again");
-                }
-            }
         }
     }
 }
