@@ -54,7 +54,9 @@ struct Landed {
     bucket: String,
     database: String,
     config: std::path::PathBuf,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+    topic: String,
+    group: String,
     sealed: BTreeMap<String, u64>,
 }
 
@@ -92,7 +94,9 @@ fn land(prefix: &str, grace: &str) -> Landed {
         bucket,
         database,
         config,
-        _dir: dir,
+        dir,
+        topic,
+        group,
         sealed,
     }
 }
@@ -336,9 +340,42 @@ fn sigkill_at_each_step_of_a_compaction_leaves_every_record_once() {
         read_through_glue(tb, &l.database, &paths),
         (expected, expected)
     );
+
+    // The group rewound to the start: the replay rewrites no file a compaction replaced.
+    let ends = tb.high_watermarks(&l.topic, PARTITIONS);
+    let c: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &tb.brokers)
+        .set("group.id", &l.group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(&l.topic, p, rdkafka::Offset::Offset(0))
+            .unwrap();
+    }
+    rdkafka::consumer::Consumer::commit(&c, &tpl, rdkafka::consumer::CommitMode::Sync).unwrap();
+    drop(c);
+    let mut d = tb.start_daemon(&l.config, l.dir.path(), &[]);
+    d.wait_committed(tb, &l.group, &l.topic, &ends, Duration::from_secs(180));
+    d.stop(Duration::from_secs(60));
+    for p in &paths {
+        assert_eq!(
+            files_in(tb, bucket, p).0,
+            1,
+            "{p}: a replaced file came back"
+        );
+    }
+    assert!(d
+        .log_text()
+        .contains("not rewriting a replayed file that a compaction replaced"));
+    assert_eq!(
+        read_through_glue(tb, &l.database, &paths),
+        (expected, expected)
+    );
     let (ok, audit) = tb.verify(&l.config, &["--deep"]);
     assert!(ok, "{audit:#}");
     report(&format!(
-        "e2e compact kills (tansu + SeaweedFS + Glue): SIGKILL after the record, after the catalog switch, mid-deletion; every read through Glue {expected} records once; then 1 file per sealed hour, no orphan, verify --deep passes"
+        "e2e compact kills (tansu + SeaweedFS + Glue): SIGKILL after the record, after the catalog switch, mid-deletion; every read through Glue {expected} records once; then 1 file per sealed hour, no orphan; a rewind to offset 0 brings no replaced file back; verify --deep passes"
     ));
 }

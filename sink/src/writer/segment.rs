@@ -87,10 +87,57 @@ async fn only_missing(
     Ok(missing)
 }
 
+/// The files of a replayed segment that no compaction replaced; the others are dropped (their
+/// multipart uploads abort): their records are in the compaction's files, and the replaced
+/// object must not come back beside them (a rewind after a compaction).
+async fn not_compacted(
+    d: &Completion,
+    claim: &Claim,
+    files: Vec<(ObjectUpload, Vec<u8>)>,
+) -> Result<Vec<(ObjectUpload, Vec<u8>)>, WriteError> {
+    let mut replaced = std::collections::HashSet::new();
+    let mut seen = std::collections::HashSet::new();
+    for f in &claim.files {
+        let (Some(table), Some(path)) = (&f.table, &f.path) else {
+            continue;
+        };
+        if !d.compacting.contains(table) || !seen.insert((table, path)) {
+            continue;
+        }
+        let root = d.root.trim_matches('/');
+        let got = crate::seal::compactions::replaced(&d.store, root, table, path)
+            .await
+            .map_err(|source| {
+                WriteError::Claim(ClaimError::Store {
+                    key: format!("compactions of {table}/{path}"),
+                    source,
+                })
+            })?;
+        replaced.extend(got);
+    }
+    if replaced.is_empty() {
+        return Ok(files);
+    }
+    let mut keep = Vec::with_capacity(files.len());
+    for (upload, tail) in files {
+        if replaced.contains(upload.key().as_ref()) {
+            tracing::info!(key = %upload.key(), "not rewriting a replayed file that a compaction replaced");
+            d.budget.release(tail.len());
+        } else {
+            keep.push((upload, tail));
+        }
+    }
+    Ok(keep)
+}
+
 /// The daemon's handles a segment's completion uses (shared, cheap to clone).
 pub(super) struct Completion {
     rt: Handle,
     store: Arc<dyn ObjectStore>,
+    /// The store's path prefix, and the tables that compact (whose compaction records a
+    /// replay checks).
+    root: String,
+    compacting: Vec<String>,
     budget: Arc<Budget>,
     upload_slots: Arc<tokio::sync::Semaphore>,
     claims: Arc<Claims>,
@@ -105,6 +152,13 @@ impl Completion {
         Completion {
             rt: ctx.rt.clone(),
             store: ctx.store.clone(),
+            root: ctx.root.clone(),
+            compacting: ctx
+                .tables
+                .iter()
+                .filter(|t| t.compact.is_some())
+                .map(|t| t.name.clone())
+                .collect(),
             budget: ctx.budget.clone(),
             upload_slots: ctx.upload_slots.clone(),
             claims: ctx.claims.clone(),
@@ -207,6 +261,11 @@ impl Sealed {
         crash_point("crash-after-claim", &tp, start, end);
         let files = if partial && outcome == Outcome::Matched {
             only_missing(&d.store, &d.budget, files).await?
+        } else {
+            files
+        };
+        let files = if outcome == Outcome::Matched {
+            not_compacted(&d, &claim, files).await?
         } else {
             files
         };
