@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod compact;
+
 use clap::{Parser, Subcommand};
 use flate2::write::GzEncoder;
 use flate2::Compression;
@@ -77,6 +79,17 @@ enum Sub {
         #[arg(long, default_value_t = 600)]
         rows: u64,
     },
+    /// (internal) Seal and compact the `cloudtrail` table of a lake Lakesink wrote into a
+    /// local directory, and write the figures (CPU-s per GB compacted, files per partition
+    /// before and after) to `report` as JSON.
+    Compact {
+        #[arg(long)]
+        lake: PathBuf,
+        #[arg(long)]
+        topic: String,
+        #[arg(long)]
+        report: PathBuf,
+    },
     Shapes {
         #[arg(long, default_value_t = 1_000_000)]
         records: u64,
@@ -109,6 +122,11 @@ fn process_cpu(pid: u32) -> Option<f64> {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     Some(ticks / hz)
+}
+
+/// This process's CPU seconds so far.
+fn process_cpu_self() -> f64 {
+    process_cpu(std::process::id()).unwrap_or(0.0)
 }
 
 /// Runs `cmd` to its end and measures it, and the broker process `broker` meanwhile.
@@ -585,6 +603,15 @@ fn main() {
         null_consume(brokers, topic, *expect);
         return;
     }
+    if let Some(Sub::Compact {
+        lake,
+        topic,
+        report,
+    }) = &args.sub
+    {
+        compact::run(lake, topic, report);
+        return;
+    }
     if let Some(Sub::ParquetMemory { files, rows }) = &args.sub {
         parquet_memory(*files, *rows);
         return;
@@ -724,6 +751,21 @@ fn main() {
             ceiling_cpu_per_gb: None,
         });
     }
+    // Compaction of the first pass's json.gz level 6 lake (in a process of its own).
+    let compaction = {
+        let lake = lakes.join("gz6-0");
+        let report = workdir.join("compaction.json");
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.args(["compact", "--topic", topic, "--lake"])
+            .arg(&lake)
+            .arg("--report")
+            .arg(&report);
+        eprintln!("compacting the json.gz level 6 lake …");
+        let m = measure(cmd, "compaction", None);
+        let figures: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+        (m, figures)
+    };
     // The in-process ceilings come after the Lakesink runs: they hold the events in this
     // process, and a child forked from a large process starts with its peak RSS.
 
@@ -903,6 +945,22 @@ fn main() {
             (consume_cpu_per_gb + event_time_cpu_per_gb + files_cpu) / (r.m.cpu / gb) * 100.0
         );
     }
+    let (cm, c) = &compaction;
+    let _ = writeln!(
+        md,
+        "\nCompaction of the json.gz level 6 lake (`[tables.compact]`, target 256 MiB; sealed first from the claims, then gzip members concatenated into one object per partition, the catalog switched, the replaced files deleted; local disk, a process of its own): {} partitions, files per partition {:.1} → {:.1} ({} → {} files), {:.1} MB compacted in {:.2} CPU-s and {:.2} s: **{:.2} CPU-s per GB compacted**; the whole process (reading the claims and sealing first) {:.2} CPU-s, peak RSS {:.0} MB.",
+        c["compacted"],
+        c["files_per_partition_before"].as_f64().unwrap_or(0.0),
+        c["files_per_partition_after"].as_f64().unwrap_or(0.0),
+        c["files_before"],
+        c["files_after"],
+        c["bytes"].as_f64().unwrap_or(0.0) / 1e6,
+        c["cpu"].as_f64().unwrap_or(0.0),
+        c["wall"].as_f64().unwrap_or(0.0),
+        c["cpu_per_gb"].as_f64().unwrap_or(0.0),
+        cm.cpu,
+        cm.peak_rss_mb,
+    );
     print!("{md}");
     if let Some(parent) = args.out.parent() {
         let _ = std::fs::create_dir_all(parent);

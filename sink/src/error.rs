@@ -24,7 +24,9 @@ pub enum Error {
     #[error(transparent)]
     Storage(#[from] crate::storage::StorageError),
     #[error(transparent)]
-    Verify(#[from] crate::verify::VerifyError),
+    Verify(Box<crate::verify::VerifyError>),
+    #[error(transparent)]
+    Offsets(Box<crate::kafka::OffsetsError>),
     #[error(transparent)]
     Compact(Box<crate::compact::CompactError>),
     #[error("starting {what}: {source}")]
@@ -56,6 +58,18 @@ pub enum Error {
     DrainTimeout { secs: u64, pending: usize },
     #[error("{0}")]
     Other(String),
+}
+
+impl From<crate::kafka::OffsetsError> for Error {
+    fn from(e: crate::kafka::OffsetsError) -> Self {
+        Error::Offsets(Box::new(e))
+    }
+}
+
+impl From<crate::verify::VerifyError> for Error {
+    fn from(e: crate::verify::VerifyError) -> Self {
+        Error::Verify(Box::new(e))
+    }
 }
 
 impl From<crate::compact::CompactError> for Error {
@@ -135,21 +149,31 @@ impl Error {
             Error::Compact(e) => {
                 use crate::compact::CompactError;
                 match e.as_ref() {
-                    CompactError::NoSuchTable(_) => ExitKind::Config,
+                    CompactError::NoSuchTable(_) | CompactError::Storage(_) => ExitKind::Config,
+                    CompactError::Open(source) => catalog(source),
                     CompactError::Store { source, .. } => store(source),
                     CompactError::Catalog { source, .. } => catalog(source),
                     _ => ExitKind::Failure,
                 }
             }
+            Error::Offsets(e) => match e.as_ref() {
+                crate::kafka::OffsetsError::Create { .. } => ExitKind::Config,
+                _ => ExitKind::Transient,
+            },
             Error::Verify(e) => {
                 use crate::verify::VerifyError;
-                match e {
+                match e.as_ref() {
                     VerifyError::NoSuchTable(_) => ExitKind::Config,
                     VerifyError::List { source, .. }
                     | VerifyError::Read { source, .. }
                     | VerifyError::Claims(ClaimError::Store { source, .. }) => store(source),
-                    VerifyError::Claims(ClaimError::Corrupt { .. }) => ExitKind::Failure,
-                    VerifyError::Offsets { .. } => ExitKind::Transient,
+                    VerifyError::Claims(ClaimError::Corrupt { .. }) | VerifyError::Task { .. } => {
+                        ExitKind::Failure
+                    }
+                    VerifyError::Kafka { .. } => ExitKind::Transient,
+                    VerifyError::Offsets(crate::kafka::OffsetsError::Create { .. })
+                    | VerifyError::Storage(_) => ExitKind::Config,
+                    VerifyError::Offsets(_) => ExitKind::Transient,
                 }
             }
             Error::Store { source, .. } => store(source),

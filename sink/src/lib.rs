@@ -46,6 +46,7 @@ pub mod failpoint;
 pub mod fatal;
 pub mod generator;
 pub mod http;
+pub mod kafka;
 pub mod logging;
 pub mod memory;
 pub mod metrics;

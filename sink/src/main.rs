@@ -288,7 +288,9 @@ async fn dispatch(command: Command, plan: Option<lakesink::Plan>) -> anyhow::Res
                 deep,
                 against_kafka,
             };
-            let report = lakesink::verify::verify(&plan(), &options).await?;
+            let report = lakesink::verify::verify(&plan(), &options)
+                .await
+                .map_err(lakesink::Error::from)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -308,9 +310,10 @@ async fn dispatch(command: Command, plan: Option<lakesink::Plan>) -> anyhow::Res
         } => {
             let mut plan = plan();
             plan.resolve_schemas().await?;
-            let done =
-                lakesink::compact::run(&plan, &lakesink::compact::Options { table, dry_run })
-                    .await?;
+            let options = lakesink::compact::Options { table, dry_run };
+            let done = lakesink::compact::run(&plan, &options)
+                .await
+                .map_err(lakesink::Error::from)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&done)?);
             } else {

@@ -4,15 +4,12 @@
 //! that cannot be read says why instead of failing the whole report.
 
 use std::fmt::Write;
-use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde::Serialize;
 
 use crate::claim::Claims;
 use crate::commit::Tp;
 use crate::config::Plan;
-use crate::consume::client_config;
 use crate::error::Error;
 
 /// Everything `status` found.
@@ -152,76 +149,32 @@ pub async fn status(plan: &Plan) -> Result<Status, Error> {
     })
 }
 
-/// Per topic, its partitions with committed offsets and high watermarks, read with the
-/// daemon's own client properties (SASL, TLS).
-pub(crate) async fn kafka_side(
+/// Per topic, its partitions with committed offsets and watermarks (see
+/// [`crate::kafka::read_offsets`]), as the status reports them.
+async fn kafka_side(
     plan: &Plan,
     topics: Vec<String>,
 ) -> Result<Vec<(String, Vec<PartitionStatus>)>, Error> {
-    let kafka = plan.kafka.clone();
-    let r = tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = client_config(&kafka).create().map_err(|source| {
-            crate::consume::ConsumeError::Create {
-                brokers: kafka.brokers.clone(),
-                source,
-            }
-        })?;
-        let timeout = Duration::from_secs(10);
-        let mut out = Vec::new();
-        for topic in topics {
-            let md = consumer
-                .fetch_metadata(Some(&topic), timeout)
-                .map_err(|source| crate::consume::ConsumeError::Metadata {
-                    brokers: kafka.brokers.clone(),
-                    source,
-                })?;
-            let n = md.topics().first().map_or(0, |t| t.partitions().len()) as i32;
-            let mut tpl = rdkafka::TopicPartitionList::new();
-            for p in 0..n {
-                tpl.add_partition(&topic, p);
-            }
-            let committed = consumer.committed_offsets(tpl, timeout);
-            let mut parts = Vec::new();
-            for p in 0..n {
-                let mut s = PartitionStatus {
+    Ok(crate::kafka::read_offsets(&plan.kafka, topics)
+        .await?
+        .into_iter()
+        .map(|(topic, parts)| {
+            let parts = parts
+                .into_iter()
+                .map(|p| PartitionStatus {
                     topic: topic.clone(),
-                    partition: p,
-                    committed: None,
-                    low_watermark: None,
-                    high_watermark: None,
-                    lag: None,
+                    partition: p.partition,
+                    committed: p.committed,
+                    low_watermark: p.low,
+                    high_watermark: p.high,
+                    lag: p.high.map(|h| h - p.committed.unwrap_or(0)),
                     last_segment: None,
-                    error: None,
-                };
-                match &committed {
-                    Ok(tpl) => {
-                        s.committed = tpl
-                            .find_partition(&topic, p)
-                            .and_then(|e| e.offset().to_raw())
-                            .filter(|o| *o >= 0)
-                    }
-                    Err(e) => s.error = Some(format!("committed offsets: {e}")),
-                }
-                match consumer.fetch_watermarks(&topic, p, timeout) {
-                    Ok((low, high)) => {
-                        s.low_watermark = Some(low);
-                        s.high_watermark = Some(high);
-                        s.lag = Some(high - s.committed.unwrap_or(0));
-                    }
-                    Err(e) => s.error = Some(format!("watermarks: {e}")),
-                }
-                parts.push(s);
-            }
-            out.push((topic, parts));
-        }
-        Ok::<_, crate::consume::ConsumeError>(out)
-    })
-    .await
-    .map_err(|source| Error::Task {
-        what: "reading offsets",
-        source,
-    })??;
-    Ok(r)
+                    error: p.error,
+                })
+                .collect();
+            (topic, parts)
+        })
+        .collect())
 }
 
 impl Status {

@@ -208,13 +208,22 @@ impl Tracker {
     }
 }
 
+/// Why the watermarks could not be computed.
+#[derive(Debug, thiserror::Error)]
+pub enum WatermarkError {
+    #[error(transparent)]
+    Claims(#[from] ClaimError),
+    #[error(transparent)]
+    Offsets(#[from] crate::kafka::OffsetsError),
+}
+
 /// Each table's watermark now (µs; `None`: unknown), from the group's offsets in Kafka and
 /// the claims `tracker` reads.
 pub async fn compute(
     plan: &crate::Plan,
     tracker: &mut Tracker,
-) -> Result<Vec<(String, Option<i64>)>, crate::Error> {
-    let offsets = crate::status::kafka_side(plan, plan.topics()).await?;
+) -> Result<Vec<(String, Option<i64>)>, WatermarkError> {
+    let offsets = crate::kafka::read_offsets(&plan.kafka, plan.topics()).await?;
     // Owned, so that no borrow of the list lives across the awaits below (a future holding
     // one is not `Send` for the compiler's higher-ranked check).
     let parts: Vec<(Tp, Progress, bool)> = offsets
@@ -223,8 +232,8 @@ pub async fn compute(
             parts.into_iter().map(move |p| {
                 let progress = Progress {
                     committed: p.committed,
-                    low: p.low_watermark,
-                    high: p.high_watermark,
+                    low: p.low,
+                    high: p.high,
                     newest: None,
                 };
                 (Tp::new(&topic, p.partition), progress, p.error.is_some())
@@ -241,8 +250,7 @@ pub async fn compute(
             .collect();
         let newest = tracker
             .newest(&tp, progress.committed, &tables)
-            .await
-            .map_err(crate::verify::VerifyError::from)?
+            .await?
             .clone();
         for t in tables {
             let entry = by_table.entry(t.clone()).or_default();

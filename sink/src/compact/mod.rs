@@ -70,6 +70,10 @@ pub enum CompactError {
     Seal(#[from] SealError),
     #[error("no table named {0} compacts (a [tables.compact] section)")]
     NoSuchTable(String),
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
+    #[error("opening the catalog: {0}")]
+    Open(#[source] CatalogError),
 }
 
 /// What `lakesink compact` did to one partition.
@@ -525,16 +529,16 @@ impl Compactor {
 }
 
 /// `lakesink compact`: one pass of a [`Compactor`] over the lake of `plan`.
-pub async fn run(plan: &Plan, options: &Options) -> Result<Vec<Done>, crate::Error> {
+pub async fn run(plan: &Plan, options: &Options) -> Result<Vec<Done>, CompactError> {
     let lake = crate::storage::open(&plan.storage)?;
-    let catalog = crate::catalog::open(plan)?;
+    let catalog = crate::catalog::open(plan).map_err(CompactError::Open)?;
     let compactor = Compactor::new(
         plan,
         &lake,
         catalog,
         Arc::new(crate::metrics::Metrics::default()),
     );
-    Ok(compactor.run(options).await?)
+    compactor.run(options).await
 }
 
 #[cfg(test)]

@@ -8,12 +8,10 @@
 //! committing what was not uploaded. The ledger forgets a revoked partition, so nothing about it
 //! is ever committed after another member took it over.
 //!
-//! - `kafka_config`: the librdkafka settings of the consumer and the dead-letter producer;
 //! - `offsets`: committed offsets, watermarks and commits, asked of Kafka;
 //! - `partitions`: the assigned partitions, their batches, and the rebalance callbacks;
 //! - `poll`: the poll loop, its pauses, commits and drain.
 
-mod kafka_config;
 mod offsets;
 mod partitions;
 mod poll;
@@ -26,7 +24,7 @@ use rdkafka::error::KafkaError;
 
 use crate::commit::CommitError;
 
-pub use kafka_config::{client_config, producer_config};
+pub use crate::kafka::{client_config, producer_config};
 pub use offsets::{committed_offsets, high_watermarks};
 pub use partitions::{Shared, SinkContext};
 pub use poll::{Control, Ending, PollLoop};

@@ -60,7 +60,7 @@ pub(super) async fn check(
     low: i64,
     segments: &[Segment],
     report: &mut super::Report,
-) -> Result<(), crate::Error> {
+) -> Result<(), VerifyError> {
     let super::Report {
         findings, checked, ..
     } = report;
@@ -78,7 +78,7 @@ pub(super) async fn check(
         .iter()
         .filter(|t| t.topics.contains(&tp.topic.to_string()))
     {
-        let mut r = TableRouter::new(&t.route_rules()).map_err(|e| VerifyError::Offsets {
+        let mut r = TableRouter::new(&t.route_rules()).map_err(|e| VerifyError::Kafka {
             topic: tp.topic.to_string(),
             message: e.to_string(),
         })?;
@@ -94,7 +94,7 @@ pub(super) async fn check(
     let now = chrono::Utc::now().timestamp_micros();
     let mut current: Option<(&Segment, HashMap<String, Expected>, bool)> = None;
     while let Some(got) = rx.recv().await {
-        let rec = got.map_err(|message| VerifyError::Offsets {
+        let rec = got.map_err(|message| VerifyError::Kafka {
             topic: tp.topic.to_string(),
             message,
         })?;
@@ -162,10 +162,9 @@ pub(super) async fn check(
     if let Some((s, expected, partial)) = current.take() {
         compare(store, s, expected, partial, findings, checked).await?;
     }
-    reader.await.map_err(|source| crate::Error::Task {
-        what: "reading Kafka",
-        source,
-    })?;
+    reader
+        .await
+        .map_err(|source| VerifyError::Task { source })?;
     Ok(())
 }
 

@@ -12,6 +12,8 @@ mod segment;
 pub(crate) mod tests;
 #[cfg(test)]
 mod tests_late;
+#[cfg(test)]
+mod tests_letters;
 mod wire;
 
 use std::collections::HashMap;

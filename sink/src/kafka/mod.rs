@@ -1,0 +1,9 @@
+//! librdkafka clients and what Kafka says about a group's offsets, for the consumer, the
+//! dead-letter producer and the tools that read the group from outside (`status`, `verify`, the
+//! daemon's watermarks). A leaf: it knows the config and nothing of the pipeline.
+
+mod config;
+mod offsets;
+
+pub use config::{client_config, producer_config};
+pub use offsets::{read_offsets, OffsetsError, PartitionOffsets};
