@@ -82,6 +82,12 @@ enum Command {
         /// Only this table.
         #[arg(long)]
         table: Option<String>,
+        /// Only partitions whose time span ends after this (RFC 3339, or 2024-01-02T03).
+        #[arg(long, value_parser = lakesink::verify::parse_time)]
+        from: Option<chrono::DateTime<chrono::Utc>>,
+        /// Only partitions whose time span ends at or before this.
+        #[arg(long, value_parser = lakesink::verify::parse_time)]
+        to: Option<chrono::DateTime<chrono::Utc>>,
         /// Say what would be compacted; change nothing.
         #[arg(long)]
         dry_run: bool,
@@ -304,13 +310,20 @@ async fn dispatch(command: Command, plan: Option<lakesink::Plan>) -> anyhow::Res
         }
         Command::Compact {
             table,
+            from,
+            to,
             dry_run,
             json,
             ..
         } => {
             let mut plan = plan();
             plan.resolve_schemas().await?;
-            let options = lakesink::compact::Options { table, dry_run };
+            let options = lakesink::compact::Options {
+                table,
+                from,
+                to,
+                dry_run,
+            };
             let done = lakesink::compact::run(&plan, &options)
                 .await
                 .map_err(lakesink::Error::from)?;

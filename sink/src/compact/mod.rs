@@ -94,6 +94,9 @@ pub struct Done {
 #[derive(Debug, Clone, Default)]
 pub struct Options {
     pub table: Option<String>,
+    /// Only partitions whose time span ends after `from` and at or before `to`.
+    pub from: Option<chrono::DateTime<chrono::Utc>>,
+    pub to: Option<chrono::DateTime<chrono::Utc>>,
     pub dry_run: bool,
 }
 
@@ -173,7 +176,7 @@ impl Compactor {
                 continue;
             }
             for path in self.sealed_paths(&t.name).await? {
-                done.extend(self.partition(t, &path, options.dry_run).await?);
+                done.extend(self.partition(t, &path, options).await?);
             }
         }
         Ok(done)
@@ -210,8 +213,9 @@ impl Compactor {
         &self,
         t: &Table,
         path: &str,
-        dry_run: bool,
+        options: &Options,
     ) -> Result<Vec<Done>, CompactError> {
+        let dry_run = options.dry_run;
         let mut done = Vec::new();
         let history = records(&self.store, &self.root, &t.name, path)
             .await
@@ -220,6 +224,13 @@ impl Compactor {
         let Some(mut m) = self.sealer.newest(&t.name, path).await? else {
             return Ok(done);
         };
+        let ends = chrono::DateTime::parse_from_rfc3339(&m.span_end).ok();
+        let outside_window = ends.is_some_and(|end| {
+            options.from.is_some_and(|from| end <= from) || options.to.is_some_and(|to| end > to)
+        });
+        if outside_window {
+            return Ok(done);
+        }
         if let Some(c) = last {
             let finished = m.location.as_deref() == Some(c.location.as_str())
                 && !m.files.iter().any(|f| c.replaced.contains(&f.key));

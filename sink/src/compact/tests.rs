@@ -178,10 +178,26 @@ async fn a_sealed_partition_is_compacted_switched_resealed_and_cleaned_up() {
     }
     let c = l.compactor();
     // Dry run: nothing changes.
+    // A window that ends before the hour, or starts after it: nothing.
+    let at = |s: &str| Some(crate::verify::parse_time(s).unwrap());
+    for (from, to) in [(None, at("2024-01-02T01")), (at("2024-01-02T02"), None)] {
+        let none = c
+            .run(&Options {
+                from,
+                to,
+                dry_run: true,
+                ..Options::default()
+            })
+            .await
+            .unwrap();
+        assert!(none.is_empty(), "{none:?}");
+    }
     let would = c
         .run(&Options {
-            table: None,
+            from: at("2024-01-02T01"),
+            to: at("2024-01-02T02"),
             dry_run: true,
+            ..Options::default()
         })
         .await
         .unwrap();
