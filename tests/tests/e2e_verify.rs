@@ -99,6 +99,7 @@ fn verify_passes_a_clean_lake_and_names_every_planted_fault() {
         text.contains("OK: nothing missing, nothing extra"),
         "{text}"
     );
+    eprintln!("{text}");
     let (ok, parquet) = tb.verify(&config, &["--table", "ct_parquet", "--deep"]);
     assert!(ok, "{parquet:#}");
     assert_eq!(parquet["checked"]["deep_records"], RECORDS);
