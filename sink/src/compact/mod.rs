@@ -482,22 +482,23 @@ impl Compactor {
             let mut crc = crc32fast::Hasher::new();
             let mut bytes = 0u64;
             for f in group {
-                let mut stream = self
-                    .store
-                    .get(&Path::from(f.key.as_str()))
-                    .await
-                    .map_err(|source| self.error(&t.name, path, &f.key, source))?
-                    .into_stream();
-                while let Some(chunk) = stream.next().await {
-                    let chunk =
-                        chunk.map_err(|source| self.error(&t.name, path, &f.key, source))?;
-                    w.wait_for_capacity(2)
+                // Whole objects, one request each (a file is at most `rotate.max_bytes`),
+                // rather than a stream of small chunks.
+                let whole = async {
+                    self.store
+                        .get(&Path::from(f.key.as_str()))
+                        .await?
+                        .bytes()
                         .await
-                        .map_err(|source| self.error(&t.name, path, &key, source))?;
-                    crc.update(&chunk);
-                    bytes += chunk.len() as u64;
-                    w.write(&chunk);
                 }
+                .await
+                .map_err(|source| self.error(&t.name, path, &f.key, source))?;
+                w.wait_for_capacity(2)
+                    .await
+                    .map_err(|source| self.error(&t.name, path, &key, source))?;
+                crc.update(&whole);
+                bytes += whole.len() as u64;
+                w.put(whole);
             }
             w.finish()
                 .await
