@@ -581,6 +581,23 @@ impl Drop for Daemon {
     }
 }
 
+/// A `[catalog]` section for the test Glue endpoint (moto) at `endpoint`, creating its tables
+/// in `database`.
+pub fn glue_catalog(endpoint: &str, database: &str) -> String {
+    format!(
+        r#"[catalog]
+kind = "glue"
+database = "{database}"
+region = "us-east-1"
+endpoint = "{endpoint}"
+create_table = true
+access_key_id = "testing"
+secret_access_key = "testing"
+timeout = "2s"
+"#
+    )
+}
+
 /// A `cloudtrail` table of `topic` in the default hourly layout, its event time from
 /// `eventTime`, cut by count and by the clock: the config most lake tests run.
 pub fn cloudtrail_table(topic: &str, max_records: u64, max_age: &str) -> String {

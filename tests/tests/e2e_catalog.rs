@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use lakesink::demo::generator::GenConfig;
 use lakesink_e2e::proxy::{Mode, Proxy};
 use lakesink_e2e::receiver::Receiver;
-use lakesink_e2e::{free_port, http_get, report, sample, wait_until, Testbed};
+use lakesink_e2e::{free_port, glue_catalog, http_get, report, sample, wait_until, Testbed};
 use serde_json::Value;
 
 fn table(topic: &str, name: &str) -> String {
@@ -22,21 +22,6 @@ max_future_skew = "1000d"
 [tables.rotate]
 max_records = 2000
 max_age = "2s"
-"#
-    )
-}
-
-fn glue_catalog(endpoint: &str, database: &str) -> String {
-    format!(
-        r#"[catalog]
-kind = "glue"
-database = "{database}"
-region = "us-east-1"
-endpoint = "{endpoint}"
-create_table = true
-access_key_id = "testing"
-secret_access_key = "testing"
-timeout = "2s"
 "#
     )
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lakesink::demo::generator::GenConfig;
-use lakesink_e2e::{report, wait_until, Testbed};
+use lakesink_e2e::{glue_catalog, report, wait_until, Testbed};
 use serde_json::Value;
 
 const RECORDS: u64 = 3_000;
@@ -20,15 +20,7 @@ const PARTITIONS: i32 = 2;
 
 fn config(topic: &str, glue: &str, database: &str, grace: &str) -> String {
     format!(
-        r#"[catalog]
-kind = "glue"
-database = "{database}"
-region = "us-east-1"
-endpoint = "{glue}"
-create_table = true
-access_key_id = "testing"
-secret_access_key = "testing"
-
+        r#"{catalog}
 [[tables]]
 name = "cloudtrail"
 topics = ["{topic}"]
@@ -43,7 +35,8 @@ max_age = "2s"
 min_files = 2
 target_size = "64MiB"
 grace = "{grace}"
-"#
+"#,
+        catalog = glue_catalog(glue, database)
     )
 }
 

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use lakesink::demo::generator::GenConfig;
-use lakesink_e2e::{report, wait_until, Testbed};
+use lakesink_e2e::{glue_catalog, report, wait_until, Testbed};
 use serde_json::Value;
 
 const RECORDS: u64 = 3_000;
@@ -38,15 +38,7 @@ max_age = "2s"
         String::new()
     };
     format!(
-        r#"[catalog]
-kind = "glue"
-database = "{database}"
-region = "us-east-1"
-endpoint = "{glue}"
-create_table = true
-access_key_id = "testing"
-secret_access_key = "testing"
-
+        r#"{catalog}
 [[tables]]
 name = "cloudtrail"
 topics = ["{topic}"]
@@ -57,7 +49,8 @@ allowed_lateness = "30m"
 [tables.rotate]
 max_records = 400
 max_age = "2s"
-{strict}"#
+{strict}"#,
+        catalog = glue_catalog(glue, database)
     )
 }
 

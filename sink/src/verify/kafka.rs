@@ -128,10 +128,7 @@ pub(super) async fn check(
             let late = routed.as_ref().ok().and_then(|routed| {
                 let w = *s.claim.late_before.get(&t.name)?;
                 (t.late_after_seal == LateAfterSeal::DeadLetter
-                    && routed.event_micros < w
-                    && t.partition
-                        .span_end(&t.timezone, routed.event_micros)
-                        .is_some_and(|end| end <= w))
+                    && crate::writer::late_after_seal(t, routed.event_micros, w))
                 .then_some(())
             });
             let target = match (&routed, late) {

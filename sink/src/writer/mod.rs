@@ -482,8 +482,19 @@ impl PartitionWriter {
                 kafka_millis: rec.kafka_millis,
                 payload,
             };
-            let routed = match unwrapped.and_then(|_| router.route(&r, now_micros, &mut self.path))
-            {
+            let late_before = self.late_before.get(&table.name).copied();
+            let routed = unwrapped
+                .and_then(|_| router.route(&r, now_micros, &mut self.path))
+                .and_then(|routed| match late_before {
+                    Some(w) if late_after_seal(table, routed.event_micros, w) => {
+                        Err(RouteError::LateAfterSeal {
+                            path: self.path.clone(),
+                            watermark: crate::route::timestamp::micros_to_utc(w).to_rfc3339(),
+                        })
+                    }
+                    _ => Ok(routed),
+                });
+            let routed = match routed {
                 Ok(routed) => routed,
                 Err(source) => {
                     let cut = bad_record(
@@ -505,38 +516,6 @@ impl PartitionWriter {
                     continue;
                 }
             };
-            if let Some(w) = self.late_before.get(&table.name).copied() {
-                // (The span ends after the event: only an event before the watermark can be in
-                // a sealed partition.)
-                if routed.event_micros < w
-                    && table
-                        .partition
-                        .span_end(&table.timezone, routed.event_micros)
-                        .is_some_and(|end| end <= w)
-                {
-                    let late = RouteError::LateAfterSeal {
-                        path: self.path.clone(),
-                        watermark: crate::route::timestamp::micros_to_utc(w).to_rfc3339(),
-                    };
-                    let cut = bad_record(
-                        DeadLetterFiles {
-                            naming: self.replay.naming(),
-                            files: &mut self.errors,
-                            deliveries: &mut self.deliveries,
-                            held: &mut self.held,
-                            deadline: &mut self.deadline,
-                            tp: &self.tp,
-                        },
-                        ctx,
-                        table,
-                        rec,
-                        late,
-                        now,
-                    )?;
-                    full = full.or(cut);
-                    continue;
-                }
-            }
             if routed.fell_back {
                 Stats::add(&ctx.stats.timestamp_fallbacks, 1);
                 self.fallbacks[slot].inc();
@@ -772,4 +751,15 @@ impl Drop for PartitionWriter {
         }
         self.budget.release(held);
     }
+}
+
+/// Whether an event at `event_micros` goes to a partition of `table` whose span ends at or
+/// before the watermark `w`: sealed, for `late_after_seal = "dlq"`. (The span ends after the
+/// event, so only an event before the watermark can be; the span is computed only then.)
+pub(crate) fn late_after_seal(table: &TablePlan, event_micros: i64, w: i64) -> bool {
+    event_micros < w
+        && table
+            .partition
+            .span_end(&table.timezone, event_micros)
+            .is_some_and(|end| end <= w)
 }
