@@ -1,6 +1,7 @@
 """Reads every Parquet object below a prefix of the test S3 server with pyarrow (an independent
 reader) and prints what it found as JSON: rows, distinct eventIDs, the Arrow schema, the Parquet
-physical and logical types of the leaf columns, bloom filters, row groups and compression.
+physical and logical types of the leaf columns, bloom filters, whether every column chunk has
+statistics, row groups and compression.
 
 Usage: parquet_read.py BUCKET PREFIX
 """
@@ -54,5 +55,6 @@ for key in sorted(keys):
                 out["compression"].append(col.compression)
             has = (col.bloom_filter_offset or 0) > 0
             out["bloom"][col.path_in_schema] = out["bloom"].get(col.path_in_schema, True) and has
+            out["stats"] = out.get("stats", True) and col.is_stats_set
 out["event_ids"] = len(ids)
 print(json.dumps(out))

@@ -1,11 +1,12 @@
 //! Compaction: a sealed partition's many small files rewritten into few large ones, without a
 //! reader ever seeing a record twice or missing one.
 //!
-//! A compaction of table `t`'s partition `p` (`[tables.compact]`, gzip NDJSON, a catalog that
-//! holds partition locations: Glue or the Hive Metastore):
+//! A compaction of table `t`'s partition `p` (`[tables.compact]`, a catalog that holds partition
+//! locations: Glue or the Hive Metastore):
 //!
-//! 1. concatenates the gzip members of the files its newest seal lists (no recompression: a
-//!    multi-member gzip file, which every gzip reader reads whole) into objects of about
+//! 1. joins the files its newest seal lists without decoding them (gzip NDJSON: their members
+//!    concatenated, a multi-member gzip file every gzip reader reads whole; Parquet: their row
+//!    groups' column chunks copied as bytes, see [`parquet`]) into objects of about
 //!    `target_size`, under a directory of its own, `{t}/{p}/_c{number}-{token}/` (a name
 //!    starting with `_`, which readers of the partition's old directory skip);
 //! 2. creates its record `_lakesink/compactions/{t}/{p}/{number}.json`, create-only: which files
@@ -38,6 +39,8 @@ use serde::Serialize;
 
 use crate::catalog::{Catalog, CatalogError, CatalogTable};
 use crate::config::{CompactPlan, Plan};
+mod parquet;
+
 pub use crate::seal::compactions::{
     index, records, replaced, table_records, Compaction, COMPACTIONS_DIR,
 };
@@ -471,57 +474,97 @@ impl Compactor {
             size += f.bytes;
         }
         let mut out = Vec::with_capacity(groups.len());
-        for (i, group) in groups.iter().enumerate() {
-            let key = under(&self.root, &format!("{location}/part-{i:05}.json.gz"));
-            let upload = self
-                .store
-                .put_multipart(&Path::from(key.as_str()))
-                .await
-                .map_err(|source| self.error(&t.name, path, &key, source))?;
-            let mut w = WriteMultipart::new_with_chunk_size(upload, PART);
-            let mut crc = crc32fast::Hasher::new();
-            let mut bytes = 0u64;
-            for f in group {
-                // Whole objects, one request each (a file is at most `rotate.max_bytes`),
-                // rather than a stream of small chunks.
-                let whole = async {
-                    self.store
-                        .get(&Path::from(f.key.as_str()))
-                        .await?
-                        .bytes()
-                        .await
+        for group in groups {
+            if !group.iter().any(|f| f.key.ends_with(".parquet")) {
+                let key = under(
+                    &self.root,
+                    &format!("{location}/part-{:05}.json.gz", out.len()),
+                );
+                out.push(self.concat_gzip(t, path, key, &group).await?);
+                continue;
+            }
+            // Parquet: the group's files, then one output per run of files of one schema.
+            let mut fetched = Vec::with_capacity(group.len());
+            for f in &group {
+                fetched.push(((*f).clone(), self.fetch(t, path, &f.key).await?));
+            }
+            let mut runs: Vec<Vec<(ManifestFile, bytes::Bytes)>> = Vec::new();
+            for (f, b) in fetched {
+                let same = runs
+                    .last()
+                    .and_then(|r| r.first())
+                    .is_some_and(|(_, first)| parquet::same_schema(first, &b));
+                if !same {
+                    runs.push(Vec::new());
                 }
-                .await
-                .map_err(|source| self.error(&t.name, path, &f.key, source))?;
-                w.wait_for_capacity(2)
+                runs.last_mut().expect("a run").push((f, b));
+            }
+            for run in runs {
+                let key = under(
+                    &self.root,
+                    &format!("{location}/part-{:05}.parquet", out.len()),
+                );
+                let inputs: Vec<(String, bytes::Bytes)> = run
+                    .iter()
+                    .map(|(f, b)| (f.key.clone(), b.clone()))
+                    .collect();
+                let joined = tokio::task::spawn_blocking(move || parquet::concat(&inputs))
+                    .await
+                    .expect("concatenating does not panic")
+                    .map_err(|message| CompactError::Corrupt {
+                        key: key.clone(),
+                        message,
+                    })?;
+                let files: Vec<&ManifestFile> = run.iter().map(|(f, _)| f).collect();
+                let crc = crc32fast::hash(&joined);
+                let bytes = joined.len() as u64;
+                self.store
+                    .put(&Path::from(key.as_str()), PutPayload::from(joined))
                     .await
                     .map_err(|source| self.error(&t.name, path, &key, source))?;
-                crc.update(&whole);
-                bytes += whole.len() as u64;
-                w.put(whole);
+                out.push(facts(key, &files, bytes, crc));
             }
-            w.finish()
-                .await
-                .map_err(|source| self.error(&t.name, path, &key, source))?;
-            let times = |pick: fn(&ManifestFile) -> &Option<String>, newest: bool| {
-                let mut v: Vec<&String> = group.iter().filter_map(|f| pick(f).as_ref()).collect();
-                v.sort();
-                if newest { v.last() } else { v.first() }.map(|s| (*s).clone())
-            };
-            out.push(ManifestFile {
-                key,
-                records: group.iter().map(|f| f.records).sum(),
-                bytes,
-                crc32: crc.finalize(),
-                min_event_time: times(|f| &f.min_event_time, false),
-                max_event_time: times(|f| &f.max_event_time, true),
-                offsets: group
-                    .iter()
-                    .flat_map(|f| f.offsets.iter().cloned())
-                    .collect(),
-            });
         }
         Ok(out)
+    }
+
+    /// One object, whole (a file is at most `rotate.max_bytes`).
+    async fn fetch(&self, t: &Table, path: &str, key: &str) -> Result<bytes::Bytes, CompactError> {
+        async { self.store.get(&Path::from(key)).await?.bytes().await }
+            .await
+            .map_err(|source| self.error(&t.name, path, key, source))
+    }
+
+    /// gzip NDJSON files concatenated into `key`, member after member (each read whole, one
+    /// request, rather than as a stream of small chunks).
+    async fn concat_gzip(
+        &self,
+        t: &Table,
+        path: &str,
+        key: String,
+        group: &[&ManifestFile],
+    ) -> Result<ManifestFile, CompactError> {
+        let upload = self
+            .store
+            .put_multipart(&Path::from(key.as_str()))
+            .await
+            .map_err(|source| self.error(&t.name, path, &key, source))?;
+        let mut w = WriteMultipart::new_with_chunk_size(upload, PART);
+        let mut crc = crc32fast::Hasher::new();
+        let mut bytes = 0u64;
+        for f in group {
+            let whole = self.fetch(t, path, &f.key).await?;
+            w.wait_for_capacity(2)
+                .await
+                .map_err(|source| self.error(&t.name, path, &key, source))?;
+            crc.update(&whole);
+            bytes += whole.len() as u64;
+            w.put(whole);
+        }
+        w.finish()
+            .await
+            .map_err(|source| self.error(&t.name, path, &key, source))?;
+        Ok(facts(key, group, bytes, crc.finalize()))
     }
 
     fn error(
@@ -537,6 +580,27 @@ impl Compactor {
             key: key.to_string(),
             source,
         }
+    }
+}
+
+/// What a compacted file records: the files it replaced summed, and its own size and CRC-32.
+fn facts(key: String, group: &[&ManifestFile], bytes: u64, crc32: u32) -> ManifestFile {
+    let times = |pick: fn(&ManifestFile) -> &Option<String>, newest: bool| {
+        let mut v: Vec<&String> = group.iter().filter_map(|f| pick(f).as_ref()).collect();
+        v.sort();
+        if newest { v.last() } else { v.first() }.map(|s| (*s).clone())
+    };
+    ManifestFile {
+        key,
+        records: group.iter().map(|f| f.records).sum(),
+        bytes,
+        crc32,
+        min_event_time: times(|f| &f.min_event_time, false),
+        max_event_time: times(|f| &f.max_event_time, true),
+        offsets: group
+            .iter()
+            .flat_map(|f| f.offsets.iter().cloned())
+            .collect(),
     }
 }
 

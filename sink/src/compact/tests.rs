@@ -335,3 +335,95 @@ async fn a_compaction_a_crash_interrupted_is_finished_and_grace_keeps_the_old_fi
         assert!(l.exists(k).await);
     }
 }
+
+#[test]
+fn parquet_files_are_joined_row_group_by_row_group_with_statistics_and_bloom_filters() {
+    use crate::encode::{Encoder, ParquetEncoder};
+    use ::parquet::file::properties::ReaderProperties;
+    use ::parquet::file::reader::FileReader;
+    use ::parquet::file::serialized_reader::{ReadOptionsBuilder, SerializedFileReader};
+    let plan = Plan::from_toml(
+        r#"[kafka]
+brokers = "localhost:9092"
+group_id = "g"
+[storage]
+url = "memory:///lake"
+[[tables]]
+name = "pq"
+topics = ["t"]
+format = "parquet"
+schema = { file = "cloudtrail.avsc" }
+timestamp = { field = "eventTime" }
+[tables.parquet]
+row_group_rows = 50
+bloom_filters = ["eventID"]
+"#,
+        "t.toml",
+    )
+    .unwrap();
+    let pq = plan.tables[0].parquet.clone().expect("a Parquet plan");
+    let cfg = crate::generator::GenConfig::default();
+    let mut inputs = Vec::new();
+    let mut ids = Vec::new();
+    let mut groups_in = 0;
+    for file in 0..3u64 {
+        let mut enc: Box<dyn Encoder> = Box::new(ParquetEncoder::new(pq.clone()));
+        let mut rejected = Vec::new();
+        let mut text = String::new();
+        for seq in file * 120..(file + 1) * 120 {
+            crate::generator::event(&cfg, seq, 360, &mut text);
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            ids.push(v["eventID"].as_str().unwrap().to_string());
+            enc.append(text.as_bytes()).unwrap();
+            if seq % 40 == 39 {
+                enc.settle(&mut rejected).unwrap();
+            }
+        }
+        let bytes = bytes::Bytes::from(enc.finish().unwrap());
+        groups_in += SerializedFileReader::new(bytes.clone())
+            .unwrap()
+            .metadata()
+            .num_row_groups();
+        inputs.push((format!("f{file}.parquet"), bytes));
+    }
+    assert!(parquet::same_schema(&inputs[0].1, &inputs[2].1));
+    let joined = bytes::Bytes::from(parquet::concat(&inputs).unwrap());
+    let options = ReadOptionsBuilder::new()
+        .with_page_index()
+        .with_reader_properties(
+            ReaderProperties::builder()
+                .set_read_bloom_filter(true)
+                .build(),
+        )
+        .build();
+    let r = SerializedFileReader::new_with_options(joined, options).unwrap();
+    let m = r.metadata();
+    assert_eq!(m.file_metadata().num_rows(), 360);
+    assert_eq!(
+        m.num_row_groups(),
+        groups_in,
+        "row groups copied, not rewritten"
+    );
+    let col = m
+        .file_metadata()
+        .schema_descr()
+        .columns()
+        .iter()
+        .position(|c| c.path().string() == "eventID")
+        .unwrap();
+    let mut seen = 0;
+    for rg in 0..m.num_row_groups() {
+        let chunk = m.row_group(rg).column(col);
+        assert!(chunk.statistics().is_some(), "statistics survive");
+        let reader = r.get_row_group(rg).unwrap();
+        let bloom = reader
+            .get_column_bloom_filter(col)
+            .expect("the bloom filter survives");
+        let rows = m.row_group(rg).num_rows() as usize;
+        for id in &ids[seen..seen + rows] {
+            assert!(bloom.check(&id.as_str()), "{id} in row group {rg}'s filter");
+        }
+        seen += rows;
+    }
+    assert_eq!(seen, 360);
+}

@@ -139,12 +139,6 @@ pub(super) fn table_plan(t: TableSection, origin: &str) -> Result<TablePlan, Con
                         .into(),
                 ));
             }
-            if t.format != Format::JsonGz {
-                return Err(err(
-                    "[tables.compact]: Parquet tables are not compacted yet (gzip NDJSON tables are)"
-                        .into(),
-                ));
-            }
             if c.min_files < 2 || c.target_size.0 == 0 {
                 return Err(err(
                     "[tables.compact]: min_files must be at least 2 and target_size positive"
