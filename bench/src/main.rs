@@ -751,21 +751,31 @@ fn main() {
             ceiling_cpu_per_gb: None,
         });
     }
-    // Compaction of the first pass's json.gz level 6 lake (in a process of its own).
-    let compaction = {
-        let lake = lakes.join("gz6-0");
-        let report = workdir.join("compaction.json");
+    // Compaction of the first pass's json.gz level 6 and Parquet lakes (each in a process of
+    // its own).
+    let compactions: Vec<(&str, Measured, serde_json::Value)> = [
+        ("json.gz level 6", "gz6-0", "gzip members concatenated"),
+        ("parquet zstd", "parquet-0", "row groups copied as bytes"),
+    ]
+    .into_iter()
+    .map(|(name, dir, how)| {
+        let report = workdir.join(format!("compaction-{dir}.json"));
         let mut cmd = Command::new(std::env::current_exe().unwrap());
         cmd.args(["compact", "--topic", topic, "--lake"])
-            .arg(&lake)
+            .arg(lakes.join(dir))
             .arg("--report")
             .arg(&report);
-        eprintln!("compacting the json.gz level 6 lake …");
+        eprintln!("compacting the {name} lake …");
         let m = measure(cmd, "compaction", None);
         let figures: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
-        (m, figures)
-    };
+        (
+            how,
+            m,
+            serde_json::json!({"name": name, "figures": figures}),
+        )
+    })
+    .collect();
     // The in-process ceilings come after the Lakesink runs: they hold the events in this
     // process, and a child forked from a large process starts with its peak RSS.
 
@@ -945,22 +955,25 @@ fn main() {
             (consume_cpu_per_gb + event_time_cpu_per_gb + files_cpu) / (r.m.cpu / gb) * 100.0
         );
     }
-    let (cm, c) = &compaction;
-    let _ = writeln!(
-        md,
-        "\nCompaction of the json.gz level 6 lake (`[tables.compact]`, target 256 MiB; sealed first from the claims, then gzip members concatenated into one object per partition, the catalog switched, the replaced files deleted; local disk, a process of its own): {} partitions, files per partition {:.1} → {:.1} ({} → {} files), {:.1} MB compacted in {:.2} CPU-s and {:.2} s: **{:.2} CPU-s per GB compacted**; the whole process (reading the claims and sealing first) {:.2} CPU-s, peak RSS {:.0} MB.",
-        c["compacted"],
-        c["files_per_partition_before"].as_f64().unwrap_or(0.0),
-        c["files_per_partition_after"].as_f64().unwrap_or(0.0),
-        c["files_before"],
-        c["files_after"],
-        c["bytes"].as_f64().unwrap_or(0.0) / 1e6,
-        c["cpu"].as_f64().unwrap_or(0.0),
-        c["wall"].as_f64().unwrap_or(0.0),
-        c["cpu_per_gb"].as_f64().unwrap_or(0.0),
-        cm.cpu,
-        cm.peak_rss_mb,
-    );
+    for (how, cm, c) in &compactions {
+        let (name, c) = (&c["name"], &c["figures"]);
+        let _ = writeln!(
+            md,
+            "\nCompaction of the {} lake (`[tables.compact]`, target 256 MiB; sealed first from the claims, then {how} into one object per partition, the catalog switched, the replaced files deleted; local disk, a process of its own): {} partitions, files per partition {:.1} → {:.1} ({} → {} files), {:.1} MB compacted in {:.2} CPU-s and {:.2} s: **{:.2} CPU-s per GB compacted**; the whole process (reading the claims and sealing first) {:.2} CPU-s, peak RSS {:.0} MB.",
+            name.as_str().unwrap_or(""),
+            c["compacted"],
+            c["files_per_partition_before"].as_f64().unwrap_or(0.0),
+            c["files_per_partition_after"].as_f64().unwrap_or(0.0),
+            c["files_before"],
+            c["files_after"],
+            c["bytes"].as_f64().unwrap_or(0.0) / 1e6,
+            c["cpu"].as_f64().unwrap_or(0.0),
+            c["wall"].as_f64().unwrap_or(0.0),
+            c["cpu_per_gb"].as_f64().unwrap_or(0.0),
+            cm.cpu,
+            cm.peak_rss_mb,
+        );
+    }
     print!("{md}");
     if let Some(parent) = args.out.parent() {
         let _ = std::fs::create_dir_all(parent);
