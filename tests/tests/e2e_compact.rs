@@ -20,6 +20,17 @@ const PARTITIONS: i32 = 2;
 
 /// The table: gzip NDJSON, or Parquet (`ext` = "parquet") with a bloom filter on `eventID`.
 fn config(topic: &str, glue: &str, database: &str, grace: &str, ext: &str) -> String {
+    config_with(topic, glue, database, grace, ext, false)
+}
+
+fn config_with(
+    topic: &str,
+    glue: &str,
+    database: &str,
+    grace: &str,
+    ext: &str,
+    auto: bool,
+) -> String {
     let format = if ext == "parquet" {
         let schema = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../schema-registry/schemas/cloudtrail.avsc")
@@ -48,6 +59,7 @@ max_age = "2s"
 min_files = 2
 target_size = "64MiB"
 grace = "{grace}"
+auto = {auto}
 "#,
         catalog = glue_catalog(glue, database)
     )
@@ -448,5 +460,58 @@ fn parquet_partitions_compact_keeping_schema_statistics_and_bloom_filters() {
     assert!(ok, "{audit:#}");
     report(&format!(
         "e2e compact parquet (tansu + SeaweedFS + Glue): 3 sealed hours, files per partition {before_files:?} → [1, 1, 1]; row groups copied as bytes; pyarrow: one schema, bloom filters on eventID and statistics kept; {expected} records once through Glue; verify --deep passes"
+    ));
+}
+
+#[test]
+fn the_daemon_compacts_by_itself_with_auto() {
+    let tb = Testbed::from_env();
+    let (topic, bucket, group) = tb.fresh("compactauto", PARTITIONS);
+    let database = Testbed::unique("db");
+    let gen = GenConfig {
+        late_per_mille: 0,
+        ..GenConfig::default()
+    };
+    tb.produce_events(&topic, PARTITIONS, &gen, 0..RECORDS, RECORDS);
+    let ends = tb.high_watermarks(&topic, PARTITIONS);
+    let dir = tempfile::tempdir().unwrap();
+    let config = tb.write_config(
+        dir.path(),
+        &group,
+        &bucket,
+        &config_with(&topic, &tb.glue_endpoint, &database, "0s", "json.gz", true),
+    );
+    let mut d = tb.start_daemon(&config, dir.path(), &[]);
+    d.wait_committed(&tb, &group, &topic, &ends, Duration::from_secs(180));
+    // Sealed within a round or two, compacted at the next compaction pass (every minute).
+    let mut m = BTreeMap::new();
+    wait_until(
+        Duration::from_secs(200),
+        "three hours compacted by the daemon",
+        || {
+            assert!(d.running(), "exited:\n{}", d.log_text());
+            m = manifests(&tb, &bucket);
+            m.len() == 3
+                && m.values().all(|v| {
+                    v["location"]
+                        .as_str()
+                        .is_some_and(|l| l.contains("/_c000001-"))
+                })
+        },
+    );
+    d.stop(Duration::from_secs(60));
+    let paths: Vec<&String> = m.keys().collect();
+    let expected: u64 = m.values().map(|v| v["records"].as_u64().unwrap()).sum();
+    for p in &paths {
+        assert_eq!(files_in(&tb, &bucket, p).0, 1, "{p}");
+    }
+    assert_eq!(
+        read_through_glue(&tb, &database, &paths),
+        (expected, expected)
+    );
+    let (ok, audit) = tb.verify(&config, &["--deep"]);
+    assert!(ok, "{audit:#}");
+    report(&format!(
+        "e2e compact auto (tansu + SeaweedFS + Glue): the daemon sealed and compacted 3 hours by itself (auto = true), 1 file each, {expected} records once through Glue; verify --deep passes"
     ));
 }
