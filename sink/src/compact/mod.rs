@@ -484,45 +484,32 @@ impl Compactor {
                 continue;
             }
             // Parquet: the group's files, then one output per run of files of one schema.
-            let mut fetched = Vec::with_capacity(group.len());
+            let mut files = Vec::with_capacity(group.len());
+            let mut inputs = Vec::with_capacity(group.len());
             for f in &group {
-                fetched.push(((*f).clone(), self.fetch(t, path, &f.key).await?));
+                inputs.push((f.key.clone(), self.fetch(t, path, &f.key).await?));
+                files.push(*f);
             }
-            let mut runs: Vec<Vec<(ManifestFile, bytes::Bytes)>> = Vec::new();
-            for (f, b) in fetched {
-                let same = runs
-                    .last()
-                    .and_then(|r| r.first())
-                    .is_some_and(|(_, first)| parquet::same_schema(first, &b));
-                if !same {
-                    runs.push(Vec::new());
-                }
-                runs.last_mut().expect("a run").push((f, b));
-            }
-            for run in runs {
+            let first_key = under(&self.root, &format!("{location}/part-{:05}", out.len()));
+            let joined = tokio::task::spawn_blocking(move || parquet::join(&inputs))
+                .await
+                .expect("joining does not panic")
+                .map_err(|message| CompactError::Corrupt {
+                    key: first_key,
+                    message,
+                })?;
+            for (range, bytes) in joined {
                 let key = under(
                     &self.root,
                     &format!("{location}/part-{:05}.parquet", out.len()),
                 );
-                let inputs: Vec<(String, bytes::Bytes)> = run
-                    .iter()
-                    .map(|(f, b)| (f.key.clone(), b.clone()))
-                    .collect();
-                let joined = tokio::task::spawn_blocking(move || parquet::concat(&inputs))
-                    .await
-                    .expect("concatenating does not panic")
-                    .map_err(|message| CompactError::Corrupt {
-                        key: key.clone(),
-                        message,
-                    })?;
-                let files: Vec<&ManifestFile> = run.iter().map(|(f, _)| f).collect();
-                let crc = crc32fast::hash(&joined);
-                let bytes = joined.len() as u64;
+                let crc = crc32fast::hash(&bytes);
+                let size = bytes.len() as u64;
                 self.store
-                    .put(&Path::from(key.as_str()), PutPayload::from(joined))
+                    .put(&Path::from(key.as_str()), PutPayload::from(bytes))
                     .await
                     .map_err(|source| self.error(&t.name, path, &key, source))?;
-                out.push(facts(key, &files, bytes, crc));
+                out.push(facts(key, &files[range], size, crc));
             }
         }
         Ok(out)

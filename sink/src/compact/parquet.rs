@@ -11,56 +11,68 @@ use parquet::file::reader::FileReader;
 use parquet::file::serialized_reader::{ReadOptionsBuilder, SerializedFileReader};
 use parquet::file::writer::SerializedFileWriter;
 
-/// Whether two Parquet files have the same schema (their footers').
-pub(super) fn same_schema(a: &Bytes, b: &Bytes) -> bool {
-    let schema = |bytes: &Bytes| {
-        SerializedFileReader::new(bytes.clone()).ok().map(|r| {
-            r.metadata()
-                .file_metadata()
-                .schema_descr()
-                .root_schema_ptr()
-        })
-    };
-    matches!((schema(a), schema(b)), (Some(x), Some(y)) if x == y)
+/// Opens a Parquet file with its page indexes and bloom filters (its footer parsed once).
+fn open(key: &str, bytes: &Bytes) -> Result<SerializedFileReader<Bytes>, String> {
+    let options = ReadOptionsBuilder::new()
+        .with_page_index()
+        .with_reader_properties(
+            ReaderProperties::builder()
+                .set_read_bloom_filter(true)
+                .build(),
+        )
+        .build();
+    SerializedFileReader::new_with_options(bytes.clone(), options)
+        .map_err(|e| format!("{key}: not a Parquet file: {e}"))
 }
 
-/// The inputs' row groups, in order, in one Parquet file (held in memory: at most the
-/// compaction's `target_size`). Refuses inputs whose schema differs from the first's.
-pub(super) fn concat(inputs: &[(String, Bytes)]) -> Result<Vec<u8>, String> {
-    let open = |key: &str, bytes: &Bytes| {
-        let options = ReadOptionsBuilder::new()
-            .with_page_index()
-            .with_reader_properties(
-                ReaderProperties::builder()
-                    .set_read_bloom_filter(true)
-                    .build(),
-            )
-            .build();
-        SerializedFileReader::new_with_options(bytes.clone(), options)
-            .map_err(|e| format!("{key}: not a Parquet file: {e}"))
+/// A joined file: the range of the inputs it holds, and its bytes.
+pub(super) type Joined = (std::ops::Range<usize>, Vec<u8>);
+
+/// The inputs joined, in order, into one file per run of inputs of one schema (held in memory:
+/// the compaction's group).
+pub(super) fn join(inputs: &[(String, Bytes)]) -> Result<Vec<Joined>, String> {
+    let readers = inputs
+        .iter()
+        .map(|(key, bytes)| open(key, bytes))
+        .collect::<Result<Vec<_>, String>>()?;
+    let schema = |r: &SerializedFileReader<Bytes>| {
+        r.metadata()
+            .file_metadata()
+            .schema_descr()
+            .root_schema_ptr()
     };
-    let (first_key, first) = inputs.first().ok_or("nothing to concatenate")?;
-    let first = open(first_key, first)?;
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < readers.len() {
+        let first = schema(&readers[i]);
+        let mut j = i + 1;
+        while j < readers.len() && schema(&readers[j]) == first {
+            j += 1;
+        }
+        out.push((i..j, concat(&inputs[i..j], &readers[i..j])?));
+        i = j;
+    }
+    Ok(out)
+}
+
+/// The row groups of `readers` (all of one schema), in order, in one Parquet file.
+fn concat(
+    inputs: &[(String, Bytes)],
+    readers: &[SerializedFileReader<Bytes>],
+) -> Result<Vec<u8>, String> {
+    let first = readers.first().ok_or("nothing to concatenate")?;
     let meta = first.metadata().file_metadata();
     let schema = meta.schema_descr().root_schema_ptr();
-    let mut props = WriterProperties::builder();
+    let mut props = WriterProperties::builder()
+        .set_created_by(meta.created_by().unwrap_or("lakesink").to_string());
     if let Some(kv) = meta.key_value_metadata() {
         props = props.set_key_value_metadata(Some(kv.clone()));
     }
-    if let Some(created_by) = Some(meta.created_by().unwrap_or("lakesink").to_string()) {
-        props = props.set_created_by(created_by);
-    }
     let mut out = Vec::new();
-    let mut writer = SerializedFileWriter::new(&mut out, schema.clone(), Arc::new(props.build()))
+    let mut writer = SerializedFileWriter::new(&mut out, schema, Arc::new(props.build()))
         .map_err(|e| format!("starting the compacted file: {e}"))?;
-    for (key, bytes) in inputs {
-        let reader = open(key, bytes)?;
+    for ((key, bytes), reader) in inputs.iter().zip(readers) {
         let m = reader.metadata();
-        if m.file_metadata().schema_descr().root_schema() != schema.as_ref() {
-            return Err(format!(
-                "{key}: its schema differs from {first_key}'s (files of another schema are not compacted together)"
-            ));
-        }
         for rg in 0..m.num_row_groups() {
             let rg_meta = m.row_group(rg);
             let rg_reader = reader

@@ -386,8 +386,10 @@ bloom_filters = ["eventID"]
             .num_row_groups();
         inputs.push((format!("f{file}.parquet"), bytes));
     }
-    assert!(parquet::same_schema(&inputs[0].1, &inputs[2].1));
-    let joined = bytes::Bytes::from(parquet::concat(&inputs).unwrap());
+    let mut joined = parquet::join(&inputs).unwrap();
+    assert_eq!(joined.len(), 1, "one schema, one file");
+    assert_eq!(joined[0].0, 0..3);
+    let joined = bytes::Bytes::from(joined.remove(0).1);
     let options = ReadOptionsBuilder::new()
         .with_page_index()
         .with_reader_properties(
