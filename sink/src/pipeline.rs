@@ -59,8 +59,10 @@ pub async fn run(
         .set(plan.pipeline.max_buffered_bytes as i64);
     plan.resolve_schemas().await?;
     let lake = crate::storage::open(&plan.storage)?;
+    // One catalog client for registering, sealing and compacting.
+    let catalog_client = crate::catalog::open(&plan)?;
     let catalog = Arc::new(Registrar::new(
-        crate::catalog::open(&plan)?,
+        catalog_client.clone(),
         crate::catalog::tables(&plan, &lake.url),
         stats.clone(),
     ));
@@ -102,16 +104,12 @@ pub async fn run(
         &plan,
         lake.store.clone(),
         lake.root.as_ref(),
-        crate::catalog::open(&plan)?,
+        catalog_client.clone(),
         crate::catalog::tables(&plan, &lake.url),
         stats.metrics.clone(),
     );
-    let compactor = crate::compact::Compactor::new(
-        &plan,
-        &lake,
-        crate::catalog::open(&plan)?,
-        stats.metrics.clone(),
-    );
+    let compactor =
+        crate::compact::Compactor::new(&plan, &lake, catalog_client, stats.metrics.clone());
     let watermarks = Arc::new(crate::watermark::Current::default());
     let _upkeep = AbortOnDrop(Some(tokio::spawn(crate::upkeep::run(
         plan.clone(),

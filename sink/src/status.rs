@@ -68,7 +68,8 @@ pub struct SegmentStatus {
 pub async fn status(plan: &Plan) -> Result<Status, Error> {
     let lake = crate::storage::open(&plan.storage)?;
     let claims = std::sync::Arc::new(Claims::new(lake.store.clone(), lake.root.as_ref()));
-    let kafka = kafka_side(plan, plan.topics()).await?;
+    let offsets = crate::kafka::read_offsets(&plan.kafka, plan.topics()).await?;
+    let kafka = partition_statuses(&offsets);
     let mut by_tp = std::collections::HashMap::new();
     for p in kafka.iter().flat_map(|(_, ps)| ps) {
         let mut p = p.clone();
@@ -92,7 +93,7 @@ pub async fn status(plan: &Plan) -> Result<Status, Error> {
     }
 
     let mut tracker = crate::watermark::Tracker::new(claims.clone());
-    let watermarks = match crate::watermark::compute(plan, &mut tracker).await {
+    let watermarks = match crate::watermark::from_offsets(plan, offsets, &mut tracker).await {
         Ok(w) => w,
         Err(e) => {
             tracing::warn!(error = %e, "the tables' watermarks could not be computed");
@@ -151,16 +152,14 @@ pub async fn status(plan: &Plan) -> Result<Status, Error> {
 
 /// Per topic, its partitions with committed offsets and watermarks (see
 /// [`crate::kafka::read_offsets`]), as the status reports them.
-async fn kafka_side(
-    plan: &Plan,
-    topics: Vec<String>,
-) -> Result<Vec<(String, Vec<PartitionStatus>)>, Error> {
-    Ok(crate::kafka::read_offsets(&plan.kafka, topics)
-        .await?
-        .into_iter()
+fn partition_statuses(
+    offsets: &[(String, Vec<crate::kafka::PartitionOffsets>)],
+) -> Vec<(String, Vec<PartitionStatus>)> {
+    offsets
+        .iter()
         .map(|(topic, parts)| {
             let parts = parts
-                .into_iter()
+                .iter()
                 .map(|p| PartitionStatus {
                     topic: topic.clone(),
                     partition: p.partition,
@@ -169,12 +168,12 @@ async fn kafka_side(
                     high_watermark: p.high,
                     lag: p.high.map(|h| h - p.committed.unwrap_or(0)),
                     last_segment: None,
-                    error: p.error,
+                    error: p.error.clone(),
                 })
                 .collect();
-            (topic, parts)
+            (topic.clone(), parts)
         })
-        .collect())
+        .collect()
 }
 
 impl Status {

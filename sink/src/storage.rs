@@ -14,6 +14,16 @@ use object_store::{ObjectStore, ObjectStoreScheme, RetryConfig};
 
 use crate::config::StoragePlan;
 
+/// The key of `rel` below the store root `root` (given without slashes around it; may be
+/// empty).
+pub fn under_root(root: &str, rel: &str) -> String {
+    if root.is_empty() {
+        rel.to_string()
+    } else {
+        format!("{root}/{rel}")
+    }
+}
+
 /// An opened store and the path prefix every table lives under.
 pub struct Lake {
     pub store: Arc<dyn ObjectStore>,

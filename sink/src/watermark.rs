@@ -224,6 +224,15 @@ pub async fn compute(
     tracker: &mut Tracker,
 ) -> Result<Vec<(String, Option<i64>)>, WatermarkError> {
     let offsets = crate::kafka::read_offsets(&plan.kafka, plan.topics()).await?;
+    Ok(from_offsets(plan, offsets, tracker).await?)
+}
+
+/// [`compute`] from offsets already read (every topic of `plan`).
+pub async fn from_offsets(
+    plan: &crate::Plan,
+    offsets: Vec<(String, Vec<crate::kafka::PartitionOffsets>)>,
+    tracker: &mut Tracker,
+) -> Result<Vec<(String, Option<i64>)>, ClaimError> {
     // Owned, so that no borrow of the list lives across the awaits below (a future holding
     // one is not `Send` for the compiler's higher-ranked check).
     let parts: Vec<(Tp, Progress, bool)> = offsets

@@ -43,6 +43,30 @@ impl MemoryCatalog {
         self.sealed.lock().expect("catalog lock").clone()
     }
 
+    /// The key of a registered partition of `t` (refused like a real catalog when it is
+    /// not registered).
+    fn registered(
+        &self,
+        t: &CatalogTable,
+        path: &str,
+    ) -> Result<(String, String, String), CatalogError> {
+        self.reachable()?;
+        let known = self
+            .tables
+            .lock()
+            .expect("catalog lock")
+            .get(&(t.database.clone(), t.table.clone()))
+            .is_some_and(|paths| paths.contains(path));
+        if !known {
+            return Err(CatalogError::Refused {
+                catalog: "memory",
+                what: format!("partition {}.{} {path}", t.database, t.table),
+                message: "no such partition".into(),
+            });
+        }
+        Ok((t.database.clone(), t.table.clone(), path.to_string()))
+    }
+
     fn reachable(&self) -> Result<(), CatalogError> {
         if self.down.load(Ordering::SeqCst) {
             return Err(CatalogError::Unreachable {
@@ -110,24 +134,11 @@ impl Catalog for MemoryCatalog {
         location: &'a str,
     ) -> BoxFuture<'a, Result<(), CatalogError>> {
         Box::pin(async move {
-            self.reachable()?;
-            let known = self
-                .tables
+            let key = self.registered(t, path)?;
+            self.locations
                 .lock()
                 .expect("catalog lock")
-                .get(&(t.database.clone(), t.table.clone()))
-                .is_some_and(|paths| paths.contains(path));
-            if !known {
-                return Err(CatalogError::Refused {
-                    catalog: "memory",
-                    what: format!("partition {}.{} {path}", t.database, t.table),
-                    message: "no such partition".into(),
-                });
-            }
-            self.locations.lock().expect("catalog lock").insert(
-                (t.database.clone(), t.table.clone(), path.to_string()),
-                location.to_string(),
-            );
+                .insert(key, location.to_string());
             Ok(())
         })
     }
@@ -138,22 +149,9 @@ impl Catalog for MemoryCatalog {
         s: &'a SealedPartition,
     ) -> BoxFuture<'a, Result<(), CatalogError>> {
         Box::pin(async move {
-            self.reachable()?;
-            let tables = self.tables.lock().expect("catalog lock");
-            if !tables
-                .get(&(t.database.clone(), t.table.clone()))
-                .is_some_and(|paths| paths.contains(&s.path))
-            {
-                return Err(CatalogError::Refused {
-                    catalog: "memory",
-                    what: format!("partition {}.{} {}", t.database, t.table, s.path),
-                    message: "no such partition".into(),
-                });
-            }
+            let key = self.registered(t, &s.path)?;
             let mut sealed = self.sealed.lock().expect("catalog lock");
-            let g = sealed
-                .entry((t.database.clone(), t.table.clone(), s.path.clone()))
-                .or_default();
+            let g = sealed.entry(key).or_default();
             *g = (*g).max(s.generation);
             Ok(())
         })

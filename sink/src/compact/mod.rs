@@ -46,6 +46,7 @@ pub use crate::seal::compactions::{
 };
 use crate::seal::manifest::{Manifest, ManifestFile, MANIFEST, SUCCESS};
 use crate::seal::{SealError, Sealer};
+use crate::storage::under_root as under;
 
 /// Parts of a compacted object held in memory at once (each [`PART`] bytes).
 const PART: usize = 8 << 20;
@@ -101,10 +102,6 @@ pub struct Options {
     pub from: Option<chrono::DateTime<chrono::Utc>>,
     pub to: Option<chrono::DateTime<chrono::Utc>>,
     pub dry_run: bool,
-}
-
-fn under(root: &str, rel: &str) -> String {
-    crate::seal::compactions::under(root, rel)
 }
 
 /// A table that compacts.

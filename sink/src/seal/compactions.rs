@@ -11,6 +11,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use serde::{Deserialize, Serialize};
 
 use super::manifest::ManifestFile;
+use crate::storage::under_root as under;
 
 /// Where the compaction records live below the store root.
 pub const COMPACTIONS_DIR: &str = "_lakesink/compactions";
@@ -34,14 +35,6 @@ pub struct Compaction {
     pub created_at: String,
     /// When the replaced files may be deleted (RFC 3339).
     pub delete_after: String,
-}
-
-pub(crate) fn under(root: &str, rel: &str) -> String {
-    if root.is_empty() {
-        rel.to_string()
-    } else {
-        format!("{root}/{rel}")
-    }
 }
 
 /// The compaction records of a partition, by number.

@@ -133,11 +133,7 @@ impl Sealer {
     }
 
     fn under(&self, rel: &str) -> String {
-        if self.root.is_empty() {
-            rel.to_string()
-        } else {
-            format!("{}/{rel}", self.root)
-        }
+        crate::storage::under_root(&self.root, rel)
     }
 
     /// Adds the files of newly committed segments to their open partitions.
@@ -229,10 +225,19 @@ impl Sealer {
         watermark: i64,
     ) -> Result<Option<Manifest>, SealError> {
         // Files a compaction replaced are in its files already (a replay that rewrote one
-        // brings it back to the directory, never into a seal).
-        let replaced = compactions::replaced(&self.store, &self.root, table, path)
-            .await
-            .map_err(|source| self.store_error(table, path, "compactions", source))?;
+        // brings it back to the directory, never into a seal). Only tables that compact have
+        // compaction records to read (as only their replays skip replaced files).
+        let compacts = self
+            .tables
+            .get(table)
+            .is_some_and(|t| t.plan.compact.is_some());
+        let replaced = if compacts {
+            compactions::replaced(&self.store, &self.root, table, path)
+                .await
+                .map_err(|source| self.store_error(table, path, "compactions", source))?
+        } else {
+            std::collections::HashSet::new()
+        };
         for _ in 0..ATTEMPTS {
             let before = self.newest(table, path).await?;
             let new: Vec<ManifestFile> = open
@@ -366,11 +371,10 @@ impl Sealer {
         let (table, path) = (&m.table, &m.path);
         let key = self.record_key(table, path, m.generation);
         let body = serde_json::to_vec_pretty(m).expect("a manifest serializes");
-        match self.put(&key, body, PutMode::Create).await {
+        match self.put(&key, body.clone(), PutMode::Create).await {
             Ok(()) => Ok(true),
             Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
             Err(object_store::Error::NotImplemented { .. }) => {
-                let body = serde_json::to_vec_pretty(m).expect("a manifest serializes");
                 self.put(&key, body, PutMode::Overwrite)
                     .await
                     .map_err(|source| self.store_error(table, path, &key, source))?;

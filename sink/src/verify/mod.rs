@@ -105,6 +105,20 @@ impl Required {
     fn table(&self) -> Option<String> {
         self.versions.first().and_then(|f| f.table.clone())
     }
+
+    /// A finding about this object: its table, partition, offsets and key.
+    fn finding(&self, kind: Kind, detail: String) -> Finding {
+        Finding {
+            kind,
+            table: self.table(),
+            topic: Some(self.tp.topic.to_string()),
+            partition: Some(self.tp.partition),
+            generation: Some(self.generation),
+            offsets: Some((Some(self.claim.0), self.claim.1)),
+            key: Some(self.key.clone()),
+            detail,
+        }
+    }
 }
 
 /// Audits the lake of `plan`; see the module docs.
@@ -163,13 +177,6 @@ where
     F: std::future::Future<Output = Result<BTreeMap<(String, i32), Option<i64>>, VerifyError>>,
 {
     let root = root.trim_matches('/').to_string();
-    let under = |rel: &str| {
-        if root.is_empty() {
-            rel.to_string()
-        } else {
-            format!("{root}/{rel}")
-        }
-    };
     let mut checked = Checked {
         tables: tables.len(),
         ..Checked::default()
@@ -180,7 +187,7 @@ where
     let mut listed: BTreeMap<String, (String, u64)> = BTreeMap::new(); // key → (table, size)
     let mut manifests: Vec<(String, String)> = Vec::new(); // (key, table) of manifest copies
     for table in tables {
-        for m in list(store, &under(&table.name)).await? {
+        for m in list(store, &crate::storage::under_root(&root, &table.name)).await? {
             if m.location.filename() == Some(crate::seal::manifest::MANIFEST) {
                 manifests.push((m.location.to_string(), table.name.clone()));
             }
@@ -329,16 +336,7 @@ where
     let mut to_read = Vec::new();
     for (r, size) in required.iter().zip(heads) {
         checked.objects += 1;
-        let finding = |kind, detail: String| Finding {
-            kind,
-            table: r.table(),
-            topic: Some(r.tp.topic.to_string()),
-            partition: Some(r.tp.partition),
-            generation: Some(r.generation),
-            offsets: Some((Some(r.claim.0), r.claim.1)),
-            key: Some(r.key.clone()),
-            detail,
-        };
+        let finding = |kind, detail: String| r.finding(kind, detail);
         let Some(size) = size else {
             if replaced.contains(&r.key) {
                 checked.compacted_away += 1;
@@ -368,16 +366,7 @@ where
     if options.deep {
         let read = deep::check(store, &to_read, &mut checked).await?;
         for (r, kind, detail) in read {
-            findings.push(Finding {
-                kind,
-                table: r.table(),
-                topic: Some(r.tp.topic.to_string()),
-                partition: Some(r.tp.partition),
-                generation: Some(r.generation),
-                offsets: Some((Some(r.claim.0), r.claim.1)),
-                key: Some(r.key.clone()),
-                detail,
-            });
+            findings.push(r.finding(kind, detail));
         }
     }
 
