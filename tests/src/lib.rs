@@ -781,6 +781,33 @@ impl Testbed {
         (code == Some(0), report)
     }
 
+    /// The newest manifest copy (`_lakesink_manifest.json`, in the partition's directory or a
+    /// compaction's) of each sealed partition of `table`, by partition path.
+    pub fn manifests(&self, bucket: &str, table: &str) -> BTreeMap<String, Value> {
+        let prefix = format!("lake/{table}/");
+        let docs: Vec<Value> =
+            serde_json::from_str(&self.python("s3_admin.py", &["json", bucket, &prefix])).unwrap();
+        let mut out: BTreeMap<String, Value> = BTreeMap::new();
+        for d in docs {
+            if !d["key"]
+                .as_str()
+                .unwrap()
+                .ends_with("/_lakesink_manifest.json")
+            {
+                continue;
+            }
+            let m = d["body"].clone();
+            let path = m["path"].as_str().unwrap().to_string();
+            if out
+                .get(&path)
+                .is_none_or(|o| o["generation"].as_u64() < m["generation"].as_u64())
+            {
+                out.insert(path, m);
+            }
+        }
+        out
+    }
+
     /// Scrapes a daemon's `/metrics` and parses it with the Prometheus client's own
     /// OpenMetrics parser (in Python): a scrape that does not parse fails the test.
     pub fn scrape(&self, port: u16) -> Vec<Sample> {

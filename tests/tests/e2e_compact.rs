@@ -105,7 +105,7 @@ fn land_as(prefix: &str, grace: &str, ext: &'static str) -> Landed {
     d.wait_committed(&tb, &group, &topic, &ends, Duration::from_secs(180));
     let mut sealed = BTreeMap::new();
     wait_until(Duration::from_secs(90), "three hours sealed", || {
-        sealed = manifests(&tb, &bucket);
+        sealed = tb.manifests(&bucket, "cloudtrail");
         sealed.len() == 3
     });
     d.stop(Duration::from_secs(60));
@@ -124,32 +124,6 @@ fn land_as(prefix: &str, grace: &str, ext: &'static str) -> Landed {
         sealed,
         ext,
     }
-}
-
-/// The newest manifest copy of each sealed partition, by path.
-fn manifests(tb: &Testbed, bucket: &str) -> BTreeMap<String, Value> {
-    let docs: Vec<Value> =
-        serde_json::from_str(&tb.python("s3_admin.py", &["json", bucket, "lake/cloudtrail/"]))
-            .unwrap();
-    let mut out: BTreeMap<String, Value> = BTreeMap::new();
-    for d in docs {
-        if !d["key"]
-            .as_str()
-            .unwrap()
-            .ends_with("/_lakesink_manifest.json")
-        {
-            continue;
-        }
-        let m = d["body"].clone();
-        let path = m["path"].as_str().unwrap().to_string();
-        if out
-            .get(&path)
-            .is_none_or(|o| o["generation"].as_u64() < m["generation"].as_u64())
-        {
-            out.insert(path, m);
-        }
-    }
-    out
 }
 
 /// Glue's location of each partition, by path.
@@ -259,7 +233,7 @@ fn compaction_switches_readers_at_once_and_every_reader_reads_the_files() {
     assert_eq!(compacted.len(), 3, "{done:?}");
 
     let loc = locations(tb, &l.database);
-    let m = manifests(tb, bucket);
+    let m = tb.manifests(bucket, "cloudtrail");
     for p in &paths {
         assert!(
             loc[*p].contains(&format!("/{p}/_c000001-")),
@@ -369,7 +343,7 @@ fn sigkill_at_each_step_of_a_compaction_leaves_every_record_once() {
         );
     }
     compact(tb, &l.config);
-    let m = manifests(tb, bucket);
+    let m = tb.manifests(bucket, "cloudtrail");
     for p in &paths {
         assert_eq!(m[*p]["files"].as_array().unwrap().len(), 1, "{p}");
         assert_eq!(files_in(tb, bucket, p).0, 1, "{p}: old files deleted");
@@ -490,7 +464,7 @@ fn the_daemon_compacts_by_itself_with_auto() {
         "three hours compacted by the daemon",
         || {
             assert!(d.running(), "exited:\n{}", d.log_text());
-            m = manifests(&tb, &bucket);
+            m = tb.manifests(&bucket, "cloudtrail");
             m.len() == 3
                 && m.values().all(|v| {
                     v["location"]

@@ -54,27 +54,6 @@ max_age = "2s"
     )
 }
 
-/// The manifest copies of the table, by partition path.
-fn manifests(tb: &Testbed, bucket: &str, table: &str) -> BTreeMap<String, Value> {
-    let prefix = format!("lake/{table}/");
-    let docs: Vec<Value> =
-        serde_json::from_str(&tb.python("s3_admin.py", &["json", bucket, &prefix])).unwrap();
-    docs.into_iter()
-        .filter(|d| {
-            d["key"]
-                .as_str()
-                .unwrap()
-                .ends_with("/_lakesink_manifest.json")
-        })
-        .map(|d| {
-            (
-                d["body"]["path"].as_str().unwrap().to_string(),
-                d["body"].clone(),
-            )
-        })
-        .collect()
-}
-
 /// Seal records' generations by partition path.
 fn seal_records(tb: &Testbed, bucket: &str, table: &str) -> BTreeMap<String, Vec<u64>> {
     let mut out: BTreeMap<String, Vec<u64>> = BTreeMap::new();
@@ -163,8 +142,8 @@ fn hours_below_the_watermark_are_sealed_once_and_a_late_record_reseals() {
     );
     let mut sealed = BTreeMap::new();
     wait_until(Duration::from_secs(90), "the due hours sealed", || {
-        sealed = manifests(&tb, &bucket, "cloudtrail");
-        sealed.len() >= due.len() && manifests(&tb, &bucket, "strict").len() >= due.len()
+        sealed = tb.manifests(&bucket, "cloudtrail");
+        sealed.len() >= due.len() && tb.manifests(&bucket, "strict").len() >= due.len()
     });
     assert_eq!(
         sealed.keys().cloned().collect::<BTreeSet<_>>(),
@@ -248,7 +227,8 @@ fn hours_below_the_watermark_are_sealed_once_and_a_late_record_reseals() {
         "the late record re-sealed",
         || {
             assert!(a.running() && b.running());
-            m = manifests(&tb, &bucket, "cloudtrail")
+            m = tb
+                .manifests(&bucket, "cloudtrail")
                 .remove(&late_path)
                 .unwrap();
             m["generation"] == 2
@@ -335,7 +315,7 @@ fn sigkill_around_sealing_leaves_no_partition_half_sealed_or_sealed_twice() {
     // Hours 01, 02 and 03 end below the watermark (the newest event is at 04:59).
     let mut sealed = BTreeMap::new();
     wait_until(Duration::from_secs(90), "three hours sealed", || {
-        sealed = manifests(&tb, &bucket, "cloudtrail");
+        sealed = tb.manifests(&bucket, "cloudtrail");
         sealed.len() == 3 && sealed.values().all(|m| m["generation"] == 1)
     });
     d.stop(Duration::from_secs(60));
