@@ -110,10 +110,10 @@ grace = "0s"
             .unwrap();
         let compactor = Compactor::new(&plan, &lake, Arc::new(catalog.clone()), metrics);
 
-        let (cpu0, wall0) = (crate::process_cpu_self(), std::time::Instant::now());
+        let (cpu0, wall0) = (crate::measure::process_cpu_self(), std::time::Instant::now());
         let done = compactor.run(&Options::default()).await.unwrap();
         let (cpu, wall) = (
-            crate::process_cpu_self() - cpu0,
+            crate::measure::process_cpu_self() - cpu0,
             wall0.elapsed().as_secs_f64(),
         );
         let compacted: Vec<_> = done.iter().filter(|d| d.action == "compacted").collect();

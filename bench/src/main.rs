@@ -1,42 +1,61 @@
 //! `lakesink-bench`: measures Lakesink against the ceiling of the work it cannot avoid, on the
-//! same data, in the same run.
+//! same data, in the same run, in two shapes of the same events:
 //!
+//! - **real**: 24 Kafka partitions holding ~150 MB each, files rotated at 64 MiB: the shape
+//!   users run (6–48 partitions, few large files);
+//! - **many**: ~4 MiB per partition (~850 partitions for 3.6 GB), so ~5,000 small files.
+//!
+//! For each shape:
 //! 1. A broker process (`lakesink-bench-broker`) preloads generated CloudTrail events into
-//!    librdkafka's mock cluster.
-//! 2. Ceilings: a null consumer in a consumer group (consume and discard) in its own process,
-//!    and gzip of the same bytes with the same library and level (on one thread).
+//!    librdkafka's mock cluster (its retention raised to hold every record, see
+//!    `src/mock_retention.c`).
+//! 2. A null consumer in a consumer group (consume and discard), in its own process.
 //! 3. Lakesink runs `--until-caught-up` for each configuration, in its own process, into a
-//!    local directory (and, with `--s3`, into an S3 server).
+//!    local directory (and, with `--s3`, into an S3 server); then compacts two of the lakes.
+//!
+//! Then, once, the in-process ceilings on the same events: gzip of the same bytes with the same
+//! library and level, the event-time parse, JSON → Arrow → Parquet (one thread each), and the
+//! same encoders in the files each shape makes Lakesink write.
 //!
 //! Each process is measured with `wait4`: wall time, user + system CPU, peak RSS. CPU-seconds
 //! per GB of input is the headline: it holds on a noisy machine where wall time does not.
 
-use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Write as _};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod ceilings;
 mod compact;
+mod measure;
+mod report;
 
 use clap::{Parser, Subcommand};
-use flate2::write::GzEncoder;
-use flate2::Compression;
-use lakesink::demo::generator::{event, GenConfig};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
+
+use ceilings::{
+    event_rows, event_time_ceiling, files_ceiling, gzip_ceiling, lakesink_files, ndjson,
+};
+use measure::{measure, median, median_of, Measured};
+use report::{Row, ShapeReport, Work};
 
 #[derive(Parser)]
 #[command(about = "Benchmark Lakesink against the machine's ceiling")]
 struct Args {
-    /// Events to generate (~1.4 KB each). The default, ~3.6 GB of JSON over ~860 partitions,
-    /// keeps each Lakesink run busy for 20 s or more on 2 cores, so that starting up and the
-    /// final drain weigh little.
+    /// Events to generate (~1.4 KB each). The default, ~3.6 GB of JSON, keeps each Lakesink
+    /// run busy for 20 s or more on 2 cores, so that starting up and the final drain weigh
+    /// little.
     #[arg(long, default_value_t = 2_500_000)]
     records: u64,
     /// A small, quick run (to keep the benchmark working in CI, not to judge speed).
     #[arg(long)]
     quick: bool,
+    /// The shapes to run, in order: `real` (24 partitions, large files), `many` (~4 MiB per
+    /// partition, small files).
+    #[arg(long, value_delimiter = ',', default_value = "real,many")]
+    shapes: Vec<ShapeKind>,
     /// Where the results table goes (Markdown).
     #[arg(long, default_value = "bench/results/latest.md")]
     out: PathBuf,
@@ -54,6 +73,47 @@ struct Args {
     repeat: usize,
     #[command(subcommand)]
     sub: Option<Sub>,
+}
+
+/// A shape of the same events: how many Kafka partitions hold them, and the rotation size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ShapeKind {
+    /// 24 Kafka partitions, files rotated at 64 MiB (or by hour).
+    Real,
+    /// ~4 MiB per Kafka partition, ~5,000 small files.
+    Many,
+}
+
+impl ShapeKind {
+    fn key(self) -> &'static str {
+        match self {
+            ShapeKind::Real => "real",
+            ShapeKind::Many => "many",
+        }
+    }
+    /// Partitions for the broker (0: sized to the data, ~4 MiB each).
+    fn partitions(self) -> i32 {
+        match self {
+            ShapeKind::Real => 24,
+            ShapeKind::Many => 0,
+        }
+    }
+    fn max_bytes(self) -> &'static str {
+        match self {
+            ShapeKind::Real => "64MiB",
+            ShapeKind::Many => "128MiB",
+        }
+    }
+    fn title(self) -> &'static str {
+        match self {
+            ShapeKind::Real => {
+                "The real shape: 24 Kafka partitions, files rotated at 64 MiB or at the end of each hour"
+            }
+            ShapeKind::Many => {
+                "The many-partition shape: ~4 MiB per Kafka partition, one small file per partition and hour"
+            }
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -102,82 +162,6 @@ enum Sub {
     },
 }
 
-/// What `wait4` says about a finished process.
-#[derive(Debug, Clone, Copy)]
-struct Measured {
-    wall: f64,
-    cpu: f64,
-    peak_rss_mb: f64,
-    /// CPU seconds the broker process spent meanwhile (serving the fetches), if it ran.
-    broker_cpu: Option<f64>,
-}
-
-/// CPU seconds (user + system) a process has used so far, from `/proc/<pid>/stat`.
-fn process_cpu(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The fields after the command name, which is in parentheses and may hold spaces.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Some(ticks / hz)
-}
-
-/// This process's CPU seconds so far.
-fn process_cpu_self() -> f64 {
-    process_cpu(std::process::id()).unwrap_or(0.0)
-}
-
-/// Runs `cmd` to its end and measures it, and the broker process `broker` meanwhile.
-fn measure(mut cmd: Command, what: &str, broker: Option<u32>) -> Measured {
-    let broker_before = broker.and_then(process_cpu);
-    let start = Instant::now();
-    let child = cmd.spawn().unwrap_or_else(|e| panic!("start {what}: {e}"));
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: plain wait4 on our own child; `ru` is a zeroed out-parameter.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
-    let wall = start.elapsed().as_secs_f64();
-    drop(child);
-    assert!(r == pid, "wait4 on {what} failed");
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "{what} failed (status {status})"
-    );
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    let broker_after = broker.and_then(process_cpu);
-    Measured {
-        wall,
-        cpu: secs(ru.ru_utime) + secs(ru.ru_stime),
-        peak_rss_mb: ru.ru_maxrss as f64 / 1024.0,
-        broker_cpu: broker_before.zip(broker_after).map(|(a, b)| b - a),
-    }
-}
-
-/// The run with the median CPU time (`cpu` says a run's).
-fn median<T>(mut runs: Vec<T>, cpu: impl Fn(&T) -> f64) -> T {
-    runs.sort_by(|a, b| cpu(a).total_cmp(&cpu(b)));
-    runs.swap_remove(runs.len() / 2)
-}
-
-/// Runs an in-process ceiling `n` times and returns the result with the median CPU time.
-fn median_of<T>(n: usize, mut f: impl FnMut() -> (f64, T)) -> (f64, T) {
-    median((0..n.max(1)).map(|_| f()).collect(), |r| r.0)
-}
-
-/// Thread CPU time, for measuring work done on this thread only.
-fn thread_cpu() -> f64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime fills the out-parameter.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
-}
-
 struct Broker {
     child: Child,
     _stdin: ChildStdin,
@@ -186,31 +170,43 @@ struct Broker {
     bytes: u64,
 }
 
-fn start_broker(bin_dir: &Path, records: u64, topic: &str) -> Broker {
-    let mut child = Command::new(bin_dir.join("lakesink-bench-broker"))
-        .args(["--records", &records.to_string(), "--topic", topic])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start lakesink-bench-broker (build it: cargo build --release -p lakesink-bench)");
-    let stdin = child.stdin.take().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut get = |key: &str| -> String {
-        let line = lines.next().expect("broker output").expect("broker output");
-        line.strip_prefix(key)
-            .unwrap_or_else(|| panic!("broker said {line:?}, expected {key}"))
-            .trim()
-            .to_string()
-    };
-    let bootstrap = get("BOOTSTRAP");
-    let partitions = get("PARTITIONS").parse().unwrap();
-    let bytes = get("BYTES").parse().unwrap();
-    Broker {
-        child,
-        _stdin: stdin,
-        bootstrap,
-        partitions,
-        bytes,
+impl Broker {
+    /// Starts the broker process and waits until it holds every record.
+    fn start(bin_dir: &Path, records: u64, topic: &str, partitions: i32) -> Broker {
+        let mut child = Command::new(bin_dir.join("lakesink-bench-broker"))
+            .args(["--records", &records.to_string(), "--topic", topic])
+            .args(["--partitions", &partitions.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect(
+                "start lakesink-bench-broker (build it: cargo build --release -p lakesink-bench)",
+            );
+        let stdin = child.stdin.take().unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut get = |key: &str| -> String {
+            let line = lines.next().expect("broker output").expect("broker output");
+            line.strip_prefix(key)
+                .unwrap_or_else(|| panic!("broker said {line:?}, expected {key}"))
+                .trim()
+                .to_string()
+        };
+        let bootstrap = get("BOOTSTRAP");
+        let partitions = get("PARTITIONS").parse().unwrap();
+        let bytes = get("BYTES").parse().unwrap();
+        Broker {
+            child,
+            _stdin: stdin,
+            bootstrap,
+            partitions,
+            bytes,
+        }
+    }
+
+    /// Closes the broker's standard input (it exits then) and waits for it.
+    fn stop(mut self) {
+        drop(self._stdin);
+        let _ = self.child.wait();
     }
 }
 
@@ -239,229 +235,6 @@ fn null_consume(brokers: &str, topic: &str, expect: u64) {
     std::hint::black_box(bytes);
 }
 
-/// CPU seconds to gzip the same NDJSON bytes at `level` (one thread, large writes), and the
-/// bytes out.
-fn gzip_ceiling(data: &[u8], level: u32) -> (f64, u64) {
-    let t0 = thread_cpu();
-    let mut out_bytes = 0u64;
-    for chunk in data.chunks(64 << 20) {
-        let mut enc = GzEncoder::new(Vec::with_capacity(chunk.len() / 4), Compression::new(level));
-        for piece in chunk.chunks(256 << 10) {
-            enc.write_all(piece).unwrap();
-        }
-        out_bytes += enc.finish().unwrap().len() as u64;
-    }
-    (thread_cpu() - t0, out_bytes)
-}
-
-/// The benchmark's events, one string each (what the broker holds, record by record).
-fn event_rows(records: u64) -> Vec<String> {
-    let cfg = GenConfig::default();
-    let mut buf = String::new();
-    (0..records)
-        .map(|seq| {
-            event(&cfg, seq, records, &mut buf);
-            buf.clone()
-        })
-        .collect()
-}
-
-/// CPU seconds to find and parse every record's `eventTime`: serde_json into a borrowing struct
-/// (which still checks the whole record is valid JSON) and an RFC 3339 parse. The issue counts
-/// this as unavoidable work of an event-time-partitioned sink (≈ 0.7 CPU-s per GB).
-fn event_time_ceiling(rows: &[String]) -> f64 {
-    #[derive(serde::Deserialize)]
-    struct Event<'a> {
-        #[serde(rename = "eventTime", borrow)]
-        event_time: &'a str,
-    }
-    let t0 = thread_cpu();
-    let mut sum = 0i64;
-    for r in rows {
-        let e: Event<'_> = serde_json::from_str(r).expect("generated events are valid");
-        let t = chrono::DateTime::parse_from_rfc3339(e.event_time).expect("RFC 3339 eventTime");
-        sum = sum.wrapping_add(t.timestamp_micros());
-    }
-    std::hint::black_box(sum);
-    thread_cpu() - t0
-}
-
-/// The files Lakesink writes from the benchmark's rows: one per Kafka partition (the broker puts
-/// event `seq` in partition `seq % partitions`) and event hour, each with its rows in offset
-/// order.
-fn lakesink_files(rows: &[String], partitions: i32) -> Vec<Vec<usize>> {
-    let mut files: std::collections::BTreeMap<(u64, &str), Vec<usize>> = Default::default();
-    for (seq, r) in rows.iter().enumerate() {
-        // "eventTime":"2024-01-02T03:04:05Z": the hour is the first 13 characters.
-        let at = r.find(r#""eventTime":""#).expect("eventTime") + 13;
-        files
-            .entry((seq as u64 % partitions as u64, &r[at..at + 13]))
-            .or_default()
-            .push(seq);
-    }
-    files.into_values().collect()
-}
-
-/// CPU seconds to encode the same rows into `files` (each a list of row indices: one file with
-/// every row, or the files Lakesink writes, from [`lakesink_files`]), each with a new encoder
-/// from `encoder`, and the bytes out. Rows are settled every 4,096 and output of 8 MiB or more
-/// is taken then, as a worker settles rows and streams parts. Each file pays its format's fixed
-/// costs (Parquet: a column chunk, a zstd context and a dictionary per column, a footer;
-/// json.gz: an empty window at the start and 128 KiB segments, see `GzipNdjson`): the files
-/// Lakesink writes show how much of its CPU the data's shape asks for, next to the one-file
-/// ceilings the ratios use.
-fn files_ceiling(
-    rows: &[String],
-    files: &[Vec<usize>],
-    encoder: impl Fn() -> Box<dyn lakesink::encode::Encoder>,
-) -> (f64, u64) {
-    let t0 = thread_cpu();
-    let mut rejected = Vec::new();
-    let mut out = 0u64;
-    for seqs in files {
-        let mut enc = encoder();
-        for (i, &seq) in seqs.iter().enumerate() {
-            enc.append(rows[seq].as_bytes()).unwrap();
-            if i % 4096 == 4095 {
-                enc.settle(&mut rejected).unwrap();
-                if let Some(part) = enc.take_ready(8 << 20) {
-                    out += part.len() as u64;
-                }
-            }
-        }
-        out += enc.finish().unwrap().len() as u64;
-    }
-    assert!(rejected.is_empty());
-    (thread_cpu() - t0, out)
-}
-
-/// The events as NDJSON: each followed by a newline.
-fn ndjson(events: &[String]) -> Vec<u8> {
-    events
-        .iter()
-        .flat_map(|r| [r.as_bytes(), b"\n"])
-        .flatten()
-        .copied()
-        .collect()
-}
-
-/// Resident set of this process, in bytes (from `/proc/self/statm`).
-fn rss() -> usize {
-    let s = std::fs::read_to_string("/proc/self/statm").expect("/proc/self/statm");
-    s.split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse::<usize>().ok())
-        .expect("statm's resident pages")
-        * 4096
-}
-
-/// `lakesink-bench parquet-memory`: what open Parquet files really hold against what they
-/// are charged to the memory budget (`Encoder::overhead` + `Encoder::buffered`).
-fn parquet_memory(files: u64, rows: u64) {
-    use lakesink::encode::{Encoder, ParquetEncoder};
-    use std::sync::Arc;
-    let pq = Arc::new(lakesink::config::default_parquet_plan("cloudtrail.avsc").expect("schema"));
-    let cfg = GenConfig::default();
-    let mut buf = String::new();
-    let before = rss();
-    let mut open = Vec::new();
-    let mut rejected = Vec::new();
-    for f in 0..files {
-        let mut e = ParquetEncoder::new(pq.clone());
-        for seq in 0..rows {
-            event(&cfg, f * rows + seq, files * rows, &mut buf);
-            e.append(buf.as_bytes()).expect("append");
-            if seq % 100 == 99 {
-                e.settle(&mut rejected).expect("settle");
-            }
-        }
-        open.push(e);
-    }
-    let after = rss();
-    let charged: usize = open.iter().map(|e| e.overhead() + e.buffered()).sum();
-    let per = |b: usize| b / 1024 / files.max(1) as usize;
-    println!(
-        "{files} open Parquet files × {rows} rows: RSS +{} KiB ({} KiB/file), charged {} KiB/file",
-        after.saturating_sub(before) / 1024,
-        per(after.saturating_sub(before)),
-        per(charged)
-    );
-}
-
-/// `lakesink-bench shapes`: each encoder on the same events in one file and in the files
-/// Lakesink writes, passes interleaved, medians printed.
-fn shapes(records: u64, partitions: i32, repeat: usize) {
-    use lakesink::encode::{Encoder, GzipNdjson, ParquetEncoder, ParquetPlan};
-    use std::sync::Arc;
-    eprintln!("generating {records} events …");
-    let events = event_rows(records);
-    let ndjson = ndjson(&events);
-    let gb = ndjson.len() as f64 / 1e9;
-    let many = lakesink_files(&events, partitions);
-    let one = vec![(0..events.len()).collect::<Vec<usize>>()];
-    let pq = Arc::new(lakesink::config::default_parquet_plan("cloudtrail.avsc").unwrap());
-    let no_dict = Arc::new(ParquetPlan::new(
-        pq.schema.clone(),
-        pq.origin.clone(),
-        pq.props
-            .clone()
-            .into_builder()
-            .set_dictionary_enabled(false)
-            .build(),
-        pq.strict,
-    ));
-    type Make<'a> = Box<dyn Fn() -> Box<dyn Encoder> + 'a>;
-    let encoders: Vec<(&str, Make)> = vec![
-        ("json.gz level 1", Box::new(|| Box::new(GzipNdjson::new(1)))),
-        ("json.gz level 6", Box::new(|| Box::new(GzipNdjson::new(6)))),
-        (
-            "Parquet zstd",
-            Box::new(|| Box::new(ParquetEncoder::new(pq.clone()))),
-        ),
-        (
-            "Parquet zstd, no dictionaries",
-            Box::new(|| Box::new(ParquetEncoder::new(no_dict.clone()))),
-        ),
-    ];
-    // What each row measures: CPU seconds and bytes out.
-    type Job<'a> = Box<dyn Fn() -> (f64, u64) + 'a>;
-    let mut jobs: Vec<(String, Job)> = Vec::new();
-    for level in [1, 6] {
-        let ndjson = &ndjson;
-        jobs.push((
-            format!("flate2 gzip level {level}, one stream"),
-            Box::new(move || gzip_ceiling(ndjson, level)),
-        ));
-    }
-    let many_name = format!("{} files", many.len());
-    for (name, make) in &encoders {
-        for (shape, files) in [("one file", &one), (many_name.as_str(), &many)] {
-            let events = &events;
-            jobs.push((
-                format!("{name}, {shape}"),
-                Box::new(move || files_ceiling(events, files, make)),
-            ));
-        }
-    }
-    let mut runs = vec![Vec::new(); jobs.len()];
-    for pass in 0..repeat.max(1) {
-        eprintln!("pass {} …", pass + 1);
-        for (run, (_, job)) in runs.iter_mut().zip(&jobs) {
-            run.push(job());
-        }
-    }
-    println!(
-        "{records} events, {:.1} MB, {} (one per Kafka partition of {partitions} and hour); median of {repeat} passes, one thread\n",
-        gb * 1e3,
-        many_name
-    );
-    println!("| encoding | CPU-s/GB | output MB |\n|---|---|---|");
-    for ((name, _), r) in jobs.iter().zip(runs) {
-        let (cpu, out) = median(r, |r: &(f64, u64)| r.0);
-        println!("| {name} | {:.2} | {:.1} |", cpu / gb, out as f64 / 1e6);
-    }
-}
-
 /// One Lakesink run of the benchmark.
 struct Target {
     name: String,
@@ -473,11 +246,13 @@ struct Target {
 
 /// Runs Lakesink into `target` (pass `pass`: its own consumer group and lake) to the end of the
 /// topic and measures it; with the size of the lake written, if it is a local directory.
+#[allow(clippy::too_many_arguments)]
 fn run_lakesink(
     lakesink: &Path,
     workdir: &Path,
     broker: &Broker,
     topic: &str,
+    shape: ShapeKind,
     i: usize,
     pass: usize,
     target: &Target,
@@ -496,7 +271,7 @@ fn run_lakesink(
     let config = format!(
         r#"[kafka]
 brokers = "{brokers}"
-group_id = "bench-{pid}-{i}-{pass}"
+group_id = "bench-{pid}-{shape}-{i}-{pass}"
 [storage]
 url = "{url}"
 {endpoint}
@@ -514,19 +289,21 @@ compression_level = {level}
 {format}
 [tables.rotate]
 max_records = 500000
-max_bytes = "128MiB"
+max_bytes = "{max_bytes}"
 max_age = "5m"
 "#,
         brokers = broker.bootstrap,
         pid = std::process::id(),
+        shape = shape.key(),
         endpoint = endpoint.unwrap_or_default(),
+        max_bytes = shape.max_bytes(),
         format = if *parquet {
             "format = \"parquet\"\nschema = { file = \"cloudtrail.avsc\" }"
         } else {
             ""
         },
     );
-    let path = workdir.join(format!("bench-{i}-{pass}.toml"));
+    let path = workdir.join(format!("bench-{}-{i}-{pass}.toml", shape.key()));
     std::fs::write(&path, config).unwrap();
     eprintln!("running {name} (pass {}) …", pass + 1);
     let mut cmd = Command::new(lakesink);
@@ -559,99 +336,33 @@ fn dir_bytes(dir: &Path) -> u64 {
     total
 }
 
-/// The unavoidable work of a Lakesink run, whose ceiling it is measured against.
-#[derive(Debug, Clone, Copy)]
-enum Work {
-    Gzip(u32),
-    Parquet,
+/// Where a shape's runs go and what they run against.
+struct Setup<'a> {
+    args: &'a Args,
+    lakesink: &'a Path,
+    workdir: &'a Path,
+    lakes: &'a Path,
+    bin_dir: &'a Path,
+    topic: &'a str,
 }
 
-struct Row {
-    name: String,
-    m: Measured,
-    out_mb: Option<f64>,
-    ceiling: Option<Work>,
-    ceiling_cpu_per_gb: Option<f64>,
-}
-
-impl Row {
-    /// A ceiling measured on this thread: its CPU time is its wall time.
-    fn on_this_thread(name: String, cpu: f64, out_bytes: Option<u64>) -> Row {
-        Row {
-            name,
-            m: Measured {
-                wall: cpu,
-                cpu,
-                peak_rss_mb: 0.0,
-                broker_cpu: None,
-            },
-            out_mb: out_bytes.map(|b| b as f64 / 1e6),
-            ceiling: None,
-            ceiling_cpu_per_gb: None,
-        }
-    }
-}
-
-fn main() {
-    let mut args = Args::parse();
-    if let Some(Sub::NullConsume {
-        brokers,
-        topic,
-        expect,
-    }) = &args.sub
-    {
-        null_consume(brokers, topic, *expect);
-        return;
-    }
-    if let Some(Sub::Compact {
-        lake,
-        topic,
-        report,
-    }) = &args.sub
-    {
-        compact::run(lake, topic, report);
-        return;
-    }
-    if let Some(Sub::ParquetMemory { files, rows }) = &args.sub {
-        parquet_memory(*files, *rows);
-        return;
-    }
-    if let Some(Sub::Shapes {
-        records,
-        partitions,
-        repeat,
-    }) = &args.sub
-    {
-        shapes(*records, *partitions, *repeat);
-        return;
-    }
-    if args.quick {
-        args.records = 20_000;
-    }
-    let bin_dir = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let lakesink = bin_dir.join("lakesink");
-    assert!(
-        lakesink.exists(),
-        "{} not found: build it with the same profile (cargo build --release -p lakesink)",
-        lakesink.display()
-    );
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let topic = "bench";
-
-    eprintln!("preloading {} events into the mock broker …", args.records);
-    let mut broker = start_broker(&bin_dir, args.records, topic);
-    let gb = broker.bytes as f64 / 1e9;
-    let mb = broker.bytes as f64 / 1e6;
+/// One shape: its broker, the null consumer, the Lakesink runs (passes interleaved), and the
+/// compaction of two of its lakes. The references in its files are added later.
+fn run_shape(s: &Setup, kind: ShapeKind) -> (ShapeReport, u64) {
+    let args = s.args;
     eprintln!(
-        "broker ready: {} partitions, {:.1} MB",
-        broker.partitions, mb
+        "[{}] preloading {} events into the mock broker …",
+        kind.key(),
+        args.records
     );
-
-    let mut rows: Vec<Row> = Vec::new();
+    let broker = Broker::start(s.bin_dir, args.records, s.topic, kind.partitions());
+    let gb = broker.bytes as f64 / 1e9;
+    eprintln!(
+        "[{}] broker ready: {} partitions, {:.1} MB",
+        kind.key(),
+        broker.partitions,
+        gb * 1e3
+    );
 
     // Ceiling 1: consume and discard, in a consumer group.
     let null = median(
@@ -663,7 +374,7 @@ fn main() {
                     "--brokers",
                     &broker.bootstrap,
                     "--topic",
-                    topic,
+                    s.topic,
                     "--expect",
                     &args.records.to_string(),
                 ]);
@@ -672,29 +383,15 @@ fn main() {
             .collect(),
         |m| m.cpu,
     );
-    let consume_cpu_per_gb = null.cpu / gb;
-    rows.push(Row {
+    let mut rows = vec![Row {
         name: "ceiling: null consumer (consume + discard)".into(),
         m: null,
         out_mb: None,
         ceiling: None,
-        ceiling_cpu_per_gb: None,
-    });
+    }];
 
-    // Lakesink runs.
+    let lakes = s.lakes.join(kind.key());
     let mut targets: Vec<Target> = Vec::new();
-    // Each run writes into a new directory: ext4 spends much of a run's system time looking
-    // past recently deleted inodes when files are created where a lake was just removed. The
-    // lakes of earlier runs are removed at the end, after the measurements.
-    std::fs::create_dir_all(&args.workdir).unwrap();
-    let workdir = std::fs::canonicalize(&args.workdir).unwrap();
-    let old_lakes: Vec<PathBuf> = std::fs::read_dir(&workdir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.is_dir())
-        .collect();
-    let lakes = workdir.join(format!("lakes-{}", std::process::id()));
     for level in [1u32, 6] {
         targets.push(Target {
             name: format!("lakesink json.gz level {level} → local dir"),
@@ -713,16 +410,17 @@ fn main() {
     });
     if let Some(s3) = &args.s3 {
         let (endpoint, bucket) = s3.rsplit_once('/').expect("--s3 http://host:port/BUCKET");
+        let run = format!("{}-{}", std::process::id(), kind.key());
         targets.push(Target {
             name: "lakesink json.gz level 6 → S3".into(),
-            url: format!("s3://{bucket}/bench-{}", std::process::id()),
+            url: format!("s3://{bucket}/bench-{run}"),
             level: 6,
             endpoint: Some(endpoint.into()),
             parquet: false,
         });
         targets.push(Target {
             name: "lakesink parquet zstd → S3".into(),
-            url: format!("s3://{bucket}/bench-pq-{}", std::process::id()),
+            url: format!("s3://{bucket}/bench-pq-{run}"),
             level: 6,
             endpoint: Some(endpoint.into()),
             parquet: true,
@@ -733,7 +431,7 @@ fn main() {
     for pass in 0..args.repeat.max(1) {
         for (i, t) in targets.iter().enumerate() {
             runs[i].push(run_lakesink(
-                &lakesink, &workdir, &broker, topic, i, pass, t,
+                s.lakesink, s.workdir, &broker, s.topic, kind, i, pass, t,
             ));
         }
     }
@@ -748,24 +446,29 @@ fn main() {
             } else {
                 Work::Gzip(t.level)
             }),
-            ceiling_cpu_per_gb: None,
         });
     }
+    let partitions = broker.partitions;
+    let bytes = broker.bytes;
+    broker.stop();
+
     // Compaction of the first pass's json.gz level 6 and Parquet lakes (each in a process of
     // its own).
-    let compactions: Vec<(&str, Measured, serde_json::Value)> = [
+    let compactions = [
         ("json.gz level 6", "gz6-0", "gzip members concatenated"),
         ("parquet zstd", "parquet-0", "row groups copied as bytes"),
     ]
     .into_iter()
     .map(|(name, dir, how)| {
-        let report = workdir.join(format!("compaction-{dir}.json"));
+        let report = s
+            .workdir
+            .join(format!("compaction-{}-{dir}.json", kind.key()));
         let mut cmd = Command::new(std::env::current_exe().unwrap());
-        cmd.args(["compact", "--topic", topic, "--lake"])
+        cmd.args(["compact", "--topic", s.topic, "--lake"])
             .arg(lakes.join(dir))
             .arg("--report")
             .arg(&report);
-        eprintln!("compacting the {name} lake …");
+        eprintln!("[{}] compacting the {name} lake …", kind.key());
         let m = measure(cmd, "compaction", None);
         let figures: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
@@ -776,204 +479,181 @@ fn main() {
         )
     })
     .collect();
+    let report = ShapeReport {
+        title: kind.title(),
+        key: kind.key(),
+        partitions,
+        rows,
+        consume: null.cpu / gb,
+        broker: null.broker_cpu.unwrap_or(0.0) / gb,
+        files_parquet: 0.0,
+        files_gzip: BTreeMap::new(),
+        files: 0,
+        compactions,
+    };
+    (report, bytes)
+}
+
+fn main() {
+    let mut args = Args::parse();
+    match &args.sub {
+        Some(Sub::NullConsume {
+            brokers,
+            topic,
+            expect,
+        }) => return null_consume(brokers, topic, *expect),
+        Some(Sub::Compact {
+            lake,
+            topic,
+            report,
+        }) => return compact::run(lake, topic, report),
+        Some(Sub::ParquetMemory { files, rows }) => return ceilings::parquet_memory(*files, *rows),
+        Some(Sub::Shapes {
+            records,
+            partitions,
+            repeat,
+        }) => return ceilings::shapes(*records, *partitions, *repeat),
+        None => {}
+    }
+    if args.quick {
+        args.records = 20_000;
+    }
+    let bin_dir = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let lakesink = bin_dir.join("lakesink");
+    assert!(
+        lakesink.exists(),
+        "{} not found: build it with the same profile (cargo build --release -p lakesink)",
+        lakesink.display()
+    );
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let repeat = args.repeat.max(1);
+
+    // Each run writes into a new directory: ext4 spends much of a run's system time looking
+    // past recently deleted inodes when files are created where a lake was just removed. The
+    // lakes of earlier runs are removed at the end, after the measurements.
+    std::fs::create_dir_all(&args.workdir).unwrap();
+    let workdir = std::fs::canonicalize(&args.workdir).unwrap();
+    let old_lakes: Vec<PathBuf> = std::fs::read_dir(&workdir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    let lakes = workdir.join(format!("lakes-{}", std::process::id()));
+    let setup = Setup {
+        args: &args,
+        lakesink: &lakesink,
+        workdir: &workdir,
+        lakes: &lakes,
+        bin_dir: &bin_dir,
+        topic: "bench",
+    };
+    let mut shapes = Vec::new();
+    let mut bytes = 0;
+    for &kind in &args.shapes {
+        let (report, b) = run_shape(&setup, kind);
+        bytes = b;
+        shapes.push(report);
+    }
+    let gb = bytes as f64 / 1e9;
+
     // The in-process ceilings come after the Lakesink runs: they hold the events in this
     // process, and a child forked from a large process starts with its peak RSS.
-
     // The events once, for every in-process ceiling; per GB of NDJSON (one newline each).
+    eprintln!("in-process ceilings …");
     let events = event_rows(args.records);
     let ndjson = ndjson(&events);
     let ndjson_gb = ndjson.len() as f64 / 1e9;
+    let mut ceiling_rows = Vec::new();
 
-    // Ceiling 2: gzip of the same bytes.
-    let mut gzip_cpu_per_gb = std::collections::BTreeMap::new();
+    // gzip of the same bytes.
+    let mut gzip = BTreeMap::new();
     for level in [1u32, 6] {
-        let (cpu, bytes_out) = median_of(args.repeat, || gzip_ceiling(&ndjson, level));
-        gzip_cpu_per_gb.insert(level, cpu / ndjson_gb);
-        rows.push(Row::on_this_thread(
-            format!("ceiling: gzip level {level} of the same bytes (1 thread)"),
+        let (cpu, bytes_out) = median_of(repeat, || gzip_ceiling(&ndjson, level));
+        gzip.insert(level, cpu / ndjson_gb);
+        ceiling_rows.push(Row::on_this_thread(
+            format!("ceiling: gzip level {level} of the same bytes"),
             cpu,
             Some(bytes_out),
         ));
     }
-
-    // Ceiling 3: finding and parsing each record's event time (json.gz runs; the Parquet
-    // ceiling parses every field anyway).
     drop(ndjson);
-    let (cpu, ()) = median_of(args.repeat, || (event_time_ceiling(&events), ()));
-    let event_time_cpu_per_gb = cpu / ndjson_gb;
-    rows.push(Row::on_this_thread(
-        "ceiling: find and parse eventTime (serde_json, borrowing; 1 thread)".into(),
+
+    // Finding and parsing each record's event time (json.gz runs; the Parquet ceiling parses
+    // every field anyway).
+    let (cpu, ()) = median_of(repeat, || (event_time_ceiling(&events), ()));
+    let event_time = cpu / ndjson_gb;
+    ceiling_rows.push(Row::on_this_thread(
+        "ceiling: find and parse eventTime (serde_json, borrowing)".into(),
         cpu,
         None,
     ));
 
-    // Ceiling 4: JSON → Arrow → Parquet (zstd) of the same rows, in one file, with the demo
-    // table's schema and settings and Lakesink's encoder.
+    // JSON → Arrow → Parquet (zstd) of the same rows, in one file, with the demo table's schema
+    // and settings and Lakesink's encoder.
     let pq =
         std::sync::Arc::new(lakesink::config::default_parquet_plan("cloudtrail.avsc").unwrap());
     let parquet = || -> Box<dyn lakesink::encode::Encoder> {
         Box::new(lakesink::encode::ParquetEncoder::new(pq.clone()))
     };
     let one = vec![(0..events.len()).collect::<Vec<usize>>()];
-    let (cpu, bytes_out) = median_of(args.repeat, || files_ceiling(&events, &one, parquet));
-    let parquet_cpu_per_gb = cpu / ndjson_gb;
-    rows.push(Row::on_this_thread(
-        "ceiling: JSON → Arrow → Parquet zstd of the same rows (1 thread)".into(),
+    let (cpu, bytes_out) = median_of(repeat, || files_ceiling(&events, &one, parquet));
+    let parquet_cpu = cpu / ndjson_gb;
+    ceiling_rows.push(Row::on_this_thread(
+        "ceiling: JSON → Arrow → Parquet zstd of the same rows".into(),
         cpu,
         Some(bytes_out),
     ));
 
-    // Not a ceiling the ratios use: the same Parquet work in the files Lakesink writes.
-    let files = lakesink_files(&events, broker.partitions);
-    let n = files.len();
-    let (cpu, bytes_out) = median_of(args.repeat, || files_ceiling(&events, &files, parquet));
-    let parquet_files_cpu_per_gb = cpu / ndjson_gb;
-    rows.push(Row::on_this_thread(
-        format!(
-            "reference: the same rows → Parquet in the {n} files Lakesink writes (one per Kafka partition and hour; 1 thread)"
-        ),
-        cpu,
-        Some(bytes_out),
-    ));
-
-    // Nor these: gzip of the same rows in the json.gz files Lakesink writes.
-    let mut gzip_files_cpu_per_gb = std::collections::BTreeMap::new();
-    for level in [1u32, 6] {
-        let (cpu, bytes_out) = median_of(args.repeat, || {
-            files_ceiling(&events, &files, || {
-                Box::new(lakesink::encode::GzipNdjson::new(level))
-            })
-        });
-        gzip_files_cpu_per_gb.insert(level, cpu / ndjson_gb);
-        rows.push(Row::on_this_thread(
-            format!("reference: the same rows → json.gz level {level} in the {n} files Lakesink writes (1 thread)"),
+    // Not ceilings the ratios use: the same encoders in the files each shape makes Lakesink
+    // write.
+    for s in &mut shapes {
+        let files = lakesink_files(&events, s.partitions);
+        let n = files.len();
+        s.files = n;
+        let (cpu, bytes_out) = median_of(repeat, || files_ceiling(&events, &files, parquet));
+        s.files_parquet = cpu / ndjson_gb;
+        s.rows.push(Row::on_this_thread(
+            format!(
+                "reference: the same rows → Parquet in the {n} files Lakesink writes (1 thread)"
+            ),
             cpu,
             Some(bytes_out),
         ));
+        for level in [1u32, 6] {
+            let (cpu, bytes_out) = median_of(repeat, || {
+                files_ceiling(&events, &files, || {
+                    Box::new(lakesink::encode::GzipNdjson::new(level))
+                })
+            });
+            s.files_gzip.insert(level, cpu / ndjson_gb);
+            s.rows.push(Row::on_this_thread(
+                format!("reference: the same rows → json.gz level {level} in the {n} files Lakesink writes (1 thread)"),
+                cpu,
+                Some(bytes_out),
+            ));
+        }
     }
 
-    // The runs' ceilings.
-    for r in &mut rows {
-        r.ceiling_cpu_per_gb = r.ceiling.map(|w| {
-            consume_cpu_per_gb
-                + match w {
-                    Work::Parquet => parquet_cpu_per_gb,
-                    Work::Gzip(level) => event_time_cpu_per_gb + gzip_cpu_per_gb[&level],
-                }
-        });
-    }
-    drop(broker._stdin);
-    let _ = broker.child.wait();
-
-    // The table.
-    let mut md = String::new();
-    let _ = writeln!(md, "# Lakesink benchmark\n");
-    let _ = writeln!(
-        md,
-        "{} CloudTrail-shaped events, {:.1} MB of JSON, {} Kafka partitions (mock broker in its own process), {} cores.\n",
-        args.records, mb, broker.partitions, cores
-    );
-    let _ = writeln!(
-        md,
-        "Command: `scripts/bench.sh {}`. Each row is the pass (of {}) with the median CPU time.\n",
-        std::env::args().skip(1).collect::<Vec<_>>().join(" "),
-        args.repeat.max(1)
-    );
-    let _ = writeln!(md, "| run | records | input MB | wall s | CPU s | CPU-s/GB | MB/s | records/s | peak RSS MB | output MB | broker CPU-s/GB | ceiling CPU-s/GB | CPU ratio | throughput ratio |");
-    let _ = writeln!(
-        md,
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
-    );
-    // The broker shares the machine: serving the bytes costs it about what it cost while the
-    // null consumer read them, and the cores it takes are not Lakesink's to use.
-    let broker_cpu_per_gb = null.broker_cpu.unwrap_or(0.0) / gb;
-    for r in &rows {
-        let cpu_per_gb = r.m.cpu / gb;
-        let (cpu_ratio, tput_ratio) = match r.ceiling_cpu_per_gb {
-            Some(c) => {
-                let ceiling_mb_s = cores as f64 / (c + broker_cpu_per_gb) * 1e3;
-                (
-                    format!("{:.0} %", c / cpu_per_gb * 100.0),
-                    format!("{:.0} %", mb / r.m.wall / ceiling_mb_s * 100.0),
-                )
-            }
-            None => ("".into(), "".into()),
-        };
-        let _ =
-            writeln!(
-            md,
-            "| {} | {} | {:.1} | {:.2} | {:.2} | {:.2} | {:.1} | {:.0} | {} | {} | {} | {} | {} | {} |",
-            r.name,
-            args.records,
-            mb,
-            r.m.wall,
-            r.m.cpu,
-            cpu_per_gb,
-            mb / r.m.wall,
-            args.records as f64 / r.m.wall,
-            if r.m.peak_rss_mb > 0.0 { format!("{:.0}", r.m.peak_rss_mb) } else { String::new() },
-            r.out_mb.map(|x| format!("{x:.1}")).unwrap_or_default(),
-            r.m.broker_cpu.map(|x| format!("{:.2}", x / gb)).unwrap_or_default(),
-            r.ceiling_cpu_per_gb.map(|x| format!("{x:.2}")).unwrap_or_default(),
-            cpu_ratio,
-            tput_ratio,
-        );
-    }
-    let _ = writeln!(
-        md,
-        "\nCeiling of a run = consume-and-discard CPU-s/GB + finding and parsing eventTime + gzip CPU-s/GB at the run's level \
-         (or consume-and-discard + JSON → Arrow → Parquet CPU-s/GB for Parquet runs). \
-         CPU ratio = ceiling ÷ Lakesink CPU-s/GB. Throughput ratio = Lakesink MB/s ÷ ({cores} cores ÷ (ceiling CPU-s/GB + \
-         the broker's {broker_cpu_per_gb:.2} CPU-s/GB)): the broker runs on the same cores, and serving the bytes costs it about \
-         what it cost while the null consumer read them (its CPU in each run is in the table). (SeaweedFS, in the S3 runs, also shares the cores; it is not counted.)"
-    );
-    if let Some(pq) = rows
-        .iter()
-        .find(|r| matches!(r.ceiling, Some(Work::Parquet)) && r.name.contains("local dir"))
-    {
-        let per_gb = pq.m.cpu / gb;
-        let _ = writeln!(
-            md,
-            "\nThe Parquet work alone, in the files Lakesink writes ({parquet_files_cpu_per_gb:.2} CPU-s/GB), \
-             is {:.1}× the one-file ceiling: per-file costs the data's shape asks for. Against it plus \
-             consume-and-discard, Lakesink's Parquet run is at {:.0} %.",
-            parquet_files_cpu_per_gb / parquet_cpu_per_gb,
-            (consume_cpu_per_gb + parquet_files_cpu_per_gb) / per_gb * 100.0
-        );
-    }
-    for r in rows.iter().filter(|r| r.name.contains("local dir")) {
-        let Some(Work::Gzip(level)) = r.ceiling else {
-            continue;
-        };
-        let files_cpu = gzip_files_cpu_per_gb[&level];
-        let _ = writeln!(
-            md,
-            "\ngzip level {level} of the same rows, in the files Lakesink writes ({files_cpu:.2} CPU-s/GB), \
-             is {:.2}× one stream. Against it plus consume-and-discard and eventTime, Lakesink's \
-             json.gz level {level} run is at {:.0} %.",
-            files_cpu / gzip_cpu_per_gb[&level],
-            (consume_cpu_per_gb + event_time_cpu_per_gb + files_cpu) / (r.m.cpu / gb) * 100.0
-        );
-    }
-    for (how, cm, c) in &compactions {
-        let (name, c) = (&c["name"], &c["figures"]);
-        let _ = writeln!(
-            md,
-            "\nCompaction of the {} lake (`[tables.compact]`, target 256 MiB; sealed first from the claims, then {how} into one object per partition, the catalog switched, the replaced files deleted; local disk, a process of its own): {} partitions, files per partition {:.1} → {:.1} ({} → {} files), {:.1} MB compacted in {:.2} CPU-s and {:.2} s: **{:.2} CPU-s per GB compacted**; the whole process (reading the claims and sealing first) {:.2} CPU-s, peak RSS {:.0} MB.",
-            name.as_str().unwrap_or(""),
-            c["compacted"],
-            c["files_per_partition_before"].as_f64().unwrap_or(0.0),
-            c["files_per_partition_after"].as_f64().unwrap_or(0.0),
-            c["files_before"],
-            c["files_after"],
-            c["bytes"].as_f64().unwrap_or(0.0) / 1e6,
-            c["cpu"].as_f64().unwrap_or(0.0),
-            c["wall"].as_f64().unwrap_or(0.0),
-            c["cpu_per_gb"].as_f64().unwrap_or(0.0),
-            cm.cpu,
-            cm.peak_rss_mb,
-        );
-    }
+    let report = report::Report {
+        records: args.records,
+        gb,
+        cores,
+        command: std::env::args().skip(1).collect::<Vec<_>>().join(" "),
+        repeat,
+        ceilings: report::Ceilings {
+            event_time,
+            gzip,
+            parquet: parquet_cpu,
+        },
+        ceiling_rows,
+        shapes: &shapes,
+    };
+    let md = report.markdown();
     print!("{md}");
     if let Some(parent) = args.out.parent() {
         let _ = std::fs::create_dir_all(parent);

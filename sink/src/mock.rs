@@ -47,6 +47,12 @@ impl EmbeddedBroker {
         &self.bootstrap
     }
 
+    /// The librdkafka handle that owns the mock cluster (valid while `self` lives): for the
+    /// benchmark's broker, which raises the mock's retention through it.
+    pub fn native_client(&self) -> *mut rdkafka_sys::RDKafka {
+        self.owner.client().native_ptr()
+    }
+
     /// Makes the next `errors.len()` requests of one kind (`api`) fail with these errors, one
     /// each, in order: librdkafka's mock error injection, for tests of failure handling.
     pub fn fail_requests(

@@ -2,8 +2,9 @@
 //! its CPU is not counted against the sink. It preloads the generated events, checks that the
 //! watermarks hold every record, prints its address and waits until its standard input closes.
 //!
-//! The mock keeps only the newest ~5 MiB of each partition, so the partition count is sized to
-//! the data (~4 MiB per partition).
+//! The mock keeps only the newest ~5 MiB of each partition. With `--partitions 0` the partition
+//! count is sized to the data (~4 MiB per partition); with a count, the mock's retention is
+//! raised to keep everything (`src/mock_retention.c`), so a few partitions can hold GBs each.
 
 use std::io::{BufRead, Write};
 use std::time::Duration;
@@ -24,6 +25,17 @@ struct Args {
     /// Partitions; 0 sizes them to the data (about 4 MiB each).
     #[arg(long, default_value_t = 0)]
     partitions: i32,
+}
+
+extern "C" {
+    /// `src/mock_retention.c`: sets the retention limits of every partition of `topic` in the
+    /// mock cluster owned by `rk`; returns the partition count, or -1.
+    fn lakesink_bench_mock_retention(
+        rk: *mut rdkafka_sys::RDKafka,
+        topic: *const std::ffi::c_char,
+        max_bytes: usize,
+        max_batches: usize,
+    ) -> i32;
 }
 
 fn main() {
@@ -48,6 +60,20 @@ fn main() {
     broker
         .create_topic(&args.topic, partitions)
         .expect("create the topic");
+    if args.partitions > 0 {
+        let topic = std::ffi::CString::new(args.topic.as_str()).unwrap();
+        // SAFETY: the handle lives as long as `broker`; the shim takes the mock cluster's lock
+        // and only changes the topic's partitions' two retention limits.
+        let n = unsafe {
+            lakesink_bench_mock_retention(
+                broker.native_client(),
+                topic.as_ptr(),
+                usize::MAX,
+                usize::MAX,
+            )
+        };
+        assert_eq!(n, partitions, "raise the mock's retention");
+    }
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", broker.bootstrap_servers())
         .set("linger.ms", "20")
