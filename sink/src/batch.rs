@@ -67,6 +67,19 @@ pub struct Batch {
     pub recs: Vec<RecMeta>,
     /// With the partition's first batch: the listing of its segment claims, already started.
     pub claims: Option<crate::claim::Prefetch>,
+    /// The buffers' capacity, charged to the memory budget until the batch is dropped (after
+    /// its worker has written its records).
+    pub charge: Option<crate::memory::Charge>,
+}
+
+impl Batch {
+    /// Charges the buffers' capacity now, if the batch carries a charge.
+    pub fn recharge(&mut self) {
+        let n = self.data.capacity() + self.recs.capacity() * std::mem::size_of::<RecMeta>();
+        if let Some(c) = &mut self.charge {
+            c.set(n);
+        }
+    }
 }
 
 impl Batch {

@@ -1,9 +1,12 @@
-//! The memory budget (`pipeline.max_buffered_bytes`): bytes held by open files and by uploads in
-//! flight, across all tables and partitions. Writers charge it when they hold bytes and uploads
-//! credit it when the store has them; over budget, writers cut their largest segments early and
-//! the consumer pauses fetching until uploads free memory.
+//! The memory budget (`pipeline.max_buffered_bytes`): bytes held by open files, by uploads in
+//! flight and by the consumer's batches on their way to the workers, across all tables and
+//! partitions; librdkafka's prefetch is reserved from it up front (see
+//! [`crate::config::PipelinePlan::prefetch_bytes`]). Writers charge it when they hold bytes and
+//! uploads credit it when the store has them; over budget, writers cut their largest segments
+//! early and the consumer pauses fetching until uploads free memory.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long a worker's report that only replays of claimed segments hold its memory lasts.
@@ -123,9 +126,53 @@ impl Budget {
     }
 }
 
+/// Bytes held outside the open files and uploads, charged to the budget while this lives: a
+/// consumer batch's buffers, from the record that opened it until the worker has written it.
+#[derive(Debug)]
+pub struct Charge {
+    budget: Arc<Budget>,
+    n: usize,
+}
+
+impl Charge {
+    pub fn new(budget: Arc<Budget>) -> Charge {
+        Charge { budget, n: 0 }
+    }
+
+    /// Charges `n` bytes in all (the difference from what was charged before).
+    pub fn set(&mut self, n: usize) {
+        if n > self.n {
+            self.budget.charge(n - self.n);
+        } else {
+            self.budget.release(self.n - n);
+        }
+        self.n = n;
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.budget.release(self.n);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_charge_follows_its_size_and_is_released_when_dropped() {
+        let b = Arc::new(Budget::new(1000));
+        let mut c = Charge::new(b.clone());
+        c.set(300);
+        assert_eq!(b.used(), 300);
+        c.set(700);
+        assert_eq!(b.used(), 700);
+        c.set(100);
+        assert_eq!(b.used(), 100);
+        drop(c);
+        assert_eq!(b.used(), 0);
+    }
 
     #[test]
     fn relief_is_needed_above_the_relief_mark_and_while_paused_above_the_resume_mark() {

@@ -182,12 +182,12 @@ impl Default for Metrics {
         );
         r.register(
             "buffered_bytes",
-            "Bytes held by open files and uploads in flight",
+            "Bytes held by open files, uploads in flight and the consumer's batches",
             m.buffered_bytes.clone(),
         );
         r.register(
             "buffer_limit_bytes",
-            "pipeline.max_buffered_bytes",
+            "pipeline.max_buffered_bytes less librdkafka's prefetch, which is reserved from it",
             m.buffer_limit_bytes.clone(),
         );
         r.register(

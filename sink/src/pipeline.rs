@@ -53,10 +53,6 @@ pub async fn run(
         (!plan.log.interval.is_zero())
             .then(|| tokio::spawn(crate::logging::steady(stats.clone(), plan.log.interval))),
     );
-    stats
-        .metrics
-        .buffer_limit_bytes
-        .set(plan.pipeline.max_buffered_bytes as i64);
     plan.resolve_schemas().await?;
     let lake = crate::storage::open(&plan.storage)?;
     // One catalog client for registering, sealing and compacting.
@@ -67,7 +63,12 @@ pub async fn run(
         stats.clone(),
     ));
     let fatal = Arc::new(Fatal::default());
-    let budget = Arc::new(Budget::new(plan.pipeline.max_buffered_bytes));
+    // librdkafka's prefetch is held apart from the files: reserved from the budget up front.
+    let reserved = plan.kafka.prefetch.map_or(0, |p| p.total());
+    let budget = Arc::new(Budget::new(
+        plan.pipeline.max_buffered_bytes.saturating_sub(reserved),
+    ));
+    stats.metrics.buffer_limit_bytes.set(budget.max());
     let claims = Arc::new(crate::claim::Claims::new(
         lake.store.clone(),
         lake.root.as_ref(),

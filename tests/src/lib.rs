@@ -454,7 +454,19 @@ commit_interval = "500ms"
             std::env::var_os("LAKESINK_TEST_RUN").map_or_else(|| dir.to_path_buf(), PathBuf::from);
         let log = logs.join(format!("{}.log", Testbed::unique("daemon")));
         let file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(&self.bin)
+        // LAKESINK_TEST_WRAP runs the daemon under a tool (`heaptrack`, `perf record -g --`):
+        // for looking into a test, not for CI.
+        let wrap = std::env::var("LAKESINK_TEST_WRAP").unwrap_or_default();
+        let mut wrap = wrap.split_whitespace();
+        let mut cmd = match wrap.next() {
+            Some(tool) => {
+                let mut c = Command::new(tool);
+                c.args(wrap).arg(&self.bin);
+                c
+            }
+            None => Command::new(&self.bin),
+        };
+        let child = cmd
             .arg("run")
             .arg("--config")
             .arg(config)

@@ -106,6 +106,65 @@ pub struct KafkaPlan {
     pub brokers: String,
     pub group_id: String,
     pub properties: BTreeMap<String, String>,
+    /// librdkafka's prefetch (its queue and one fetch response), sized from the memory budget;
+    /// `None` leaves librdkafka's defaults (tools that read offsets, not records).
+    pub prefetch: Option<Prefetch>,
+}
+
+/// How much librdkafka may fetch ahead of the workers: its queue (`queued.max.messages.kbytes`,
+/// counted in decompressed record bytes) and one fetch response (`fetch.max.bytes`, compressed),
+/// which arrives while the queue is just under its limit and is decompressed into it. Reserved
+/// from `pipeline.max_buffered_bytes`: the queue, and the response four times over (itself and
+/// what it decompresses to: lz4 and zstd shrink JSON batches ~3–10×, so a topic that compresses
+/// well can overshoot a little).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Prefetch {
+    pub queue_bytes: u64,
+    pub fetch_max_bytes: u64,
+}
+
+impl Prefetch {
+    /// Lakesink's choice for a budget: an eighth of it, between 4 and 128 MiB; half for the
+    /// queue, an eighth for a fetch response (at least 256 KiB). A 1 GiB budget keeps
+    /// librdkafka's default queue (64 MiB) with 16 MiB fetches; a small budget gets a small
+    /// prefetch instead of the ~114 MiB (and more, decompressed) of librdkafka's defaults beside
+    /// it. Values the user set in `[kafka.properties]` are taken as they are (and reserved as
+    /// they are).
+    pub fn for_budget(
+        budget: u64,
+        properties: &BTreeMap<String, String>,
+    ) -> Result<Prefetch, String> {
+        let share = (budget / 8).clamp(4 << 20, 128 << 20);
+        let number = |key: &str| -> Result<Option<u64>, String> {
+            properties
+                .get(key)
+                .map(|v| {
+                    v.trim().parse::<u64>().map_err(|_| {
+                        format!("kafka.properties.\"{key}\" = \"{v}\": not a whole number")
+                    })
+                })
+                .transpose()
+        };
+        let p = Prefetch {
+            queue_bytes: number("queued.max.messages.kbytes")?.map_or(share / 2, |kb| kb << 10),
+            fetch_max_bytes: number("fetch.max.bytes")?.unwrap_or((share / 8).max(256 << 10)),
+        };
+        if p.total() > budget / 2 {
+            return Err(format!(
+                "librdkafka's prefetch (queued.max.messages.kbytes = {} KiB + fetch.max.bytes = {}) would take more than half of pipeline.max_buffered_bytes ({}): lower them or raise the budget",
+                p.queue_bytes >> 10,
+                p.fetch_max_bytes,
+                budget
+            ));
+        }
+        Ok(p)
+    }
+
+    /// Bytes reserved from the budget: the queue, and a fetch response with what it
+    /// decompresses to.
+    pub fn total(&self) -> u64 {
+        self.queue_bytes + 4 * self.fetch_max_bytes
+    }
 }
 
 impl KafkaPlan {
@@ -115,6 +174,7 @@ impl KafkaPlan {
             brokers: brokers.to_string(),
             group_id: group.to_string(),
             properties: BTreeMap::new(),
+            prefetch: None,
         }
     }
 }
@@ -380,6 +440,8 @@ impl Plan {
                 p.part_size
             )));
         }
+        let prefetch = Prefetch::for_budget(max_buffered_bytes, &file.kafka.properties)
+            .map_err(invalid)?;
         let workers = if p.workers == 0 {
             std::thread::available_parallelism().map_or(2, |n| n.get())
         } else {
@@ -501,6 +563,7 @@ impl Plan {
                 brokers: file.kafka.brokers,
                 group_id: file.kafka.group_id,
                 properties: file.kafka.properties,
+                prefetch: Some(prefetch),
             },
             storage: StoragePlan {
                 url,
@@ -566,6 +629,7 @@ impl fmt::Debug for KafkaPlan {
             .field("brokers", &self.brokers)
             .field("group_id", &self.group_id)
             .field("properties", &redacted(&self.properties))
+            .field("prefetch", &self.prefetch)
             .finish()
     }
 }

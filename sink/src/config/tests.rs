@@ -388,3 +388,63 @@ fn an_auto_memory_budget_is_a_share_of_the_container_limit() {
         "{e}"
     );
 }
+
+#[test]
+fn librdkafkas_prefetch_is_sized_from_the_memory_budget_and_reserved_from_it() {
+    let plan = |pipeline: &str, props: &str| {
+        Plan::from_toml(
+            &MINIMAL
+                .replace("[[tables]]", &format!("[pipeline]\n{pipeline}\n[[tables]]"))
+                .replace("[kafka.properties]\n", &format!("[kafka.properties]\n{props}\n")),
+            "t.toml",
+        )
+    };
+    let p = |budget: &str| plan(&format!("max_buffered_bytes = \"{budget}\""), "").unwrap();
+    // An eighth of the budget, between 4 and 128 MiB: half for the queue, an eighth (at least
+    // 256 KiB) for a fetch response, reserved four times over (with what it decompresses to).
+    let one_gib = p("1GiB").kafka.prefetch.unwrap();
+    assert_eq!(one_gib.queue_bytes, 64 << 20, "librdkafka's default queue");
+    assert_eq!(one_gib.fetch_max_bytes, 16 << 20);
+    assert_eq!(one_gib.total(), 128 << 20);
+    let small = p("48MiB").kafka.prefetch.unwrap();
+    assert_eq!((small.queue_bytes, small.fetch_max_bytes), (3 << 20, 768 << 10));
+    assert_eq!(p("16MiB").kafka.prefetch.unwrap().queue_bytes, 2 << 20);
+    assert_eq!(p("8GiB").kafka.prefetch.unwrap().total(), 128 << 20);
+    // The client is configured with it (message.max.bytes follows a fetch below its default).
+    let cfg = crate::kafka::client_config(&p("48MiB").kafka);
+    assert_eq!(cfg.get("queued.max.messages.kbytes"), Some("3072"));
+    assert_eq!(cfg.get("fetch.max.bytes"), Some("786432"));
+    assert_eq!(cfg.get("max.partition.fetch.bytes"), Some("786432"));
+    assert_eq!(cfg.get("message.max.bytes"), Some("786432"));
+    let cfg = crate::kafka::client_config(&p("1GiB").kafka);
+    assert_eq!(cfg.get("max.partition.fetch.bytes"), Some("1048576"));
+    assert_eq!(cfg.get("message.max.bytes"), None);
+    // A user's own values are kept, and reserved as they are.
+    let own = plan(
+        "max_buffered_bytes = \"256MiB\"",
+        "\"queued.max.messages.kbytes\" = \"10240\"",
+    )
+    .unwrap();
+    assert_eq!(
+        own.kafka.prefetch.unwrap(),
+        Prefetch {
+            queue_bytes: 10 << 20,
+            fetch_max_bytes: 4 << 20
+        }
+    );
+    assert_eq!(
+        crate::kafka::client_config(&own.kafka).get("queued.max.messages.kbytes"),
+        Some("10240")
+    );
+    // More than half the budget is refused, naming both settings.
+    let e = plan(
+        "max_buffered_bytes = \"48MiB\"",
+        "\"queued.max.messages.kbytes\" = \"65536\"",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("queued.max.messages.kbytes") && e.contains("max_buffered_bytes"),
+        "{e}"
+    );
+}

@@ -18,6 +18,7 @@ use crate::batch::{Batch, RecMeta};
 use crate::claim::Claims;
 use crate::commit::{OffsetLedger, Tp};
 use crate::fatal::Fatal;
+use crate::memory::{Budget, Charge};
 use crate::rotate::CutReason;
 use crate::stats::Stats;
 use crate::worker::{Flushed, WorkerMsg};
@@ -28,6 +29,12 @@ pub(super) const BATCH_BYTES: usize = 256 * 1024;
 /// …or this many records, and at the latest after this long.
 pub(super) const BATCH_RECORDS: usize = 4096;
 pub(super) const BATCH_AGE: Duration = Duration::from_millis(100);
+
+/// The capacity a partition's first batch starts with (it grows as needed; later batches start
+/// at what the one before needed).
+const FIRST_BATCH: usize = 16 << 10;
+/// Room above [`BATCH_BYTES`] for the record that fills a batch.
+const BATCH_SLACK: usize = 64 << 10;
 
 /// Full batches held back, all partitions together, while their worker's queue is full: they
 /// keep growing, and the consumer keeps feeding the other workers instead of waiting for the
@@ -42,6 +49,8 @@ pub(super) struct PartState {
     pub(super) batch: Option<Batch>,
     /// Bytes of `batch` counted in [`Shared::held_back`]: it is full and its worker was busy.
     pub(super) held_back: usize,
+    /// The capacity the partition's next batch starts with: what its last one needed.
+    pub(super) capacity: usize,
     /// Next offset after the last record taken from Kafka.
     pub(super) position: Option<i64>,
 }
@@ -61,6 +70,8 @@ pub struct Shared {
     pub(super) rt: tokio::runtime::Handle,
     /// Bytes of the full batches held back (see [`HOLD_BACK`]).
     pub(super) held_back: AtomicUsize,
+    /// Batches are charged to it while they live.
+    pub(super) budget: Arc<Budget>,
 }
 
 impl Shared {
@@ -80,6 +91,7 @@ impl Shared {
             claims: ctx.claims.clone(),
             rt: ctx.rt.clone(),
             held_back: AtomicUsize::new(0),
+            budget: ctx.budget.clone(),
         }
     }
 
@@ -97,6 +109,9 @@ impl Shared {
         let held = std::mem::take(&mut state.held_back);
         self.held_back.fetch_sub(held, Ordering::Relaxed);
         let batch = state.batch.take()?;
+        // The next batch starts as large as this one had to be (a busy partition fills a
+        // whole one, a quiet one sends small ones by age), so it seldom grows by copying.
+        state.capacity = (batch.data.len() + batch.data.len() / 8).clamp(FIRST_BATCH, BATCH_BYTES + BATCH_SLACK);
         self.stats
             .metrics
             .bytes_in
@@ -135,6 +150,7 @@ impl Shared {
                     worker,
                     batch: None,
                     held_back: 0,
+                    capacity: FIRST_BATCH,
                     position: None,
                 },
             );
@@ -283,13 +299,19 @@ impl Shared {
         else {
             return; // not (or no longer) assigned: the owner reads it
         };
-        let batch = state.batch.get_or_insert_with(|| Batch {
-            tp: state.tp.clone(),
-            epoch: state.epoch,
-            data: Vec::with_capacity(BATCH_BYTES + 64 * 1024),
-            recs: Vec::with_capacity(256),
-            claims: None,
+        let batch = state.batch.get_or_insert_with(|| {
+            let mut b = Batch {
+                tp: state.tp.clone(),
+                epoch: state.epoch,
+                data: Vec::with_capacity(state.capacity),
+                recs: Vec::with_capacity(64),
+                claims: None,
+                charge: Some(Charge::new(self.budget.clone())),
+            };
+            b.recharge();
+            b
         });
+        let capacity = (batch.data.capacity(), batch.recs.capacity());
         if state.position.is_none() {
             // The partition's first record since it was (re)assigned: its writer lists the
             // segment claims from here; start that now.
@@ -321,6 +343,9 @@ impl Shared {
             key,
             headers,
         });
+        if capacity != (batch.data.capacity(), batch.recs.capacity()) {
+            batch.recharge();
+        }
         state.position = Some(m.offset() + 1);
         Stats::add(&self.stats.records_in, 1);
         Stats::add(&self.stats.bytes_in, m.payload_len() as u64);

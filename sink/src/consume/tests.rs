@@ -17,11 +17,13 @@ fn part(tp: Tp, worker: usize, bytes: usize) -> PartState {
             data: vec![b'x'; bytes],
             recs: Vec::new(),
             claims: None,
+            charge: None,
         }),
         tp,
         epoch: 1,
         worker,
         held_back: 0,
+        capacity: 0,
         position: Some(1),
     }
 }

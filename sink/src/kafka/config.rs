@@ -54,6 +54,19 @@ pub fn client_config(kafka: &KafkaPlan) -> ClientConfig {
         } else {
             RDKafkaLogLevel::Warning
         });
+    // The prefetch is reserved from the memory budget (see `Prefetch`); a user's values in
+    // `[kafka.properties]` come next and were reserved as they are.
+    if let Some(p) = kafka.prefetch {
+        let fetch = p.fetch_max_bytes.max(1000);
+        cfg.set("queued.max.messages.kbytes", (p.queue_bytes >> 10).max(1).to_string())
+            .set("fetch.max.bytes", fetch.to_string())
+            .set("max.partition.fetch.bytes", fetch.min(1 << 20).to_string());
+        // librdkafka refuses a fetch.max.bytes below message.max.bytes (1,000,000 by default),
+        // which bounds only the requests a consumer sends.
+        if fetch < 1_000_000 {
+            cfg.set("message.max.bytes", fetch.to_string());
+        }
+    }
     for (k, v) in &kafka.properties {
         cfg.set(k, v);
     }
