@@ -440,8 +440,8 @@ impl Plan {
                 p.part_size
             )));
         }
-        let prefetch = Prefetch::for_budget(max_buffered_bytes, &file.kafka.properties)
-            .map_err(invalid)?;
+        let prefetch =
+            Prefetch::for_budget(max_buffered_bytes, &file.kafka.properties).map_err(invalid)?;
         let workers = if p.workers == 0 {
             std::thread::available_parallelism().map_or(2, |n| n.get())
         } else {

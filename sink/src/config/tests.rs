@@ -395,7 +395,10 @@ fn librdkafkas_prefetch_is_sized_from_the_memory_budget_and_reserved_from_it() {
         Plan::from_toml(
             &MINIMAL
                 .replace("[[tables]]", &format!("[pipeline]\n{pipeline}\n[[tables]]"))
-                .replace("[kafka.properties]\n", &format!("[kafka.properties]\n{props}\n")),
+                .replace(
+                    "[kafka.properties]\n",
+                    &format!("[kafka.properties]\n{props}\n"),
+                ),
             "t.toml",
         )
     };
@@ -407,7 +410,10 @@ fn librdkafkas_prefetch_is_sized_from_the_memory_budget_and_reserved_from_it() {
     assert_eq!(one_gib.fetch_max_bytes, 16 << 20);
     assert_eq!(one_gib.total(), 128 << 20);
     let small = p("48MiB").kafka.prefetch.unwrap();
-    assert_eq!((small.queue_bytes, small.fetch_max_bytes), (3 << 20, 768 << 10));
+    assert_eq!(
+        (small.queue_bytes, small.fetch_max_bytes),
+        (3 << 20, 768 << 10)
+    );
     assert_eq!(p("16MiB").kafka.prefetch.unwrap().queue_bytes, 2 << 20);
     assert_eq!(p("8GiB").kafka.prefetch.unwrap().total(), 128 << 20);
     // The client is configured with it (message.max.bytes follows a fetch below its default).

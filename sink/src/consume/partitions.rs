@@ -111,7 +111,8 @@ impl Shared {
         let batch = state.batch.take()?;
         // The next batch starts as large as this one had to be (a busy partition fills a
         // whole one, a quiet one sends small ones by age), so it seldom grows by copying.
-        state.capacity = (batch.data.len() + batch.data.len() / 8).clamp(FIRST_BATCH, BATCH_BYTES + BATCH_SLACK);
+        state.capacity =
+            (batch.data.len() + batch.data.len() / 8).clamp(FIRST_BATCH, BATCH_BYTES + BATCH_SLACK);
         self.stats
             .metrics
             .bytes_in

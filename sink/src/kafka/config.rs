@@ -58,9 +58,12 @@ pub fn client_config(kafka: &KafkaPlan) -> ClientConfig {
     // `[kafka.properties]` come next and were reserved as they are.
     if let Some(p) = kafka.prefetch {
         let fetch = p.fetch_max_bytes.max(1000);
-        cfg.set("queued.max.messages.kbytes", (p.queue_bytes >> 10).max(1).to_string())
-            .set("fetch.max.bytes", fetch.to_string())
-            .set("max.partition.fetch.bytes", fetch.min(1 << 20).to_string());
+        cfg.set(
+            "queued.max.messages.kbytes",
+            (p.queue_bytes >> 10).max(1).to_string(),
+        )
+        .set("fetch.max.bytes", fetch.to_string())
+        .set("max.partition.fetch.bytes", fetch.min(1 << 20).to_string());
         // librdkafka refuses a fetch.max.bytes below message.max.bytes (1,000,000 by default),
         // which bounds only the requests a consumer sends.
         if fetch < 1_000_000 {
