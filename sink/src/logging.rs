@@ -21,17 +21,46 @@ pub fn format(configured: Option<LogFormat>) -> LogFormat {
 
 /// Installs the global subscriber: `LAKESINK_LOG` filters (default `default_filter`), stderr.
 /// JSON is one object per line: `timestamp`, `level`, `target`, `fields` (with `message`).
+///
+/// Beside the log, whatever it filters, a layer counts object_store's retries
+/// (`lakesink_store_retries_total`): its client retries inside a request and says so only in
+/// its log, one `info` event per retry (target `object_store::client::retry`).
 pub fn init(format: LogFormat, default_filter: &str) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     let filter = tracing_subscriber::EnvFilter::try_from_env("LAKESINK_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().with_current_span(false).init(),
-        LogFormat::Text => builder
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match format {
+        LogFormat::Json => fmt.json().with_current_span(false).boxed(),
+        LogFormat::Text => fmt
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init(),
+            .boxed(),
+    };
+    let retries = tracing_subscriber::filter::Targets::new()
+        .with_target(STORE_RETRY_TARGET, tracing::Level::INFO);
+    tracing_subscriber::registry()
+        .with(fmt.with_filter(filter))
+        .with(StoreRetries.with_filter(retries))
+        .init();
+}
+
+/// Where object_store's client logs each retry.
+const STORE_RETRY_TARGET: &str = "object_store::client::retry";
+
+/// Counts object_store's retry events into `lakesink_store_retries_total`.
+struct StoreRetries;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for StoreRetries {
+    fn on_event(
+        &self,
+        event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        if event.metadata().target() == STORE_RETRY_TARGET {
+            crate::metrics::count_store_retry();
+        }
     }
 }
 

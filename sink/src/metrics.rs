@@ -59,6 +59,12 @@ pub struct Metrics {
     /// 1 while fetching is paused for this reason (`memory`, `catalog`).
     pub fetch_paused: Family<Labels, Gauge>,
     pub open_files: Gauge,
+    /// When each open file was opened: the oldest gives `oldest_open_file_age_seconds`.
+    pub open_ages: Arc<OpenAges>,
+    pub oldest_open_file_age: FloatGauge,
+    /// Requests to the object store that object_store's client retried (counted from its
+    /// retry log events: see [`crate::logging`]); process-wide.
+    pub store_retries: Counter,
     /// The newest event time in the lake (uploaded and registered), by table, seconds.
     pub event_time_watermark: Family<Labels, FloatGauge>,
     watermark_micros: Mutex<std::collections::HashMap<Arc<str>, i64>>,
@@ -96,6 +102,9 @@ impl Default for Metrics {
             buffer_limit_bytes: Gauge::default(),
             fetch_paused: Family::default(),
             open_files: Gauge::default(),
+            open_ages: Arc::default(),
+            oldest_open_file_age: FloatGauge::default(),
+            store_retries: STORE_RETRIES.clone(),
             event_time_watermark: Family::default(),
             watermark_micros: Mutex::default(),
             completeness_watermark: Family::default(),
@@ -197,6 +206,16 @@ impl Default for Metrics {
         );
         r.register("open_files", "Files being written", m.open_files.clone());
         r.register(
+            "oldest_open_file_age_seconds",
+            "Age of the oldest file being written (0 when none is open): how long its records have waited for the lake",
+            m.oldest_open_file_age.clone(),
+        );
+        r.register(
+            "store_retries",
+            "Requests to the object store that were retried (503s, resets, timeouts)",
+            m.store_retries.clone(),
+        );
+        r.register(
             "event_time_watermark_seconds",
             "Newest event time uploaded and registered, by table (Unix time)",
             m.event_time_watermark.clone(),
@@ -212,6 +231,41 @@ impl Default for Metrics {
             m.partitions_sealed.clone(),
         );
         Metrics { registry: r, ..m }
+    }
+}
+
+/// Retries of the object store's client, counted by [`crate::logging`] from object_store's own
+/// retry events: the client retries inside each request and says so only in its log.
+static STORE_RETRIES: std::sync::LazyLock<Counter> = std::sync::LazyLock::new(Counter::default);
+
+/// One more request to the object store was retried.
+pub fn count_store_retry() {
+    STORE_RETRIES.inc();
+}
+
+/// The open files' opening times, as a multiset: a file adds its time when it opens and takes it
+/// away when it closes or is abandoned (per file, never per record).
+#[derive(Debug, Default)]
+pub struct OpenAges(Mutex<std::collections::BTreeMap<Instant, usize>>);
+
+impl OpenAges {
+    pub fn opened(&self, at: Instant) {
+        *self.0.lock().expect("open ages").entry(at).or_default() += 1;
+    }
+
+    pub fn closed(&self, at: Instant) {
+        let mut m = self.0.lock().expect("open ages");
+        if let Some(n) = m.get_mut(&at) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&at);
+            }
+        }
+    }
+
+    /// When the oldest open file was opened.
+    pub fn oldest(&self) -> Option<Instant> {
+        self.0.lock().expect("open ages").keys().next().copied()
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use lakesink::demo::generator::GenConfig;
 use lakesink_e2e::faults::{FaultProxy, Rates};
-use lakesink_e2e::{cloudtrail_table, report, Testbed};
+use lakesink_e2e::{cloudtrail_table, free_port, report, sample, Testbed};
 
 #[test]
 fn s3_503s_resets_and_slow_answers_are_retried_and_nothing_is_lost_or_duplicated() {
@@ -38,12 +38,15 @@ fn s3_503s_resets_and_slow_answers_are_retried_and_nothing_is_lost_or_duplicated
     faulty.s3_endpoint = proxy.url.clone();
     // Two tables: many small hourly gzip files (many requests), and uncompressed daily files.
     let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
     let config = faulty.write_config(
         dir.path(),
         &group,
         &bucket,
         &format!(
-            r#"{}
+            r#"[http]
+address = "127.0.0.1:{port}"
+{}
 [[tables]]
 name = "daily"
 topics = ["{topic}"]
@@ -59,6 +62,7 @@ max_age = "10s"
     );
     let mut daemon = tb.start_daemon(&config, dir.path(), &[]);
     daemon.wait_committed(&tb, &group, &topic, &ends, Duration::from_secs(300));
+    let counted = sample(&tb.scrape(port), "lakesink_store_retries_total", &[]).unwrap();
     daemon.stop(Duration::from_secs(120));
 
     let c = &proxy.counts;
@@ -69,6 +73,13 @@ max_age = "10s"
     let log = daemon.log_text();
     let retries = log.matches("retrying").count() + log.matches("backing off").count();
     assert!(retries > 0, "retries are visible in the log:\n{log}");
+    // The metric counts the store client's retries: one per "backing off" line it logs (more
+    // may come after the scrape, while the daemon stops).
+    let logged = log.matches("backing off").count() as f64;
+    assert!(
+        counted > 0.0 && counted <= logged,
+        "lakesink_store_retries_total = {counted}, {logged} retries logged"
+    );
 
     for table in ["cloudtrail", "daily"] {
         let source = format!("'s3://{bucket}/lake/{table}/**/*.json.gz'");
@@ -76,7 +87,7 @@ max_age = "10s"
     }
     report(&format!(
         "e2e S3 faults: {} requests, {} answered 503 SlowDown, {} reset before and {} after reaching the server, {} delayed 1.5 s; \
-         {retries} retries logged; all {RECORDS} records once in both tables",
+         {retries} retries logged, {counted} counted in lakesink_store_retries_total; all {RECORDS} records once in both tables",
         c.requests.load(Ordering::Relaxed),
         c.slow_down.load(Ordering::Relaxed),
         c.reset_before.load(Ordering::Relaxed),

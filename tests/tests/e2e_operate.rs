@@ -103,6 +103,15 @@ fn metrics_agree_with_the_lake_and_logs_are_json_lines() {
     tb.produce_events(&topic, PARTITIONS, &gen, RECORDS / 2..RECORDS, RECORDS);
     let during = tb.scrape(port);
     assert!(sample(&during, "lakesink_partitions_assigned", &[]).is_some());
+    // Files are open while records flow (up to max_age = 2s): the oldest one's age shows.
+    wait_until(Duration::from_secs(30), "an open file's age", || {
+        sample(
+            &tb.scrape(port),
+            "lakesink_oldest_open_file_age_seconds",
+            &[],
+        )
+        .is_some_and(|age| age > 0.0 && age < 60.0)
+    });
     let ends = tb.high_watermarks(&topic, PARTITIONS);
     wait_until(Duration::from_secs(180), "everything committed", || {
         assert!(daemon.running(), "exited:\n{}", daemon.log_text());
@@ -198,6 +207,13 @@ fn metrics_agree_with_the_lake_and_logs_are_json_lines() {
         now - last_commit < 120.0,
         "committed {last_commit}, now {now}"
     );
+    // Everything committed: no file is open, and the age says so.
+    wait_until(Duration::from_secs(30), "no open file", || {
+        let m = tb.scrape(port);
+        sample(&m, "lakesink_open_files", &[]) == Some(0.0)
+            && sample(&m, "lakesink_oldest_open_file_age_seconds", &[]) == Some(0.0)
+    });
+    assert_eq!(sample(&m, "lakesink_store_retries_total", &[]), Some(0.0));
     assert_eq!(sample(&m, "lakesink_catalog_stalled", &[]), Some(0.0));
     assert_eq!(sample(&m, "lakesink_commit_failures_total", &[]), Some(0.0));
     assert!(sample(&m, "lakesink_upload_duration_seconds_count", &[]).unwrap() > 0.0);

@@ -199,6 +199,11 @@ impl PollLoop {
         );
         m.buffered_bytes.set(self.budget.used());
         m.buffer_limit_bytes.set(self.budget.max());
+        m.oldest_open_file_age.set(
+            m.open_ages
+                .oldest()
+                .map_or(0.0, |t| t.elapsed().as_secs_f64()),
+        );
     }
 
     /// Tells `/readyz` and `lakesink_fetch_paused{reason}` why fetching is paused, if it is.

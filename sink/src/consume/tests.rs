@@ -81,3 +81,16 @@ fn a_busy_worker_has_its_batches_held_back_and_the_others_still_get_theirs() {
     assert_eq!((w, batch.data.len()), (0, HOLD_BACK + 1));
     assert_eq!(shared.held_back.load(Ordering::Relaxed), 0);
 }
+
+#[test]
+fn open_batches_stay_within_a_sixteenth_of_the_budget() {
+    use super::partitions::{batch_bytes, BATCH_BYTES};
+    // Few partitions: full batches.
+    assert_eq!(batch_bytes(896 << 20, 24), BATCH_BYTES);
+    // Many: smaller ones, all of them together a sixteenth of the budget.
+    let b = batch_bytes(896 << 20, 853);
+    assert!(b < BATCH_BYTES && b * 853 <= (896 << 20) / 16, "{b}");
+    // Never below 16 KiB, whatever the count.
+    assert_eq!(batch_bytes(48 << 20, 100_000), 16 << 10);
+    assert_eq!(batch_bytes(0, 0), 16 << 10);
+}

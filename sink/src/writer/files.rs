@@ -150,23 +150,35 @@ pub(super) fn open_file(
         charged: 0,
         min_event: i64::MAX,
         max_event: i64::MIN,
-        _counted: Counted::new(&ctx.stats.metrics.open_files),
+        _counted: Counted::new(&ctx.stats.metrics),
     })
 }
 
-/// One file in `lakesink_open_files` for as long as it lives (closed or abandoned).
-pub(super) struct Counted(prometheus_client::metrics::gauge::Gauge);
+/// One file in `lakesink_open_files` and `lakesink_oldest_open_file_age_seconds` for as long as
+/// it lives (closed or abandoned).
+pub(super) struct Counted {
+    open: prometheus_client::metrics::gauge::Gauge,
+    ages: std::sync::Arc<crate::metrics::OpenAges>,
+    since: std::time::Instant,
+}
 
 impl Counted {
-    fn new(g: &prometheus_client::metrics::gauge::Gauge) -> Counted {
-        g.inc();
-        Counted(g.clone())
+    fn new(m: &crate::metrics::Metrics) -> Counted {
+        let since = std::time::Instant::now();
+        m.open_files.inc();
+        m.open_ages.opened(since);
+        Counted {
+            open: m.open_files.clone(),
+            ages: m.open_ages.clone(),
+            since,
+        }
     }
 }
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        self.0.dec();
+        self.open.dec();
+        self.ages.closed(self.since);
     }
 }
 
