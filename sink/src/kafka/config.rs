@@ -81,3 +81,37 @@ pub fn client_config(kafka: &KafkaPlan) -> ClientConfig {
         .set("isolation.level", "read_committed");
     cfg
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{KafkaPlan, Prefetch};
+
+    fn with(prefetch: Prefetch) -> rdkafka::ClientConfig {
+        let mut plan = KafkaPlan::plain("127.0.0.1:9092", "g");
+        plan.prefetch = Some(prefetch);
+        super::client_config(&plan)
+    }
+
+    #[test]
+    fn the_client_is_configured_with_the_prefetch_the_budget_gives() {
+        let none = std::collections::BTreeMap::new();
+        // A 48 MiB budget: message.max.bytes follows a fetch below librdkafka's default.
+        let cfg = with(Prefetch::for_budget(48 << 20, &none).unwrap());
+        assert_eq!(cfg.get("queued.max.messages.kbytes"), Some("3072"));
+        assert_eq!(cfg.get("fetch.max.bytes"), Some("786432"));
+        assert_eq!(cfg.get("max.partition.fetch.bytes"), Some("786432"));
+        assert_eq!(cfg.get("message.max.bytes"), Some("786432"));
+        let cfg = with(Prefetch::for_budget(1 << 30, &none).unwrap());
+        assert_eq!(cfg.get("max.partition.fetch.bytes"), Some("1048576"));
+        assert_eq!(cfg.get("message.max.bytes"), None);
+        // A user's own value wins (it was reserved as it is).
+        let mut plan = KafkaPlan::plain("127.0.0.1:9092", "g");
+        plan.properties
+            .insert("queued.max.messages.kbytes".into(), "10240".into());
+        plan.prefetch = Some(Prefetch::for_budget(256 << 20, &plan.properties).unwrap());
+        assert_eq!(
+            super::client_config(&plan).get("queued.max.messages.kbytes"),
+            Some("10240")
+        );
+    }
+}
