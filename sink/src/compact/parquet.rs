@@ -12,7 +12,7 @@ use parquet::file::serialized_reader::{ReadOptionsBuilder, SerializedFileReader}
 use parquet::file::writer::SerializedFileWriter;
 
 /// Opens a Parquet file with its page indexes and bloom filters (its footer parsed once).
-fn open(key: &str, bytes: &Bytes) -> Result<SerializedFileReader<Bytes>, String> {
+pub(super) fn open(key: &str, bytes: &Bytes) -> Result<SerializedFileReader<Bytes>, String> {
     let options = ReadOptionsBuilder::new()
         .with_page_index()
         .with_reader_properties(

@@ -339,9 +339,8 @@ async fn a_compaction_a_crash_interrupted_is_finished_and_grace_keeps_the_old_fi
 #[test]
 fn parquet_files_are_joined_row_group_by_row_group_with_statistics_and_bloom_filters() {
     use crate::encode::{Encoder, ParquetEncoder};
-    use ::parquet::file::properties::ReaderProperties;
     use ::parquet::file::reader::FileReader;
-    use ::parquet::file::serialized_reader::{ReadOptionsBuilder, SerializedFileReader};
+    use ::parquet::file::serialized_reader::SerializedFileReader;
     let plan = Plan::from_toml(
         r#"[kafka]
 brokers = "localhost:9092"
@@ -390,15 +389,8 @@ bloom_filters = ["eventID"]
     assert_eq!(joined.len(), 1, "one schema, one file");
     assert_eq!(joined[0].0, 0..3);
     let joined = bytes::Bytes::from(joined.remove(0).1);
-    let options = ReadOptionsBuilder::new()
-        .with_page_index()
-        .with_reader_properties(
-            ReaderProperties::builder()
-                .set_read_bloom_filter(true)
-                .build(),
-        )
-        .build();
-    let r = SerializedFileReader::new_with_options(joined, options).unwrap();
+    // Read back as compaction reads its inputs: with page indexes and bloom filters.
+    let r = parquet::open("joined.parquet", &joined).unwrap();
     let m = r.metadata();
     assert_eq!(m.file_metadata().num_rows(), 360);
     assert_eq!(
