@@ -210,6 +210,26 @@ impl Testbed {
         claims.len()
     }
 
+    /// [`Testbed::fresh`] with a Glue database name, and `records` CloudTrail events produced
+    /// without late ones (each Kafka partition in event-time order), as the sealing and
+    /// compaction tests need to know which hours fall below the watermark.
+    pub fn fresh_in_order(&self, prefix: &str, partitions: i32, records: u64) -> InOrder {
+        let (topic, bucket, group) = self.fresh(prefix, partitions);
+        let gen = GenConfig {
+            late_per_mille: 0,
+            ..GenConfig::default()
+        };
+        self.produce_events(&topic, partitions, &gen, 0..records, records);
+        let ends = self.high_watermarks(&topic, partitions);
+        InOrder {
+            database: Testbed::unique("db"),
+            topic,
+            bucket,
+            group,
+            ends,
+        }
+    }
+
     /// Fresh names for one test — (topic, bucket, consumer group) — with the topic and the
     /// bucket created.
     pub fn fresh(&self, prefix: &str, partitions: i32) -> (String, String, String) {
@@ -482,6 +502,15 @@ commit_interval = "500ms"
             log,
         }
     }
+}
+
+/// What [`Testbed::fresh_in_order`] made: the names, and each Kafka partition's end offset.
+pub struct InOrder {
+    pub topic: String,
+    pub bucket: String,
+    pub group: String,
+    pub database: String,
+    pub ends: BTreeMap<i32, i64>,
 }
 
 /// A running `lakesink run`; killed if dropped while running.

@@ -11,8 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lakesink::demo::generator::GenConfig;
-use lakesink_e2e::{glue_catalog, report, wait_until, Testbed};
+use lakesink_e2e::{glue_catalog, report, wait_until, InOrder, Testbed};
 use serde_json::Value;
 
 const RECORDS: u64 = 3_000;
@@ -86,14 +85,13 @@ fn land(prefix: &str, grace: &str) -> Landed {
 
 fn land_as(prefix: &str, grace: &str, ext: &'static str) -> Landed {
     let tb = Testbed::from_env();
-    let (topic, bucket, group) = tb.fresh(prefix, PARTITIONS);
-    let database = Testbed::unique("db");
-    let gen = GenConfig {
-        late_per_mille: 0,
-        ..GenConfig::default()
-    };
-    tb.produce_events(&topic, PARTITIONS, &gen, 0..RECORDS, RECORDS);
-    let ends = tb.high_watermarks(&topic, PARTITIONS);
+    let InOrder {
+        topic,
+        bucket,
+        group,
+        database,
+        ends,
+    } = tb.fresh_in_order(prefix, PARTITIONS, RECORDS);
     let dir = tempfile::tempdir().unwrap();
     let config = tb.write_config(
         dir.path(),
@@ -440,14 +438,13 @@ fn parquet_partitions_compact_keeping_schema_statistics_and_bloom_filters() {
 #[test]
 fn the_daemon_compacts_by_itself_with_auto() {
     let tb = Testbed::from_env();
-    let (topic, bucket, group) = tb.fresh("compactauto", PARTITIONS);
-    let database = Testbed::unique("db");
-    let gen = GenConfig {
-        late_per_mille: 0,
-        ..GenConfig::default()
-    };
-    tb.produce_events(&topic, PARTITIONS, &gen, 0..RECORDS, RECORDS);
-    let ends = tb.high_watermarks(&topic, PARTITIONS);
+    let InOrder {
+        topic,
+        bucket,
+        group,
+        database,
+        ends,
+    } = tb.fresh_in_order("compactauto", PARTITIONS, RECORDS);
     let dir = tempfile::tempdir().unwrap();
     let config = tb.write_config(
         dir.path(),

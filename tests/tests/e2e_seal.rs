@@ -8,8 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use lakesink::demo::generator::GenConfig;
-use lakesink_e2e::{glue_catalog, report, wait_until, Testbed};
+use lakesink_e2e::{glue_catalog, report, wait_until, InOrder, Testbed};
 use serde_json::Value;
 
 const RECORDS: u64 = 3_000;
@@ -85,16 +84,15 @@ fn span_end(path: &str) -> i64 {
 #[test]
 fn hours_below_the_watermark_are_sealed_once_and_a_late_record_reseals() {
     let tb = Testbed::from_env();
-    let (topic, bucket, group) = tb.fresh("seal", PARTITIONS);
-    let database = Testbed::unique("db");
     // Four hours of event time, in order within each Kafka partition (late records come
     // later, one at a time).
-    let gen = GenConfig {
-        late_per_mille: 0,
-        ..GenConfig::default()
-    };
-    tb.produce_events(&topic, PARTITIONS, &gen, 0..RECORDS, RECORDS);
-    let ends = tb.high_watermarks(&topic, PARTITIONS);
+    let InOrder {
+        topic,
+        bucket,
+        group,
+        database,
+        ends,
+    } = tb.fresh_in_order("seal", PARTITIONS, RECORDS);
     let dir = tempfile::tempdir().unwrap();
     let config = tb.write_config(
         dir.path(),
@@ -278,14 +276,13 @@ fn hours_below_the_watermark_are_sealed_once_and_a_late_record_reseals() {
 #[test]
 fn sigkill_around_sealing_leaves_no_partition_half_sealed_or_sealed_twice() {
     let tb = Testbed::from_env();
-    let (topic, bucket, group) = tb.fresh("sealkill", 1);
-    let database = Testbed::unique("db");
-    let gen = GenConfig {
-        late_per_mille: 0,
-        ..GenConfig::default()
-    };
-    tb.produce_events(&topic, 1, &gen, 0..RECORDS, RECORDS);
-    let ends = tb.high_watermarks(&topic, 1);
+    let InOrder {
+        topic,
+        bucket,
+        group,
+        database,
+        ends,
+    } = tb.fresh_in_order("sealkill", 1, RECORDS);
     let dir = tempfile::tempdir().unwrap();
     let config = tb.write_config(
         dir.path(),
