@@ -68,6 +68,7 @@ pub async fn run(
     let budget = Arc::new(Budget::new(
         plan.pipeline.max_buffered_bytes.saturating_sub(reserved),
     ));
+    // The limit never changes: set once (the poll loop refreshes only what moves).
     stats.metrics.buffer_limit_bytes.set(budget.max());
     let claims = Arc::new(crate::claim::Claims::new(
         lake.store.clone(),

@@ -198,7 +198,6 @@ impl PollLoop {
                 .load(Ordering::Relaxed) as i64,
         );
         m.buffered_bytes.set(self.budget.used());
-        m.buffer_limit_bytes.set(self.budget.max());
         m.oldest_open_file_age.set(
             m.open_ages
                 .oldest()
