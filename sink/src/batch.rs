@@ -80,9 +80,7 @@ impl Batch {
             c.set(n);
         }
     }
-}
 
-impl Batch {
     /// The batch's records, as a writer reads them.
     pub fn records(&self) -> Vec<RecordIn<'_>> {
         let range = |r: Option<(u32, u32)>| r.map(|(s, e)| &self.data[s as usize..e as usize]);
