@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The test command (README, .ci/run): installs what the tests need (cached in ~/.cache/lakesink),
 # starts the real servers for this run — tansu (Kafka protocol, sqlite storage), SeaweedFS
-# (S3), moto (AWS Glue) and a Hive Metastore on 127.0.0.1 — runs every test of the workspace,
-# and stops the servers again. A full run (no arguments) first fails on unformatted code or
-# any clippy warning.
+# (S3), Azurite (Azure Blob), moto (AWS Glue) and a Hive Metastore on 127.0.0.1 — runs every
+# test of the workspace, and stops the servers again. A full run (no arguments) first fails on
+# unformatted code or any clippy warning.
 #
 #   scripts/test.sh [extra cargo-nextest arguments, e.g. a test name filter]
 #   scripts/test.sh --servers-only     start the servers and wait (for debugging)
@@ -20,8 +20,8 @@ if [ $# -eq 0 ]; then
 fi
 
 RUN="$(mktemp -d "${TMPDIR:-/tmp}/lakesink-test.XXXXXX")"
-# SeaweedFS answers every PUT with 500 when its disk is nearly full, which looks like a product
-# failure in a dozen tests: say so up front.
+# SeaweedFS answers every PUT with 500 when its disk is nearly full (or it can make no more
+# volumes, see below), which looks like a product failure in a dozen tests: say so up front.
 free_kb="$(df -Pk "$RUN" | awk 'NR==2 {print $4}')"
 used_pct="$(df -Pk "$RUN" | awk 'NR==2 {sub("%", "", $5); print $5}')"
 if [ "${free_kb:-0}" -lt $((5 * 1024 * 1024)) ] || [ "${used_pct:-0}" -ge 90 ]; then
@@ -46,6 +46,10 @@ wait_port() { # port name seconds log
 free_port() { "$LAKESINK_PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # SeaweedFS: S3 on its fixed port 8333 (it opens ~11 fixed ports, so one instance per machine).
+# Each test's bucket is a collection with a volume of its own, and `weed mini` caps the volumes
+# at free disk / volume size, with 1 GiB volumes on a large disk: ~36 on 36 GB free, while a full
+# run fills ~35 buckets. Past the cap every PUT is a 500 (a CI run lost its last 14 tests so).
+# The cap and the size are set here; volumes are not preallocated, so they cost no disk.
 if port_open 8333; then
   echo "port 8333 is taken: is another SeaweedFS (or test run) still running?" >&2
   exit 1
@@ -54,6 +58,7 @@ export LAKESINK_S3_KEY=lakesink LAKESINK_S3_SECRET=lakesink-secret-key
 mkdir -p "$RUN/weed"
 AWS_ACCESS_KEY_ID=$LAKESINK_S3_KEY AWS_SECRET_ACCESS_KEY=$LAKESINK_S3_SECRET \
   "$LAKESINK_WEED" mini -dir="$RUN/weed" -ip=127.0.0.1 -ip.bind=127.0.0.1 -webdav=false -admin.ui=false \
+  -volume.max=4000 -master.volumeSizeLimitMB=64 \
   >"$RUN/weed.log" 2>&1 &
 PIDS+=($!)
 export LAKESINK_S3_ENDPOINT=http://127.0.0.1:8333
@@ -74,6 +79,15 @@ MOTO_PORT="$(free_port)"
 PIDS+=($!)
 export LAKESINK_GLUE_ENDPOINT="http://127.0.0.1:$MOTO_PORT"
 
+# Azurite: Azure Blob Storage (the emulator's well-known account `devstoreaccount1`) on a free
+# port; object_store finds it through AZURITE_BLOB_STORAGE_URL.
+AZURITE_PORT="$(free_port)"
+mkdir -p "$RUN/azurite"
+"$LAKESINK_AZURITE" --blobHost 127.0.0.1 --blobPort "$AZURITE_PORT" --location "$RUN/azurite" \
+  --disableTelemetry --skipApiVersionCheck >"$RUN/azurite.log" 2>&1 &
+PIDS+=($!)
+export LAKESINK_AZURITE_URL="http://127.0.0.1:$AZURITE_PORT"
+
 # Hive Metastore 2.3 (Derby) in a network namespace of its own (it binds every address), reached
 # through a forwarder on a free port of 127.0.0.1.
 mkdir -p "$RUN/hive"
@@ -92,6 +106,7 @@ export LAKESINK_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/lakesink"
 wait_port "$TANSU_PORT" tansu 60 "$RUN/tansu.log"
 wait_port 8333 SeaweedFS 60 "$RUN/weed.log"
 wait_port "$MOTO_PORT" moto 60 "$RUN/moto.log"
+wait_port "$AZURITE_PORT" Azurite 60 "$RUN/azurite.log"
 # SeaweedFS answers on 8333 a moment before its S3 gateway serves requests.
 deadline=$((SECONDS + 60))
 until "$LAKESINK_PYTHON" tests/py/s3_admin.py list-buckets >/dev/null 2>&1; do
