@@ -145,13 +145,17 @@ impl Prefetch {
                 })
                 .transpose()
         };
+        // librdkafka refuses a fetch.max.bytes below message.max.bytes: a user's larger
+        // message.max.bytes raises the fetch (and what is reserved for it).
+        let message_max = number("message.max.bytes")?.unwrap_or(0);
         let p = Prefetch {
             queue_bytes: number("queued.max.messages.kbytes")?.map_or(share / 2, |kb| kb << 10),
-            fetch_max_bytes: number("fetch.max.bytes")?.unwrap_or((share / 8).max(256 << 10)),
+            fetch_max_bytes: number("fetch.max.bytes")?
+                .unwrap_or((share / 8).max(256 << 10).max(message_max)),
         };
         if p.total() > budget / 2 {
             return Err(format!(
-                "librdkafka's prefetch (queued.max.messages.kbytes = {} KiB + fetch.max.bytes = {}) would take more than half of pipeline.max_buffered_bytes ({}): lower them or raise the budget",
+                "librdkafka's prefetch (queued.max.messages.kbytes = {} KiB + 4 × fetch.max.bytes = {}, which is at least message.max.bytes) would take more than half of pipeline.max_buffered_bytes ({}): lower them or raise the budget",
                 p.queue_bytes >> 10,
                 p.fetch_max_bytes,
                 budget

@@ -113,5 +113,21 @@ mod tests {
             super::client_config(&plan).get("queued.max.messages.kbytes"),
             Some("10240")
         );
+        // A user's message.max.bytes above the fetch Lakesink would choose raises the fetch:
+        // librdkafka refuses a fetch.max.bytes below it, and would not start.
+        let mut plan = KafkaPlan::plain("127.0.0.1:9092", "g");
+        plan.properties
+            .insert("message.max.bytes".into(), "2000000".into());
+        plan.prefetch = Some(Prefetch::for_budget(48 << 20, &plan.properties).unwrap());
+        let cfg = super::client_config(&plan);
+        assert_eq!(cfg.get("fetch.max.bytes"), Some("2000000"));
+        assert_eq!(cfg.get("message.max.bytes"), Some("2000000"));
+        let consumer: Result<rdkafka::consumer::BaseConsumer, _> = cfg.create();
+        assert!(consumer.is_ok(), "librdkafka refuses: {:?}", consumer.err());
+        // One too large for the budget is a configuration error, not a client that fails later.
+        plan.properties
+            .insert("message.max.bytes".into(), "8000000".into());
+        let err = Prefetch::for_budget(48 << 20, &plan.properties).unwrap_err();
+        assert!(err.contains("message.max.bytes"), "{err}");
     }
 }
