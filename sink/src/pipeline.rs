@@ -140,7 +140,10 @@ pub async fn run(
             None => None,
             Some(topic) => Some(Arc::new(crate::writer::DeadLetterProducer {
                 producer: crate::consume::producer_config(&plan.kafka)
-                    .create()
+                    .create_with_context(
+                        crate::kafka::KafkaAuth::new(&plan.kafka)
+                            .map_err(|source| Error::DeadLetterProducer { source })?,
+                    )
                     .map_err(|source| Error::DeadLetterProducer { source })?,
                 topic: topic.clone(),
             })),
@@ -172,6 +175,12 @@ pub async fn run(
     let consumer: BaseConsumer<SinkContext> = client_config(&plan.kafka)
         .create_with_context(SinkContext {
             shared: shared.clone(),
+            auth: crate::kafka::KafkaAuth::new(&plan.kafka).map_err(|source| {
+                ConsumeError::Create {
+                    brokers: plan.kafka.brokers.clone(),
+                    source,
+                }
+            })?,
         })
         .map_err(|source| ConsumeError::Create {
             brokers: plan.kafka.brokers.clone(),

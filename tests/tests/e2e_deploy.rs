@@ -194,9 +194,11 @@ fn each_kafka_auth_example_checks_and_makes_a_librdkafka_client() {
             });
         let plan = lakesink::Plan::from_toml(&text, &path.display().to_string())
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let props = &plan.kafka.properties;
+        let cfg = lakesink::consume::client_config(&plan.kafka);
         assert!(
-            props["security.protocol"].contains("SSL"),
+            cfg.get("security.protocol")
+                .unwrap_or_default()
+                .contains("SSL"),
             "{}",
             path.display()
         );
@@ -208,5 +210,99 @@ fn each_kafka_auth_example_checks_and_makes_a_librdkafka_client() {
             .create::<BaseConsumer>()
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     }
-    assert_eq!(n, 5);
+    assert_eq!(n, 6);
+}
+
+/// Lakesink's MSK IAM token against AWS's own signer (aws-msk-iam-sasl-signer-python, on
+/// botocore) at the same clock: the same signed URL but for the User-Agent each signer names
+/// itself with, and the same expiry. No MSK cluster runs here; this is what one checks.
+#[test]
+fn the_msk_iam_token_is_the_one_aws_signer_makes() {
+    use lakesink::kafka::msk_iam;
+    let python = PathBuf::from(std::env::var("LAKESINK_PYTHON").expect("LAKESINK_PYTHON"));
+    let query = |url: &str| -> std::collections::BTreeMap<String, String> {
+        let (base, q) = url.split_once('?').unwrap();
+        assert!(
+            base.starts_with("https://kafka.") && base.ends_with(".amazonaws.com/"),
+            "{url}"
+        );
+        q.split('&')
+            .map(|kv| kv.split_once('=').unwrap())
+            .filter(|(k, _)| *k != "User-Agent")
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let cases = [
+        (
+            "AKIDEXAMPLE",
+            "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+            Some("session/token+=="),
+            "us-east-1",
+            1_704_164_645,
+        ),
+        (
+            "ASIAQEXAMPLE0000",
+            "0123456789abcdef/+ABCDEFabcdef0123456789",
+            None,
+            "eu-central-1",
+            1_767_225_599,
+        ),
+        (
+            "AKIA2",
+            "s",
+            Some("FwoGZXIvYXdzEJr//////////wEaDM"),
+            "ap-southeast-2",
+            1_800_000_000,
+        ),
+    ];
+    for (key, secret, session, region, at) in cases {
+        let now = chrono::DateTime::from_timestamp(at, 0).unwrap();
+        let ours = msk_iam::token(
+            &msk_iam::Credentials {
+                key_id: key,
+                secret_key: secret,
+                token: session,
+            },
+            region,
+            now,
+        );
+        let out = Command::new(&python)
+            .arg(root().join("tests/py/msk_iam_token.py"))
+            .args([key, secret, session.unwrap_or("-"), region, &at.to_string()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let aws: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let our_url = String::from_utf8(base64url_decode(&ours.value)).unwrap();
+        assert_eq!(
+            query(&our_url),
+            query(aws["url"].as_str().unwrap()),
+            "{region} at {at}"
+        );
+        assert_eq!(ours.expires_ms, aws["expires_ms"].as_i64().unwrap());
+    }
+}
+
+fn base64url_decode(s: &str) -> Vec<u8> {
+    const ABC: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    assert!(!s.contains('='), "padded: {s}");
+    let bits: Vec<u32> = s
+        .bytes()
+        .map(|c| ABC.find(c as char).unwrap() as u32)
+        .collect();
+    let mut out = Vec::new();
+    for chunk in bits.chunks(4) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | (b << (18 - 6 * i)));
+        for i in 0..chunk.len() - 1 {
+            out.push((n >> (16 - 8 * i)) as u8);
+        }
+    }
+    out
 }

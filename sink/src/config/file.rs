@@ -44,6 +44,18 @@ pub struct KafkaSection {
     /// commit protocol (`enable.auto.commit`, …) are refused.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+    /// `[kafka.aws_msk_iam]`: sign in to Amazon MSK with IAM (SASL/OAUTHBEARER over TLS, a
+    /// SigV4-signed token from the AWS credential chain).
+    pub aws_msk_iam: Option<MskIamSection>,
+}
+
+/// `[kafka.aws_msk_iam]`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct MskIamSection {
+    /// The cluster's region; by default the one in the brokers' host names
+    /// (`….kafka.us-east-1.amazonaws.com`), else `AWS_REGION` / `AWS_DEFAULT_REGION`.
+    pub region: Option<String>,
 }
 
 /// `[storage]`: the object store the lake lives in.

@@ -109,6 +109,14 @@ pub struct KafkaPlan {
     /// librdkafka's prefetch (its queue and one fetch response), sized from the memory budget;
     /// `None` leaves librdkafka's defaults (tools that read offsets, not records).
     pub prefetch: Option<Prefetch>,
+    /// `[kafka.aws_msk_iam]`, with its region resolved.
+    pub msk_iam: Option<MskIamPlan>,
+}
+
+/// AWS MSK IAM sign-in (see [`crate::kafka::KafkaAuth`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MskIamPlan {
+    pub region: String,
 }
 
 /// How much librdkafka may fetch ahead of the workers: its queue (`queued.max.messages.kbytes`,
@@ -179,6 +187,7 @@ impl KafkaPlan {
             group_id: group.to_string(),
             properties: BTreeMap::new(),
             prefetch: None,
+            msk_iam: None,
         }
     }
 }
@@ -412,6 +421,13 @@ impl Plan {
             }
         }
 
+        let msk_iam = match &file.kafka.aws_msk_iam {
+            None => None,
+            Some(section) => Some(MskIamPlan {
+                region: msk_iam_region(section, &file.kafka).map_err(invalid)?,
+            }),
+        };
+
         let url = url::Url::parse(&file.storage.url)
             .map_err(|e| invalid(format!("storage.url `{}`: {e}", file.storage.url)))?;
         match url.scheme() {
@@ -568,6 +584,7 @@ impl Plan {
                 group_id: file.kafka.group_id,
                 properties: file.kafka.properties,
                 prefetch: Some(prefetch),
+                msk_iam,
             },
             storage: StoragePlan {
                 url,
@@ -627,6 +644,55 @@ pub fn redacted(map: &BTreeMap<String, String>) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// The region `[kafka.aws_msk_iam]` signs for, and that nothing else in `[kafka.properties]`
+/// asks for another way to sign in.
+fn msk_iam_region(
+    section: &file::MskIamSection,
+    kafka: &file::KafkaSection,
+) -> Result<String, String> {
+    for key in ["sasl.mechanism", "sasl.mechanisms"] {
+        if let Some(v) = kafka.properties.get(key) {
+            if !v.eq_ignore_ascii_case("OAUTHBEARER") {
+                return Err(format!(
+                    "kafka.properties.\"{key}\" = \"{v}\" and [kafka.aws_msk_iam]: MSK IAM is SASL/OAUTHBEARER; remove one"
+                ));
+            }
+        }
+    }
+    if kafka
+        .properties
+        .get("sasl.oauthbearer.method")
+        .map(String::as_str)
+        == Some("oidc")
+    {
+        return Err("kafka.properties.\"sasl.oauthbearer.method\" = \"oidc\" and [kafka.aws_msk_iam]: choose one way to get the token".into());
+    }
+    let region = section
+        .region
+        .clone()
+        .or_else(|| region_of(&kafka.brokers))
+        .or_else(|| std::env::var("AWS_REGION").ok())
+        .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
+        .filter(|r| !r.trim().is_empty());
+    region.ok_or_else(|| {
+        format!(
+            "kafka.aws_msk_iam: no region: set region = \"…\" (kafka.brokers `{}` names none, and AWS_REGION is not set)",
+            kafka.brokers
+        )
+    })
+}
+
+/// The region of an MSK bootstrap address: `b-1.name.abc123.c2.kafka.us-east-1.amazonaws.com`
+/// (provisioned) or `boot-abc.c1.kafka-serverless.eu-west-1.amazonaws.com` (serverless).
+fn region_of(brokers: &str) -> Option<String> {
+    let host = brokers.split(',').next()?.trim().split(':').next()?;
+    let labels: Vec<&str> = host.split('.').collect();
+    labels.windows(3).find_map(|w| {
+        (matches!(w[0], "kafka" | "kafka-serverless") && w[2] == "amazonaws")
+            .then(|| w[1].to_string())
+    })
+}
+
 impl fmt::Debug for KafkaPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KafkaPlan")
@@ -634,6 +700,7 @@ impl fmt::Debug for KafkaPlan {
             .field("group_id", &self.group_id)
             .field("properties", &redacted(&self.properties))
             .field("prefetch", &self.prefetch)
+            .field("msk_iam", &self.msk_iam)
             .finish()
     }
 }

@@ -441,3 +441,46 @@ fn librdkafkas_prefetch_is_sized_from_the_memory_budget_and_reserved_from_it() {
         "{e}"
     );
 }
+
+#[test]
+fn the_region_comes_from_msk_bootstrap_addresses() {
+    assert_eq!(
+        super::region_of("b-1.lake.abc123.c2.kafka.us-east-1.amazonaws.com:9098,b-2.lake.abc123.c2.kafka.us-east-1.amazonaws.com:9098")
+            .as_deref(),
+        Some("us-east-1")
+    );
+    assert_eq!(
+        super::region_of("boot-abcd.c1.kafka-serverless.eu-west-1.amazonaws.com:9098").as_deref(),
+        Some("eu-west-1")
+    );
+    assert_eq!(super::region_of("localhost:9092"), None);
+    assert_eq!(super::region_of("kafka.internal:9092"), None);
+}
+
+#[test]
+fn aws_msk_iam_takes_its_region_from_the_brokers_and_refuses_another_mechanism() {
+    let config = |kafka: &str, extra: &str| {
+        Plan::from_toml(
+            &format!(
+                "[kafka]\nbrokers = \"{kafka}\"\ngroup_id = \"g\"\n{extra}\n[storage]\nurl = \"memory://\"\n[[tables]]\nname = \"t\"\ntopics = [\"x\"]\npartition_by = \"date={{event_time:%Y-%m-%d}}\"\n"
+            ),
+            "test.toml",
+        )
+    };
+    let msk = "b-1.lake.abc123.c2.kafka.us-east-1.amazonaws.com:9098";
+    let plan = config(msk, "[kafka.aws_msk_iam]").unwrap();
+    assert_eq!(plan.kafka.msk_iam.unwrap().region, "us-east-1");
+    let plan = config(msk, "[kafka.aws_msk_iam]\nregion = \"eu-central-1\"").unwrap();
+    assert_eq!(plan.kafka.msk_iam.unwrap().region, "eu-central-1");
+    assert_eq!(config(msk, "").unwrap().kafka.msk_iam, None);
+    let e = config(
+        msk,
+        "[kafka.properties]\n\"sasl.mechanism\" = \"SCRAM-SHA-512\"\n[kafka.aws_msk_iam]",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("sasl.mechanism") && e.contains("aws_msk_iam"),
+        "{e}"
+    );
+}

@@ -17,7 +17,7 @@ pub fn committed_offsets(
     topic: &str,
     partitions: i32,
 ) -> Result<std::collections::BTreeMap<i32, i64>, KafkaError> {
-    let c: BaseConsumer = super::client_config(kafka).create()?;
+    let c = crate::kafka::consumer(kafka, &super::client_config(kafka))?;
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
         tpl.add_partition(topic, p);
@@ -44,7 +44,7 @@ pub fn high_watermarks(
     topic: &str,
     partitions: i32,
 ) -> Result<std::collections::BTreeMap<i32, i64>, KafkaError> {
-    let c: BaseConsumer = super::client_config(kafka).create()?;
+    let c = crate::kafka::consumer(kafka, &super::client_config(kafka))?;
     (0..partitions)
         .map(|p| Ok((p, c.fetch_watermarks(topic, p, Duration::from_secs(10))?.1)))
         .collect()

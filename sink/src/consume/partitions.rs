@@ -484,9 +484,20 @@ impl Shared {
 /// The consumer's context: logs through `tracing` and handles rebalances.
 pub struct SinkContext {
     pub shared: Arc<Shared>,
+    /// The SASL/OAUTHBEARER token when the cluster wants one (AWS MSK IAM).
+    pub auth: crate::kafka::KafkaAuth,
 }
 
 impl ClientContext for SinkContext {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn generate_oauth_token(
+        &self,
+        _config: Option<&str>,
+    ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
+        self.auth.token()
+    }
+
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
         let loud = matches!(
             level,

@@ -22,6 +22,7 @@ pub fn producer_config(kafka: &KafkaPlan) -> ClientConfig {
     let mut cfg = ClientConfig::new();
     cfg.set("bootstrap.servers", &kafka.brokers)
         .set("client.id", "lakesink-dead-letters");
+    msk_iam_settings(kafka, &mut cfg);
     for (k, v) in &kafka.properties {
         if CONNECTION.iter().any(|p| k.starts_with(p)) {
             cfg.set(k, v);
@@ -31,6 +32,15 @@ pub fn producer_config(kafka: &KafkaPlan) -> ClientConfig {
         .set("enable.idempotence", "true")
         .set("linger.ms", "5");
     cfg
+}
+
+/// AWS MSK IAM is SASL/OAUTHBEARER over TLS, with the token from [`super::KafkaAuth`]. A user's
+/// `security.protocol` still wins (the config refuses another `sasl.mechanism`).
+fn msk_iam_settings(kafka: &KafkaPlan, cfg: &mut ClientConfig) {
+    if kafka.msk_iam.is_some() {
+        cfg.set("security.protocol", "SASL_SSL")
+            .set("sasl.mechanism", "OAUTHBEARER");
+    }
 }
 
 /// The consumer's librdkafka configuration: Lakesink's settings, then the user's, then the
@@ -70,6 +80,7 @@ pub fn client_config(kafka: &KafkaPlan) -> ClientConfig {
             cfg.set("message.max.bytes", fetch.to_string());
         }
     }
+    msk_iam_settings(kafka, &mut cfg);
     for (k, v) in &kafka.properties {
         cfg.set(k, v);
     }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 
 use crate::config::KafkaPlan;
@@ -61,13 +61,12 @@ fn read(
     kafka: &KafkaPlan,
     topics: Vec<String>,
 ) -> Result<Vec<(String, Vec<PartitionOffsets>)>, OffsetsError> {
-    let consumer: BaseConsumer =
-        super::client_config(kafka)
-            .create()
-            .map_err(|source| OffsetsError::Create {
-                brokers: kafka.brokers.clone(),
-                source,
-            })?;
+    let consumer = super::consumer(kafka, &super::client_config(kafka)).map_err(|source| {
+        OffsetsError::Create {
+            brokers: kafka.brokers.clone(),
+            source,
+        }
+    })?;
     let timeout = Duration::from_secs(10);
     let mut out = Vec::new();
     for topic in topics {

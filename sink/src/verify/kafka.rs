@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::Message;
 
 use super::{Checked, Finding, Kind, VerifyError};
@@ -326,7 +326,7 @@ fn read(
     };
     let mut cfg = crate::consume::client_config(kafka);
     cfg.set("enable.auto.commit", "false");
-    let consumer: BaseConsumer = match cfg.create() {
+    let consumer = match crate::kafka::consumer(kafka, &cfg) {
         Ok(c) => c,
         Err(e) => return fail(format!("creating a consumer: {e}")),
     };

@@ -23,7 +23,7 @@ use crate::route::RouteError;
 /// `lakesink.reason`, `lakesink.error`, `lakesink.table`, `lakesink.topic`,
 /// `lakesink.partition`, `lakesink.offset` and `lakesink.timestamp` (the Kafka timestamp, ms).
 pub struct DeadLetterProducer {
-    pub producer: FutureProducer,
+    pub producer: FutureProducer<crate::kafka::KafkaAuth>,
     pub topic: String,
 }
 
