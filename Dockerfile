@@ -2,7 +2,7 @@
 #   docker build --build-arg LAKESINK_GIT_REV=$(git rev-parse --short=12 HEAD) -t lakesink .
 # (`lakesink --version` prints the revision; .git is not in the build context.)
 FROM rust:1-bookworm AS build
-RUN apt-get update && apt-get install -y --no-install-recommends libssl-dev pkg-config zlib1g-dev && rm -rf /var/lib/apt/lists/*
+RUN apt-get update && apt-get install -y --no-install-recommends libssl-dev libcurl4-openssl-dev pkg-config zlib1g-dev && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY sink sink
@@ -15,7 +15,7 @@ ENV LAKESINK_GIT_REV=$LAKESINK_GIT_REV
 RUN cargo build --release --locked -p lakesink --bin lakesink
 
 FROM debian:bookworm-slim
-RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates libssl3 zlib1g && rm -rf /var/lib/apt/lists/* \
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates libssl3 libcurl4 zlib1g && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 lakesink
 COPY --from=build /src/target/release/lakesink /usr/local/bin/lakesink
 USER lakesink

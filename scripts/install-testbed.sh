@@ -30,9 +30,10 @@ mkdir -p "$CACHE"
 
 log() { printf '[install-testbed] %s\n' "$*" >&2; }
 
-# Debian packages the C parts of rdkafka need (a fresh machine usually has them already).
+# Debian packages the C parts of rdkafka need (a fresh machine usually has them already);
+# libcurl's headers give librdkafka OAUTHBEARER/OIDC (without them it builds without it).
 need_apt=()
-for pkg in gcc make pkg-config zlib1g-dev libssl-dev python3 python3-venv iproute2; do
+for pkg in gcc make pkg-config zlib1g-dev libssl-dev libcurl4-openssl-dev python3 python3-venv iproute2; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 # Java 17 for the Hive Metastore (any java ≥ 17 already on the PATH will do).

@@ -141,13 +141,19 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    // `--version`: the crate's version, the git revision and the librdkafka linked in.
+    // `--version`: the crate's version, the git revision and the librdkafka linked in, with
+    // whether it can do OAUTHBEARER/OIDC (only when libcurl was there to build it with).
     let (_, librdkafka) = rdkafka::util::get_rdkafka_version();
+    let oidc = rdkafka::ClientConfig::new()
+        .create_native_config()
+        .and_then(|c| c.get("builtin.features"))
+        .is_ok_and(|f| f.split(',').any(|f| f == "oidc"));
     let version: &'static str = Box::leak(
         format!(
-            "{} (git {}, librdkafka {librdkafka})",
+            "{} (git {}, librdkafka {librdkafka}{})",
             env!("CARGO_PKG_VERSION"),
-            env!("LAKESINK_GIT_REV")
+            env!("LAKESINK_GIT_REV"),
+            if oidc { " with OIDC" } else { " without OIDC" }
         )
         .into_boxed_str(),
     );

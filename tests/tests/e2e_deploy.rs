@@ -110,6 +110,12 @@ fn the_version_names_the_git_revision_and_librdkafka() {
             && v.contains(", librdkafka 2."),
         "{v} (HEAD {rev})"
     );
+    // The test command installs libcurl's headers (scripts/install-testbed.sh), so the
+    // librdkafka built here can fetch OAUTHBEARER tokens from an OIDC provider.
+    assert!(
+        v.contains(" with OIDC)"),
+        "{v}: librdkafka was built without libcurl's headers (had libcurl4-openssl-dev been installed after it was built? `cargo clean -p rdkafka-sys -p curl-sys`)"
+    );
 }
 
 #[test]
@@ -187,11 +193,16 @@ fn each_kafka_auth_example_checks_and_makes_a_librdkafka_client() {
             "/etc/lakesink/secrets/confluent-api-secret",
             &secret.path().display().to_string(),
         );
-        let text = ["KAFKA_PASSWORD", "CONFLUENT_API_KEY", "REDPANDA_PASSWORD"]
-            .iter()
-            .fold(text, |t, v| {
-                t.replace(&format!("${{{v}}}"), "from-the-environment")
-            });
+        let text = [
+            "KAFKA_PASSWORD",
+            "CONFLUENT_API_KEY",
+            "REDPANDA_PASSWORD",
+            "OIDC_CLIENT_SECRET",
+        ]
+        .iter()
+        .fold(text, |t, v| {
+            t.replace(&format!("${{{v}}}"), "from-the-environment")
+        });
         let plan = lakesink::Plan::from_toml(&text, &path.display().to_string())
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let cfg = lakesink::consume::client_config(&plan.kafka);
@@ -210,7 +221,7 @@ fn each_kafka_auth_example_checks_and_makes_a_librdkafka_client() {
             .create::<BaseConsumer>()
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     }
-    assert_eq!(n, 6);
+    assert_eq!(n, 7);
 }
 
 /// Lakesink's MSK IAM token against AWS's own signer (aws-msk-iam-sasl-signer-python, on

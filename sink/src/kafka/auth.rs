@@ -168,4 +168,97 @@ mod tests {
         };
         assert!(err.contains("aws_msk_iam"), "{err}");
     }
+
+    /// OAUTHBEARER/OIDC is librdkafka's own (rdkafka's `curl` feature): a client made from
+    /// properties with `sasl.oauthbearer.method = "oidc"` fetches its token from the identity
+    /// provider at start, by client credentials, with no code of Lakesink's in between.
+    #[test]
+    fn oidc_clients_fetch_their_token_from_the_identity_provider() {
+        use std::io::{Read, Write};
+        let idp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = idp.local_addr().unwrap().port();
+        idp.set_nonblocking(true).unwrap();
+        let server = std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            let (mut s, _) = loop {
+                match idp.accept() {
+                    Ok(c) => break c,
+                    Err(_) if std::time::Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(20))
+                    }
+                    Err(e) => panic!("no token request within 20 s: {e}"),
+                }
+            };
+            s.set_nonblocking(false).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = s.read(&mut buf) {
+                request.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&request);
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let len = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap())
+                        })
+                        .unwrap_or(0);
+                    if body.len() >= len {
+                        break;
+                    }
+                }
+                if n == 0 {
+                    break;
+                }
+            }
+            // An unsigned JWT: librdkafka reads its `sub` and `exp`, the broker checks it.
+            let b64 = |j: &str| super::msk_iam::base64url(j.as_bytes());
+            let exp = chrono::Utc::now().timestamp() + 3600;
+            let jwt = format!(
+                "{}.{}.c2ln",
+                b64(r#"{"alg":"none"}"#),
+                b64(&format!(
+                    r#"{{"sub":"lakesink","exp":{exp},"iat":{}}}"#,
+                    exp - 3600
+                ))
+            );
+            let body =
+                format!(r#"{{"access_token":"{jwt}","token_type":"bearer","expires_in":3600}}"#);
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            String::from_utf8_lossy(&request).to_string()
+        });
+        let mut plan = KafkaPlan::plain("127.0.0.1:1", "g");
+        for (k, v) in [
+            ("security.protocol", "SASL_PLAINTEXT".to_string()),
+            ("sasl.mechanism", "OAUTHBEARER".into()),
+            ("sasl.oauthbearer.method", "oidc".into()),
+            ("sasl.oauthbearer.client.id", "lakesink".into()),
+            ("sasl.oauthbearer.client.secret", "s3cret".into()),
+            ("sasl.oauthbearer.scope", "kafka".into()),
+            (
+                "sasl.oauthbearer.token.endpoint.url",
+                format!("http://127.0.0.1:{port}/token"),
+            ),
+        ] {
+            plan.properties.insert(k.into(), v);
+        }
+        let _client = consumer(&plan, &super::super::client_config(&plan)).unwrap();
+        let request = server.join().unwrap();
+        assert!(request.starts_with("POST /token "), "{request}");
+        assert!(
+            request.contains("grant_type=client_credentials") && request.contains("scope=kafka"),
+            "{request}"
+        );
+        let basic = super::msk_iam::base64url(b"lakesink:s3cret");
+        assert!(
+            request.contains(&format!("Authorization: Basic {basic}")),
+            "{request}"
+        );
+    }
 }
