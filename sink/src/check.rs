@@ -51,7 +51,10 @@ pub async fn check(plan: &Plan) -> Result<String, Error> {
             Ok(v)
         })
         .await
-        .map_err(|e| Error::Other(e.to_string()))??;
+        .map_err(|source| Error::Task {
+            what: "the broker check",
+            source,
+        })??;
     let _ = writeln!(
         out,
         "kafka: {} group {} (reachable)",

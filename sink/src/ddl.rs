@@ -23,6 +23,8 @@ use crate::route::template::Piece;
 pub enum DdlError {
     #[error(transparent)]
     Column(#[from] ColumnError),
+    #[error("no table named `{0}` in the config")]
+    NoSuchTable(String),
 }
 
 /// Where the table lives and what it is called.
@@ -313,7 +315,7 @@ pub fn for_plan(
     only: Option<&str>,
     database: Option<&str>,
     dialect: Dialect,
-) -> Result<String, crate::Error> {
+) -> Result<String, DdlError> {
     let base = plan.storage.url.as_str().trim_end_matches('/');
     let tables = crate::catalog::tables(plan, base);
     let mut out = String::new();
@@ -337,16 +339,13 @@ pub fn for_plan(
             t.name,
             t.format.extension()
         ));
-        out.push_str(
-            &statement(t, &target, dialect).map_err(|e| crate::Error::Other(e.to_string()))?,
-        );
+        out.push_str(&statement(t, &target, dialect)?);
         out.push('\n');
     }
     if out.is_empty() {
-        return Err(crate::Error::Other(format!(
-            "no table named `{}` in the config",
-            only.unwrap_or_default()
-        )));
+        return Err(DdlError::NoSuchTable(
+            only.unwrap_or_default().to_string(),
+        ));
     }
     Ok(out)
 }

@@ -56,6 +56,8 @@ pub enum Error {
     Unfenced { url: String, found: &'static str },
     #[error("shutdown did not finish within {secs}s: {pending} segment(s) not uploaded or not committed; their records will be read again")]
     DrainTimeout { secs: u64, pending: usize },
+    #[error(transparent)]
+    Ddl(#[from] crate::ddl::DdlError),
     #[error("{0}")]
     Other(String),
 }
@@ -179,6 +181,7 @@ impl Error {
             Error::Store { source, .. } => store(source),
             Error::Unfenced { .. } => ExitKind::Refused,
             Error::DrainTimeout { .. } => ExitKind::DrainTimeout,
+            Error::Ddl(_) => ExitKind::Config,
             Error::Commit(_) | Error::Other(_) => ExitKind::Failure,
         }
     }

@@ -397,7 +397,12 @@ async fn dispatch(command: Command, plan: Option<lakesink::Plan>) -> anyhow::Res
                 records,
                 partitions,
             })
-            .await?;
+            .await
+            .map_err(|e| match e {
+                // The pipeline's own errors keep their exit codes.
+                lakesink::demo::DemoError::Pipeline(e) => anyhow::Error::from(*e),
+                e => e.into(),
+            })?;
             print!("{}", report.render());
             Ok(if report.is_exact() {
                 ExitCode::SUCCESS

@@ -28,6 +28,68 @@ use generator::{event, GenConfig};
 
 pub const TOPIC: &str = "cloudtrail";
 
+/// Why the demo could not run or could not read its lake back. (A lake with records missing
+/// or doubled is no error: the report says so and the command exits 1.)
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the embedded broker: {what}: {source}")]
+    Broker {
+        what: &'static str,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("the demo producer: {what}: {source}")]
+    Producer {
+        what: &'static str,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("{} line {line}: {reason}", path.display())]
+    Line {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
+    #[error("{}: {reason}", path.display())]
+    Parquet { path: PathBuf, reason: String },
+    #[error("the demo's {what} did not finish: {source}")]
+    Task {
+        what: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    /// The pipeline itself failed (or its config did not parse).
+    #[error(transparent)]
+    Pipeline(#[from] Box<Error>),
+}
+
+impl From<Error> for DemoError {
+    fn from(e: Error) -> Self {
+        DemoError::Pipeline(Box::new(e))
+    }
+}
+
+impl From<crate::config::ConfigError> for DemoError {
+    fn from(e: crate::config::ConfigError) -> Self {
+        DemoError::Pipeline(Box::new(e.into()))
+    }
+}
+
+fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> DemoError + 'a {
+    move |source| DemoError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
     pub dir: PathBuf,
@@ -118,11 +180,9 @@ max_age = "30s"
     )
 }
 
-pub async fn run(opts: DemoOptions) -> Result<DemoReport, Error> {
-    std::fs::create_dir_all(&opts.dir)
-        .map_err(|e| Error::Other(format!("creating {}: {e}", opts.dir.display())))?;
-    let dir = std::fs::canonicalize(&opts.dir)
-        .map_err(|e| Error::Other(format!("{}: {e}", opts.dir.display())))?;
+pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
+    std::fs::create_dir_all(&opts.dir).map_err(io("creating", &opts.dir))?;
+    let dir = std::fs::canonicalize(&opts.dir).map_err(io("resolving", &opts.dir))?;
     let table_dir = dir.join("cloudtrail");
     let parquet_dir = dir.join(PARQUET_TABLE);
     // The demo's topic is new on every run: the claims of an earlier run's segments go too.
@@ -130,17 +190,20 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, Error> {
     // Only the demo's own tables are replaced, never anything else in the directory.
     for d in [&table_dir, &parquet_dir, &claims_dir] {
         if d.exists() {
-            std::fs::remove_dir_all(d)
-                .map_err(|e| Error::Other(format!("removing {}: {e}", d.display())))?;
+            std::fs::remove_dir_all(d).map_err(io("removing", d))?;
         }
     }
 
-    let kafka_err =
-        |what: &str, e: KafkaError| Error::Other(format!("embedded broker: {what}: {e}"));
-    let broker = EmbeddedBroker::start(1).map_err(|e| kafka_err("start", e))?;
+    let broker = EmbeddedBroker::start(1).map_err(|source| DemoError::Broker {
+        what: "starting",
+        source,
+    })?;
     broker
         .create_topic(TOPIC, opts.partitions)
-        .map_err(|e| kafka_err("create topic", e))?;
+        .map_err(|source| DemoError::Broker {
+            what: "creating the topic",
+            source,
+        })?;
     let config = demo_config(&dir, broker.bootstrap_servers());
     let _ = std::fs::write(dir.join("lakesink.toml"), &config);
     let plan = Plan::from_toml(&config, "lakesink demo")?;
@@ -160,18 +223,20 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, Error> {
             r
         })
     };
-    let produced = producer
-        .await
-        .map_err(|e| Error::Other(format!("producer thread: {e}")))?;
-    let summary = pipeline
-        .await
-        .map_err(|e| Error::Other(format!("pipeline task: {e}")))??;
+    let produced = producer.await.map_err(|source| DemoError::Task {
+        what: "producer",
+        source,
+    })?;
+    let summary = pipeline.await.map_err(|source| DemoError::Task {
+        what: "pipeline",
+        source,
+    })??;
     let (produced, produced_bytes) = produced?;
     drop(broker);
 
     let (lake, parquet) = tokio::task::spawn_blocking({
         let (table_dir, parquet_dir) = (table_dir.clone(), parquet_dir.clone());
-        move || -> Result<_, Error> {
+        move || -> Result<_, DemoError> {
             Ok((
                 scan_lake(&table_dir, produced)?,
                 scan_lake(&parquet_dir, produced)?,
@@ -179,7 +244,10 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, Error> {
         }
     })
     .await
-    .map_err(|e| Error::Other(format!("scan: {e}")))??;
+    .map_err(|source| DemoError::Task {
+        what: "scan of the lake",
+        source,
+    })??;
     Ok(DemoReport {
         produced,
         produced_bytes,
@@ -201,13 +269,16 @@ pub fn produce(
     total: u64,
     partitions: i32,
     pace: Option<&Stats>,
-) -> Result<(u64, u64), Error> {
+) -> Result<(u64, u64), DemoError> {
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("linger.ms", "5")
         .set("queue.buffering.max.kbytes", "65536")
         .create()
-        .map_err(|e| Error::Other(format!("demo producer: {e}")))?;
+        .map_err(|source| DemoError::Producer {
+            what: "creating it",
+            source,
+        })?;
     let cfg = GenConfig::default();
     let ahead_limit = partitions as u64 * 2 * 1024 * 1024;
     let mut buf = String::with_capacity(2048);
@@ -228,7 +299,12 @@ pub fn produce(
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                     producer.poll(Duration::from_millis(5));
                 }
-                Err((e, _)) => return Err(Error::Other(format!("demo producer: {e}"))),
+                Err((source, _)) => {
+                    return Err(DemoError::Producer {
+                        what: "sending",
+                        source,
+                    })
+                }
             }
         }
         if let Some(sink) = pace {
@@ -244,7 +320,10 @@ pub fn produce(
     }
     producer
         .flush(Duration::from_secs(60))
-        .map_err(|e| Error::Other(format!("demo producer flush: {e}")))?;
+        .map_err(|source| DemoError::Producer {
+            what: "flushing",
+            source,
+        })?;
     Ok((count, bytes))
 }
 
@@ -262,15 +341,14 @@ pub struct LakeScan {
 }
 
 /// Reads every object of the demo table and checks each event's place.
-pub fn scan_lake(table_dir: &Path, expected: u64) -> Result<LakeScan, Error> {
+pub fn scan_lake(table_dir: &Path, expected: u64) -> Result<LakeScan, DemoError> {
     let mut scan = LakeScan::default();
     let mut seen = vec![false; expected as usize];
     let mut stack = vec![table_dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let entries =
-            std::fs::read_dir(&d).map_err(|e| Error::Other(format!("{}: {e}", d.display())))?;
+        let entries = std::fs::read_dir(&d).map_err(io("listing", &d))?;
         for entry in entries {
-            let p = entry.map_err(|e| Error::Other(e.to_string()))?.path();
+            let p = entry.map_err(io("listing", &d))?.path();
             if p.is_dir() {
                 stack.push(p);
                 continue;
@@ -287,8 +365,7 @@ pub fn scan_lake(table_dir: &Path, expected: u64) -> Result<LakeScan, Error> {
                 .unwrap_or_default();
             scan.partitions.insert(rel.clone());
             scan.files += 1;
-            let f = std::fs::File::open(&p)
-                .map_err(|e| Error::Other(format!("{}: {e}", p.display())))?;
+            let f = std::fs::File::open(&p).map_err(io("opening", &p))?;
             scan.bytes += f.metadata().map(|m| m.len()).unwrap_or(0);
             if parquet {
                 scan_parquet(&p, f, &rel, &mut scan, &mut seen)?;
@@ -298,11 +375,14 @@ pub fn scan_lake(table_dir: &Path, expected: u64) -> Result<LakeScan, Error> {
                 .lines()
                 .enumerate()
             {
-                let line =
-                    line.map_err(|e| Error::Other(format!("{} line {}: {e}", p.display(), n + 1)))?;
-                let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| {
-                    Error::Other(format!("{} line {}: not JSON: {e}", p.display(), n + 1))
-                })?;
+                let bad = |reason: String| DemoError::Line {
+                    path: p.clone(),
+                    line: n + 1,
+                    reason,
+                };
+                let line = line.map_err(|e| bad(e.to_string()))?;
+                let v: serde_json::Value =
+                    serde_json::from_str(&line).map_err(|e| bad(format!("not JSON: {e}")))?;
                 scan.lines += 1;
                 let t = v["eventTime"].as_str().unwrap_or_default();
                 let want = format!(
@@ -338,11 +418,14 @@ fn scan_parquet(
     rel: &str,
     scan: &mut LakeScan,
     seen: &mut [bool],
-) -> Result<(), Error> {
+) -> Result<(), DemoError> {
     use arrow_array::cast::AsArray;
     use arrow_array::types::{Int64Type, TimestampMillisecondType};
     use arrow_array::Array;
-    let bad = |e: &dyn std::fmt::Display| Error::Other(format!("{}: {e}", p.display()));
+    let bad = |e: &dyn std::fmt::Display| DemoError::Parquet {
+        path: p.to_path_buf(),
+        reason: e.to_string(),
+    };
     let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
         .map_err(|e| bad(&e))?
         .build()
