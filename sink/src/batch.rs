@@ -22,7 +22,7 @@ pub struct RecMeta {
 
 /// Appends Kafka headers to `out` as `[u32 name length][name][i32 value length, -1 for
 /// null][value]…`, the form [`decode_headers`] reads. Only dead letters use them.
-pub fn encode_headers<'a>(
+pub(crate) fn encode_headers<'a>(
     headers: impl Iterator<Item = (&'a str, Option<&'a [u8]>)>,
     out: &mut Vec<u8>,
 ) {
@@ -40,7 +40,7 @@ pub fn encode_headers<'a>(
 }
 
 /// The headers [`encode_headers`] wrote.
-pub fn decode_headers(mut b: &[u8]) -> Vec<(String, Option<Vec<u8>>)> {
+pub(crate) fn decode_headers(mut b: &[u8]) -> Vec<(String, Option<Vec<u8>>)> {
     let mut out = Vec::new();
     while b.len() >= 4 {
         let n = u32::from_le_bytes(b[..4].try_into().expect("4 bytes")) as usize;

@@ -56,7 +56,7 @@ impl Dialect {
 
 /// The data columns of a table (partition columns excluded) as (name, Hive type): what
 /// `catalog.create_table` declares.
-pub fn hive_columns(t: &TablePlan) -> Result<Vec<(String, String)>, ColumnError> {
+pub(crate) fn hive_columns(t: &TablePlan) -> Result<Vec<(String, String)>, ColumnError> {
     columns(t, Dialect::Hive)
 }
 
@@ -106,12 +106,12 @@ pub(crate) fn quote_field(f: &Field) -> String {
 }
 
 /// The Hive (and Athena, Spark, Glue) type of an Arrow type; `json` for JSON SerDe tables.
-pub fn hive_type(dt: &DataType, json: bool) -> Option<String> {
+pub(crate) fn hive_type(dt: &DataType, json: bool) -> Option<String> {
     sql_type(dt, json, false)
 }
 
 /// The Trino type of an Arrow type.
-pub fn trino_type(dt: &DataType, json: bool) -> Option<String> {
+pub(crate) fn trino_type(dt: &DataType, json: bool) -> Option<String> {
     sql_type(dt, json, true)
 }
 

@@ -16,7 +16,7 @@
 //!   file deleted, the others not).
 
 /// Kills the process at failpoint `name` if `LAKESINK_FAILPOINT` says so; `what` is logged.
-pub fn hit(name: &str, what: &str) {
+pub(crate) fn hit(name: &str, what: &str) {
     static POINTS: std::sync::OnceLock<Vec<(String, f64)>> = std::sync::OnceLock::new();
     let points = POINTS.get_or_init(|| {
         std::env::var("LAKESINK_FAILPOINT")

@@ -22,13 +22,13 @@ pub struct HttpError {
 
 /// The bound listener; [`Listener::serve`] answers until the task is dropped.
 #[derive(Debug)]
-pub struct Listener {
+pub(crate) struct Listener {
     listener: TcpListener,
     metrics: Arc<Metrics>,
 }
 
 impl Listener {
-    pub async fn bind(address: &str, metrics: Arc<Metrics>) -> Result<Listener, HttpError> {
+    pub(crate) async fn bind(address: &str, metrics: Arc<Metrics>) -> Result<Listener, HttpError> {
         let listener = TcpListener::bind(address)
             .await
             .map_err(|source| HttpError {
@@ -38,11 +38,11 @@ impl Listener {
         Ok(Listener { listener, metrics })
     }
 
-    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+    pub(crate) fn local_addr(&self) -> Option<std::net::SocketAddr> {
         self.listener.local_addr().ok()
     }
 
-    pub async fn serve(self) {
+    pub(crate) async fn serve(self) {
         loop {
             let Ok((stream, _)) = self.listener.accept().await else {
                 tokio::time::sleep(Duration::from_millis(100)).await;

@@ -1,3 +1,4 @@
+#![warn(unreachable_pub)]
 //! Lakesink lands Kafka topics in object storage as a hive-partitioned data lake.
 //!
 //! # Layout
@@ -28,12 +29,15 @@
 //! daemon's task that computes it, seals and compacts), [`demo`],
 //! [`generator`] (CloudTrail-shaped events) and [`mock`] (the embedded broker). `docs/DESIGN.md` states the invariants and why they hold;
 //! `docs/OPERATING.md` what a running daemon shows and how it exits.
+//!
+//! Public are the modules the binary, the end-to-end tests and the benchmark use; the others
+//! are the crate's own, and `unreachable_pub` warns of a `pub` item no other crate can reach.
 
-pub mod batch;
+mod batch;
 pub mod catalog;
 pub mod check;
 pub mod claim;
-pub mod columns;
+mod columns;
 pub mod commit;
 pub mod compact;
 pub mod config;
@@ -42,31 +46,31 @@ pub mod ddl;
 pub mod demo;
 pub mod encode;
 pub mod error;
-pub mod failpoint;
-pub mod fatal;
+mod failpoint;
+mod fatal;
 pub mod generator;
-pub mod http;
+mod http;
 pub mod kafka;
 pub mod logging;
-pub mod memory;
+mod memory;
 pub mod metrics;
 pub mod mock;
-pub mod pipeline;
-pub mod retry;
-pub mod rotate;
+mod pipeline;
+mod retry;
+mod rotate;
 pub mod route;
-pub mod schemas;
+mod schemas;
 pub mod seal;
-pub mod stats;
+mod stats;
 pub mod status;
 pub mod storage;
-pub mod units;
-pub mod upkeep;
-pub mod upload;
+mod units;
+mod upkeep;
+mod upload;
 pub mod verify;
 pub mod watermark;
-pub mod worker;
-pub mod writer;
+mod worker;
+mod writer;
 
 pub use config::Plan;
 pub use consume::Control;

@@ -7,7 +7,7 @@ use std::time::Duration;
 /// Exponential backoff: `first`, doubling up to `max`, each wait plus a random share (up to
 /// `jitter` of it) so that many waiters do not retry in step.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     pub first: Duration,
     pub max: Duration,
     /// 0.0–1.0: the largest share of a wait added at random.
@@ -16,26 +16,26 @@ pub struct Backoff {
 
 impl Backoff {
     /// Segment claims: a handful of quick attempts (the store's client retries underneath).
-    pub const CLAIMS: Backoff = Backoff {
+    pub(crate) const CLAIMS: Backoff = Backoff {
         first: Duration::from_millis(500),
         max: Duration::from_secs(16),
         jitter: 0.5,
     };
     /// The catalog: retried without end while it is unreachable (fetching pauses meanwhile).
-    pub const CATALOG: Backoff = Backoff {
+    pub(crate) const CATALOG: Backoff = Backoff {
         first: Duration::from_millis(200),
         max: Duration::from_secs(30),
         jitter: 0.5,
     };
     /// Each request to the object store, within `storage.retry_timeout`.
-    pub const STORE: Backoff = Backoff {
+    pub(crate) const STORE: Backoff = Backoff {
         first: Duration::from_millis(100),
         max: Duration::from_secs(15),
         jitter: 1.0,
     };
 
     /// The waits, one per retry.
-    pub fn delays(self) -> Delays {
+    pub(crate) fn delays(self) -> Delays {
         Delays {
             policy: self,
             next: self.first,
@@ -43,7 +43,7 @@ impl Backoff {
     }
 
     /// The same policy for object_store's client (which draws its own jitter).
-    pub fn for_object_store(self) -> object_store::BackoffConfig {
+    pub(crate) fn for_object_store(self) -> object_store::BackoffConfig {
         object_store::BackoffConfig {
             init_backoff: self.first,
             max_backoff: self.max,
@@ -54,7 +54,7 @@ impl Backoff {
 
 /// The waits of one series of retries.
 #[derive(Debug)]
-pub struct Delays {
+pub(crate) struct Delays {
     policy: Backoff,
     next: Duration,
 }

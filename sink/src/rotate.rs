@@ -54,7 +54,7 @@ impl CutReason {
 }
 
 /// Whether a file with `records` records and `bytes` bytes written is full.
-pub fn file_full(limits: &RotateLimits, records: u64, bytes: u64) -> Option<CutReason> {
+pub(crate) fn file_full(limits: &RotateLimits, records: u64, bytes: u64) -> Option<CutReason> {
     if records >= limits.max_records {
         Some(CutReason::Records)
     } else if bytes >= limits.max_bytes {
@@ -66,20 +66,20 @@ pub fn file_full(limits: &RotateLimits, records: u64, bytes: u64) -> Option<CutR
 
 /// The wall-clock deadline of a segment: the earliest `first record + max_age` over its files.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Deadline(Option<Instant>);
+pub(crate) struct Deadline(Option<Instant>);
 
 impl Deadline {
     /// A file of a table with `max_age` got its first record at `at`.
-    pub fn file_opened(&mut self, at: Instant, max_age: Duration) {
+    pub(crate) fn file_opened(&mut self, at: Instant, max_age: Duration) {
         let d = at + max_age;
         self.0 = Some(self.0.map_or(d, |cur| cur.min(d)));
     }
 
-    pub fn expired(&self, now: Instant) -> bool {
+    pub(crate) fn expired(&self, now: Instant) -> bool {
         self.0.is_some_and(|d| now >= d)
     }
 
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.0 = None;
     }
 }

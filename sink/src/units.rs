@@ -16,7 +16,7 @@ pub enum UnitError {
 
 /// Parses a byte size: a number with an optional unit (B, KB, KiB, MB, MiB, GB, GiB, TB, TiB;
 /// case-insensitive, space allowed).
-pub fn parse_bytes(s: &str) -> Result<u64, UnitError> {
+pub(crate) fn parse_bytes(s: &str) -> Result<u64, UnitError> {
     let err = || UnitError::Size(s.to_string());
     let t = s.trim();
     let split = t
@@ -44,7 +44,7 @@ pub fn parse_bytes(s: &str) -> Result<u64, UnitError> {
 }
 
 /// Parses a duration in humantime syntax (`"5m"`, `"30s"`, `"1h 30m"`, `"250ms"`).
-pub fn parse_duration(s: &str) -> Result<Duration, UnitError> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, UnitError> {
     humantime::parse_duration(s.trim()).map_err(|_| UnitError::Duration(s.to_string()))
 }
 
@@ -114,7 +114,7 @@ impl<'de> Deserialize<'de> for Span {
 }
 
 /// Formats a byte count for people (`"12.3 MiB"`).
-pub fn human_bytes(n: u64) -> String {
+pub(crate) fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
     let mut u = 0;

@@ -14,13 +14,13 @@ use crate::seal::Sealer;
 use crate::watermark::Tracker;
 
 /// How often the watermarks are recomputed and due seals written.
-pub const EVERY: Duration = Duration::from_secs(10);
+pub(crate) const EVERY: Duration = Duration::from_secs(10);
 
 /// Rounds between compaction passes.
-pub const COMPACT_EVERY: u32 = 6;
+pub(crate) const COMPACT_EVERY: u32 = 6;
 
 /// Runs until aborted.
-pub async fn run(
+pub(crate) async fn run(
     plan: Plan,
     claims: Arc<Claims>,
     mut sealer: Sealer,

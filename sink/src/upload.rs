@@ -52,17 +52,17 @@ enum Part {
 }
 
 /// A task that stores one object.
-pub type UploadTask = JoinHandle<Result<(), UploadError>>;
+pub(crate) type UploadTask = JoinHandle<Result<(), UploadError>>;
 
 /// The upload side of one open file.
-pub struct ObjectUpload {
+pub(crate) struct ObjectUpload {
     key: Path,
     streaming: Option<(mpsc::Sender<Part>, UploadTask)>,
     parts: usize,
 }
 
 impl ObjectUpload {
-    pub fn new(key: Path) -> ObjectUpload {
+    pub(crate) fn new(key: Path) -> ObjectUpload {
         ObjectUpload {
             key,
             streaming: None,
@@ -70,14 +70,14 @@ impl ObjectUpload {
         }
     }
 
-    pub fn key(&self) -> &Path {
+    pub(crate) fn key(&self) -> &Path {
         &self.key
     }
 
     /// Sends one full part, starting the multipart upload on the first. Blocks the calling
     /// (non-async) thread while the upload is [`PARTS_IN_FLIGHT`] parts behind: backpressure.
     /// `budget` was charged for `data` by the caller and is credited when the part is stored.
-    pub fn send_part(
+    pub(crate) fn send_part(
         &mut self,
         rt: &Handle,
         store: &Arc<dyn ObjectStore>,
@@ -102,7 +102,7 @@ impl ObjectUpload {
     }
 
     /// Ends the object with its last bytes; the returned task resolves once it is stored.
-    pub fn finish(
+    pub(crate) fn finish(
         self,
         rt: &Handle,
         store: &Arc<dyn ObjectStore>,
@@ -146,7 +146,7 @@ impl ObjectUpload {
     }
 
     /// Parts sent so far.
-    pub fn parts(&self) -> usize {
+    pub(crate) fn parts(&self) -> usize {
         self.parts
     }
 }

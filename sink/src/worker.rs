@@ -47,7 +47,7 @@ pub struct Flushed {
 /// How often a worker looks at `max_age` deadlines and the memory budget while idle.
 const TICK: Duration = Duration::from_millis(100);
 
-pub fn run(ctx: Arc<WriterCtx>, rx: Receiver<WorkerMsg>) {
+pub(crate) fn run(ctx: Arc<WriterCtx>, rx: Receiver<WorkerMsg>) {
     let mut writers: HashMap<Tp, PartitionWriter> = HashMap::new();
     let mut last_tick = Instant::now();
     let mut last_relief = last_tick.checked_sub(TICK).unwrap_or(last_tick);

@@ -8,7 +8,7 @@ use object_store::StaticCredentialProvider;
 
 /// Credentials from the config, or else the standard chain object_store implements
 /// (environment, web identity, ECS container credentials, EC2 instance metadata).
-pub fn credentials(
+pub(super) fn credentials(
     region: &str,
     fixed: Option<&(String, String, Option<String>)>,
 ) -> Result<AwsCredentialProvider, String> {
@@ -30,7 +30,7 @@ pub fn credentials(
 
 /// Signs a POST of `body` to `url` with `headers`; returns the headers to send (including
 /// `authorization`, `x-amz-date`, `x-amz-content-sha256` and a session token if any).
-pub fn sign_post(
+pub(super) fn sign_post(
     credential: &AwsCredential,
     service: &str,
     region: &str,

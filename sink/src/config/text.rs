@@ -147,7 +147,7 @@ pub(super) fn describe(e: &toml::de::Error, text: &str) -> String {
 
 /// Why substitution failed.
 #[derive(Debug, thiserror::Error)]
-pub enum TextError {
+pub(super) enum TextError {
     #[error("{position}: {key}: environment variable `{var}` is not set (write `${{{var}:-default}}` for a default)")]
     Undefined {
         position: String,

@@ -39,7 +39,7 @@ use crate::route::{RecordRef, RouteError, TableRouter};
 use crate::stats::Stats;
 use crate::upload::UploadError;
 
-pub use dead_letter::DeadLetterProducer;
+pub(crate) use dead_letter::DeadLetterProducer;
 use dead_letter::{bad_record, DeadLetterFiles};
 pub(crate) use files::path_room as path_room_for;
 use files::{append, close, open_file, path_room, recharge, settle_due, OpenFile, Unsettled};
@@ -147,7 +147,7 @@ pub struct Reread {
 }
 
 /// The open segment of one Kafka partition.
-pub struct PartitionWriter {
+pub(crate) struct PartitionWriter {
     tp: Tp,
     epoch: u64,
     /// Tables fed by this partition's topic: (index into ctx.tables, router).
@@ -204,7 +204,7 @@ pub struct PartitionWriter {
 impl PartitionWriter {
     /// A writer for `tp` under `epoch`; `sought` is the offset the consumer sought to for a
     /// [`Reread`] from a claimed segment's start.
-    pub fn new(
+    pub(crate) fn new(
         ctx: &WriterCtx,
         tp: Tp,
         epoch: u64,
@@ -264,31 +264,32 @@ impl PartitionWriter {
         })
     }
 
-    pub fn epoch(&self) -> u64 {
+    pub(crate) fn epoch(&self) -> u64 {
         self.epoch
     }
 
-    pub fn tp(&self) -> &Tp {
+    pub(crate) fn tp(&self) -> &Tp {
         &self.tp
     }
 
     /// Bytes held by the open files.
-    pub fn held(&self) -> usize {
+    pub(crate) fn held(&self) -> usize {
         self.held
     }
 
-    pub fn deadline_expired(&self, now: Instant) -> bool {
+    pub(crate) fn deadline_expired(&self, now: Instant) -> bool {
         self.start.is_some() && self.deadline.expired(now)
     }
 
     /// Whether the open segment replays a claimed one (it can only be cut at the claim's end).
-    pub fn following(&self) -> bool {
+    pub(crate) fn following(&self) -> bool {
         self.replay.following()
     }
 
     /// Writes one record to every table its topic feeds; cuts the segment after it when a file
-    /// is full.
-    pub fn push(
+    /// is full. (The workers write whole batches: [`PartitionWriter::push_batch`].)
+    #[cfg(test)]
+    pub(crate) fn push(
         &mut self,
         ctx: &WriterCtx,
         rec: RecordIn<'_>,
@@ -299,7 +300,7 @@ impl PartitionWriter {
     }
 
     /// Keeps the listing of this partition's claims the consumer started with its first record.
-    pub fn prefetched(&mut self, p: crate::claim::Prefetch) {
+    pub(crate) fn prefetched(&mut self, p: crate::claim::Prefetch) {
         self.replay.prefetched(p);
     }
 
@@ -307,7 +308,7 @@ impl PartitionWriter {
     /// a file. Rows that formats check in batches (Parquet) are settled when a file holds
     /// [`SETTLE_ROWS`](crate::encode::parquet::SETTLE_ROWS) of them (or
     /// [`SETTLE_BYTES`](crate::encode::parquet::SETTLE_BYTES)) and before every cut.
-    pub fn push_batch(
+    pub(crate) fn push_batch(
         &mut self,
         ctx: &WriterCtx,
         recs: &[RecordIn<'_>],
@@ -593,7 +594,7 @@ impl PartitionWriter {
     /// A segment that replays a claimed one is cut only at the claim's end
     /// ([`CutReason::Claim`]); any other cut is skipped, and on a revocation or shutdown its
     /// records stay uncommitted for the next reader.
-    pub fn cut(&mut self, ctx: &WriterCtx, reason: CutReason) -> Result<(), WriteError> {
+    pub(crate) fn cut(&mut self, ctx: &WriterCtx, reason: CutReason) -> Result<(), WriteError> {
         let Some(start) = self.start else {
             return Ok(());
         };
@@ -670,7 +671,7 @@ impl PartitionWriter {
     /// Completes the oldest sealed segment in the store if the gate allows: its predecessor's
     /// end offset is committed. A task then registers its partitions and marks it done in the
     /// ledger. Called after every cut, on every worker tick, and by flushes.
-    pub fn launch(&mut self, ctx: &WriterCtx) {
+    pub(crate) fn launch(&mut self, ctx: &WriterCtx) {
         if self.sealed.is_empty() {
             return;
         }
@@ -709,18 +710,18 @@ impl PartitionWriter {
 
     /// Whether sealed segments wait for the gate (and may still complete: behind a refused
     /// claim they never will, and a flush need not wait for them).
-    pub fn queued(&self) -> bool {
+    pub(crate) fn queued(&self) -> bool {
         !self.sealed.is_empty() && !self.lost.load(Ordering::Acquire)
     }
 
     /// Forgets segment tasks that have finished.
-    pub fn reap(&mut self) {
+    pub(crate) fn reap(&mut self) {
         self.in_flight.retain(|t| !t.is_finished());
     }
 
     /// Blocks until every sealed segment of this writer has finished uploading (or failed), or
     /// until `deadline`. Returns whether all finished.
-    pub fn wait(&mut self, rt: &Handle, deadline: Instant) -> bool {
+    pub(crate) fn wait(&mut self, rt: &Handle, deadline: Instant) -> bool {
         for t in self.in_flight.drain(..) {
             let left = deadline.saturating_duration_since(Instant::now());
             if rt
