@@ -343,9 +343,7 @@ pub fn for_plan(
         out.push('\n');
     }
     if out.is_empty() {
-        return Err(DdlError::NoSuchTable(
-            only.unwrap_or_default().to_string(),
-        ));
+        return Err(DdlError::NoSuchTable(only.unwrap_or_default().to_string()));
     }
     Ok(out)
 }

@@ -136,6 +136,8 @@ pub struct Tracker {
     /// With [`Tracker::collecting`]: the data files of segments committed since the last
     /// [`Tracker::take_committed`].
     committed: Option<Vec<CommittedFile>>,
+    /// The Kafka client [`compute`] reads the group's offsets with, made at its first call.
+    offsets: Option<crate::kafka::OffsetReader>,
 }
 
 impl Tracker {
@@ -144,6 +146,7 @@ impl Tracker {
             claims,
             parts: HashMap::new(),
             committed: None,
+            offsets: None,
         }
     }
 
@@ -223,7 +226,18 @@ pub async fn compute(
     plan: &crate::Plan,
     tracker: &mut Tracker,
 ) -> Result<Vec<(String, Option<i64>)>, WatermarkError> {
-    let offsets = crate::kafka::read_offsets(&plan.kafka, plan.topics()).await?;
+    let reader = match &tracker.offsets {
+        Some(r) => r.clone(),
+        None => {
+            let kafka = plan.kafka.clone();
+            let r = tokio::task::spawn_blocking(move || crate::kafka::OffsetReader::new(&kafka))
+                .await
+                .map_err(|source| crate::kafka::OffsetsError::Task { source })??;
+            tracker.offsets = Some(r.clone());
+            r
+        }
+    };
+    let offsets = reader.read(plan.topics()).await?;
     Ok(from_offsets(plan, offsets, tracker).await?)
 }
 

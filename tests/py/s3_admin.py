@@ -33,7 +33,12 @@ elif cmd == "json":
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=sys.argv[2], Prefix=sys.argv[3]):
         for o in page.get("Contents", []):
             if o["Key"].endswith(".json"):
-                body = s3.get_object(Bucket=sys.argv[2], Key=o["Key"])["Body"].read()
+                try:
+                    body = s3.get_object(Bucket=sys.argv[2], Key=o["Key"])["Body"].read()
+                except s3.exceptions.NoSuchKey:
+                    # Deleted since the listing (a running daemon replaces manifests and, after
+                    # a compaction's grace, deletes the old copies): as a reader sees it now.
+                    continue
                 out.append({"key": o["Key"], "body": json.loads(body)})
     print(json.dumps(out))
 elif cmd == "delete":

@@ -9,4 +9,4 @@ mod offsets;
 
 pub use auth::{consumer, KafkaAuth};
 pub use config::{client_config, producer_config};
-pub use offsets::{read_offsets, OffsetsError, PartitionOffsets};
+pub use offsets::{read_offsets, OffsetReader, OffsetsError, PartitionOffsets};

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use rdkafka::consumer::Consumer;
+use std::sync::Arc;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 
 use crate::config::KafkaPlan;
@@ -46,70 +48,108 @@ pub struct PartitionOffsets {
     pub error: Option<String>,
 }
 
-/// Per topic, its partitions' offsets.
+/// Per topic, its partitions' offsets, with a client made for this one read.
 pub async fn read_offsets(
     kafka: &KafkaPlan,
     topics: Vec<String>,
 ) -> Result<Vec<(String, Vec<PartitionOffsets>)>, OffsetsError> {
     let kafka = kafka.clone();
-    tokio::task::spawn_blocking(move || read(&kafka, topics))
+    tokio::task::spawn_blocking(move || OffsetReader::new(&kafka)?.read_now(topics))
         .await
         .map_err(|source| OffsetsError::Task { source })?
 }
 
-fn read(
-    kafka: &KafkaPlan,
-    topics: Vec<String>,
-) -> Result<Vec<(String, Vec<PartitionOffsets>)>, OffsetsError> {
-    let consumer = super::consumer(kafka, &super::client_config(kafka)).map_err(|source| {
-        OffsetsError::Create {
-            brokers: kafka.brokers.clone(),
-            source,
-        }
-    })?;
-    let timeout = Duration::from_secs(10);
-    let mut out = Vec::new();
-    for topic in topics {
-        let md = consumer
-            .fetch_metadata(Some(&topic), timeout)
-            .map_err(|source| OffsetsError::Metadata {
-                what: format!("{topic} from {}", kafka.brokers),
+/// A client that reads offsets again and again (the daemon's watermark, every 10 s): one
+/// librdkafka client with its connections (and, with MSK IAM, its token), not a new one per
+/// read.
+#[derive(Clone)]
+pub struct OffsetReader {
+    kafka: Arc<KafkaPlan>,
+    consumer: Arc<BaseConsumer<super::KafkaAuth>>,
+}
+
+impl OffsetReader {
+    /// Makes the client (blocking: with MSK IAM it signs its first token).
+    pub fn new(kafka: &KafkaPlan) -> Result<OffsetReader, OffsetsError> {
+        let consumer = super::consumer(kafka, &super::client_config(kafka)).map_err(|source| {
+            OffsetsError::Create {
+                brokers: kafka.brokers.clone(),
                 source,
-            })?;
-        let n = md.topics().first().map_or(0, |t| t.partitions().len()) as i32;
-        let mut tpl = rdkafka::TopicPartitionList::new();
-        for p in 0..n {
-            tpl.add_partition(&topic, p);
-        }
-        let committed = consumer.committed_offsets(tpl, timeout);
-        let mut parts = Vec::new();
-        for p in 0..n {
-            let mut s = PartitionOffsets {
-                partition: p,
-                committed: None,
-                low: None,
-                high: None,
-                error: None,
-            };
-            match &committed {
-                Ok(tpl) => {
-                    s.committed = tpl
-                        .find_partition(&topic, p)
-                        .and_then(|e| e.offset().to_raw())
-                        .filter(|o| *o >= 0)
-                }
-                Err(e) => s.error = Some(format!("committed offsets: {e}")),
             }
-            match consumer.fetch_watermarks(&topic, p, timeout) {
-                Ok((low, high)) => {
-                    s.low = Some(low);
-                    s.high = Some(high);
-                }
-                Err(e) => s.error = Some(format!("watermarks: {e}")),
-            }
-            parts.push(s);
-        }
-        out.push((topic, parts));
+        })?;
+        Ok(OffsetReader {
+            kafka: Arc::new(kafka.clone()),
+            consumer: Arc::new(consumer),
+        })
     }
-    Ok(out)
+
+    /// Per topic, its partitions' offsets now.
+    pub async fn read(
+        &self,
+        topics: Vec<String>,
+    ) -> Result<Vec<(String, Vec<PartitionOffsets>)>, OffsetsError> {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || me.read_now(topics))
+            .await
+            .map_err(|source| OffsetsError::Task { source })?
+    }
+
+    fn read_now(
+        &self,
+        topics: Vec<String>,
+    ) -> Result<Vec<(String, Vec<PartitionOffsets>)>, OffsetsError> {
+        let (kafka, consumer) = (&*self.kafka, &*self.consumer);
+        // What the client queued since the last read (its log lines, errors, a token refresh)
+        // is served here; a client kept for hours must not pile them up.
+        for _ in 0..10_000 {
+            if consumer.poll(Duration::ZERO).is_none() {
+                break;
+            }
+        }
+        let timeout = Duration::from_secs(10);
+        let mut out = Vec::new();
+        for topic in topics {
+            let md = consumer
+                .fetch_metadata(Some(&topic), timeout)
+                .map_err(|source| OffsetsError::Metadata {
+                    what: format!("{topic} from {}", kafka.brokers),
+                    source,
+                })?;
+            let n = md.topics().first().map_or(0, |t| t.partitions().len()) as i32;
+            let mut tpl = rdkafka::TopicPartitionList::new();
+            for p in 0..n {
+                tpl.add_partition(&topic, p);
+            }
+            let committed = consumer.committed_offsets(tpl, timeout);
+            let mut parts = Vec::new();
+            for p in 0..n {
+                let mut s = PartitionOffsets {
+                    partition: p,
+                    committed: None,
+                    low: None,
+                    high: None,
+                    error: None,
+                };
+                match &committed {
+                    Ok(tpl) => {
+                        s.committed = tpl
+                            .find_partition(&topic, p)
+                            .and_then(|e| e.offset().to_raw())
+                            .filter(|o| *o >= 0)
+                    }
+                    Err(e) => s.error = Some(format!("committed offsets: {e}")),
+                }
+                match consumer.fetch_watermarks(&topic, p, timeout) {
+                    Ok((low, high)) => {
+                        s.low = Some(low);
+                        s.high = Some(high);
+                    }
+                    Err(e) => s.error = Some(format!("watermarks: {e}")),
+                }
+                parts.push(s);
+            }
+            out.push((topic, parts));
+        }
+        Ok(out)
+    }
 }
