@@ -127,9 +127,6 @@ enum Sub {
         #[arg(long)]
         expect: u64,
     },
-    /// Encode the benchmark's events with Lakesink's encoders, into one file and into the
-    /// files Lakesink writes from them (no broker, no daemon), and print the CPU each takes:
-    /// what the data's shape costs, apart from the daemon around the encoders.
     /// Opens this many CloudTrail Parquet files of `rows` rows each (settled every 100 rows,
     /// as the writer settles them) and prints what they hold in memory, by the process's
     /// resident set, against what Lakesink charges them to its memory budget.
@@ -150,6 +147,9 @@ enum Sub {
         #[arg(long)]
         report: PathBuf,
     },
+    /// Encode the benchmark's events with Lakesink's encoders, into one file and into the
+    /// files Lakesink writes from them (no broker, no daemon), and print the CPU each takes:
+    /// what the data's shape costs, apart from the daemon around the encoders.
     Shapes {
         #[arg(long, default_value_t = 1_000_000)]
         records: u64,

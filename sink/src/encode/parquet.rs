@@ -323,7 +323,11 @@ impl Encoder for ParquetEncoder {
         self.pending.capacity()
             + self.ends.capacity() * std::mem::size_of::<usize>()
             + self.group_bytes
-            + self.writer.as_ref().map_or(0, |_| PARQUET_STATE)
+            + self.writer.as_ref().map_or(0, |w| {
+                // The output grows by doubling: its spare capacity is memory too.
+                let out = w.file.inner();
+                PARQUET_STATE + (out.capacity() - out.len())
+            })
     }
 
     fn take_ready(&mut self, min: usize) -> Option<Vec<u8>> {
