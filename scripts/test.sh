@@ -80,7 +80,7 @@ PIDS+=($!)
 export LAKESINK_GLUE_ENDPOINT="http://127.0.0.1:$MOTO_PORT"
 
 # Azurite: Azure Blob Storage (the emulator's well-known account `devstoreaccount1`) on a free
-# port; object_store finds it through AZURITE_BLOB_STORAGE_URL.
+# port; the tests put its endpoint in the config (`Testbed::azure_storage`).
 AZURITE_PORT="$(free_port)"
 mkdir -p "$RUN/azurite"
 "$LAKESINK_AZURITE" --blobHost 127.0.0.1 --blobPort "$AZURITE_PORT" --location "$RUN/azurite" \

@@ -140,6 +140,17 @@ pub struct Tracker {
     offsets: Option<crate::kafka::OffsetReader>,
 }
 
+impl Drop for Tracker {
+    fn drop(&mut self) {
+        // Closing a librdkafka client blocks until its threads end: not on a runtime's thread.
+        if let Some(r) = self.offsets.take() {
+            let _ = std::thread::Builder::new()
+                .name("lakesink-close-offsets".into())
+                .spawn(move || drop(r));
+        }
+    }
+}
+
 impl Tracker {
     pub fn new(claims: std::sync::Arc<Claims>) -> Tracker {
         Tracker {
@@ -152,10 +163,9 @@ impl Tracker {
 
     /// A tracker that also keeps the files of the segments it sees committed, for the sealer.
     pub fn collecting(claims: std::sync::Arc<Claims>) -> Tracker {
-        Tracker {
-            committed: Some(Vec::new()),
-            ..Tracker::new(claims)
-        }
+        let mut t = Tracker::new(claims);
+        t.committed = Some(Vec::new());
+        t
     }
 
     /// The data files of the segments committed since the last call.
@@ -237,7 +247,14 @@ pub async fn compute(
             r
         }
     };
-    let offsets = reader.read(plan.topics()).await?;
+    let offsets = match reader.read(plan.topics()).await {
+        Ok(o) => o,
+        Err(e) => {
+            // A new client next time (a broker moved, credentials rotated…).
+            tracker.offsets = None;
+            return Err(e.into());
+        }
+    };
     Ok(from_offsets(plan, offsets, tracker).await?)
 }
 

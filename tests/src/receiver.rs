@@ -38,14 +38,16 @@ impl Receiver {
                         continue;
                     };
                     req.status = script.lock().unwrap().next().unwrap_or(200);
-                    let reason = if req.status < 300 { "OK" } else { "Nope" };
+                    let status = req.status;
+                    // Recorded before it is answered: a test that reads the requests once its
+                    // call returned must find this one.
+                    requests.lock().unwrap().push(req);
+                    let reason = if status < 300 { "OK" } else { "Nope" };
                     let _ = write!(
                         stream,
-                        "HTTP/1.1 {} {reason}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-                        req.status
+                        "HTTP/1.1 {status} {reason}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
                     );
                     let _ = stream.flush();
-                    requests.lock().unwrap().push(req);
                 }
             });
         }

@@ -161,9 +161,15 @@ impl Prefetch {
             fetch_max_bytes: number("fetch.max.bytes")?
                 .unwrap_or((share / 8).max(256 << 10).max(message_max)),
         };
+        if p.fetch_max_bytes < message_max {
+            return Err(format!(
+                "kafka.properties.\"fetch.max.bytes\" = {} is below \"message.max.bytes\" = {message_max}: librdkafka refuses that; raise fetch.max.bytes",
+                p.fetch_max_bytes
+            ));
+        }
         if p.total() > budget / 2 {
             return Err(format!(
-                "librdkafka's prefetch (queued.max.messages.kbytes = {} KiB + 4 × fetch.max.bytes = {}, which is at least message.max.bytes) would take more than half of pipeline.max_buffered_bytes ({}): lower them or raise the budget",
+                "librdkafka's prefetch (queued.max.messages.kbytes = {} KiB, and fetch.max.bytes = {}, at least message.max.bytes, reserved four times over) would take more than half of pipeline.max_buffered_bytes ({}): lower them or raise the budget",
                 p.queue_bytes >> 10,
                 p.fetch_max_bytes,
                 budget
@@ -662,18 +668,15 @@ fn msk_iam_region(
     if kafka
         .properties
         .get("sasl.oauthbearer.method")
-        .map(String::as_str)
-        == Some("oidc")
+        .is_some_and(|m| m.eq_ignore_ascii_case("oidc"))
     {
         return Err("kafka.properties.\"sasl.oauthbearer.method\" = \"oidc\" and [kafka.aws_msk_iam]: choose one way to get the token".into());
     }
-    let region = section
-        .region
-        .clone()
+    let set = |r: Option<String>| r.filter(|r| !r.trim().is_empty());
+    let region = set(section.region.clone())
         .or_else(|| region_of(&kafka.brokers))
-        .or_else(|| std::env::var("AWS_REGION").ok())
-        .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
-        .filter(|r| !r.trim().is_empty());
+        .or_else(|| set(std::env::var("AWS_REGION").ok()))
+        .or_else(|| set(std::env::var("AWS_DEFAULT_REGION").ok()));
     region.ok_or_else(|| {
         format!(
             "kafka.aws_msk_iam: no region: set region = \"…\" (kafka.brokers `{}` names none, and AWS_REGION is not set)",

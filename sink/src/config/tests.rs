@@ -483,4 +483,15 @@ fn aws_msk_iam_takes_its_region_from_the_brokers_and_refuses_another_mechanism()
         e.contains("sasl.mechanism") && e.contains("aws_msk_iam"),
         "{e}"
     );
+    // librdkafka reads the method in any case.
+    let e = config(
+        msk,
+        "[kafka.properties]\n\"sasl.oauthbearer.method\" = \"OIDC\"\n[kafka.aws_msk_iam]",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("oidc") && e.contains("aws_msk_iam"), "{e}");
+    // An empty region is no region: the brokers' is taken.
+    let plan = config(msk, "[kafka.aws_msk_iam]\nregion = \"\"").unwrap();
+    assert_eq!(plan.kafka.msk_iam.unwrap().region, "us-east-1");
 }

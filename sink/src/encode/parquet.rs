@@ -179,23 +179,58 @@ impl ParquetEncoder {
     }
 
     /// Writes the open row group's rows and closes it; its bytes are then in the writer's
-    /// output, ready for [`Encoder::take_ready`].
-    ///
-    /// One column at a time: a column's writer encodes that column of every batch, closes
-    /// into its chunk, and the chunk goes to the output before the next column starts. Only
-    /// one column's pages and dictionary are held at once, where parquet's `ArrowWriter`
-    /// holds every column's until the row group closes: 0.54–0.76× the row group's Arrow data on
-    /// CloudTrail (`tests/parquet_memory.rs`), memory that no budget counted. The bytes are
-    /// the same either way.
+    /// output, ready for [`Encoder::take_ready`]. A settle can take the group past
+    /// `row_group_rows`: the rows are then cut into row groups of at most that many, where
+    /// parquet's `ArrowWriter` cut them (the bloom filters are sized for that many).
     fn flush_group(&mut self) -> Result<(), EncodeError> {
         let group = std::mem::take(&mut self.group);
+        let max_rows = self
+            .plan
+            .props
+            .max_row_group_row_count()
+            .unwrap_or(usize::MAX)
+            .max(1);
+        let mut piece: Vec<RecordBatch> = Vec::new();
+        let mut rows = 0;
+        for b in &group {
+            let mut offset = 0;
+            while offset < b.num_rows() {
+                let n = (b.num_rows() - offset).min(max_rows - rows);
+                piece.push(b.slice(offset, n));
+                offset += n;
+                rows += n;
+                if rows == max_rows {
+                    self.write_row_group(&piece)?;
+                    piece.clear();
+                    rows = 0;
+                }
+            }
+        }
+        if !piece.is_empty() {
+            self.write_row_group(&piece)?;
+        }
+        drop(piece);
+        self.group = group;
+        self.group.clear();
+        self.group_rows = 0;
+        self.group_bytes = 0;
+        Ok(())
+    }
+
+    /// Writes one row group, one column at a time: a column's writer encodes that column of
+    /// every batch, closes into its chunk, and the chunk goes to the output before the next
+    /// column starts. Only one column's pages and dictionary are held at once, where parquet's
+    /// `ArrowWriter` holds every column's until the row group closes: 0.54–0.76× the row
+    /// group's Arrow data on CloudTrail (`tests/parquet_memory.rs`), memory that no budget
+    /// counted. The bytes are the same either way.
+    fn write_row_group(&mut self, batches: &[RecordBatch]) -> Result<(), EncodeError> {
         let schema = self.plan.schema.clone();
         let out = self.writer()?;
         let mut writers = out.columns.create_column_writers(out.groups)?.into_iter();
         let mut row_group = out.file.next_row_group()?;
         for (i, field) in schema.fields().iter().enumerate() {
             // A struct field has a leaf column per primitive field inside it.
-            let leaves = group
+            let leaves = batches
                 .iter()
                 .map(|b| compute_leaves(field, b.column(i)))
                 .collect::<Result<Vec<_>, _>>()?;
@@ -218,12 +253,7 @@ impl ParquetEncoder {
         out.file.flush().map_err(|source| EncodeError::Io {
             what: "row group",
             source,
-        })?;
-        self.group = group;
-        self.group.clear();
-        self.group_rows = 0;
-        self.group_bytes = 0;
-        Ok(())
+        })
     }
 
     fn writer(&mut self) -> Result<&mut FileOut, EncodeError> {
@@ -722,6 +752,27 @@ mod tests {
         let batches = read(parts.concat());
         let n: usize = batches.iter().map(RecordBatch::num_rows).sum();
         assert_eq!(n, 10);
+    }
+
+    #[test]
+    fn a_settle_past_row_group_rows_is_cut_into_row_groups_of_at_most_that_many() {
+        use parquet::file::reader::{FileReader, SerializedFileReader};
+        let mut e: Box<dyn Encoder> = Box::new(ParquetEncoder::new(plan(false)));
+        for i in 0..10 {
+            e.append(format!(r#"{{"id":{i},"t":{i}}}"#).as_bytes())
+                .unwrap();
+        }
+        // One settle of 10 rows with row_group_rows = 3.
+        e.settle(&mut Vec::new()).unwrap();
+        let file = e.finish().unwrap();
+        let reader = SerializedFileReader::new(bytes::Bytes::from(file)).unwrap();
+        let rows: Vec<i64> = reader
+            .metadata()
+            .row_groups()
+            .iter()
+            .map(|g| g.num_rows())
+            .collect();
+        assert_eq!(rows, [3, 3, 3, 1]);
     }
 }
 

@@ -53,13 +53,25 @@ impl KafkaAuth {
         let Some(m) = &self.msk else {
             return Err("sasl.mechanism = OAUTHBEARER needs [kafka.aws_msk_iam] (or librdkafka's sasl.oauthbearer.method = oidc)".into());
         };
-        // librdkafka asks from whichever thread polls, which may be a runtime's: the
-        // credentials are fetched on a thread of its own.
+        // librdkafka asks from whichever thread polls (the daemon's poll loop), which may be a
+        // runtime's: the credentials are fetched on a thread of their own, for at most
+        // CREDENTIALS_TIMEOUT (librdkafka reports a failure and asks again).
         let provider = m.credentials.clone();
-        let creds = std::thread::spawn(move || runtime().block_on(provider.get_credential()))
-            .join()
-            .map_err(|_| "fetching AWS credentials panicked")?
-            .map_err(|e| format!("AWS credentials for MSK IAM: {e}"))?;
+        let creds = std::thread::spawn(move || {
+            // The timer is made inside the runtime (an async block), not before it.
+            runtime().block_on(async move {
+                tokio::time::timeout(CREDENTIALS_TIMEOUT, provider.get_credential()).await
+            })
+        })
+        .join()
+        .map_err(|_| "fetching AWS credentials panicked")?
+        .map_err(|_| {
+            format!(
+                "AWS credentials for MSK IAM: none within {}s (environment, web identity, container endpoint, instance metadata)",
+                CREDENTIALS_TIMEOUT.as_secs()
+            )
+        })?
+        .map_err(|e| format!("AWS credentials for MSK IAM: {e}"))?;
         let t = msk_iam::token(
             &msk_iam::Credentials {
                 key_id: &creds.key_id,
@@ -77,6 +89,10 @@ impl KafkaAuth {
         })
     }
 }
+
+/// How long one token's credentials may take to fetch (the chain caches them, so this is paid
+/// when they are first fetched or expire).
+const CREDENTIALS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One small runtime for the credential chain's HTTP calls (it keeps their connections).
 fn runtime() -> &'static tokio::runtime::Runtime {

@@ -140,5 +140,15 @@ mod tests {
             .insert("message.max.bytes".into(), "8000000".into());
         let err = Prefetch::for_budget(48 << 20, &plan.properties).unwrap_err();
         assert!(err.contains("message.max.bytes"), "{err}");
+        // A user's fetch below their message.max.bytes is theirs to mend, said at load.
+        plan.properties
+            .insert("message.max.bytes".into(), "2000000".into());
+        plan.properties
+            .insert("fetch.max.bytes".into(), "1000000".into());
+        let err = Prefetch::for_budget(1 << 30, &plan.properties).unwrap_err();
+        assert!(
+            err.contains("fetch.max.bytes") && err.contains("below"),
+            "{err}"
+        );
     }
 }

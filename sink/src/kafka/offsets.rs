@@ -100,9 +100,13 @@ impl OffsetReader {
     ) -> Result<Vec<(String, Vec<PartitionOffsets>)>, OffsetsError> {
         let (kafka, consumer) = (&*self.kafka, &*self.consumer);
         // What the client queued since the last read (its log lines, errors, a token refresh)
-        // is served here; a client kept for hours must not pile them up.
-        for _ in 0..10_000 {
-            if consumer.poll(Duration::ZERO).is_none() {
+        // is served here; a client kept for hours must not pile them up. A poll serves such
+        // events until its timeout (with none, it stops after the first one); it returns early
+        // only with an error event, and then the rest is served by the next poll.
+        let until = std::time::Instant::now() + Duration::from_millis(20);
+        loop {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() || consumer.poll(left).is_none() {
                 break;
             }
         }
