@@ -543,6 +543,46 @@ commit_interval = "500ms"
     }
 }
 
+/// The failpoints the crash tests arm: a kill between a segment's claim and its objects, or
+/// between its upload and its commit.
+pub const CRASH_FAILPOINTS: &str = "crash-after-claim:0.1,crash-before-commit:0.2";
+
+impl Testbed {
+    /// Runs the daemon with [`CRASH_FAILPOINTS`] armed for at most `within`: it dies at a
+    /// failpoint (its log is returned: which one is in it), or is killed with SIGKILL then
+    /// (`None`). A daemon that dies otherwise fails the test.
+    pub fn run_until_failpoint_or_kill(
+        &self,
+        config: &Path,
+        dir: &Path,
+        within: Duration,
+    ) -> Option<String> {
+        let mut d = self.start_daemon_with_env(
+            config,
+            dir,
+            &[],
+            &[("LAKESINK_FAILPOINT", CRASH_FAILPOINTS)],
+        );
+        let deadline = Instant::now() + within;
+        while d.running() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let ended = if d.running() {
+            d.signal("KILL");
+            None
+        } else {
+            let log = d.log_text();
+            assert!(
+                log.contains("failpoint crash-"),
+                "the daemon died, but not by a failpoint:\n{log}"
+            );
+            Some(log)
+        };
+        d.wait(Duration::from_secs(10));
+        ended
+    }
+}
+
 /// What [`Testbed::fresh_in_order`] made: the names, and each Kafka partition's end offset.
 pub struct InOrder {
     pub topic: String,

@@ -68,32 +68,13 @@ max_age = "700ms"
         if round % 2 == 1 {
             // The failpoints kill the daemon between a claim and its objects, or between
             // upload and commit.
-            let mut d = tb.start_daemon_with_env(
-                &config,
-                dir.path(),
-                &[],
-                &[(
-                    "LAKESINK_FAILPOINT",
-                    "crash-after-claim:0.1,crash-before-commit:0.2",
-                )],
-            );
-            let deadline = Instant::now() + Duration::from_secs(25);
-            while d.running() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(100));
+            match tb.run_until_failpoint_or_kill(&config, dir.path(), Duration::from_secs(25)) {
+                None => random_kills += 1,
+                Some(log) => {
+                    failpoint_kills += 1;
+                    after_claim_kills += usize::from(log.contains("failpoint crash-after-claim"));
+                }
             }
-            if d.running() {
-                d.signal("KILL");
-                random_kills += 1;
-            } else {
-                let log = d.log_text();
-                assert!(
-                    log.contains("failpoint crash-"),
-                    "the daemon died, but not by a failpoint:\n{log}"
-                );
-                failpoint_kills += 1;
-                after_claim_kills += usize::from(log.contains("failpoint crash-after-claim"));
-            }
-            d.wait(Duration::from_secs(10));
         } else {
             let mut d = tb.start_daemon(&config, dir.path(), &[]);
             std::thread::sleep(Duration::from_millis(2_000 + rand() % 6_000));

@@ -61,31 +61,11 @@ max_age = "1s"
     let started = Instant::now();
     let (mut failpoint_kills, mut other_kills) = (0, 0);
     for round in 0..6 {
-        let mut d = tb.start_daemon_with_env(
-            &config,
-            dir.path(),
-            &[],
-            &[(
-                "LAKESINK_FAILPOINT",
-                "crash-after-claim:0.1,crash-before-commit:0.2",
-            )],
-        );
-        let deadline = Instant::now() + Duration::from_millis(3_000 + 1_500 * round);
-        while d.running() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(100));
+        let within = Duration::from_millis(3_000 + 1_500 * round);
+        match tb.run_until_failpoint_or_kill(&config, dir.path(), within) {
+            None => other_kills += 1,
+            Some(_) => failpoint_kills += 1,
         }
-        if d.running() {
-            d.signal("KILL");
-            other_kills += 1;
-        } else {
-            let log = d.log_text();
-            assert!(
-                log.contains("failpoint crash-"),
-                "the daemon died, but not by a failpoint:\n{log}"
-            );
-            failpoint_kills += 1;
-        }
-        d.wait(Duration::from_secs(10));
     }
     producer.join().unwrap();
     let ends = tb.high_watermarks(&topic, PARTITIONS);
