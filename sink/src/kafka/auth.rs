@@ -110,6 +110,13 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 impl ClientContext for KafkaAuth {
     const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
 
+    /// The clients with this context (the tools' and the watermark's offset readers, the
+    /// dead-letter producer) report their failures through their results; librdkafka's
+    /// global errors beside them (brokers down while a kept reader closes) are at debug.
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        tracing::debug!(target: "librdkafka", "{error}: {reason}");
+    }
+
     fn generate_oauth_token(&self, _config: Option<&str>) -> Result<OAuthToken, Box<dyn Error>> {
         self.token()
     }
