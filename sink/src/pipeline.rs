@@ -113,7 +113,7 @@ pub async fn run(
     let compactor =
         crate::compact::Compactor::new(&plan, &lake, catalog_client, stats.metrics.clone());
     let watermarks = Arc::new(crate::watermark::Current::default());
-    let _upkeep = AbortOnDrop(Some(tokio::spawn(crate::upkeep::run(
+    let mut upkeep = AbortOnDrop(Some(tokio::spawn(crate::upkeep::run(
         plan.clone(),
         claims.clone(),
         sealer,
@@ -219,6 +219,12 @@ pub async fn run(
     drop(ctx);
     for t in threads {
         let _ = tokio::task::spawn_blocking(move || t.join()).await;
+    }
+    // The upkeep ends with the run, its Kafka client closed before the run returns (a caller
+    // may stop the broker next: the embedded one of `lakesink demo`).
+    if let Some(h) = upkeep.0.take() {
+        h.abort();
+        let _ = h.await;
     }
 
     match ending {

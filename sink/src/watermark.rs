@@ -140,17 +140,6 @@ pub struct Tracker {
     offsets: Option<crate::kafka::OffsetReader>,
 }
 
-impl Drop for Tracker {
-    fn drop(&mut self) {
-        // Closing a librdkafka client blocks until its threads end: not on a runtime's thread.
-        if let Some(r) = self.offsets.take() {
-            let _ = std::thread::Builder::new()
-                .name("lakesink-close-offsets".into())
-                .spawn(move || drop(r));
-        }
-    }
-}
-
 impl Tracker {
     pub fn new(claims: std::sync::Arc<Claims>) -> Tracker {
         Tracker {
