@@ -129,6 +129,16 @@ pub(crate) fn human_bytes(n: u64) -> String {
     }
 }
 
+/// Lower-case hex of some bytes (digests, signatures).
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

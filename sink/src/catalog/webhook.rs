@@ -17,9 +17,10 @@ use aws_lc_rs::{digest, hmac};
 use futures::future::BoxFuture;
 use serde_json::json;
 
+use crate::units::hex;
+
 use super::{
-    hex, http_error, transport_error, Catalog, CatalogError, CatalogTable, NewPartition,
-    SealedPartition,
+    http_error, transport_error, Catalog, CatalogError, CatalogTable, NewPartition, SealedPartition,
 };
 use crate::config::WebhookPlan;
 

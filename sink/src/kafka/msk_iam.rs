@@ -7,6 +7,8 @@
 //! against AWS's Python signer at a fixed time (`tests/tests/e2e_deploy.rs`).
 
 use aws_lc_rs::{digest, hmac};
+
+use crate::units::hex;
 use chrono::{DateTime, Utc};
 
 /// How long a token is valid, as AWS's signers sign it.
@@ -84,10 +86,6 @@ fn sign(key: &[u8], data: &[u8]) -> Vec<u8> {
         .to_vec()
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// SigV4's URI encoding: everything but `A-Z a-z 0-9 - _ . ~` as `%XX`.
 fn encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -101,27 +99,17 @@ fn encode(s: &str) -> String {
     out
 }
 
-/// Base64 with the URL-safe alphabet and no padding (RFC 4648 §5).
+/// Base64 with the URL-safe alphabet and no padding (RFC 4648 §5), as AWS's signers send it.
 pub(crate) fn base64url(bytes: &[u8]) -> String {
-    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, &b)| n | (u32::from(b) << (16 - 8 * i)));
-        for i in 0..=chunk.len() {
-            out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
-        }
-    }
-    out
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// The base64 crate's decoder, not ours: it refuses padding and the standard alphabet.
+    /// The strict decoder: it refuses padding and the standard alphabet.
     fn decode(token: &str) -> String {
         use base64::Engine;
         String::from_utf8(
