@@ -252,6 +252,32 @@ impl OffsetLedger {
             .is_some_and(|c| c >= offset)
     }
 
+    /// The consumer's position passed from `from` to `to` without handing out a record: the
+    /// offsets between hold transaction markers, or records compacted away. `from` is the
+    /// offset after the last record taken in this assignment (`taken`), or, when none was
+    /// taken, the offset the group had committed. With every record below `from` landed (a
+    /// record taken is landed when its segment is done; with none taken, nothing may have been
+    /// sealed in this assignment), nothing below `to` is waiting, so `to` is safe to commit:
+    /// without this the group's committed offset would stop short of a trailing marker and
+    /// its lag never reach 0. Returns whether the safe offset moved.
+    pub fn pass_over(&mut self, tp: &Tp, from: i64, taken: bool, to: i64) -> bool {
+        let Some(p) = self.parts.get_mut(tp) else {
+            return false;
+        };
+        let landed = p.sealed.is_empty()
+            && if taken {
+                p.safe == Some(from)
+            } else {
+                p.sealed_end.is_none() && p.safe.is_none_or(|s| s == from)
+            };
+        if landed && to > from {
+            p.safe = Some(to);
+            true
+        } else {
+            false
+        }
+    }
+
     /// Sealed segments not yet done, over all partitions.
     pub fn pending_segments(&self) -> usize {
         self.parts.values().map(|p| p.sealed.len()).sum()
@@ -293,6 +319,45 @@ mod tests {
         let b = l.seal(&tp, e2, 0, 5).unwrap().unwrap();
         l.done(&b);
         assert_eq!(l.to_commit(), vec![(tp, 5)]);
+    }
+
+    #[test]
+    fn offsets_without_records_are_passed_over_once_everything_below_is_landed() {
+        let tp = Tp::new("t", 0);
+        let mut l = OffsetLedger::new();
+        let e = l.assign(&tp);
+        // Records 0..10 taken, a transaction marker at 10: the position is 11.
+        let a = l.seal(&tp, e, 0, 10).unwrap().unwrap();
+        assert!(
+            !l.pass_over(&tp, 10, true, 11),
+            "segment [0, 10) is not done"
+        );
+        l.done(&a);
+        assert!(
+            !l.pass_over(&tp, 9, true, 11),
+            "record 9 was taken after the done segment"
+        );
+        assert!(l.pass_over(&tp, 10, true, 11));
+        assert_eq!(l.to_commit(), vec![(tp.clone(), 11)]);
+        l.committed(&[(tp.clone(), 11)]);
+        // Records taken after it are sealed from 11 on.
+        let b = l.seal(&tp, e, 11, 20).unwrap().unwrap();
+        l.done(&b);
+        assert_eq!(l.to_commit(), vec![(tp.clone(), 20)]);
+
+        // Nothing taken in this assignment: from the group's committed offset, unless a
+        // segment was sealed (its records were taken).
+        let other = Tp::new("t", 1);
+        let e = l.assign(&other);
+        assert!(l.pass_over(&other, 40, false, 41));
+        assert_eq!(
+            l.safe_offsets(std::slice::from_ref(&other)),
+            vec![(other.clone(), 41)]
+        );
+        assert!(!l.pass_over(&other, 40, false, 42), "41 is safe, not 40");
+        l.seal(&other, e, 41, 45).unwrap();
+        assert!(!l.pass_over(&other, 41, false, 46));
+        assert!(!l.pass_over(&Tp::new("t", 9), 0, false, 1), "not assigned");
     }
 
     #[test]

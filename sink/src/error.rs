@@ -58,8 +58,15 @@ pub enum Error {
     DrainTimeout { secs: u64, pending: usize },
     #[error(transparent)]
     Ddl(#[from] crate::ddl::DdlError),
-    #[error("{0}")]
-    Other(String),
+    /// A background task's error of a type no stage above names (kept whole as its source).
+    #[error("a background task failed")]
+    Background {
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+    /// The pipeline stopped for a fatal error that was taken before it could be returned.
+    #[error("stopped after a fatal error whose cause was already reported")]
+    FatalWithoutCause,
 }
 
 impl From<crate::kafka::OffsetsError> for Error {
@@ -102,7 +109,7 @@ impl Error {
         };
         match e.downcast::<Error>() {
             Ok(e) => *e,
-            Err(e) => Error::Other(e.to_string()),
+            Err(source) => Error::Background { source },
         }
     }
 
@@ -172,7 +179,10 @@ impl Error {
                     VerifyError::Claims(ClaimError::Corrupt { .. }) | VerifyError::Task { .. } => {
                         ExitKind::Failure
                     }
-                    VerifyError::Kafka { .. } => ExitKind::Transient,
+                    VerifyError::Kafka { .. }
+                    | VerifyError::KafkaStalled { .. }
+                    | VerifyError::Committed { .. } => ExitKind::Transient,
+                    VerifyError::Route { .. } => ExitKind::Config,
                     VerifyError::Offsets(crate::kafka::OffsetsError::Create { .. })
                     | VerifyError::Storage(_) => ExitKind::Config,
                     VerifyError::Offsets(_) => ExitKind::Transient,
@@ -182,7 +192,9 @@ impl Error {
             Error::Unfenced { .. } => ExitKind::Refused,
             Error::DrainTimeout { .. } => ExitKind::DrainTimeout,
             Error::Ddl(_) => ExitKind::Config,
-            Error::Commit(_) | Error::Other(_) => ExitKind::Failure,
+            Error::Commit(_) | Error::Background { .. } | Error::FatalWithoutCause => {
+                ExitKind::Failure
+            }
         }
     }
 }

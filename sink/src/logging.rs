@@ -3,7 +3,6 @@
 //! `log.interval` ([`steady`]).
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -139,7 +138,7 @@ pub async fn steady(stats: Arc<Stats>, interval: Duration) {
             segments = now.segments_committed - last.segments_committed,
             dead_letters = now.dead_letters - last.dead_letters,
             lag = now.lag,
-            partitions = stats.partitions_assigned.load(Ordering::Relaxed),
+            partitions = now.partitions_assigned,
             budget_pct = (used as f64 * 100.0 / limit as f64).round(),
             paused = m.health.pause_reason().unwrap_or("no"),
             catalog_stalled = m.catalog_stalled.get() == 1,

@@ -203,8 +203,25 @@ fn failed(e: &anyhow::Error) -> ExitCode {
         lakesink::error::ExitKind::Failure,
         lakesink::Error::exit_kind,
     );
-    tracing::error!(exit_code = kind.code(), "{e:#}");
+    tracing::error!(exit_code = kind.code(), "{}", chain(e));
     ExitCode::from(kind.code())
+}
+
+/// The error and its causes, joined by ": ", each cause once: an error whose message already
+/// quotes its source (`encoding {key}: {source}`) is not followed by that source again.
+fn chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 impl Command {
@@ -457,5 +474,28 @@ async fn stop_on_signal(control: Arc<lakesink::Control>) {
     {
         let _ = tokio::signal::ctrl_c().await;
         control.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chain;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("encoding k: {source}")]
+    struct Quoting {
+        #[source]
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn each_cause_is_printed_once() {
+        let disk = || std::io::Error::other("disk full");
+        let quoting = anyhow::Error::new(Quoting { source: disk() });
+        assert_eq!(chain(&quoting), "encoding k: disk full");
+        let silent = anyhow::Error::new(disk()).context("writing x");
+        assert_eq!(chain(&silent), "writing x: disk full");
+        let both = anyhow::Error::new(Quoting { source: disk() }).context("segment 3");
+        assert_eq!(chain(&both), "segment 3: encoding k: disk full");
     }
 }

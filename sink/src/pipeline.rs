@@ -236,10 +236,9 @@ pub async fn run(
             secs: plan.pipeline.drain_timeout.as_secs(),
             pending,
         }),
-        Ending::Failed => Err(fatal.take().map_or_else(
-            || Error::Other("stopped after a fatal error".into()),
-            Error::from_fatal,
-        )),
+        Ending::Failed => Err(fatal
+            .take()
+            .map_or(Error::FatalWithoutCause, Error::from_fatal)),
     }
 }
 

@@ -18,22 +18,16 @@ pub struct Stats {
     pub partitions_registered: AtomicU64,
     /// Time spent in successful catalog registrations, µs.
     pub catalog_micros: AtomicU64,
-    /// Catalog calls that failed and were retried.
-    pub catalog_retries: AtomicU64,
     /// Records sent to the dead-letter destination.
     pub dead_letters: AtomicU64,
     /// Dead-lettered records by `table/reason`.
     pub dead_letter_reasons: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
-    /// Partitions currently assigned to this member (a gauge).
-    pub partitions_assigned: AtomicU64,
     /// Records behind the high watermarks of the assignment, as last seen (a gauge).
     pub lag: AtomicU64,
-    /// Offset commits Kafka refused or that failed.
-    pub commit_failures: AtomicU64,
-    /// Segment claims refused because another claim stood (another writer's cut, or another
-    /// incarnation of the topic): the segment's objects were not completed.
-    pub claims_refused: AtomicU64,
-    /// The Prometheus series and the health state (see [`crate::metrics`]).
+    /// The Prometheus series and the health state (see [`crate::metrics`]). The counters and
+    /// gauges without labels live only there (catalog retries, assigned partitions, commit
+    /// failures, refused claims); those above are totals over labelled series, which
+    /// prometheus-client cannot sum, so they are counted here as well.
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
@@ -90,11 +84,11 @@ impl Stats {
             dead_letters: g(&self.dead_letters),
             partitions_registered: g(&self.partitions_registered),
             catalog_micros: g(&self.catalog_micros),
-            catalog_retries: g(&self.catalog_retries),
-            partitions_assigned: g(&self.partitions_assigned),
+            catalog_retries: self.metrics.catalog_retries.get(),
+            partitions_assigned: self.metrics.partitions_assigned.get().max(0) as u64,
             lag: g(&self.lag),
-            commit_failures: g(&self.commit_failures),
-            claims_refused: g(&self.claims_refused),
+            commit_failures: self.metrics.commit_failures.get(),
+            claims_refused: self.metrics.claims_refused.get(),
         }
     }
 }

@@ -30,8 +30,12 @@ pub enum UploadError {
     },
     #[error("upload of {key} was abandoned before it finished")]
     Abandoned { key: String },
-    #[error("upload task of {key} panicked or was cancelled: {message}")]
-    Task { key: String, message: String },
+    #[error("upload task of {key} panicked or was cancelled: {source}")]
+    Task {
+        key: String,
+        #[source]
+        source: tokio::task::JoinError,
+    },
 }
 
 impl UploadError {
@@ -135,9 +139,9 @@ impl ObjectUpload {
                     drop(tx);
                     match task.await {
                         Ok(r) => r,
-                        Err(e) => Err(UploadError::Task {
+                        Err(source) => Err(UploadError::Task {
                             key: key.to_string(),
-                            message: e.to_string(),
+                            source,
                         }),
                     }
                 })

@@ -281,12 +281,12 @@ async fn a_second_member_joining_and_leaving_loses_and_duplicates_nothing() {
     let b = start(&stats_b, &control_b);
     // A cooperative rebalance takes a few session intervals on the mock cluster.
     let deadline = Instant::now() + Duration::from_secs(120);
-    while stats_b.partitions_assigned.load(Ordering::Relaxed) == 0 {
+    while stats_b.metrics.partitions_assigned.get() == 0 {
         assert!(Instant::now() < deadline, "member B got partitions");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(
-        stats_a.partitions_assigned.load(Ordering::Relaxed) < PARTITIONS as u64,
+        stats_a.metrics.partitions_assigned.get() < i64::from(PARTITIONS),
         "A gave some up"
     );
     let brokers2 = brokers.clone();
@@ -309,7 +309,7 @@ async fn a_second_member_joining_and_leaving_loses_and_duplicates_nothing() {
     let sa = a.await.unwrap().expect("A drains");
     // "Caught up" is judged on B's own assignment: let the group hand it A's partitions first.
     let deadline = Instant::now() + Duration::from_secs(120);
-    while stats_b.partitions_assigned.load(Ordering::Relaxed) < PARTITIONS as u64 {
+    while stats_b.metrics.partitions_assigned.get() < i64::from(PARTITIONS) {
         assert!(Instant::now() < deadline, "B took over A's partitions");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -272,7 +272,7 @@ async fn a_commit_refused_for_good_stops_the_daemon_at_once() {
     use rdkafka_sys::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED as Refused;
     let (e, stats) = run_with_commits_failing(Refused, "").await;
     assert!(e.contains("retrying will not help"), "{e}");
-    assert!(stats.commit_failures.load(Ordering::Relaxed) >= 1);
+    assert!(stats.metrics.commit_failures.get() >= 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -281,7 +281,7 @@ async fn commits_failing_past_commit_timeout_stop_the_daemon() {
     let (e, stats) = run_with_commits_failing(TimedOut, "commit_timeout = \"3s\"").await;
     assert!(e.contains("pipeline.commit_timeout"), "{e}");
     assert!(
-        stats.commit_failures.load(Ordering::Relaxed) >= 2,
+        stats.metrics.commit_failures.get() >= 2,
         "retried before giving up"
     );
 }

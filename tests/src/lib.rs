@@ -674,10 +674,21 @@ impl Daemon {
         within: Duration,
     ) {
         let partitions = ends.len() as i32;
-        wait_until(within, "every offset committed", || {
+        let deadline = Instant::now() + within;
+        loop {
             assert!(self.running(), "daemon exited early:\n{}", self.log_text());
-            tb.committed(group, topic, partitions) == *ends
-        });
+            let committed = tb.committed(group, topic, partitions);
+            if committed == *ends {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {within:?} waiting for every offset committed: committed \
+                 {committed:?}, ends {ends:?}; the daemon's log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// SIGTERM, then a clean exit (drained) within `within`.

@@ -1,6 +1,7 @@
 //! What operators do to a running lake, on tansu + SeaweedFS: the group's offsets reset into the
-//! middle of segments, and the daemon pointed at a new cluster whose topic has the same name.
-//! Each must leave every record in the lake once and overwrite nothing.
+//! middle of segments, the daemon pointed at a new cluster whose topic has the same name, a
+//! store that does not fence writers, and topics of transactional producers (markers between
+//! and after the records). Each must leave every record in the lake once and overwrite nothing.
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
@@ -311,4 +312,67 @@ fn a_store_that_does_not_fence_writers_is_refused_unless_run_at_least_once() {
         .collect();
     assert!(keys.iter().all(|k| k.contains(".u")), "{keys:?}");
     report("e2e unfenced store (SeaweedFS, conditional_put disabled): `check` says NOT enforced, `run` refuses to start and writes nothing; with storage.unfenced = \"at_least_once\" every record lands under writer-token keys");
+}
+
+/// Appends a transaction marker (a COMMIT control record) to partition 0, as a broker does at
+/// the end of each transaction; returns its offset.
+fn marker(tb: &Testbed, topic: &str) -> i64 {
+    tb.python("control_batch.py", &[&tb.brokers, topic, "0", "commit"])
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// A topic written by transactional producers holds a marker after every transaction, and
+/// consumers never see one: when a marker ends the partition, no record comes after the last
+/// record. `--until-caught-up` must still exit, the group's committed offset reach the end (lag
+/// 0 for any tool that reads it), and the lake hold every record once. Before this was fixed the
+/// daemon never exited and the group's offset stayed one short.
+#[test]
+fn a_partition_that_ends_in_transaction_markers_is_read_to_its_end_and_committed_there() {
+    let tb = Testbed::from_env();
+    let (topic, bucket, group) = tb.fresh("txmarkers", 1);
+    let gen = GenConfig {
+        late_per_mille: 0,
+        ..GenConfig::default()
+    };
+    tb.produce_events(&topic, 1, &gen, 0..300, 600);
+    assert_eq!(marker(&tb, &topic), 300);
+    tb.produce_events(&topic, 1, &gen, 300..600, 600);
+    assert_eq!(marker(&tb, &topic), 601);
+    let ends = tb.high_watermarks(&topic, 1);
+    assert_eq!(ends[&0], 602, "600 records and two markers");
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = tb.write_config(dir.path(), &group, &bucket, &table(&topic));
+    let mut daemon = tb.start_daemon(&config, dir.path(), &["--until-caught-up"]);
+    let status = daemon.wait(Duration::from_secs(120));
+    assert!(status.success(), "{}", daemon.log_text());
+    assert_eq!(
+        tb.committed(&group, &topic, 1),
+        ends,
+        "the group's offset passes the trailing marker"
+    );
+    let source = format!("'s3://{bucket}/lake/cloudtrail/*/*/*.json.gz'");
+    tb.assert_exactly_once(&source, 600, "markers between and after the records");
+
+    // Only a marker since the last run: the restarted daemon takes no record, yet reads to
+    // the end, exits, and commits past the marker.
+    assert_eq!(marker(&tb, &topic), 602);
+    let ends = tb.high_watermarks(&topic, 1);
+    let before = lake(&tb, &bucket);
+    let mut again = tb.start_daemon(&config, dir.path(), &["--until-caught-up"]);
+    let status = again.wait(Duration::from_secs(120));
+    assert!(status.success(), "{}", again.log_text());
+    assert_eq!(tb.committed(&group, &topic, 1), ends);
+    assert_eq!(
+        before,
+        lake(&tb, &bucket),
+        "no object was added or rewritten"
+    );
+    tb.assert_exactly_once(&source, 600, "after the restart");
+    report(&format!(
+        "transaction markers: 600 records, a marker between and one after them, then one more alone: --until-caught-up exits each time, committed {:?} = the end",
+        ends
+    ));
 }

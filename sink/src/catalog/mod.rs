@@ -331,7 +331,6 @@ impl Registrar {
             match self.try_ensure(partitions).await {
                 Ok(()) => break Ok(()),
                 Err(e) if e.is_transient() => {
-                    Stats::add(&self.stats.catalog_retries, 1);
                     self.stats.metrics.catalog_retries.inc();
                     if !failing {
                         failing = true;
@@ -678,7 +677,7 @@ mod tests {
         task.await.unwrap().unwrap();
         assert!(saw_stall);
         assert!(!r.stalled());
-        assert_eq!(stats.catalog_retries.load(Ordering::SeqCst), 2);
+        assert_eq!(stats.metrics.catalog_retries.get(), 2);
         // The partition the catalog already had is not registered again; the new one once.
         assert_eq!(
             *flaky.registered.lock().unwrap(),

@@ -100,10 +100,11 @@ impl Claims {
         let mut out = Vec::new();
         for (start, key) in keys {
             let bytes = self.get(&key).await?;
-            let a: Amendment = serde_json::from_slice(&bytes).map_err(|e| ClaimError::Corrupt {
-                key: key.to_string(),
-                message: e.to_string(),
-            })?;
+            let a: Amendment =
+                serde_json::from_slice(&bytes).map_err(|source| ClaimError::Corrupt {
+                    key: key.to_string(),
+                    source,
+                })?;
             out.extend(a.files.into_iter().map(|f| (start, f)));
         }
         Ok(out)

@@ -61,8 +61,12 @@ pub enum ClaimError {
         #[source]
         source: object_store::Error,
     },
-    #[error("segment claim {key} is unreadable: {message}")]
-    Corrupt { key: String, message: String },
+    #[error("segment claim {key} is unreadable: {source}")]
+    Corrupt {
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 /// One segment's claim, stored as JSON.
@@ -546,9 +550,9 @@ impl Claims {
 
     async fn read(&self, key: &Path) -> Result<Claim, ClaimError> {
         let bytes = self.get(key).await?;
-        serde_json::from_slice(&bytes).map_err(|e| ClaimError::Corrupt {
+        serde_json::from_slice(&bytes).map_err(|source| ClaimError::Corrupt {
             key: key.to_string(),
-            message: e.to_string(),
+            source,
         })
     }
 

@@ -40,6 +40,7 @@ use serde::Serialize;
 use crate::catalog::{Catalog, CatalogError, CatalogTable};
 use crate::config::{CompactPlan, Plan};
 mod parquet;
+pub use parquet::JoinError;
 
 pub use crate::seal::compactions::{
     index, records, replaced, table_records, Compaction, COMPACTIONS_DIR,
@@ -61,8 +62,8 @@ pub enum CompactError {
         #[source]
         source: object_store::Error,
     },
-    #[error("compaction record {key} is unreadable: {message}")]
-    Corrupt { key: String, message: String },
+    #[error("joining Parquet files: {0}")]
+    Join(#[from] JoinError),
     #[error("compaction of {table}/{path}: moving the catalog's partition: {source}")]
     Catalog {
         table: String,
@@ -488,13 +489,9 @@ impl Compactor {
                 files.push(*f);
             }
             let first_key = under(&self.root, &format!("{location}/part-{:05}", out.len()));
-            let joined = tokio::task::spawn_blocking(move || parquet::join(&inputs))
+            let joined = tokio::task::spawn_blocking(move || parquet::join(&inputs, &first_key))
                 .await
-                .expect("joining does not panic")
-                .map_err(|message| CompactError::Corrupt {
-                    key: first_key,
-                    message,
-                })?;
+                .expect("joining does not panic")?;
             for (range, bytes) in joined {
                 let key = under(
                     &self.root,

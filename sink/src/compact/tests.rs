@@ -385,7 +385,7 @@ bloom_filters = ["eventID"]
             .num_row_groups();
         inputs.push((format!("f{file}.parquet"), bytes));
     }
-    let mut joined = parquet::join(&inputs).unwrap();
+    let mut joined = parquet::join(&inputs, "joined.parquet").unwrap();
     assert_eq!(joined.len(), 1, "one schema, one file");
     assert_eq!(joined[0].0, 0..3);
     let joined = bytes::Bytes::from(joined.remove(0).1);

@@ -150,7 +150,7 @@ impl Shared {
             let epoch = self.ledger.lock().expect("ledger lock").assign(&tp);
             let worker = self.worker_of(&tp);
             tracing::info!(%tp, epoch, worker, "partition assigned");
-            Stats::add(&self.stats.partitions_assigned, 1);
+            self.stats.metrics.partitions_assigned.inc();
             self.send(
                 worker,
                 WorkerMsg::Assign {
@@ -250,8 +250,9 @@ impl Shared {
             self.stats.metrics.forget(tp);
         }
         self.stats
+            .metrics
             .partitions_assigned
-            .fetch_sub(tps.len() as u64, Ordering::Relaxed);
+            .dec_by(tps.len() as i64);
         if all {
             tracing::info!(partitions = ?tps, "partitions revoked after upload and commit");
         } else {

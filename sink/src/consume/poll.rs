@@ -1,6 +1,7 @@
 //! The poll loop: fetches, hands records to the partitions' batches, commits what the ledger
 //! says is safe, pauses for the memory budget or a stalled catalog, and drains at the end.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -168,9 +169,91 @@ impl PollLoop {
             if now.duration_since(last_commit) >= self.commit_interval {
                 // Partitions whose segment lost its claim wait behind their gate meanwhile.
                 self.shared.reread(&self.consumer);
+                self.pass_over_gaps();
                 self.commit_safe();
                 self.update_lag();
                 last_commit = Instant::now();
+            }
+        }
+    }
+
+    /// librdkafka's position of each assigned partition it has fetched: after the last record
+    /// it handed out, and past the offsets it read but hands out no record for (transaction
+    /// markers; records compacted away leave no offset to pass). Local state, no request.
+    fn positions(&self) -> HashMap<Tp, i64> {
+        let Ok(list) = self.consumer.position() else {
+            return HashMap::new();
+        };
+        list.elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some((Tp::new(e.topic(), e.partition()), o)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The assignment, each partition with the offset up to which it is read: after the last
+    /// record taken, or librdkafka's position where that is further (a partition ending in a
+    /// transaction marker is read to its end, though no record comes after the last one).
+    fn read_to(&self) -> Vec<(Tp, Option<i64>)> {
+        let positions = self.positions();
+        let mut assigned = self.shared.assigned();
+        for (tp, read) in &mut assigned {
+            if let Some(&p) = positions.get(tp) {
+                // (Before anything is taken, only a position past the group's committed
+                // offset says more: `caught_up` asks for that one when it needs it.)
+                *read = Some(read.map_or(p, |r| r.max(p)));
+            }
+        }
+        assigned
+    }
+
+    /// Moves the ledger's safe offset over offsets the consumer passed without a record
+    /// ([`crate::commit::OffsetLedger::pass_over`]), so the group's committed offset reaches
+    /// the end of a partition that ends in transaction markers.
+    fn pass_over_gaps(&self) {
+        let positions = self.positions();
+        let rereading: Vec<Tp> = self
+            .shared
+            .reread
+            .lock()
+            .expect("reread lock")
+            .iter()
+            .map(|r| r.tp.clone())
+            .collect();
+        for (tp, taken) in self.shared.assigned() {
+            let Some(&to) = positions.get(&tp) else {
+                continue;
+            };
+            if taken.is_some_and(|t| t >= to) || rereading.contains(&tp) {
+                continue;
+            }
+            if self
+                .shared
+                .ledger
+                .lock()
+                .expect("ledger lock")
+                .is_committed(&tp, to)
+            {
+                continue;
+            }
+            let from = match taken {
+                Some(t) => t,
+                // Nothing taken yet: the consumer started at the group's committed offset.
+                None => match self.committed_of(&tp) {
+                    Some(c) => c,
+                    None => continue,
+                },
+            };
+            let moved = self.shared.ledger.lock().expect("ledger lock").pass_over(
+                &tp,
+                from,
+                taken.is_some(),
+                to,
+            );
+            if moved {
+                tracing::debug!(%tp, from, to, "passed over offsets without records");
             }
         }
     }
@@ -180,8 +263,7 @@ impl PollLoop {
     fn update_lag(&self) {
         let m = &self.shared.stats.metrics;
         let lag: i64 = self
-            .shared
-            .assigned()
+            .read_to()
             .iter()
             .filter_map(|(tp, position)| {
                 let high = cached_high_watermark(&self.consumer, tp)?;
@@ -191,12 +273,6 @@ impl PollLoop {
             })
             .sum();
         self.shared.stats.lag.store(lag as u64, Ordering::Relaxed);
-        m.partitions_assigned.set(
-            self.shared
-                .stats
-                .partitions_assigned
-                .load(Ordering::Relaxed) as i64,
-        );
         m.buffered_bytes.set(self.budget.used());
         m.oldest_open_file_age.set(
             m.open_ages
@@ -254,7 +330,6 @@ impl PollLoop {
                 true
             }
             Err(e) => {
-                Stats::add(&self.shared.stats.commit_failures, 1);
                 self.shared.stats.metrics.commit_failures.inc();
                 let since = self.commit_failing_since.get().unwrap_or_else(Instant::now);
                 self.commit_failing_since.set(Some(since));
@@ -274,7 +349,7 @@ impl PollLoop {
 
     /// Whether every assigned partition has been read to its high watermark.
     fn caught_up(&self) -> bool {
-        let assigned = self.shared.assigned();
+        let assigned = self.read_to();
         // A partition its writer wants read again is not caught up, wherever the consumer's
         // position is: the records it read were not taken.
         if assigned.is_empty() || !self.shared.reread.lock().expect("reread lock").is_empty() {
@@ -348,6 +423,7 @@ impl PollLoop {
             let flushed = self
                 .shared
                 .flush_writers(&workers, CutReason::Shutdown, deadline);
+            self.pass_over_gaps();
             let committed = loop {
                 if self.commit_safe() {
                     break true;

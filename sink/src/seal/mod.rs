@@ -50,8 +50,12 @@ pub enum SealError {
         #[source]
         source: object_store::Error,
     },
-    #[error("seal record {key} is unreadable: {message}")]
-    Corrupt { key: String, message: String },
+    #[error("seal record {key} is unreadable: {source}")]
+    Corrupt {
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("seal of {table}/{path}: {source}")]
     Catalog {
         table: String,
@@ -359,9 +363,9 @@ impl Sealer {
             .map_err(|source| self.store_error(table, path, newest.1.as_ref(), source))?;
         serde_json::from_slice(&bytes)
             .map(Some)
-            .map_err(|e| SealError::Corrupt {
+            .map_err(|source| SealError::Corrupt {
                 key: newest.1.to_string(),
-                message: e.to_string(),
+                source,
             })
     }
 

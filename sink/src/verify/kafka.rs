@@ -78,14 +78,15 @@ pub(super) async fn check(
         .iter()
         .filter(|t| t.topics.contains(&tp.topic.to_string()))
     {
-        let mut r = TableRouter::new(&t.route_rules()).map_err(|e| VerifyError::Kafka {
+        let mut r = TableRouter::new(&t.route_rules()).map_err(|source| VerifyError::Route {
+            table: t.name.clone(),
             topic: tp.topic.to_string(),
-            message: e.to_string(),
+            source,
         })?;
         r.limit_path(crate::writer::path_room_for(root, &t.name, &tp));
         routers.push((t, r));
     }
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Record, String>>(4096);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Record, VerifyError>>(4096);
     let kafka = plan.kafka.clone();
     let reader_tp = tp.clone();
     let reader = tokio::task::spawn_blocking(move || read(&kafka, &reader_tp, from, to, &tx));
@@ -94,10 +95,7 @@ pub(super) async fn check(
     let now = chrono::Utc::now().timestamp_micros();
     let mut current: Option<(&Segment, HashMap<String, Expected>, bool)> = None;
     while let Some(got) = rx.recv().await {
-        let rec = got.map_err(|message| VerifyError::Kafka {
-            topic: tp.topic.to_string(),
-            message,
-        })?;
+        let rec = got?;
         // The segment of this record: check the ones it has passed.
         while current
             .as_ref()
@@ -319,24 +317,31 @@ fn read(
     tp: &Tp,
     from: i64,
     to: i64,
-    tx: &tokio::sync::mpsc::Sender<Result<Record, String>>,
+    tx: &tokio::sync::mpsc::Sender<Result<Record, VerifyError>>,
 ) {
-    let fail = |m: String| {
-        let _ = tx.blocking_send(Err(m));
+    let fail = |e: VerifyError| {
+        let _ = tx.blocking_send(Err(e));
+    };
+    let kafka_error = |step: &'static str| {
+        move |source| VerifyError::Kafka {
+            tp: tp.clone(),
+            step,
+            source,
+        }
     };
     let mut cfg = crate::consume::client_config(kafka);
     cfg.set("enable.auto.commit", "false");
     let consumer = match crate::kafka::consumer(kafka, &cfg) {
         Ok(c) => c,
-        Err(e) => return fail(format!("creating a consumer: {e}")),
+        Err(e) => return fail(kafka_error("creating a consumer")(e)),
     };
     let mut tpl = rdkafka::TopicPartitionList::new();
     if let Err(e) = tpl.add_partition_offset(&tp.topic, tp.partition, rdkafka::Offset::Offset(from))
     {
-        return fail(e.to_string());
+        return fail(kafka_error("naming the partition")(e));
     }
     if let Err(e) = consumer.assign(&tpl) {
-        return fail(format!("assigning {tp}: {e}"));
+        return fail(kafka_error("assigning the partition")(e));
     }
     let mut last = std::time::Instant::now();
     loop {
@@ -358,7 +363,7 @@ fn read(
                     return;
                 }
             }
-            Some(Err(e)) => return fail(format!("reading {tp}: {e}")),
+            Some(Err(e)) => return fail(kafka_error("polling")(e)),
             // The range may end in offsets that hold no record (transaction markers,
             // compaction): the position says when it is read.
             None if consumer
@@ -370,10 +375,11 @@ fn read(
                 return;
             }
             None if last.elapsed() > STALL => {
-                return fail(format!(
-                    "{tp}: Kafka returned nothing for {}s before offset {to}",
-                    STALL.as_secs()
-                ))
+                return fail(VerifyError::KafkaStalled {
+                    tp: tp.clone(),
+                    secs: STALL.as_secs(),
+                    to,
+                })
             }
             None => {}
         }

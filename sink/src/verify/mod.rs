@@ -60,8 +60,25 @@ pub enum VerifyError {
         #[source]
         source: object_store::Error,
     },
-    #[error("reading {topic} from Kafka: {message}")]
-    Kafka { topic: String, message: String },
+    #[error("reading {tp} from Kafka: {step}: {source}")]
+    Kafka {
+        tp: Tp,
+        step: &'static str,
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    #[error("reading {tp} from Kafka: it returned nothing for {secs}s before offset {to}")]
+    KafkaStalled { tp: Tp, secs: u64, to: i64 },
+    /// The broker's answer for the group's committed offset.
+    #[error("reading the committed offsets of {topic}: {message}")]
+    Committed { topic: String, message: String },
+    #[error("table `{table}` cannot route {topic}'s records: {source}")]
+    Route {
+        table: String,
+        topic: String,
+        #[source]
+        source: crate::route::json::TooManyFields,
+    },
     #[error(transparent)]
     Offsets(#[from] crate::kafka::OffsetsError),
     #[error(transparent)]
@@ -616,7 +633,7 @@ async fn committed_offsets(
     for (topic, parts) in crate::kafka::read_offsets(&plan.kafka, topics.to_vec()).await? {
         for p in parts {
             if let Some(message) = p.error.filter(|e| e.starts_with("committed")) {
-                return Err(VerifyError::Kafka { topic, message });
+                return Err(VerifyError::Committed { topic, message });
             }
             out.insert((topic.clone(), p.partition), p.committed);
         }

@@ -81,10 +81,10 @@ impl DeadLetterProducer {
                     record = r;
                     std::thread::sleep(std::time::Duration::from_millis(10));
                 }
-                Err((e, _)) => {
+                Err((source, _)) => {
                     return Err(WriteError::DeadLetter {
                         tp: tp.clone(),
-                        message: e.to_string(),
+                        source,
                     })
                 }
             }

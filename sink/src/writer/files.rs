@@ -134,10 +134,10 @@ pub(super) fn open_file(
         Some(k) => k.clone(),
         None => format!("{dir}/{name}{offset:020}{}.{extension}", naming.suffix(ctx)),
     };
-    let parsed = Path::parse(&key).map_err(|e| WriteError::Key {
+    let parsed = Path::parse(&key).map_err(|source| WriteError::Key {
         table: table.name.clone(),
         key: key.clone(),
-        message: e.to_string(),
+        source,
     })?;
     Ok(OpenFile {
         encoder,

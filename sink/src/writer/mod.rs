@@ -71,11 +71,12 @@ pub enum WriteError {
     Commit(#[from] CommitError),
     #[error(transparent)]
     Claim(#[from] ClaimError),
-    #[error("table `{table}`: object key `{key}` is invalid: {message}")]
+    #[error("table `{table}`: object key `{key}` is invalid: {source}")]
     Key {
         table: String,
         key: String,
-        message: String,
+        #[source]
+        source: object_store::path::Error,
     },
     #[error("table `{table}`: {message}")]
     Schema { table: String, message: String },
@@ -85,8 +86,12 @@ pub enum WriteError {
         #[source]
         source: lakesink_schema_registry::registry::RegistryError,
     },
-    #[error("{tp}: producing a dead letter failed: {message}")]
-    DeadLetter { tp: Tp, message: String },
+    #[error("{tp}: producing a dead letter failed: {source}")]
+    DeadLetter {
+        tp: Tp,
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
     #[error("{tp}: table `{table}` cannot route records: {source}")]
     Route {
         tp: Tp,
@@ -94,12 +99,13 @@ pub enum WriteError {
         #[source]
         source: crate::route::json::TooManyFields,
     },
-    #[error("segment {tp} [{start}, {end}): upload task failed: {message}")]
+    #[error("segment {tp} [{start}, {end}): upload task failed: {source}")]
     Task {
         tp: Tp,
         start: i64,
         end: i64,
-        message: String,
+        #[source]
+        source: tokio::task::JoinError,
     },
 }
 

@@ -244,7 +244,6 @@ impl Sealed {
         let outcome = d.claims.claim(&tp, &claim).await?;
         if let Outcome::Conflict(other) = outcome {
             tracing::warn!(%tp, start, end, claimed_end = other.end, claimed_by = %other.writer, "this segment was claimed with another end or another first record (another writer, or another incarnation of the topic): completing none of its objects; the partition is re-read from the committed offset, following the claims");
-            Stats::add(&d.stats.claims_refused, 1);
             d.stats.metrics.claims_refused.inc();
             for (upload, tail) in files {
                 d.budget.release(tail.len());
@@ -297,25 +296,26 @@ impl Sealed {
         while let Some(done) = uploads.next().await {
             match done {
                 Ok(r) => r?,
-                Err(e) => {
+                Err(source) => {
                     return Err(WriteError::Task {
                         tp: tp.clone(),
                         start,
                         end,
-                        message: e.to_string(),
+                        source,
                     });
                 }
             }
         }
         for delivery in deliveries {
-            let failed = match delivery.await {
+            let source = match delivery.await {
                 Ok(Ok(_)) => continue,
-                Ok(Err((e, _))) => e.to_string(),
-                Err(_) => "the producer dropped the delivery".into(),
+                Ok(Err((e, _))) => e,
+                // The producer dropped the delivery without an answer.
+                Err(_) => rdkafka::error::KafkaError::Canceled,
             };
             return Err(WriteError::DeadLetter {
                 tp: tp.clone(),
-                message: failed,
+                source,
             });
         }
         d.catalog.ensure(&partitions).await?;

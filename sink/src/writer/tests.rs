@@ -541,12 +541,7 @@ fn on_a_store_that_does_not_fence_a_zombie_yields_to_an_earlier_claim_and_never_
     push_o(&mut wb, &b, 2);
     wb.cut(&b, CutReason::Age).unwrap();
     assert!(wb.wait(&b.rt, far));
-    assert_eq!(
-        b.stats
-            .claims_refused
-            .load(std::sync::atomic::Ordering::Relaxed),
-        1
-    );
+    assert_eq!(b.stats.metrics.claims_refused.get(), 1);
     assert_eq!(b.reread.lock().unwrap().len(), 1);
     assert_eq!(data_keys(&b), first, "nothing of B's completed");
     assert_eq!(stored_offsets(&a), vec![0, 1]);
