@@ -27,7 +27,11 @@
 //! table's columns in Hive and Trino types, for [`ddl`] and the catalogs), [`check`], [`status`], [`verify`] (the
 //! completeness audit), [`watermark`] (each table's completeness watermark), [`upkeep`] (the
 //! daemon's task that computes it, seals and compacts), [`demo`],
-//! [`generator`] (CloudTrail-shaped events) and [`mock`] (the embedded broker). `docs/DESIGN.md` states the invariants and why they hold;
+//! [`generator`] (CloudTrail-shaped events) and [`mock`] (the embedded broker), [`kafka`]
+//! (librdkafka's configuration, authentication and offset readers), `memory` (the budget),
+//! `retry` (the one backoff policy), `stats` (run totals), `fatal` (how background work
+//! stops the daemon), `schemas` (a registry's schemas of a table), `units` (sizes and
+//! durations in the config) and `failpoint` (crash-test hooks). `docs/DESIGN.md` states the invariants and why they hold;
 //! `docs/OPERATING.md` what a running daemon shows and how it exits.
 //!
 //! Public are the modules the binary, the end-to-end tests and the benchmark use; the others

@@ -206,6 +206,7 @@ pub async fn run(
         commit_interval: plan.pipeline.commit_interval,
         commit_timeout: plan.pipeline.commit_timeout,
         commit_failing_since: std::cell::Cell::new(None),
+        gap_asked: std::cell::RefCell::default(),
         drain_timeout: plan.pipeline.drain_timeout,
     };
     // `run` drops the consumer when it returns: it leaves the group (its revocation callback

@@ -54,6 +54,9 @@ pub struct PollLoop {
     pub commit_timeout: Duration,
     /// When the commits that keep failing started failing.
     pub commit_failing_since: std::cell::Cell<Option<Instant>>,
+    /// The position at which [`PollLoop::pass_over_gaps`] last asked the broker for a
+    /// partition's committed offset (it asks once per position, not at every commit tick).
+    pub gap_asked: std::cell::RefCell<HashMap<Tp, i64>>,
 }
 
 /// How the poll loop ended.
@@ -201,8 +204,6 @@ impl PollLoop {
         let mut assigned = self.shared.assigned();
         for (tp, read) in &mut assigned {
             if let Some(&p) = positions.get(tp) {
-                // (Before anything is taken, only a position past the group's committed
-                // offset says more: `caught_up` asks for that one when it needs it.)
                 *read = Some(read.map_or(p, |r| r.max(p)));
             }
         }
@@ -240,11 +241,18 @@ impl PollLoop {
             }
             let from = match taken {
                 Some(t) => t,
-                // Nothing taken yet: the consumer started at the group's committed offset.
-                None => match self.committed_of(&tp) {
-                    Some(c) => c,
-                    None => continue,
-                },
+                // Nothing taken yet: the consumer started at the group's committed offset
+                // (asked once per position: it takes a request to the broker).
+                None => {
+                    if self.gap_asked.borrow().get(&tp) == Some(&to) {
+                        continue;
+                    }
+                    self.gap_asked.borrow_mut().insert(tp.clone(), to);
+                    let Some(c) = self.committed_of(&tp) else {
+                        continue;
+                    };
+                    c
+                }
             };
             let moved = self.shared.ledger.lock().expect("ledger lock").pass_over(
                 &tp,
