@@ -223,7 +223,10 @@ impl PollLoop {
             .iter()
             .map(|r| r.tp.clone())
             .collect();
-        for (tp, taken) in self.shared.assigned() {
+        let assigned = self.shared.assigned();
+        let now: std::collections::HashSet<&Tp> = assigned.iter().map(|(tp, _)| tp).collect();
+        self.gap_asked.borrow_mut().retain(|tp, _| now.contains(tp));
+        for (tp, taken) in assigned {
             let Some(&to) = positions.get(&tp) else {
                 continue;
             };
