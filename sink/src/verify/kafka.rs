@@ -311,6 +311,46 @@ async fn compare(
     Ok(())
 }
 
+/// Whether Kafka holds no record at offsets `[from, to)` of `tp` while still holding the
+/// range (its low watermark is at or below `from`): the offsets of transaction markers, or of
+/// records compacted away. Reads up to the first record only.
+pub(super) fn holds_no_record(
+    kafka: &crate::config::KafkaPlan,
+    tp: &Tp,
+    from: i64,
+    to: i64,
+) -> Result<bool, VerifyError> {
+    let mut cfg = crate::consume::client_config(kafka);
+    cfg.set("enable.auto.commit", "false");
+    let consumer = crate::kafka::consumer(kafka, &cfg).map_err(|source| VerifyError::Kafka {
+        tp: tp.clone(),
+        step: "creating a consumer",
+        source,
+    })?;
+    let (low, _) = consumer
+        .fetch_watermarks(&tp.topic, tp.partition, Duration::from_secs(10))
+        .map_err(|source| VerifyError::Kafka {
+            tp: tp.clone(),
+            step: "reading the watermarks",
+            source,
+        })?;
+    drop(consumer);
+    if low > from {
+        return Ok(false);
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Record, VerifyError>>(1);
+    let (kafka, reader_tp) = (kafka.clone(), tp.clone());
+    let reader = std::thread::spawn(move || read(&kafka, &reader_tp, from, to, &tx));
+    let first = rx.blocking_recv();
+    drop(rx);
+    let _ = reader.join();
+    match first {
+        None => Ok(true),
+        Some(Ok(_)) => Ok(false),
+        Some(Err(e)) => Err(e),
+    }
+}
+
 /// Reads `tp` from `from` to `to` (exclusive) into `tx`.
 fn read(
     kafka: &crate::config::KafkaPlan,

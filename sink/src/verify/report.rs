@@ -102,6 +102,9 @@ pub struct Checked {
     /// `--against-kafka`: records read back from Kafka, and objects compared with them.
     pub kafka_records: u64,
     pub kafka_objects: usize,
+    /// Offsets between claims (or past the last one, up to the committed offset) that Kafka
+    /// holds no record at: transaction markers, records compacted away. Not gaps.
+    pub offsets_without_records: u64,
 }
 
 /// The audit's result: `ok` only when nothing is wrong.
@@ -113,6 +116,9 @@ pub struct Report {
     pub deep: bool,
     pub checked: Checked,
     pub findings: Vec<Finding>,
+    /// The newest generation of each Kafka partition with claims: Kafka's offsets are its.
+    #[serde(skip)]
+    pub newest: std::collections::BTreeMap<(String, i32), u32>,
 }
 
 impl Report {
@@ -170,6 +176,13 @@ impl Report {
                 out,
                 "; against Kafka: {} records compared with {} object(s)",
                 c.kafka_records, c.kafka_objects
+            );
+        }
+        if c.offsets_without_records > 0 {
+            let _ = write!(
+                out,
+                "; {} offset(s) outside the claims hold no record in Kafka (transaction markers, compaction)",
+                c.offsets_without_records
             );
         }
         let _ = writeln!(out);
