@@ -166,7 +166,7 @@ pub async fn verify(plan: &Plan, options: &Options) -> Result<Report, VerifyErro
         options,
     )
     .await?;
-    pass_gaps_without_records(plan, &mut report).await?;
+    kafka::pass_gaps_without_records(plan, &mut report).await?;
     if options.against_kafka {
         against_kafka(plan, &lake, &topics, options, &mut report).await?;
     }
@@ -445,38 +445,6 @@ where
         findings,
         newest: newest_of,
     })
-}
-
-/// Drops the gaps of the newest generation that Kafka holds no record in: a claim starts at
-/// its first record, so a transaction marker between two segments leaves an offset no claim
-/// covers, and the commit passes the markers after the last one. Kafka is asked whether the
-/// offsets hold a record (and still holds them all: a gap below its low watermark stays a
-/// finding).
-async fn pass_gaps_without_records(plan: &Plan, report: &mut Report) -> Result<(), VerifyError> {
-    let mut kept = Vec::with_capacity(report.findings.len());
-    for f in std::mem::take(&mut report.findings) {
-        if let (Kind::Gap, Some(topic), Some(partition), Some((Some(from), to)), Some(g)) =
-            (&f.kind, &f.topic, f.partition, f.offsets, f.generation)
-        {
-            if report.newest.get(&(topic.clone(), partition)) == Some(&g) {
-                let tp = Tp::new(topic, partition);
-                let kafka = plan.kafka.clone();
-                let empty = tokio::task::spawn_blocking(move || {
-                    kafka::holds_no_record(&kafka, &tp, from, to)
-                })
-                .await
-                .map_err(|source| VerifyError::Task { source })??;
-                if empty {
-                    report.checked.offsets_without_records += (to - from) as u64;
-                    continue;
-                }
-            }
-        }
-        kept.push(f);
-    }
-    report.findings = kept;
-    report.ok = report.findings.is_empty();
-    Ok(())
 }
 
 /// `--against-kafka`: every committed segment Kafka still holds records of, compared with its
