@@ -10,6 +10,9 @@
 //! registry), is compared by its number of rows; a dead-letter file by the offsets of its
 //! envelopes. A record Kafka holds that its object lacks is `missing_record`; a line the object
 //! holds that Kafka does not is `extra_record`.
+//!
+//! Every audit also asks Kafka about the gaps between claims ([`pass_gaps_without_records`]):
+//! offsets that hold no record there (transaction markers, compaction) are not gaps.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::BufRead;
