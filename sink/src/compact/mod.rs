@@ -40,6 +40,7 @@ use serde::Serialize;
 use crate::catalog::{Catalog, CatalogError, CatalogTable};
 use crate::config::{CompactPlan, Plan};
 mod parquet;
+mod stream;
 pub use parquet::JoinError;
 
 pub use crate::seal::compactions::{
@@ -110,6 +111,8 @@ struct Table {
     name: String,
     catalog: CatalogTable,
     plan: CompactPlan,
+    /// How inputs of another schema are encoded again (Parquet tables).
+    parquet: Option<Arc<crate::encode::parquet::ParquetOptions>>,
 }
 
 /// Compacts the sealed partitions of a lake's tables.
@@ -139,6 +142,7 @@ impl Compactor {
                     name: t.name.clone(),
                     catalog: catalog_tables.iter().find(|c| c.name == t.name)?.clone(),
                     plan: t.compact?,
+                    parquet: t.parquet_options.clone(),
                 })
             })
             .collect();
@@ -481,30 +485,20 @@ impl Compactor {
                 out.push(self.concat_gzip(t, path, key, &group).await?);
                 continue;
             }
-            // Parquet: the group's files, then one output per run of files of one schema.
-            let mut files = Vec::with_capacity(group.len());
-            let mut inputs = Vec::with_capacity(group.len());
-            for f in &group {
-                inputs.push((f.key.clone(), self.fetch(t, path, &f.key).await?));
-                files.push(*f);
-            }
-            let first_key = under(&self.root, &format!("{location}/part-{:05}", out.len()));
-            let joined = tokio::task::spawn_blocking(move || parquet::join(&inputs, &first_key))
-                .await
-                .expect("joining does not panic")?;
-            for (range, bytes) in joined {
-                let key = under(
-                    &self.root,
-                    &format!("{location}/part-{:05}.parquet", out.len()),
-                );
-                let crc = crc32fast::hash(&bytes);
-                let size = bytes.len() as u64;
-                self.store
-                    .put(&Path::from(key.as_str()), PutPayload::from(bytes))
-                    .await
-                    .map_err(|source| self.error(&t.name, path, &key, source))?;
-                out.push(facts(key, &files[range], size, crc));
-            }
+            // Parquet: one output, or one per run of files whose schemas do not convert.
+            let joined = stream::join(
+                &self.store,
+                stream::Group {
+                    table: &t.name,
+                    path,
+                    files: &group,
+                    prefix: under(&self.root, &format!("{location}/part-")),
+                    first: out.len(),
+                    options: t.parquet.clone(),
+                },
+            )
+            .await?;
+            out.extend(joined);
         }
         Ok(out)
     }
