@@ -247,11 +247,22 @@ impl Compactor {
                 done.push(self.done(c, "deleted", c.replaced.len()));
             }
         }
+        // Files the catalog's location does not hold (a late record written before the
+        // compaction was known, or while it ran) are due at once: readers miss them until
+        // then. Late files written into the compaction's directory are read already; they are
+        // joined with its files once there are `min_files` of them.
         let dir = format!("{}/", under(&self.root, &m.dir()));
         let outside = m.files.iter().filter(|f| !f.key.starts_with(&dir)).count();
         let due = match last {
             None => m.files.len() >= t.plan.min_files,
-            Some(_) => outside > 0,
+            Some(c) => {
+                let added = m
+                    .files
+                    .iter()
+                    .filter(|f| !c.files.iter().any(|o| o.key == f.key))
+                    .count();
+                outside > 0 || added >= t.plan.min_files
+            }
         };
         if !due {
             return Ok(done);

@@ -112,7 +112,12 @@ impl Lake {
 
     /// Lands a file of `n` records at offset `start` in hour 01 and seals it.
     async fn land(&self, start: i64, n: u64) -> String {
-        let key = format!("lake/ct/{PATH}/t+0+{start:020}.json.gz");
+        self.land_in(&format!("lake/ct/{PATH}"), start, n).await
+    }
+
+    /// [`Lake::land`] into directory `dir` (a compaction's, for a late file).
+    async fn land_in(&self, dir: &str, start: i64, n: u64) -> String {
+        let key = format!("{dir}/t+0+{start:020}.json.gz");
         let body = gz(n, start as u64);
         self.lake
             .store
@@ -256,6 +261,16 @@ async fn a_sealed_partition_is_compacted_switched_resealed_and_cleaned_up() {
     assert!(l.exists(&format!("lake/{dir}/{SUCCESS}")).await);
     // Another pass: nothing to do.
     assert!(c.run(&Options::default()).await.unwrap().is_empty());
+
+    // A late file in the compaction's directory (where the writer puts one once the partition
+    // is compacted) is where the catalog points: sealed there, and left alone while fewer
+    // than `min_files` (3) such files have come.
+    let inside = l.land_in(&format!("lake/{dir}"), 60, 2).await;
+    let m = sealer.newest("ct", PATH).await.unwrap().unwrap();
+    assert!(m.lists(&inside));
+    assert_eq!(m.location.as_deref(), Some(dir.as_str()));
+    assert!(c.run(&Options::default()).await.unwrap().is_empty());
+    assert!(l.exists(&inside).await);
 
     // A late file lands in the old directory and is sealed: the next pass compacts again,
     // the compacted files and the late one together, into a new directory.

@@ -83,6 +83,44 @@ async fn read_records(
     Ok(out)
 }
 
+/// The directory a partition's new files go to, below the store root: its newest compaction's
+/// (where the catalog points, or will once a crashed compaction is finished), or `None` for a
+/// partition never compacted (its own directory).
+pub async fn location(
+    store: &Arc<dyn ObjectStore>,
+    root: &str,
+    table: &str,
+    path: &str,
+) -> Result<Option<String>, object_store::Error> {
+    Ok(records(store, root, table, path)
+        .await?
+        .pop()
+        .map(|c| c.location))
+}
+
+/// Bytes a compaction's directory adds below a partition's: `/_c{6 digits}-{8 hex digits}`.
+pub const DIR_BYTES: usize = "/_c000001-0123abcd".len();
+
+/// The partition directory of an object's directory: itself, or its parent when it is a
+/// compaction's directory (`…/_c000001-0123abcd`, see [`crate::compact`]), where late files of
+/// a compacted partition go.
+pub fn partition_dir(dir: &str) -> &str {
+    match dir.rsplit_once('/') {
+        Some((parent, last)) if is_compaction_dir(last) => parent,
+        _ => dir,
+    }
+}
+
+/// Whether a path component names a compaction's directory: `_c`, 6 digits, `-`, 8 hex digits.
+fn is_compaction_dir(name: &str) -> bool {
+    let b = name.as_bytes();
+    b.len() == DIR_BYTES - 1
+        && name.starts_with("_c")
+        && b[2..8].iter().all(u8::is_ascii_digit)
+        && b[8] == b'-'
+        && b[9..].iter().all(u8::is_ascii_hexdigit)
+}
+
 /// The keys of every file a compaction of the partition replaced.
 pub async fn replaced(
     store: &Arc<dyn ObjectStore>,

@@ -256,3 +256,25 @@ async fn a_catalog_that_is_down_leaves_the_partition_open_for_the_next_round() {
     assert_eq!(lake.copy(0).await.unwrap().generation, 1);
     assert_eq!(lake.catalog.seals().len(), 1);
 }
+
+#[test]
+fn a_compaction_directory_belongs_to_its_partition() {
+    use super::compactions::partition_dir;
+    assert_eq!(
+        partition_dir("lake/ct/date=2024-01-02/hour=01/_c000001-0a1b2c3d"),
+        "lake/ct/date=2024-01-02/hour=01"
+    );
+    assert_eq!(
+        partition_dir("lake/ct/date=2024-01-02/hour=01"),
+        "lake/ct/date=2024-01-02/hour=01"
+    );
+    // Only the exact shape: a partition value that merely starts with `_c` is a partition.
+    for dir in [
+        "ct/v=_c1",
+        "ct/_c000001-0a1b2c3",
+        "ct/_c00000x-0a1b2c3d",
+        "ct/_c000001-0a1b2c3z",
+    ] {
+        assert_eq!(partition_dir(dir), dir);
+    }
+}

@@ -191,6 +191,7 @@ pub(super) fn dead_letter(
             table,
             w.tp,
             &dir,
+            None,
             rec.offset,
             w.naming,
             Box::new(GzipNdjson::new(6)),

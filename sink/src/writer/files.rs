@@ -92,18 +92,24 @@ pub(crate) fn path_room(root: &str, table: &str, tp: &Tp) -> usize {
     let prefix = if root.is_empty() { 0 } else { root.len() + 1 };
     let suffix = ".g4294967295".len() + ".u12345678".len();
     let file = topic.len() + 1 + 11 + 1 + 20 + suffix + ".parquet".len();
-    MAX_KEY_BYTES.saturating_sub(prefix + table.len() + 1 + 1 + file)
+    // (A late file of a compacted partition goes to the compaction's directory below it.)
+    let compaction = crate::seal::compactions::DIR_BYTES;
+    MAX_KEY_BYTES.saturating_sub(prefix + table.len() + 1 + 1 + compaction + file)
 }
 
 /// Creates the file for a new partition path; its key carries the offset of its first record.
 ///
-/// `dir` is the object's directory below the store root: `{table}/{partition path}`, or
-/// `{dead-letter prefix}/{table}/date=…`.
+/// `dir` is the partition's directory below the store root: `{table}/{partition path}`, or
+/// `{dead-letter prefix}/{table}/date=…`. A new file goes to `place` instead when given (the
+/// directory of the partition's compaction, below the store root); a replayed one keeps the key
+/// its claim lists for `dir`, wherever that is.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn open_file(
     ctx: &WriterCtx,
     table: &TablePlan,
     tp: &Tp,
     dir: &str,
+    place: Option<&str>,
     offset: i64,
     naming: Naming<'_>,
     encoder: Box<dyn Encoder>,
@@ -130,9 +136,15 @@ pub(super) fn open_file(
             file.starts_with(&name) && file.ends_with(&format!(".{extension}"))
         })
     });
-    let key = match claimed {
-        Some(k) => k.clone(),
-        None => format!("{dir}/{name}{offset:020}{}.{extension}", naming.suffix(ctx)),
+    let key = match (claimed, place) {
+        (Some(k), _) => k.clone(),
+        (None, Some(place)) => format!(
+            "{}{}{place}/{name}{offset:020}{}.{extension}",
+            ctx.root,
+            if ctx.root.is_empty() { "" } else { "/" },
+            naming.suffix(ctx)
+        ),
+        (None, None) => format!("{dir}/{name}{offset:020}{}.{extension}", naming.suffix(ctx)),
     };
     let parsed = Path::parse(&key).map_err(|source| WriteError::Key {
         table: table.name.clone(),

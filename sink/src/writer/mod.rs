@@ -549,8 +549,22 @@ impl PartitionWriter {
                         None => Box::new(GzipNdjson::new(table.compression_level)),
                     };
                     self.schema_ids[slot] = schema_id;
+                    let place = if self.replay.following() {
+                        None // a replay keeps its claimed keys
+                    } else {
+                        compacted_place(ctx, table, &self.path, routed.event_micros)?
+                    };
                     let naming = self.replay.naming();
-                    let f = open_file(ctx, table, &self.tp, &dir, rec.offset, naming, encoder)?;
+                    let f = open_file(
+                        ctx,
+                        table,
+                        &self.tp,
+                        &dir,
+                        place.as_deref(),
+                        rec.offset,
+                        naming,
+                        encoder,
+                    )?;
                     self.deadline.file_opened(now, table.rotate.max_age);
                     files.entry(self.path.clone()).or_insert(f)
                 }
@@ -758,6 +772,43 @@ impl Drop for PartitionWriter {
         }
         self.budget.release(held);
     }
+}
+
+/// Where a new file of `table`'s partition `path` goes when the partition may be compacted:
+/// the table compacts and the event's partition is sealed by the table's watermark as it
+/// stands (only a sealed partition is compacted). Then the partition's newest compaction, if
+/// any, names the directory its readers see (the catalog's location), and a late record lands
+/// there, visible at once, instead of in the partition's own directory, which the catalog no
+/// longer reads (see `docs/DESIGN.md`, "Compaction"). Asks the store: only late records pay.
+fn compacted_place(
+    ctx: &WriterCtx,
+    table: &TablePlan,
+    path: &str,
+    event_micros: i64,
+) -> Result<Option<String>, WriteError> {
+    if table.compact.is_none() {
+        return Ok(None);
+    }
+    let Some(w) = ctx.watermarks.get(&table.name) else {
+        return Ok(None);
+    };
+    if !late_after_seal(table, event_micros, w) {
+        return Ok(None);
+    }
+    let store = &ctx.store;
+    ctx.rt
+        .block_on(crate::seal::compactions::location(
+            store,
+            ctx.root.trim_matches('/'),
+            &table.name,
+            path,
+        ))
+        .map_err(|source| {
+            WriteError::Claim(crate::claim::ClaimError::Store {
+                key: format!("compactions of {}/{path}", table.name),
+                source,
+            })
+        })
 }
 
 /// Whether an event at `event_micros` goes to a partition of `table` whose span ends at or

@@ -169,7 +169,10 @@ impl Replay {
         self.claimed_keys = c
             .objects
             .into_iter()
-            .filter_map(|k| Some((k.rsplit_once('/')?.0.to_string(), k)))
+            .filter_map(|k| {
+                let dir = crate::seal::compactions::partition_dir(k.rsplit_once('/')?.0);
+                Some((dir.to_string(), k))
+            })
             .collect();
         begun
     }

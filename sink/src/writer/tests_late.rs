@@ -103,3 +103,121 @@ fn a_late_record_for_a_sealed_partition_is_dead_lettered_and_a_replay_decides_th
         "{all_late:?}"
     );
 }
+
+/// A table that compacts (`[tables.compact]` needs a catalog that holds locations).
+const COMPACTING: &str = r#"
+[catalog]
+kind = "hive"
+uri = "thrift://localhost:9083"
+database = "lake"
+[[tables]]
+name = "t"
+topics = ["t"]
+timestamp = { field = "ts" }
+max_future_skew = "1000d"
+seal = true
+[tables.compact]
+[tables.rotate]
+max_records = 100
+"#;
+
+/// Records compaction `number` of `t`'s partition `path`, its files under `dir`.
+fn compacted(
+    store: &Arc<dyn ObjectStore>,
+    rt: &tokio::runtime::Runtime,
+    path: &str,
+    number: u32,
+    dir: &str,
+) {
+    use object_store::ObjectStoreExt;
+    let c = crate::seal::compactions::Compaction {
+        table: "t".into(),
+        path: path.into(),
+        number,
+        seal_generation: 1,
+        location: format!("t/{path}/{dir}"),
+        files: Vec::new(),
+        replaced: Vec::new(),
+        replaced_dir: format!("t/{path}"),
+        created_at: "2024-01-03T00:00:00Z".into(),
+        delete_after: "2024-01-03T01:00:00Z".into(),
+    };
+    let key = format!("_lakesink/compactions/t/{path}/{number:06}.json");
+    rt.block_on(store.put(
+        &object_store::path::Path::from(key),
+        serde_json::to_vec(&c).unwrap().into(),
+    ))
+    .unwrap();
+}
+
+#[test]
+fn a_late_record_for_a_compacted_partition_goes_to_the_compaction_directory_and_a_replay_keeps_its_key(
+) {
+    let rt = runtime();
+    let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    compacted(
+        &store,
+        &rt,
+        "date=2024-01-02/hour=01",
+        1,
+        "_c000001-0a1b2c3d",
+    );
+    let times = [
+        "2024-01-02T01:30:00Z", // sealed and compacted: the compaction's directory
+        "2024-01-02T02:30:00Z", // sealed, never compacted: its own directory
+        "2024-01-02T04:00:00Z", // after the watermark: its own directory
+    ];
+    let first = ctx_with(&rt, store.clone(), COMPACTING);
+    first
+        .watermarks
+        .set("t", Some(micros("2024-01-02T03:00:00Z")));
+    let landed = write(&first, &times);
+    let keys: Vec<&str> = landed.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys.len(), 3, "{keys:?}");
+    assert!(
+        keys[0].starts_with("t/date=2024-01-02/hour=01/_c000001-0a1b2c3d/t+0+"),
+        "{keys:?}"
+    );
+    assert!(
+        keys[1].starts_with("t/date=2024-01-02/hour=02/t+0+"),
+        "{keys:?}"
+    );
+    assert!(
+        keys[2].starts_with("t/date=2024-01-02/hour=04/t+0+"),
+        "{keys:?}"
+    );
+
+    // The partition is compacted again before the segment is committed; the replay rewrites
+    // the claimed key (the next compaction joins it), never a second copy in the new directory.
+    compacted(
+        &store,
+        &rt,
+        "date=2024-01-02/hour=01",
+        2,
+        "_c000002-0a1b2c3d",
+    );
+    let next = ctx_with(&rt, store.clone(), COMPACTING);
+    next.watermarks
+        .set("t", Some(micros("2024-01-02T03:00:00Z")));
+    assert_eq!(write(&next, &times), landed);
+
+    // Without a watermark (a daemon that just started) the writer cannot know: its own
+    // directory, which the next compaction pass joins at once (docs/DESIGN.md).
+    let fresh = ctx_with(
+        &rt,
+        Arc::new(object_store::memory::InMemory::new()),
+        COMPACTING,
+    );
+    compacted(
+        &fresh.store,
+        &rt,
+        "date=2024-01-02/hour=01",
+        1,
+        "_c000001-0a1b2c3d",
+    );
+    let own = write(&fresh, &times[..1]);
+    assert!(
+        own[0].0.starts_with("t/date=2024-01-02/hour=01/t+0+"),
+        "{own:?}"
+    );
+}
