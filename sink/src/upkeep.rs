@@ -2,7 +2,9 @@
 //! `lakesink_completeness_watermark_seconds` and shared with the writers for
 //! `late_after_seal`), then the seals that are due ([`crate::seal`]), and every
 //! [`COMPACT_EVERY`] rounds a compaction pass for tables with `auto = true`
-//! ([`crate::compact`]). A failed round is logged once and tried again at the next.
+//! ([`crate::compact`]): a full pass first, then passes over the partitions sealed since (and
+//! those whose compaction waits for its grace). A failed round is logged once and tried again
+//! at the next.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +39,8 @@ pub(crate) async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
     let mut round: u32 = 0;
+    // Partitions sealed since the last compaction pass; `None` until a full pass succeeded.
+    let mut sealed_since: Option<std::collections::BTreeSet<(String, String)>> = None;
     loop {
         tick.tick().await;
         round = round.wrapping_add(1);
@@ -65,20 +69,30 @@ pub(crate) async fn run(
             }
         }
         sealer.committed(tracker.take_committed());
-        let sealed = sealer.seal_due(&watermarks).await;
-        if let Err(e) = &sealed {
-            if !std::mem::replace(&mut failing, true) {
-                tracing::warn!(error = %e, "could not seal a partition; trying again");
+        let sealed = match sealer.seal_due(&watermarks).await {
+            Ok(sealed) => sealed,
+            Err(e) => {
+                if !std::mem::replace(&mut failing, true) {
+                    tracing::warn!(error = %e, "could not seal a partition; trying again");
+                }
+                continue;
             }
-            continue;
+        };
+        if let Some(since) = sealed_since.as_mut() {
+            since.extend(sealed.into_iter().map(|m| (m.table, m.path)));
         }
         if let Some(c) = compactor.as_ref().filter(|_| round % COMPACT_EVERY == 0) {
-            if let Err(e) = c.run(&crate::compact::Options::default()).await {
+            let pass = match &sealed_since {
+                None => c.run(&crate::compact::Options::default()).await,
+                Some(since) => c.run_sealed(since).await,
+            };
+            if let Err(e) = pass {
                 if !std::mem::replace(&mut failing, true) {
                     tracing::warn!(error = %e, "could not compact a partition; trying again");
                 }
                 continue;
             }
+            sealed_since = Some(Default::default());
         }
         failing = false;
     }

@@ -29,8 +29,8 @@
 //! replay that rewrote one brings it back to the old directory, not into a seal). See
 //! `docs/DESIGN.md`.
 
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashSet};
+use std::sync::{Arc, Mutex};
 
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
@@ -124,6 +124,19 @@ pub struct Compactor {
     sealer: Sealer,
     catalog: Arc<dyn Catalog>,
     tables: Vec<Table>,
+    /// Partitions (table, path) with a compaction whose replaced files are not deleted yet:
+    /// [`Compactor::run_sealed`] visits them again, besides the partitions sealed since.
+    waiting: Mutex<BTreeSet<(String, String)>>,
+}
+
+/// Step 5 of a compaction, as a pass found it.
+enum Deletion {
+    /// Deleted by this pass.
+    Now,
+    /// Deleted before.
+    Before,
+    /// `grace` has not passed yet.
+    NotYet,
 }
 
 impl Compactor {
@@ -160,6 +173,7 @@ impl Compactor {
             ),
             catalog,
             tables,
+            waiting: Mutex::new(BTreeSet::new()),
         }
     }
 
@@ -182,6 +196,26 @@ impl Compactor {
             }
             for path in self.sealed_paths(&t.name).await? {
                 done.extend(self.partition(t, &path, options).await?);
+            }
+        }
+        Ok(done)
+    }
+
+    /// One pass over the partitions in `sealed` (table, path: sealed again since the last
+    /// pass, as the daemon's sealer reports them) and those waiting for their grace to pass:
+    /// what the daemon runs (`auto = true`) after one full [`Compactor::run`]. Only a seal
+    /// brings a partition new files, so the others have nothing due; a full pass would read
+    /// every partition's records each minute, more as the lake grows.
+    pub async fn run_sealed(
+        &self,
+        sealed: &BTreeSet<(String, String)>,
+    ) -> Result<Vec<Done>, CompactError> {
+        let mut visit = self.waiting.lock().expect("waiting lock").clone();
+        visit.extend(sealed.iter().cloned());
+        let mut done = Vec::new();
+        for (table, path) in visit {
+            if let Some(t) = self.tables.iter().find(|t| t.name == table) {
+                done.extend(self.partition(t, &path, &Options::default()).await?);
             }
         }
         Ok(done)
@@ -213,12 +247,32 @@ impl Compactor {
     }
 
     /// Finishes the partition's newest compaction if a crash left it unfinished, deletes what
-    /// it replaced once `grace` has passed, and compacts the partition if it is due.
+    /// its compactions replaced once `grace` has passed, and compacts the partition if it is
+    /// due. Notes whether a deletion still waits for its grace.
     async fn partition(
         &self,
         t: &Table,
         path: &str,
         options: &Options,
+    ) -> Result<Vec<Done>, CompactError> {
+        let mut waiting = false;
+        let done = self.partition_steps(t, path, options, &mut waiting).await?;
+        let key = (t.name.clone(), path.to_string());
+        let mut w = self.waiting.lock().expect("waiting lock");
+        if waiting {
+            w.insert(key);
+        } else {
+            w.remove(&key);
+        }
+        Ok(done)
+    }
+
+    async fn partition_steps(
+        &self,
+        t: &Table,
+        path: &str,
+        options: &Options,
+        waiting: &mut bool,
     ) -> Result<Vec<Done>, CompactError> {
         let dry_run = options.dry_run;
         let mut done = Vec::new();
@@ -243,8 +297,14 @@ impl Compactor {
                 m = self.switch(t, c).await?;
                 done.push(self.done(c, "finished", c.replaced.len()));
             }
-            if !dry_run && self.delete_due(c).await? {
-                done.push(self.done(c, "deleted", c.replaced.len()));
+        }
+        // Every compaction's replaced files, not only the newest's: a partition compacted
+        // again within the grace of the one before still deletes what that one replaced.
+        for c in history.iter().filter(|_| !dry_run) {
+            match self.delete_due(c).await? {
+                Deletion::Now => done.push(self.done(c, "deleted", c.replaced.len())),
+                Deletion::NotYet => *waiting = true,
+                Deletion::Before => {}
             }
         }
         // Files the catalog's location does not hold (a late record written before the
@@ -335,8 +395,10 @@ impl Compactor {
         crate::failpoint::hit("compact-after-record", &format!("{}/{path}", t.name));
         self.switch(t, &c).await?;
         done.push(self.done(&c, "compacted", c.replaced.len()));
-        if t.plan.grace.is_zero() && self.delete_due(&c).await? {
-            done.push(self.done(&c, "deleted", c.replaced.len()));
+        match self.delete_due(&c).await? {
+            Deletion::Now => done.push(self.done(&c, "deleted", c.replaced.len())),
+            Deletion::NotYet => *waiting = true,
+            Deletion::Before => {}
         }
         Ok(done)
     }
@@ -405,12 +467,12 @@ impl Compactor {
     }
 
     /// Step 5, once `grace` has passed and unless done: deletes the replaced files and the old
-    /// directory's manifest copy and `_SUCCESS`. Returns whether it deleted now.
-    async fn delete_due(&self, c: &Compaction) -> Result<bool, CompactError> {
+    /// directory's manifest copy and `_SUCCESS`.
+    async fn delete_due(&self, c: &Compaction) -> Result<Deletion, CompactError> {
         let due = chrono::DateTime::parse_from_rfc3339(&c.delete_after)
             .is_ok_and(|t| t <= chrono::Utc::now());
         if !due {
-            return Ok(false);
+            return Ok(Deletion::NotYet);
         }
         let marker = under(
             &self.root,
@@ -420,7 +482,7 @@ impl Compactor {
             ),
         );
         match self.store.head(&Path::from(marker.as_str())).await {
-            Ok(_) => return Ok(false),
+            Ok(_) => return Ok(Deletion::Before),
             Err(object_store::Error::NotFound { .. }) => {}
             Err(source) => return Err(self.error(&c.table, &c.path, &marker, source)),
         }
@@ -464,7 +526,7 @@ impl Compactor {
             .await
             .map_err(|source| self.error(&c.table, &c.path, &marker, source))?;
         tracing::info!(table = %c.table, path = %c.path, number = c.number, files = c.replaced.len(), "replaced files deleted");
-        Ok(true)
+        Ok(Deletion::Now)
     }
 
     /// Step 1: the files of seal `m`, by key, concatenated into objects of about

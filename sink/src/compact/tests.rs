@@ -622,3 +622,61 @@ fn files_whose_schemas_do_not_convert_are_joined_per_run_of_one_schema() {
     let runs: Vec<_> = joined.iter().map(|(r, _)| r.clone()).collect();
     assert_eq!(runs, vec![0..2, 2..3, 3..4]);
 }
+
+#[tokio::test]
+async fn the_daemon_s_passes_visit_the_partitions_sealed_since_and_those_waiting_for_their_grace() {
+    use std::collections::BTreeSet;
+    let l = Lake::new("1h").await;
+    let mut originals = Vec::new();
+    for start in [0i64, 10, 20] {
+        originals.push(l.land(start, 5).await);
+    }
+    let c = l.compactor();
+    let actions = |done: Vec<Done>| done.iter().map(|d| d.action).collect::<Vec<_>>();
+    // Sealed but not reported sealed: a pass over what was sealed since does not look.
+    assert!(c.run_sealed(&BTreeSet::new()).await.unwrap().is_empty());
+    let reported = BTreeSet::from([("ct".to_string(), PATH.to_string())]);
+    assert_eq!(
+        actions(c.run_sealed(&reported).await.unwrap()),
+        ["compacted"]
+    );
+    // Its grace (1 h) has not passed: visited again, nothing to do yet.
+    assert!(c.run_sealed(&BTreeSet::new()).await.unwrap().is_empty());
+    // A late file in the old directory: compacted again within the first one's grace.
+    let late = l.land(50, 3).await;
+    assert_eq!(
+        actions(c.run_sealed(&reported).await.unwrap()),
+        ["compacted"]
+    );
+    let first = sealer_files(&l, 1).await;
+    // Both graces pass: a pass over nothing sealed deletes what each compaction replaced.
+    for number in [1, 2] {
+        let key = Path::from(format!("lake/{COMPACTIONS_DIR}/ct/{PATH}/{number:06}.json"));
+        let bytes = l.lake.store.get(&key).await.unwrap().bytes().await.unwrap();
+        let mut r: Compaction = serde_json::from_slice(&bytes).unwrap();
+        r.delete_after = "2000-01-01T00:00:00Z".into();
+        l.lake
+            .store
+            .put(&key, PutPayload::from(serde_json::to_vec(&r).unwrap()))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        actions(c.run_sealed(&BTreeSet::new()).await.unwrap()),
+        ["deleted", "deleted"]
+    );
+    for k in originals.iter().chain([&late]).chain(first.iter()) {
+        assert!(!l.exists(k).await, "{k} deleted");
+    }
+    assert!(c.run_sealed(&BTreeSet::new()).await.unwrap().is_empty());
+    assert!(c.waiting.lock().unwrap().is_empty());
+}
+
+/// The files compaction `number` of the test partition wrote.
+async fn sealer_files(l: &Lake, number: u32) -> Vec<String> {
+    records(&l.lake.store, "lake", "ct", PATH).await.unwrap()[number as usize - 1]
+        .files
+        .iter()
+        .map(|f| f.key.clone())
+        .collect()
+}
