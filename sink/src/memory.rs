@@ -1,7 +1,7 @@
 //! The memory budget (`pipeline.max_buffered_bytes`): bytes held by open files, by uploads in
 //! flight and by the consumer's batches on their way to the workers, across all tables and
 //! partitions; librdkafka's prefetch is reserved from it up front (see
-//! [`crate::config::PipelinePlan::prefetch_bytes`]). Writers charge it when they hold bytes and
+//! [`crate::config::KafkaPlan::prefetch`]). Writers charge it when they hold bytes and
 //! uploads credit it when the store has them; over budget, writers cut their largest segments
 //! early and the consumer pauses fetching until uploads free memory.
 

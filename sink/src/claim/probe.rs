@@ -51,7 +51,7 @@ pub enum CreateOnly {
 }
 
 /// A token of this process, random at its start (8 hex digits): what names a file on a store
-/// that does not fence writers ([`Claims::unfenced`]).
+/// that does not fence writers ([`crate::claim::Claims::unfenced`]).
 pub fn writer_token() -> &'static str {
     static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     TOKEN.get_or_init(|| format!("{:08x}", rand::random::<u32>()))

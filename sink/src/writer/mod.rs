@@ -386,7 +386,7 @@ impl PartitionWriter {
     }
 
     /// Settles the rows of the files that have unsettled ones (with `only_full`, of those
-    /// that hold [`SETTLE_ROWS`] or [`SETTLE_BYTES`]). A row the format refuses follows the table's
+    /// that hold [`crate::encode::parquet::SETTLE_ROWS`] or [`crate::encode::parquet::SETTLE_BYTES`]). A row the format refuses follows the table's
     /// `on_bad_record`: to the dead-letter destination with the reason, or an error. Says
     /// whether a dead-letter file is now full.
     fn settle(

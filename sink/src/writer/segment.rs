@@ -28,7 +28,7 @@ pub(super) struct Sealed {
     /// See [`crate::claim::Claim::late_before`].
     pub(super) late_before: std::collections::BTreeMap<String, i64>,
     /// It replays a claimed segment without all of its records (see
-    /// [`PartitionWriter::partial`]).
+    /// `Replay::partial` in `writer/replay.rs`).
     pub(super) partial: bool,
     pub(super) ticket: Option<Ticket>,
     /// Dead letters produced to the dead-letter topic; the segment is done once all are acked.
