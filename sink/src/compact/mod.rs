@@ -39,6 +39,7 @@ use serde::Serialize;
 
 use crate::catalog::{Catalog, CatalogError, CatalogTable};
 use crate::config::{CompactPlan, Plan};
+mod lease;
 mod parquet;
 mod stream;
 pub use parquet::JoinError;
@@ -127,6 +128,8 @@ pub struct Compactor {
     /// Partitions (table, path) with a compaction whose replaced files are not deleted yet:
     /// [`Compactor::run_sealed`] visits them again, besides the partitions sealed since.
     waiting: Mutex<BTreeSet<(String, String)>>,
+    /// How long another compactor's lease keeps this one away ([`lease::LEASE`]).
+    lease: std::time::Duration,
 }
 
 /// Step 5 of a compaction, as a pass found it.
@@ -174,6 +177,7 @@ impl Compactor {
             catalog,
             tables,
             waiting: Mutex::new(BTreeSet::new()),
+            lease: lease::LEASE,
         }
     }
 
@@ -351,7 +355,22 @@ impl Compactor {
             t.name,
             crate::claim::writer_token()
         );
-        let files = self.write(t, path, &m, &location).await?;
+        let taken = lease::take(&self.store, &self.root, &t.name, path, number, self.lease)
+            .await
+            .map_err(|source| self.error(&t.name, path, "its lease", source))?;
+        if taken == lease::Lease::Held {
+            // Another compactor is at it: look again at the next pass.
+            tracing::info!(table = %t.name, path, number, "another compactor holds this partition's lease");
+            *waiting = true;
+            return Ok(done);
+        }
+        let files = match self.write(t, path, &m, &location).await {
+            Ok(files) => files,
+            Err(e) => {
+                lease::release(&self.store, &self.root, &t.name, path, number).await;
+                return Err(e);
+            }
+        };
         let now = chrono::Utc::now();
         let c = Compaction {
             table: t.name.clone(),
@@ -376,11 +395,12 @@ impl Compactor {
             mode: PutMode::Create,
             ..Default::default()
         };
-        match self
+        let recorded = self
             .store
             .put_opts(&Path::from(key.as_str()), PutPayload::from(body), opts)
-            .await
-        {
+            .await;
+        lease::release(&self.store, &self.root, &t.name, path, number).await;
+        match recorded {
             Ok(_) => {}
             Err(object_store::Error::AlreadyExists { .. }) => {
                 // Another compactor recorded this number first: what this one wrote is unused.

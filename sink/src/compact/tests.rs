@@ -680,3 +680,35 @@ async fn sealer_files(l: &Lake, number: u32) -> Vec<String> {
         .map(|f| f.key.clone())
         .collect()
 }
+
+#[tokio::test]
+async fn a_partition_another_compactor_holds_is_left_to_it_until_its_lease_is_stale() {
+    let l = Lake::new("0s").await;
+    for start in [0i64, 10, 20] {
+        l.land(start, 5).await;
+    }
+    // Another compactor took compaction 1's lease and is writing.
+    let taken = lease::take(&l.lake.store, "lake", "ct", PATH, 1, lease::LEASE)
+        .await
+        .unwrap();
+    assert_eq!(taken, lease::Lease::Taken);
+    let c = l.compactor();
+    assert!(c.run(&Options::default()).await.unwrap().is_empty());
+    assert!(l.catalog.locations().is_empty(), "nothing switched");
+    assert!(
+        c.waiting
+            .lock()
+            .unwrap()
+            .contains(&("ct".to_string(), PATH.to_string())),
+        "looked at again at the next pass"
+    );
+    // Its holder stopped before recording: once the lease is older than its time, this one
+    // compacts, and gives the lease back.
+    let mut c = l.compactor();
+    c.lease = std::time::Duration::ZERO;
+    let done = c.run(&Options::default()).await.unwrap();
+    let actions: Vec<&str> = done.iter().map(|d| d.action).collect();
+    assert_eq!(actions, ["compacted", "deleted"]);
+    let lease = format!("lake/{COMPACTIONS_DIR}/ct/{PATH}/000001.lease");
+    assert!(!l.exists(&lease).await, "the lease is given back");
+}
