@@ -75,6 +75,9 @@ pub(crate) async fn run(
                 if !std::mem::replace(&mut failing, true) {
                     tracing::warn!(error = %e, "could not seal a partition; trying again");
                 }
+                // A failed round does not say which partitions it did seal: the next
+                // compaction pass looks at them all.
+                sealed_since = None;
                 continue;
             }
         };
