@@ -305,11 +305,7 @@ impl Compactor {
         // Every compaction's replaced files, not only the newest's: a partition compacted
         // again within the grace of the one before still deletes what that one replaced.
         for c in history.iter().filter(|_| !dry_run) {
-            match self.delete_due(c).await? {
-                Deletion::Now => done.push(self.done(c, "deleted", c.replaced.len())),
-                Deletion::NotYet => *waiting = true,
-                Deletion::Before => {}
-            }
+            self.delete_step(c, &mut done, waiting).await?;
         }
         // Files the catalog's location does not hold (a late record written before the
         // compaction was known, or while it ran) are due at once: readers miss them until
@@ -415,11 +411,7 @@ impl Compactor {
         crate::failpoint::hit("compact-after-record", &format!("{}/{path}", t.name));
         self.switch(t, &c).await?;
         done.push(self.done(&c, "compacted", c.replaced.len()));
-        match self.delete_due(&c).await? {
-            Deletion::Now => done.push(self.done(&c, "deleted", c.replaced.len())),
-            Deletion::NotYet => *waiting = true,
-            Deletion::Before => {}
-        }
+        self.delete_step(&c, &mut done, waiting).await?;
         Ok(done)
     }
 
@@ -484,6 +476,22 @@ impl Compactor {
             path: c.path.clone(),
             attempts: 5,
         }))
+    }
+
+    /// Step 5 for compaction `c`, as the pass reports it: a `deleted` in `done`, or the
+    /// partition noted as `waiting` while the grace has not passed.
+    async fn delete_step(
+        &self,
+        c: &Compaction,
+        done: &mut Vec<Done>,
+        waiting: &mut bool,
+    ) -> Result<(), CompactError> {
+        match self.delete_due(c).await? {
+            Deletion::Now => done.push(self.done(c, "deleted", c.replaced.len())),
+            Deletion::NotYet => *waiting = true,
+            Deletion::Before => {}
+        }
+        Ok(())
     }
 
     /// Step 5, once `grace` has passed and unless done: deletes the replaced files and the old
@@ -687,3 +695,5 @@ pub async fn run(plan: &Plan, options: &Options) -> Result<Vec<Done>, CompactErr
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_parquet;

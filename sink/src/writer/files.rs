@@ -15,6 +15,7 @@ use crate::encode::Encoder;
 use crate::rotate::{file_full, CutReason};
 use crate::route::escape::escape_partition_value;
 use crate::route::MAX_KEY_BYTES;
+use crate::storage::under_root;
 use crate::upload::ObjectUpload;
 
 /// A row appended to a file and not settled yet: what its dead letter would need besides the
@@ -124,11 +125,7 @@ pub(super) fn open_file(
     name.push('+');
     name.push_str(&tp.partition.to_string());
     name.push('+');
-    let dir = format!(
-        "{}{}{dir}",
-        ctx.root,
-        if ctx.root.is_empty() { "" } else { "/" }
-    );
+    let dir = under_root(&ctx.root, dir);
     // A replayed segment's file keeps the key its claim lists for this directory (its first
     // record may be gone from Kafka); a new one is named by its first offset.
     let claimed = naming.claimed.get(&dir).filter(|k| {
@@ -136,15 +133,12 @@ pub(super) fn open_file(
             file.starts_with(&name) && file.ends_with(&format!(".{extension}"))
         })
     });
-    let key = match (claimed, place) {
-        (Some(k), _) => k.clone(),
-        (None, Some(place)) => format!(
-            "{}{}{place}/{name}{offset:020}{}.{extension}",
-            ctx.root,
-            if ctx.root.is_empty() { "" } else { "/" },
-            naming.suffix(ctx)
-        ),
-        (None, None) => format!("{dir}/{name}{offset:020}{}.{extension}", naming.suffix(ctx)),
+    let key = match claimed {
+        Some(k) => k.clone(),
+        None => {
+            let dir = place.map_or(dir, |place| under_root(&ctx.root, place));
+            format!("{dir}/{name}{offset:020}{}.{extension}", naming.suffix(ctx))
+        }
     };
     let parsed = Path::parse(&key).map_err(|source| WriteError::Key {
         table: table.name.clone(),
