@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod avro;
 mod ceilings;
 mod compact;
 mod measure;
@@ -150,6 +151,16 @@ enum Sub {
     /// Encode the benchmark's events with Lakesink's encoders, into one file and into the
     /// files Lakesink writes from them (no broker, no daemon), and print the CPU each takes:
     /// what the data's shape costs, apart from the daemon around the encoders.
+    /// Write the benchmark's events as Confluent Avro records of the shipped CloudTrail schema
+    /// into Parquet by both paths (through JSON text, straight into Arrow) and print the CPU
+    /// each takes (one thread, no broker).
+    Avro {
+        #[arg(long, default_value_t = 300_000)]
+        records: u64,
+        /// Passes, interleaved; each row shows the median.
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+    },
     Shapes {
         #[arg(long, default_value_t = 1_000_000)]
         records: u64,
@@ -513,6 +524,7 @@ fn main() {
             partitions,
             repeat,
         }) => return ceilings::shapes(*records, *partitions, *repeat),
+        Some(Sub::Avro { records, repeat }) => return avro::avro(*records, *repeat),
         None => {}
     }
     if args.quick {

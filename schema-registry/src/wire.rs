@@ -33,11 +33,11 @@ pub enum WireError {
 /// A compiled Avro schema that decodes binary data to JSON text.
 #[derive(Debug, Clone)]
 pub struct AvroDecoder {
-    root: Node,
+    pub(crate) root: Node,
 }
 
 #[derive(Debug, Clone)]
-enum Node {
+pub(crate) enum Node {
     Null,
     Boolean,
     Int,
@@ -202,20 +202,20 @@ fn compile(
     }
 }
 
-struct Reader<'a> {
-    data: &'a [u8],
-    at: usize,
+pub(crate) struct Reader<'a> {
+    pub(crate) data: &'a [u8],
+    pub(crate) at: usize,
 }
 
 impl Reader<'_> {
-    fn err(&self, m: impl Into<String>) -> WireError {
+    pub(crate) fn err(&self, m: impl Into<String>) -> WireError {
         WireError::Data {
             at: self.at,
             message: m.into(),
         }
     }
 
-    fn take(&mut self, n: usize) -> Result<&[u8], WireError> {
+    pub(crate) fn take(&mut self, n: usize) -> Result<&[u8], WireError> {
         if self.data.len() - self.at < n {
             return Err(self.err(format!("needs {n} more bytes")));
         }
@@ -224,7 +224,7 @@ impl Reader<'_> {
         Ok(s)
     }
 
-    fn long(&mut self) -> Result<i64, WireError> {
+    pub(crate) fn long(&mut self) -> Result<i64, WireError> {
         let mut v: u64 = 0;
         for shift in (0..64).step_by(7) {
             let b = self.take(1)?[0];
@@ -236,13 +236,13 @@ impl Reader<'_> {
         Err(self.err("varint longer than 10 bytes"))
     }
 
-    fn len(&mut self) -> Result<usize, WireError> {
+    pub(crate) fn len(&mut self) -> Result<usize, WireError> {
         let n = self.long()?;
         usize::try_from(n).map_err(|_| self.err(format!("negative length {n}")))
     }
 }
 
-fn decode(node: &Node, r: &mut Reader<'_>, out: &mut String) -> Result<(), WireError> {
+pub(crate) fn decode(node: &Node, r: &mut Reader<'_>, out: &mut String) -> Result<(), WireError> {
     use std::fmt::Write;
     match node {
         Node::Null => out.push_str("null"),
@@ -274,22 +274,7 @@ fn decode(node: &Node, r: &mut Reader<'_>, out: &mut String) -> Result<(), WireE
             write_json_string(s, out);
         }
         Node::Decimal { fixed, scale } => {
-            let n = match fixed {
-                Some(n) => *n,
-                None => r.len()?,
-            };
-            let b = r.take(n)?;
-            if b.len() > 16 {
-                return Err(r.err("decimal wider than 128 bits"));
-            }
-            let mut v: i128 = if b.first().is_some_and(|x| x & 0x80 != 0) {
-                -1
-            } else {
-                0
-            };
-            for x in b {
-                v = (v << 8) | *x as i128;
-            }
+            let v = crate::avro_arrow::decimal_value(*fixed, r)?;
             decimal(v, *scale, out);
         }
         Node::Enum(symbols) => {
@@ -351,7 +336,7 @@ fn decode(node: &Node, r: &mut Reader<'_>, out: &mut String) -> Result<(), WireE
 }
 
 /// Reads Avro array/map blocks, calling `item` once per element.
-fn blocks(
+pub(crate) fn blocks(
     r: &mut Reader<'_>,
     mut item: impl FnMut(&mut Reader<'_>) -> Result<(), WireError>,
 ) -> Result<(), WireError> {

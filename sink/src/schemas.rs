@@ -1,7 +1,8 @@
 //! Schemas from a Confluent-compatible registry for one table: the subject's latest version
 //! (resolved when the daemon starts: the table's columns for `ddl` and `create_table`, and the
 //! schema of records that are plain JSON), and the writer schema of each Confluent-framed record
-//! by its id, fetched once and cached, with its Parquet plan and Avro decoder.
+//! by its id, fetched once and cached, with its Parquet plan and Avro decoder. The Parquet plan
+//! of an Avro schema carries the direct Avro → Arrow path when the schema allows it.
 //!
 //! A Parquet file holds records of one schema id. When a partition's records change schema id,
 //! the writer cuts the segment before the first record of the new id (`CutReason::Schema`,
@@ -12,6 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use lakesink_schema_registry::avro_arrow::AvroArrow;
 use lakesink_schema_registry::registry::{Registry, RegistryConfig, RegistryError};
 use lakesink_schema_registry::source::{Resolved, SchemaKind};
 use lakesink_schema_registry::wire::AvroDecoder;
@@ -150,12 +152,20 @@ impl TableRegistry {
             arrow: Arc::new(r.schema.clone()),
             origin: r.origin.clone(),
         };
-        let plan = Arc::new(crate::encode::parquet::plan(
-            options,
-            &schema.arrow,
-            &schema.origin,
-        )?);
+        let mut plan = crate::encode::parquet::plan(options, &schema.arrow, &schema.origin)?;
+        // Avro records of a schema the direct path covers skip the JSON text.
+        let avro = self.avro.lock().expect("avro cache").get(&id).cloned();
+        if let Some(direct) = avro.and_then(|d| AvroArrow::new(&d, plan.schema.clone())) {
+            plan = plan.with_avro(direct);
+        }
+        let plan = Arc::new(plan);
         plans.insert(id, plan.clone());
         Ok(plan)
+    }
+
+    /// The direct Avro → Arrow path for records of schema `id` in a Parquet table, if its
+    /// schema allows one (`id` must have been through [`TableRegistry::writer_schema`]).
+    pub fn direct(&self, id: u32, options: &ParquetOptions) -> Option<Arc<AvroArrow>> {
+        self.plan_for(id, options).ok()?.avro.clone()
     }
 }

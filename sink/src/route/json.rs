@@ -54,6 +54,11 @@ impl FieldSet {
         self.paths.is_empty()
     }
 
+    /// The paths, in the order of their indices.
+    pub fn paths(&self) -> &[Vec<String>] {
+        &self.paths
+    }
+
     /// Validates `text` as one JSON object and returns the raw text at each path. (Text, not
     /// bytes: the caller validated UTF-8 once for the whole record, so the parser need not
     /// validate each string again.)

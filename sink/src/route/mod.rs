@@ -202,6 +202,16 @@ impl TableRouter {
         self.max_path_bytes = bytes;
     }
 
+    /// The field paths this table reads of a record (event time, partition fields).
+    pub fn paths(&self) -> &[Vec<String>] {
+        self.fields.paths()
+    }
+
+    /// The largest record this table takes, in bytes.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
     /// Validates the record, finds its event time and writes its partition path into `path`.
     /// `now_micros` is only used for records that carry no Kafka timestamp.
     pub fn route(

@@ -480,9 +480,9 @@ impl PartitionWriter {
             let (table_idx, router) = &mut self.routers[slot];
             let table = &ctx.tables[*table_idx];
             // Confluent-framed records of a registry table: their own schema, as JSON.
-            let unwrapped = unwrap_wire(ctx, table, rec.payload, json)?;
+            let unwrapped = unwrap_wire(ctx, table, router, rec.payload, json)?;
             let (payload, schema_id) = match &unwrapped {
-                Ok(x) => *x,
+                Ok(x) => (x.encode, x.schema_id),
                 Err(_) => (rec.payload, None),
             };
             let r = RecordRef {
@@ -490,7 +490,7 @@ impl PartitionWriter {
                 partition: self.tp.partition,
                 offset: rec.offset,
                 kafka_millis: rec.kafka_millis,
-                payload,
+                payload: unwrapped.as_ref().map_or(rec.payload, |x| x.route),
             };
             let late_before = self.late_before.get(&table.name).copied();
             let routed = unwrapped

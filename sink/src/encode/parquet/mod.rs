@@ -34,6 +34,7 @@ use arrow_json::reader::{
 };
 use arrow_json::ReaderBuilder;
 use arrow_schema::{ArrowError, DataType, FieldRef, SchemaRef};
+use lakesink_schema_registry::avro_arrow::AvroArrow;
 use lakesink_schema_registry::wire::write_json_string;
 use parquet::arrow::arrow_writer::{
     compute_leaves, ArrowRowGroupWriterFactory, ArrowWriterOptions,
@@ -67,6 +68,9 @@ pub struct ParquetPlan {
     pub props: WriterProperties,
     /// `unknown_fields = "fail"`: a field the schema lacks makes the record bad.
     pub strict: bool,
+    /// Records of an Avro schema that the direct path reads: the encoder is given the Avro
+    /// datums (without the Confluent header) and decodes them straight into Arrow.
+    pub avro: Option<Arc<AvroArrow>>,
 }
 
 impl ParquetPlan {
@@ -78,7 +82,16 @@ impl ParquetPlan {
             origin,
             props,
             strict,
+            avro: None,
         }
+    }
+
+    /// The same plan for Avro datums of the schema `avro` reads (its schema must be this
+    /// plan's).
+    pub fn with_avro(mut self, avro: AvroArrow) -> Self {
+        debug_assert_eq!(avro.schema(), &self.schema);
+        self.avro = Some(Arc::new(avro));
+        self
     }
 
     fn decoder(&self) -> Result<Decoder, ArrowError> {
@@ -314,6 +327,69 @@ impl ParquetEncoder {
     }
 }
 
+impl ParquetEncoder {
+    /// Decodes the pending Avro datums into one batch; if one of them is refused, each alone
+    /// (the good ones into `batches`, the others into `rejected`), as [`Self::one_by_one`]
+    /// does for JSON.
+    fn settle_avro(&mut self, avro: &AvroArrow, rejected: &mut Vec<Rejected>) {
+        // Batches of DECODE_ROWS, as arrow-json's: parquet decides page boundaries between the
+        // batches it is given, so both paths write the same bytes.
+        let mut rows = avro.rows(DECODE_ROWS.min(self.ends.len()));
+        let mut batches = Vec::new();
+        let mut whole = Ok(());
+        for d in datums(&self.pending, &self.ends) {
+            whole = rows.append(d).map_err(|e| e.to_string());
+            if whole.is_err() {
+                break;
+            }
+            if rows.len() == DECODE_ROWS {
+                let full = std::mem::replace(&mut rows, avro.rows(DECODE_ROWS));
+                match full.finish() {
+                    Ok(b) => batches.push(b),
+                    Err(e) => {
+                        whole = Err(e.to_string());
+                        break;
+                    }
+                }
+            }
+        }
+        if whole.is_ok() && !rows.is_empty() {
+            whole = rows
+                .finish()
+                .map(|b| batches.push(b))
+                .map_err(|e| e.to_string());
+        }
+        if whole.is_ok() {
+            self.batches = batches;
+            return;
+        }
+        for (index, d) in datums(&self.pending, &self.ends).enumerate() {
+            let mut rows = avro.rows(1);
+            let one = rows
+                .append(d)
+                .map_err(|e| e.to_string())
+                .and_then(|()| rows.finish().map_err(|e| e.to_string()));
+            match one {
+                Ok(batch) => self.batches.push(batch),
+                Err(reason) => rejected.push(Rejected {
+                    index,
+                    record: d.to_vec(),
+                    reason,
+                }),
+            }
+        }
+    }
+}
+
+/// The pending records, each up to its end.
+fn datums<'a>(pending: &'a [u8], ends: &'a [usize]) -> impl Iterator<Item = &'a [u8]> + 'a {
+    ends.iter().scan(0, move |start, &end| {
+        let d = &pending[*start..end];
+        *start = end;
+        Some(d)
+    })
+}
+
 /// A pending row without the newline [`Encoder::append`] added.
 fn record_of(row: &[u8]) -> Vec<u8> {
     row.strip_suffix(b"\n").unwrap_or(row).to_vec()
@@ -333,7 +409,9 @@ impl Encoder for ParquetEncoder {
             self.pending.reserve(record.len().max(1024) * 4);
         }
         self.pending.extend_from_slice(record);
-        self.pending.push(b'\n');
+        if self.plan.avro.is_none() {
+            self.pending.push(b'\n');
+        }
         self.ends.push(self.pending.len());
         Ok(())
     }
@@ -402,12 +480,16 @@ impl Encoder for ParquetEncoder {
             return Ok(());
         }
         self.batches.clear();
-        let batches = &mut self.batches;
-        let pending = &self.pending;
-        let whole = with_decoder(&self.plan, |d| decode_all(d, pending, batches));
-        let rows: usize = self.batches.iter().map(RecordBatch::num_rows).sum();
-        if whole.is_err() || rows != self.ends.len() {
-            self.one_by_one(rejected)?;
+        if let Some(avro) = self.plan.avro.clone() {
+            self.settle_avro(&avro, rejected);
+        } else {
+            let batches = &mut self.batches;
+            let pending = &self.pending;
+            let whole = with_decoder(&self.plan, |d| decode_all(d, pending, batches));
+            let rows: usize = self.batches.iter().map(RecordBatch::num_rows).sum();
+            if whole.is_err() || rows != self.ends.len() {
+                self.one_by_one(rejected)?;
+            }
         }
         for b in self.batches.drain(..) {
             self.group_rows += b.num_rows();

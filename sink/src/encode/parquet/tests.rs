@@ -149,3 +149,58 @@ fn a_settle_past_row_group_rows_is_cut_into_row_groups_of_at_most_that_many() {
         .collect();
     assert_eq!(rows, [3, 3, 3, 1]);
 }
+
+#[test]
+fn avro_datums_are_decoded_straight_into_rows_and_one_the_schema_refuses_is_rejected_alone() {
+    use lakesink_schema_registry::avro::to_arrow;
+    use lakesink_schema_registry::wire::AvroDecoder;
+    let avsc = r#"{"type":"record","name":"R","fields":[
+      {"name":"id","type":"long"},
+      {"name":"t","type":{"type":"long","logicalType":"timestamp-millis"}},
+      {"name":"x","type":"double"}]}"#;
+    let decoder = AvroDecoder::new(avsc).unwrap();
+    let schema = Arc::new(to_arrow(avsc).unwrap());
+    let direct = AvroArrow::new(&decoder, schema.clone()).unwrap();
+    let props = WriterProperties::builder().build();
+    let plan = Arc::new(ParquetPlan::new(schema, "test".into(), props, false).with_avro(direct));
+    let datum = |id: i64, x: f64| {
+        let mut b = Vec::new();
+        let finite = if x.is_nan() { 0.0 } else { x };
+        let v = serde_json::json!({"id": id, "t": 1_704_157_323_456i64, "x": finite});
+        decoder.encode(&v, &mut b).unwrap();
+        if x.is_nan() {
+            // JSON has no NaN: write it over the double's 8 bytes.
+            let n = b.len();
+            b[n - 8..].copy_from_slice(&f64::NAN.to_le_bytes());
+        }
+        b
+    };
+    let mut e: Box<dyn Encoder> = Box::new(ParquetEncoder::new(plan));
+    // The last byte of a datum may be a newline's: nothing is added or stripped.
+    let ten = datum(10, f64::from_bits(0x0a00_0000_0000_0000));
+    assert_eq!(ten.last(), Some(&b'\n'));
+    for d in [
+        datum(1, 0.5),
+        datum(2, f64::NAN),
+        ten.clone(),
+        datum(3, 1.5),
+    ] {
+        e.append(&d).unwrap();
+    }
+    let mut rejected = Vec::new();
+    e.settle(&mut rejected).unwrap();
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert_eq!(rejected[0].index, 1);
+    assert_eq!(rejected[0].record, datum(2, f64::NAN));
+    assert!(rejected[0].reason.contains('x'), "{}", rejected[0].reason);
+    let batches = read(e.finish().unwrap());
+    let ids: Vec<i64> = batches
+        .iter()
+        .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+        .collect();
+    assert_eq!(ids, [1, 10, 3]);
+    let t = batches[0]
+        .column(1)
+        .as_primitive::<TimestampMillisecondType>();
+    assert_eq!(t.value(0), 1_704_157_323_456);
+}

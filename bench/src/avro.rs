@@ -1,0 +1,143 @@
+//! `lakesink-bench avro`: the benchmark's events as Confluent Avro records of the shipped
+//! CloudTrail schema, into one Parquet file by each of the two paths a registry table's Avro
+//! records can take: through JSON text (the datum written out as JSON, routed, then parsed again
+//! by arrow-json) and straight into Arrow (the datum read once for its routed fields, then
+//! decoded into the columns). One thread, no broker, passes interleaved; both files must come
+//! out byte for byte the same.
+
+use std::sync::Arc;
+
+use lakesink::encode::{Encoder, ParquetEncoder, ParquetPlan};
+use lakesink::route::json::FieldSet;
+use lakesink_schema_registry::avro_arrow::AvroArrow;
+use lakesink_schema_registry::wire::AvroDecoder;
+use serde_json::Value;
+
+use crate::ceilings::event_rows;
+use crate::measure::{median, thread_cpu};
+
+const CLOUDTRAIL: &str = include_str!("../../schema-registry/schemas/cloudtrail.avsc");
+
+/// The event as the CloudTrail Avro schema holds it: instants as epoch milliseconds.
+fn to_avro_shape(v: &mut Value) {
+    fn millis(v: &mut Value) {
+        if let Some(s) = v.as_str() {
+            let t = chrono::DateTime::parse_from_rfc3339(s).expect("RFC 3339");
+            *v = Value::from(t.timestamp_millis());
+        }
+    }
+    millis(&mut v["eventTime"]);
+    if let Some(a) = v
+        .pointer_mut("/userIdentity/sessionContext/attributes/creationDate")
+        .filter(|x| x.is_string())
+    {
+        millis(a);
+    }
+}
+
+/// One pass of one path: CPU seconds and the file.
+fn run(
+    decoder: &AvroDecoder,
+    plan: &Arc<ParquetPlan>,
+    datums: &[Vec<u8>],
+    direct: bool,
+) -> (f64, Vec<u8>) {
+    let mut fields = FieldSet::default();
+    fields.add(&["eventTime".to_string()]).unwrap();
+    let paths = fields.paths().to_vec();
+    let mut enc: Box<dyn Encoder> = Box::new(ParquetEncoder::new(plan.clone()));
+    let mut json = String::new();
+    let mut rejected = Vec::new();
+    let mut sum = 0i64;
+    let t0 = thread_cpu();
+    for d in datums {
+        json.clear();
+        if direct {
+            decoder.project(d, &paths, &mut json).unwrap();
+        } else {
+            decoder.to_json(d, &mut json).unwrap();
+        }
+        let found = fields.extract(&json).unwrap();
+        sum = sum.wrapping_add(found[0].unwrap().get().parse::<i64>().unwrap());
+        enc.append(if direct { d } else { json.as_bytes() })
+            .unwrap();
+        if enc.unsettled() >= lakesink::encode::parquet::SETTLE_ROWS {
+            enc.settle(&mut rejected).unwrap();
+        }
+    }
+    enc.settle(&mut rejected).unwrap();
+    let out = enc.finish().unwrap();
+    let cpu = thread_cpu() - t0;
+    assert!(
+        rejected.is_empty(),
+        "{:?}",
+        rejected.first().map(|r| &r.reason)
+    );
+    assert!(sum != 0);
+    (cpu, out)
+}
+
+pub fn avro(records: u64, repeat: usize) {
+    eprintln!("generating {records} events …");
+    let events = event_rows(records);
+    let json_bytes: usize = events.iter().map(|e| e.len() + 1).sum();
+    let decoder = AvroDecoder::new(CLOUDTRAIL).unwrap();
+    let datums: Vec<Vec<u8>> = events
+        .iter()
+        .map(|e| {
+            let mut v: Value = serde_json::from_str(e).unwrap();
+            to_avro_shape(&mut v);
+            let mut b = Vec::new();
+            decoder.encode(&v, &mut b).unwrap();
+            b
+        })
+        .collect();
+    let avro_bytes: usize = datums.iter().map(Vec::len).sum();
+    let plan = || lakesink::config::default_parquet_plan("cloudtrail.avsc").unwrap();
+    let through_json = Arc::new(plan());
+    let p = plan();
+    let direct_path = AvroArrow::new(&decoder, p.schema.clone()).expect("covered");
+    let direct = Arc::new(p.with_avro(direct_path));
+    let mut runs = [Vec::new(), Vec::new()];
+    for pass in 0..repeat.max(1) {
+        eprintln!("pass {} …", pass + 1);
+        runs[0].push(run(&decoder, &through_json, &datums, false));
+        runs[1].push(run(&decoder, &direct, &datums, true));
+    }
+    let [a, b] = runs;
+    let a = median(a, |r| r.0);
+    let b = median(b, |r| r.0);
+    if a.1 != b.1 {
+        let dir = std::env::temp_dir();
+        std::fs::write(dir.join("avro-through-json.parquet"), &a.1).unwrap();
+        std::fs::write(dir.join("avro-direct.parquet"), &b.1).unwrap();
+        panic!(
+            "the two paths wrote different files: {} and {}",
+            dir.join("avro-through-json.parquet").display(),
+            dir.join("avro-direct.parquet").display()
+        );
+    }
+    let gb = json_bytes as f64 / 1e9;
+    println!(
+        "{records} CloudTrail events as Confluent Avro ({:.1} MB of Avro, {:.1} MB as JSON) → one Parquet zstd file ({:.1} MB, the same bytes by both paths); median of {repeat} passes, one thread\n",
+        avro_bytes as f64 / 1e6,
+        json_bytes as f64 / 1e6,
+        a.1.len() as f64 / 1e6
+    );
+    println!(
+        "| path | CPU s | µs per record | CPU-s per GB of the events' JSON |\n|---|---|---|---|"
+    );
+    for (name, cpu) in [
+        (
+            "Avro → JSON text → route → arrow-json → Parquet (before)",
+            a.0,
+        ),
+        ("Avro → route fields → Arrow → Parquet (direct)", b.0),
+    ] {
+        println!(
+            "| {name} | {cpu:.2} | {:.2} | {:.2} |",
+            cpu * 1e6 / records as f64,
+            cpu / gb
+        );
+    }
+}
