@@ -141,3 +141,109 @@ pub fn avro(records: u64, repeat: usize) {
         );
     }
 }
+
+/// `lakesink-bench json-direct`: the benchmark's events into one Parquet file, routed and
+/// encoded the old way (the route pass, then arrow-json at the settle) and the direct way (one
+/// pass into builders); one thread, passes interleaved, both files compared.
+pub fn json_direct(records: u64, repeat: usize) {
+    eprintln!("generating {records} events …");
+    let events = event_rows(records);
+    let json_bytes: usize = events.iter().map(|e| e.len() + 1).sum();
+    let plan = Arc::new(lakesink::config::default_parquet_plan("cloudtrail.avsc").unwrap());
+    let direct = plan.json.clone().expect("CloudTrail is covered");
+    let mut fields = FieldSet::default();
+    fields.add(&["eventTime".to_string()]).unwrap();
+    let paths = fields.paths().to_vec();
+    let run = |parsed: bool| -> (f64, Vec<u8>) {
+        let mut enc: Box<dyn Encoder> = Box::new(ParquetEncoder::new(plan.clone()));
+        let mut rows = direct.rows();
+        let mut rejected = Vec::new();
+        let mut n = 0usize;
+        let t0 = thread_cpu();
+        for e in &events {
+            let found = if parsed {
+                rows.truncate(0);
+                let f = direct.parse(e, &paths, &mut rows).expect("taken");
+                enc.append_parsed(&rows, 0, e.len()).unwrap();
+                f
+            } else {
+                let f = fields.extract(e).unwrap();
+                enc.append(e.as_bytes()).unwrap();
+                f
+            };
+            n += found[0].map_or(0, |r| r.get().len());
+            if enc.unsettled() >= lakesink::encode::parquet::SETTLE_ROWS {
+                enc.settle(&mut rejected).unwrap();
+            }
+        }
+        enc.settle(&mut rejected).unwrap();
+        let out = enc.finish().unwrap();
+        let cpu = thread_cpu() - t0;
+        assert!(rejected.is_empty() && n > 0);
+        (cpu, out)
+    };
+    // The parts alone: the route pass, and the direct parse into a row (no file, no encoding).
+    let route_only = || {
+        let t0 = thread_cpu();
+        let n: usize = events
+            .iter()
+            .map(|e| fields.extract(e).unwrap()[0].map_or(0, |r| r.get().len()))
+            .sum();
+        assert!(n > 0);
+        (thread_cpu() - t0, Vec::new())
+    };
+    let parse_only = || {
+        let mut rows = direct.rows();
+        let t0 = thread_cpu();
+        for e in &events {
+            rows.truncate(0);
+            direct.parse(e, &paths, &mut rows).expect("taken");
+        }
+        (thread_cpu() - t0, Vec::new())
+    };
+    // One path once, nothing printed: for counting its instructions under callgrind, where a
+    // noisy VM's CPU times cannot tell a 5 % change.
+    match std::env::var("LAKESINK_BENCH_ONLY").as_deref() {
+        Ok("before") => return drop(run(false)),
+        Ok("direct") => return drop(run(true)),
+        Ok("route") => return drop(route_only()),
+        Ok("parse") => return drop(parse_only()),
+        Ok("none") => return,
+        _ => {}
+    }
+    let mut runs = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
+    for pass in 0..repeat.max(1) {
+        eprintln!("pass {} …", pass + 1);
+        runs[0].push(run(false));
+        runs[1].push(run(true));
+        runs[2].push(route_only());
+        runs[3].push(parse_only());
+    }
+    let [a, b, c, d] = runs;
+    let c = median(c, |r| r.0);
+    let d = median(d, |r| r.0);
+    let a = median(a, |r| r.0);
+    let b = median(b, |r| r.0);
+    let gb = json_bytes as f64 / 1e9;
+    println!(
+        "{records} CloudTrail events ({:.1} MB of JSON) → one Parquet zstd file; the files {}; median of {repeat} passes, one thread\n",
+        json_bytes as f64 / 1e6,
+        if a.1 == b.1 { "are byte for byte the same" } else { "differ in bytes" }
+    );
+    println!("| path | CPU s | µs per record | CPU-s per GB |\n|---|---|---|---|");
+    for (name, cpu) in [
+        ("route pass, then arrow-json at the settle (before)", a.0),
+        ("one pass into builders (direct)", b.0),
+        ("of which: the route pass alone (before)", c.0),
+        (
+            "of which: the one pass into a staging row alone (direct)",
+            d.0,
+        ),
+    ] {
+        println!(
+            "| {name} | {cpu:.2} | {:.2} | {:.2} |",
+            cpu * 1e6 / records as f64,
+            cpu / gb
+        );
+    }
+}

@@ -161,6 +161,16 @@ enum Sub {
         #[arg(long, default_value_t = 3)]
         repeat: usize,
     },
+    /// Route and encode the benchmark's events into one Parquet file the old way (the route
+    /// pass, then arrow-json) and the direct way (one pass into builders), and print the CPU
+    /// each takes (one thread, no broker).
+    JsonDirect {
+        #[arg(long, default_value_t = 300_000)]
+        records: u64,
+        /// Passes, interleaved; each row shows the median.
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+    },
     Shapes {
         #[arg(long, default_value_t = 1_000_000)]
         records: u64,
@@ -525,6 +535,7 @@ fn main() {
             repeat,
         }) => return ceilings::shapes(*records, *partitions, *repeat),
         Some(Sub::Avro { records, repeat }) => return avro::avro(*records, *repeat),
+        Some(Sub::JsonDirect { records, repeat }) => return avro::json_direct(*records, *repeat),
         None => {}
     }
     if args.quick {

@@ -57,6 +57,27 @@ pub trait Encoder: Send {
     fn unsettled_bytes(&self) -> usize {
         0
     }
+    /// The open rows the direct JSON path may parse a record of this file's schema into
+    /// (then [`Encoder::commit_parsed`], or cut the row off again); `None` without a direct path.
+    fn parsed_rows(&mut self) -> Option<&mut parquet::direct::JsonRows> {
+        None
+    }
+    /// The last of [`Encoder::parsed_rows`] is a record of this file (`bytes`: its JSON's
+    /// length).
+    fn commit_parsed(&mut self, _bytes: usize) -> Result<(), EncodeError> {
+        unreachable!("only an encoder with parsed rows takes parsed records")
+    }
+    /// Appends row `row` of `rows`, a record the direct JSON path parsed for this file's
+    /// schema (`bytes`: its JSON's length). `false`: this encoder has no direct path, and the
+    /// record must be appended as bytes.
+    fn append_parsed(
+        &mut self,
+        _rows: &parquet::direct::JsonRows,
+        _row: usize,
+        _bytes: usize,
+    ) -> Result<bool, EncodeError> {
+        Ok(false)
+    }
     /// Encodes the rows appended since the last call. Rows the format refuses are pushed to
     /// `rejected` and are not in the output.
     fn settle(&mut self, _rejected: &mut Vec<Rejected>) -> Result<(), EncodeError> {

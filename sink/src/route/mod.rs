@@ -220,6 +220,18 @@ impl TableRouter {
         now_micros: i64,
         path: &mut String,
     ) -> Result<Routed, RouteError> {
+        let text = self.text(rec)?;
+        let found = self.fields.extract(text)?;
+        self.place(rec, &found, now_micros, path)
+    }
+
+    /// The routed fields of a record's text ([`TableRouter::text`]).
+    pub fn extract<'a>(&self, text: &'a str) -> Result<json::Found<'a>, RouteError> {
+        Ok(self.fields.extract(text)?)
+    }
+
+    /// The record's text, if it is one the router can read at all.
+    pub fn text<'a>(&self, rec: &RecordRef<'a>) -> Result<&'a str, RouteError> {
         let payload = match rec.payload {
             None | Some([]) => return Err(RouteError::Empty),
             Some(p) => p,
@@ -235,7 +247,18 @@ impl TableRouter {
         if text.trim_ascii() == "null" {
             return Err(RouteError::Empty);
         }
-        let found = self.fields.extract(text)?;
+        Ok(text)
+    }
+
+    /// Finds the record's event time and partition path from its routed fields (found by
+    /// [`TableRouter::extract`], or by a pass that found the same).
+    pub fn place(
+        &mut self,
+        rec: &RecordRef<'_>,
+        found: &json::Found<'_>,
+        now_micros: i64,
+        path: &mut String,
+    ) -> Result<Routed, RouteError> {
         let kafka_micros = rec
             .kafka_millis
             .filter(|m| *m >= 0)

@@ -10,6 +10,7 @@ use super::{WriteError, WriterCtx};
 use crate::catalog::FileFacts;
 use crate::commit::Tp;
 use crate::config::TablePlan;
+use crate::encode::parquet::direct::JsonRows;
 use crate::encode::parquet::{SETTLE_BYTES, SETTLE_ROWS};
 use crate::encode::Encoder;
 use crate::rotate::{file_full, CutReason};
@@ -215,9 +216,56 @@ pub(super) fn append(
     Ok(file_full(&table.rotate, f.records, f.encoder.written()))
 }
 
+/// Appends a record the direct JSON path parsed (row 0 of `rows`), or, if the file's encoder
+/// has no direct path, its JSON `payload` as bytes; says which (`true`: parsed).
+pub(super) fn append_parsed(
+    ctx: &WriterCtx,
+    table: &TablePlan,
+    f: &mut OpenFile,
+    rows: &JsonRows,
+    payload: &[u8],
+    held: &mut usize,
+) -> Result<(Option<CutReason>, bool), WriteError> {
+    let taken = f
+        .encoder
+        .append_parsed(rows, 0, payload.len())
+        .map_err(|source| WriteError::Encode {
+            key: f.upload.key().to_string(),
+            source,
+        })?;
+    if !taken {
+        return Ok((append(ctx, table, f, payload, held)?, false));
+    }
+    f.records += 1;
+    recharge(ctx, f, held);
+    Ok((
+        file_full(&table.rotate, f.records, f.encoder.written()),
+        true,
+    ))
+}
+
+/// Counts the record the direct JSON path parsed into the file's own open rows.
+pub(super) fn commit_parsed(
+    ctx: &WriterCtx,
+    table: &TablePlan,
+    f: &mut OpenFile,
+    payload: &[u8],
+    held: &mut usize,
+) -> Result<Option<CutReason>, WriteError> {
+    f.encoder
+        .commit_parsed(payload.len())
+        .map_err(|source| WriteError::Encode {
+            key: f.upload.key().to_string(),
+            source,
+        })?;
+    f.records += 1;
+    recharge(ctx, f, held);
+    Ok(file_full(&table.rotate, f.records, f.encoder.written()))
+}
+
 /// Whether a file holds enough unsettled rows to settle them before its cut.
 pub(super) fn settle_due(f: &OpenFile) -> bool {
-    f.unsettled.len() >= SETTLE_ROWS || f.encoder.unsettled_bytes() >= SETTLE_BYTES
+    f.encoder.unsettled() >= SETTLE_ROWS || f.encoder.unsettled_bytes() >= SETTLE_BYTES
 }
 
 /// Charges the budget for what a file's encoder holds now and ships a part when one is ready.

@@ -7,6 +7,7 @@
 mod dead_letter;
 mod files;
 mod late;
+mod parsed;
 use late::compacted_place;
 pub(crate) use late::late_after_seal;
 mod replay;
@@ -17,6 +18,8 @@ pub(crate) mod tests;
 mod tests_late;
 #[cfg(test)]
 mod tests_letters;
+#[cfg(test)]
+mod tests_parsed;
 mod wire;
 
 use std::collections::HashMap;
@@ -45,10 +48,14 @@ use crate::upload::UploadError;
 pub(crate) use dead_letter::DeadLetterProducer;
 use dead_letter::{bad_record, DeadLetterFiles};
 pub(crate) use files::path_room as path_room_for;
-use files::{append, close, open_file, path_room, recharge, settle_due, OpenFile, Unsettled};
+use files::{
+    append, append_parsed, close, commit_parsed, open_file, path_room, recharge, settle_due,
+    OpenFile, Unsettled,
+};
+use parsed::{Parsing, Row};
 use replay::Replay;
 use segment::{Completion, Owner, Sealed};
-use wire::unwrap_wire;
+use wire::{route_parsed, unwrap_wire};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
@@ -197,6 +204,9 @@ pub(crate) struct PartitionWriter {
     rejected: Vec<Rejected>,
     /// Scratch for Avro records decoded to JSON.
     json: String,
+    /// Per router slot: where a Parquet table's direct path parses a record before its file
+    /// is known (see [`parsed`]).
+    parsing: Vec<Parsing>,
     /// Per router slot: the schema id of its open files (registry tables).
     schema_ids: Vec<Option<u32>>,
     /// Where the lake's claims say this partition's segments were cut, and how the writer
@@ -265,6 +275,7 @@ impl PartitionWriter {
             settle_now: false,
             rejected: Vec::new(),
             json: String::new(),
+            parsing: Vec::new(),
             schema_ids: routers.iter().map(|_| None).collect(),
             routers,
             replay: Replay::new(sought),
@@ -493,8 +504,30 @@ impl PartitionWriter {
                 payload: unwrapped.as_ref().map_or(rec.payload, |x| x.route),
             };
             let late_before = self.late_before.get(&table.name).copied();
+            // A Parquet table of one schema parses its JSON records once, as it routes them.
+            let direct = match (&table.registry, &table.parquet) {
+                (None, Some(plan)) => plan.json.as_deref(),
+                _ => None,
+            };
+            if self.parsing.len() <= slot {
+                self.parsing.resize_with(slot + 1, Parsing::default);
+            }
+            let parsing = &mut self.parsing[slot];
+            let files = &mut self.files[slot];
+            let mut row = Row::None;
             let routed = unwrapped
-                .and_then(|_| router.route(&r, now_micros, &mut self.path))
+                .and_then(|_| match direct {
+                    Some(d) => {
+                        let (rows, at) = parsing.target(files, d);
+                        let (routed, parsed) =
+                            route_parsed(router, &r, now_micros, &mut self.path, d, rows)?;
+                        if parsed {
+                            row = at;
+                        }
+                        Ok(routed)
+                    }
+                    None => router.route(&r, now_micros, &mut self.path),
+                })
                 .and_then(|routed| match late_before {
                     Some(w) if late_after_seal(table, routed.event_micros, w) => {
                         Err(RouteError::LateAfterSeal {
@@ -507,6 +540,7 @@ impl PartitionWriter {
             let routed = match routed {
                 Ok(routed) => routed,
                 Err(source) => {
+                    parsing.undo(files, row);
                     let cut = bad_record(
                         DeadLetterFiles {
                             naming: self.replay.naming(),
@@ -531,7 +565,9 @@ impl PartitionWriter {
                 self.fallbacks[slot].inc();
             }
             let payload = payload.unwrap_or_default();
-            let files = &mut self.files[slot];
+            if let Some(d) = direct {
+                row = parsing.place(files, row, &self.path, d);
+            }
             let f = match files.get_mut(self.path.as_str()) {
                 Some(f) => f,
                 None => {
@@ -573,11 +609,23 @@ impl PartitionWriter {
                 }
             };
             f.saw(routed.event_micros);
-            let cut = append(ctx, table, f, payload, &mut self.held)?;
-            if f.encoder.unsettled() > 0 {
-                if f.unsettled.is_empty() {
-                    self.dirty.push((slot, self.path.clone()));
+            let (cut, parsed) = match row {
+                Row::InLast(_) => (commit_parsed(ctx, table, f, payload, &mut self.held)?, true),
+                Row::Staged => {
+                    append_parsed(ctx, table, f, parsing.staged(), payload, &mut self.held)?
                 }
+                Row::None => (append(ctx, table, f, payload, &mut self.held)?, false),
+            };
+            if parsed {
+                parsing.went_to(&self.path);
+            }
+            if f.encoder.unsettled() == 1 {
+                self.dirty.push((slot, self.path.clone()));
+            }
+            if parsed {
+                // No refusal can come of a parsed row at the settle: nothing to keep for one.
+                self.settle_now |= settle_due(f);
+            } else if f.encoder.unsettled() > 0 {
                 let side = &mut f.unsettled_bytes;
                 let mut keep = |b: Option<&[u8]>| {
                     b.map(|b| {

@@ -4,7 +4,8 @@
 
 use super::{WriteError, WriterCtx};
 use crate::config::TablePlan;
-use crate::route::{RouteError, TableRouter};
+use crate::encode::parquet::direct::{JsonDirect, JsonRows};
+use crate::route::{RecordRef, RouteError, Routed, TableRouter};
 
 /// A record of a registry table as the pipeline reads it.
 #[derive(Clone, Copy)]
@@ -83,5 +84,31 @@ pub(super) fn unwrap_wire<'a>(
         Err(e) => Ok(Err(RouteError::Wire(format!(
             "Avro record of schema id {id}: {e}"
         )))),
+    }
+}
+
+/// Routes a record of a Parquet table with a direct path: parsed once, into a new last row of
+/// `rows`, as it is routed (`true`); or, if the direct path does not take it, routed as
+/// [`TableRouter::route`] does (`false`). On an error `rows` are as they were.
+pub(super) fn route_parsed(
+    router: &mut TableRouter,
+    rec: &RecordRef<'_>,
+    now_micros: i64,
+    path: &mut String,
+    direct: &JsonDirect,
+    rows: &mut JsonRows,
+) -> Result<(Routed, bool), RouteError> {
+    let text = router.text(rec)?;
+    let before = rows.len();
+    let (found, parsed) = match direct.parse(text, router.paths(), rows) {
+        Ok(found) => (found, true),
+        Err(_) => (router.extract(text)?, false),
+    };
+    match router.place(rec, &found, now_micros, path) {
+        Ok(routed) => Ok((routed, parsed)),
+        Err(e) => {
+            rows.truncate(before);
+            Err(e)
+        }
     }
 }

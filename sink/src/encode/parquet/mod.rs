@@ -27,15 +27,13 @@ use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use arrow_array::builder::StringBuilder;
-use arrow_array::{ArrayRef, RecordBatch};
-use arrow_json::reader::{
-    ArrayDecoder, Decoder, DecoderContext, DecoderFactory, Tape, TapeElement,
-};
+use arrow_array::RecordBatch;
+use arrow_json::reader::Decoder;
 use arrow_json::ReaderBuilder;
-use arrow_schema::{ArrowError, DataType, FieldRef, SchemaRef};
+use arrow_schema::{ArrowError, SchemaRef};
+use direct::{JsonDirect, JsonRows};
+use json_text::JsonTextFactory;
 use lakesink_schema_registry::avro_arrow::AvroArrow;
-use lakesink_schema_registry::wire::write_json_string;
 use parquet::arrow::arrow_writer::{
     compute_leaves, ArrowRowGroupWriterFactory, ArrowWriterOptions,
 };
@@ -71,6 +69,9 @@ pub struct ParquetPlan {
     /// Records of an Avro schema that the direct path reads: the encoder is given the Avro
     /// datums (without the Confluent header) and decodes them straight into Arrow.
     pub avro: Option<Arc<AvroArrow>>,
+    /// The one-pass JSON parser of this schema, if it covers every column
+    /// ([`direct::JsonDirect`]).
+    pub json: Option<Arc<JsonDirect>>,
 }
 
 impl ParquetPlan {
@@ -78,6 +79,7 @@ impl ParquetPlan {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         ParquetPlan {
             id: NEXT.fetch_add(1, Ordering::Relaxed),
+            json: JsonDirect::new(schema.clone(), strict).map(Arc::new),
             schema,
             origin,
             props,
@@ -166,6 +168,16 @@ pub struct ParquetEncoder {
     group: Vec<RecordBatch>,
     group_rows: usize,
     group_bytes: usize,
+    /// Rows the direct path parsed since the last settle (`plan.json`): the open batch's
+    /// builders, the batches of [`DECODE_ROWS`] already finished, their memory, and how many
+    /// rows and JSON bytes they came from (what a settle is due by, as for `pending`).
+    parsed_rows: Option<JsonRows>,
+    parsed: Vec<RecordBatch>,
+    parsed_memory: usize,
+    /// The open rows' memory, counted as they grow.
+    open_memory: usize,
+    parsed_count: usize,
+    parsed_bytes: usize,
 }
 
 /// A file being written: parquet's file writer over the output bytes, and the factory of each
@@ -188,6 +200,12 @@ impl ParquetEncoder {
             group: Vec::new(),
             group_rows: 0,
             group_bytes: 0,
+            parsed_rows: None,
+            parsed: Vec::new(),
+            parsed_memory: 0,
+            open_memory: 0,
+            parsed_count: 0,
+            parsed_bytes: 0,
         }
     }
 
@@ -227,6 +245,20 @@ impl ParquetEncoder {
         self.group.clear();
         self.group_rows = 0;
         self.group_bytes = 0;
+        Ok(())
+    }
+
+    /// Writes the open row group if it is complete, by rows or by bytes.
+    fn group_due(&mut self) -> Result<(), EncodeError> {
+        let max_rows = self
+            .plan
+            .props
+            .max_row_group_row_count()
+            .unwrap_or(usize::MAX);
+        let max_bytes = self.plan.props.max_row_group_bytes().unwrap_or(usize::MAX);
+        if self.group_rows >= max_rows || self.group_bytes >= max_bytes {
+            self.flush_group()?;
+        }
         Ok(())
     }
 
@@ -430,6 +462,8 @@ impl Encoder for ParquetEncoder {
     fn overhead(&self) -> usize {
         self.pending.capacity()
             + self.ends.capacity() * std::mem::size_of::<usize>()
+            + self.open_memory
+            + self.parsed_memory
             + self.group_bytes
             + self.writer.as_ref().map_or(0, |w| {
                 // The output grows by doubling: its spare capacity is memory too.
@@ -468,14 +502,82 @@ impl Encoder for ParquetEncoder {
     }
 
     fn unsettled(&self) -> usize {
-        self.ends.len()
+        self.ends.len() + self.parsed_count
     }
 
     fn unsettled_bytes(&self) -> usize {
-        self.pending.len()
+        self.pending.len() + self.parsed_bytes
+    }
+
+    fn parsed_rows(&mut self) -> Option<&mut JsonRows> {
+        let direct = self.plan.json.as_ref()?;
+        Some(self.parsed_rows.get_or_insert_with(|| direct.rows()))
+    }
+
+    fn commit_parsed(&mut self, bytes: usize) -> Result<(), EncodeError> {
+        let direct = self
+            .plan
+            .json
+            .as_ref()
+            .expect("parsed rows need a direct path");
+        let open = self.parsed_rows.as_mut().expect("a parsed row");
+        self.parsed_count += 1;
+        self.parsed_bytes += bytes;
+        let n = open.len();
+        if n == DECODE_ROWS {
+            // Batches of DECODE_ROWS, as arrow-json makes them: parquet decides page
+            // boundaries between the batches it is given.
+            let b = open.finish(direct)?;
+            self.parsed_memory += b.get_array_memory_size();
+            self.parsed.push(b);
+            self.open_memory = 0;
+        } else if n.is_power_of_two() || n % 64 == 0 {
+            // Walking every column costs as much as a row: the builders' memory is counted
+            // again as they grow (by doubling) and every 64 rows.
+            self.open_memory = open.memory();
+        }
+        Ok(())
+    }
+
+    fn append_parsed(
+        &mut self,
+        rows: &JsonRows,
+        row: usize,
+        bytes: usize,
+    ) -> Result<bool, EncodeError> {
+        let Some(open) = self.parsed_rows() else {
+            return Ok(false);
+        };
+        open.push_row(rows, row);
+        self.commit_parsed(bytes)?;
+        Ok(true)
     }
 
     fn settle(&mut self, rejected: &mut Vec<Rejected>) -> Result<(), EncodeError> {
+        if self.parsed_count > 0 {
+            // Parsed rows first, then the records that took the old way; either way the same
+            // records give the same file.
+            let direct = self
+                .plan
+                .json
+                .clone()
+                .expect("rows were parsed for this plan");
+            if let Some(open) = self.parsed_rows.as_mut().filter(|r| !r.is_empty()) {
+                self.parsed.push(open.finish(&direct)?);
+            }
+            for b in self.parsed.drain(..) {
+                self.group_rows += b.num_rows();
+                self.group_bytes += b.get_array_memory_size();
+                self.group.push(b);
+            }
+            self.parsed_memory = 0;
+            self.open_memory = 0;
+            self.parsed_count = 0;
+            self.parsed_bytes = 0;
+            if self.ends.is_empty() {
+                return self.group_due();
+            }
+        }
         if self.ends.is_empty() {
             return Ok(());
         }
@@ -496,131 +598,13 @@ impl Encoder for ParquetEncoder {
             self.group_bytes += b.get_array_memory_size();
             self.group.push(b);
         }
-        let max_rows = self
-            .plan
-            .props
-            .max_row_group_row_count()
-            .unwrap_or(usize::MAX);
-        let max_bytes = self.plan.props.max_row_group_bytes().unwrap_or(usize::MAX);
-        if self.group_rows >= max_rows || self.group_bytes >= max_bytes {
-            self.flush_group()?;
-        }
         self.pending.clear();
         self.ends.clear();
         if self.pending.capacity() > SETTLE_BYTES * 2 {
             self.pending.shrink_to(SETTLE_BYTES);
         }
-        Ok(())
+        self.group_due()
     }
-}
-
-/// Decodes `Utf8` columns from any JSON value: strings as they are, anything else as its JSON
-/// text.
-#[derive(Debug)]
-struct JsonTextFactory;
-
-impl DecoderFactory for JsonTextFactory {
-    fn make_default_decoder(
-        &self,
-        _ctx: &DecoderContext,
-        field: &FieldRef,
-        is_nullable: bool,
-    ) -> Result<Option<Box<dyn ArrayDecoder>>, ArrowError> {
-        Ok(match field.data_type() {
-            DataType::Utf8 => Some(Box::new(JsonTextDecoder {
-                nullable: is_nullable,
-                field: field.name().clone(),
-                text: String::new(),
-            })),
-            _ => None,
-        })
-    }
-}
-
-struct JsonTextDecoder {
-    nullable: bool,
-    field: String,
-    text: String,
-}
-
-impl ArrayDecoder for JsonTextDecoder {
-    fn decode(&mut self, tape: &Tape<'_>, pos: &[u32]) -> Result<ArrayRef, ArrowError> {
-        let mut b = StringBuilder::with_capacity(pos.len(), pos.len() * 16);
-        for &p in pos {
-            match tape.get(p) {
-                TapeElement::String(i) => b.append_value(tape.get_string(i)),
-                TapeElement::Null => {
-                    if !self.nullable {
-                        return Err(ArrowError::JsonError(format!(
-                            "field '{}' is required but is missing or null",
-                            self.field
-                        )));
-                    }
-                    b.append_null()
-                }
-                _ => {
-                    self.text.clear();
-                    write_json(tape, p, &mut self.text)?;
-                    b.append_value(&self.text);
-                }
-            }
-        }
-        Ok(Arc::new(b.finish()))
-    }
-}
-
-/// Writes the JSON value at `idx` of the tape as compact JSON text.
-fn write_json(tape: &Tape<'_>, idx: u32, out: &mut String) -> Result<(), ArrowError> {
-    match tape.get(idx) {
-        TapeElement::StartObject(end) => {
-            out.push('{');
-            let mut cur = idx + 1;
-            let mut first = true;
-            while cur < end {
-                if !first {
-                    out.push(',');
-                }
-                first = false;
-                match tape.get(cur) {
-                    TapeElement::String(k) => write_json_string(tape.get_string(k), out),
-                    _ => return Err(tape.error(cur, "object key")),
-                }
-                out.push(':');
-                cur += 1;
-                write_json(tape, cur, out)?;
-                cur = tape.next(cur, "value")?;
-            }
-            out.push('}');
-        }
-        TapeElement::StartList(end) => {
-            out.push('[');
-            let mut cur = idx + 1;
-            let mut first = true;
-            while cur < end {
-                if !first {
-                    out.push(',');
-                }
-                first = false;
-                write_json(tape, cur, out)?;
-                cur = tape.next(cur, "value")?;
-            }
-            out.push(']');
-        }
-        TapeElement::String(i) => write_json_string(tape.get_string(i), out),
-        TapeElement::Number(i) => out.push_str(tape.get_string(i)),
-        TapeElement::True => out.push_str("true"),
-        TapeElement::False => out.push_str("false"),
-        TapeElement::Null => out.push_str("null"),
-        TapeElement::I32(v) => out.push_str(&v.to_string()),
-        TapeElement::I64(hi) => match tape.get(idx + 1) {
-            TapeElement::I32(lo) => {
-                out.push_str(&(((hi as i64) << 32) | (lo as u32 as i64)).to_string())
-            }
-            _ => return Err(tape.error(idx, "number")),
-        },
-        _ => return Err(tape.error(idx, "JSON value")),
-    }
-    Ok(())
 }
 
 /// How a table's Parquet files are written: `[tables.parquet]`, validated once at load.
@@ -702,6 +686,9 @@ fn leaf_type(
     }
     Err("is empty".into())
 }
+
+pub mod direct;
+mod json_text;
 
 #[cfg(test)]
 mod tests;
