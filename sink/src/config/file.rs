@@ -441,6 +441,9 @@ pub struct ParquetSection {
     pub bloom_filter_fpp: f64,
     /// A JSON field the schema lacks: `drop` (default) or `fail` (a bad record).
     pub unknown_fields: UnknownFields,
+    /// Parse each JSON record once, into Arrow, as it is routed (default); `false`: the route
+    /// pass, then arrow-json at the settle, as before December 2026 (`docs/DESIGN.md`).
+    pub one_pass: bool,
 }
 
 impl Default for ParquetSection {
@@ -455,6 +458,7 @@ impl Default for ParquetSection {
             bloom_filters: Vec::new(),
             bloom_filter_fpp: 0.01,
             unknown_fields: UnknownFields::Drop,
+            one_pass: true,
         }
     }
 }

@@ -263,5 +263,6 @@ fn parquet_options(p: &ParquetSection) -> Result<ParquetOptions, String> {
         bloom_filters: p.bloom_filters.clone(),
         bloom_filter_fpp: p.bloom_filter_fpp,
         strict: p.unknown_fields == UnknownFields::Fail,
+        one_pass: p.one_pass,
     })
 }

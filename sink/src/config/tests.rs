@@ -495,3 +495,21 @@ fn aws_msk_iam_takes_its_region_from_the_brokers_and_refuses_another_mechanism()
     let plan = config(msk, "[kafka.aws_msk_iam]\nregion = \"\"").unwrap();
     assert_eq!(plan.kafka.msk_iam.unwrap().region, "us-east-1");
 }
+
+#[test]
+fn a_parquet_table_parses_its_records_once_unless_told_not_to() {
+    let table = |extra: &str| {
+        let text = format!(
+            "{MINIMAL}format = \"parquet\"\nschema = {{ file = \"cloudtrail.avsc\" }}\n{extra}"
+        );
+        let text = text.replace(
+            "[tables.rotate]\nmax_records = 1000\nmax_bytes = \"64MiB\"\nmax_age = \"30s\"\n",
+            "",
+        );
+        Plan::from_toml(&text, "t.toml").unwrap().tables.remove(0)
+    };
+    let once = table("");
+    assert!(once.parquet.as_ref().unwrap().json.is_some());
+    let twice = table("[tables.parquet]\none_pass = false\n");
+    assert!(twice.parquet.as_ref().unwrap().json.is_none());
+}

@@ -622,6 +622,8 @@ pub struct ParquetOptions {
     pub bloom_filter_fpp: f64,
     /// A JSON field the schema lacks is a bad record (`unknown_fields = "fail"`).
     pub strict: bool,
+    /// JSON records are parsed once, into Arrow, as they are routed ([`direct`]).
+    pub one_pass: bool,
 }
 
 /// The plan of a table's Parquet files: its Arrow schema (`origin` says where it came from)
@@ -652,12 +654,11 @@ pub fn plan(
             .set_column_bloom_filter_fpp(ColumnPath::new(path.clone()), p.bloom_filter_fpp)
             .set_column_bloom_filter_max_ndv(ColumnPath::new(path), p.row_group_rows as u64);
     }
-    Ok(ParquetPlan::new(
-        arrow.clone(),
-        origin.to_string(),
-        props.build(),
-        p.strict,
-    ))
+    let mut plan = ParquetPlan::new(arrow.clone(), origin.to_string(), props.build(), p.strict);
+    if !p.one_pass {
+        plan.json = None;
+    }
+    Ok(plan)
 }
 
 /// The type of the primitive column at a dotted path through structs.
