@@ -665,11 +665,7 @@ fn project(
             out.push('}');
         }
         Node::Union(branches) => {
-            let i = r.long()?;
-            let b = usize::try_from(i)
-                .ok()
-                .and_then(|i| branches.get(i))
-                .ok_or_else(|| r.err(format!("union branch {i} out of range")))?;
+            let b = r.branch(branches)?;
             project(b, r, paths, out)?;
         }
         // Paths into a map or through a value that is no record: the value whole.
@@ -725,11 +721,7 @@ fn skip(node: &Node, r: &mut Reader<'_>) -> Result<(), WireError> {
             skip(values, r)
         })?,
         Node::Union(branches) => {
-            let i = r.long()?;
-            let b = usize::try_from(i)
-                .ok()
-                .and_then(|i| branches.get(i))
-                .ok_or_else(|| r.err(format!("union branch {i} out of range")))?;
+            let b = r.branch(branches)?;
             skip(b, r)?;
         }
         Node::Record(fields) => {

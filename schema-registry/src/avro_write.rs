@@ -21,7 +21,8 @@ fn err(path: &str, m: impl std::fmt::Display) -> WireError {
     WireError::Schema(format!("{}: {m}", if path.is_empty() { "." } else { path }))
 }
 
-fn long(v: i64, out: &mut Vec<u8>) {
+/// Appends `v` as an Avro long (zig-zag varint).
+pub(crate) fn long(v: i64, out: &mut Vec<u8>) {
     let mut u = ((v << 1) ^ (v >> 63)) as u64;
     loop {
         let b = (u & 0x7f) as u8;

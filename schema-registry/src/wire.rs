@@ -236,6 +236,15 @@ impl Reader<'_> {
         Err(self.err("varint longer than 10 bytes"))
     }
 
+    /// Reads a union's branch index and returns that branch.
+    pub(crate) fn branch<'n>(&mut self, branches: &'n [Node]) -> Result<&'n Node, WireError> {
+        let i = self.long()?;
+        usize::try_from(i)
+            .ok()
+            .and_then(|i| branches.get(i))
+            .ok_or_else(|| self.err(format!("union branch {i} out of range")))
+    }
+
     pub(crate) fn len(&mut self) -> Result<usize, WireError> {
         let n = self.long()?;
         usize::try_from(n).map_err(|_| self.err(format!("negative length {n}")))
@@ -312,11 +321,7 @@ pub(crate) fn decode(node: &Node, r: &mut Reader<'_>, out: &mut String) -> Resul
             out.push('}');
         }
         Node::Union(branches) => {
-            let i = r.long()?;
-            let b = usize::try_from(i)
-                .ok()
-                .and_then(|i| branches.get(i))
-                .ok_or_else(|| r.err(format!("union branch {i} out of range")))?;
+            let b = r.branch(branches)?;
             decode(b, r, out)?;
         }
         Node::Record(fields) => {
@@ -422,18 +427,7 @@ pub fn write_json_string(s: &str, out: &mut String) {
 mod tests {
     use super::*;
 
-    fn zz(v: i64, out: &mut Vec<u8>) {
-        let mut u = ((v << 1) ^ (v >> 63)) as u64;
-        loop {
-            let b = (u & 0x7f) as u8;
-            u >>= 7;
-            if u == 0 {
-                out.push(b);
-                return;
-            }
-            out.push(b | 0x80);
-        }
-    }
+    use crate::avro_write::long as zz;
 
     fn s(x: &str, out: &mut Vec<u8>) {
         zz(x.len() as i64, out);

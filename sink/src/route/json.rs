@@ -116,19 +116,7 @@ impl<'de, 'w, 'f> Visitor<'de> for ObjectSeed<'w, 'f, 'de> {
     fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<(), M::Error> {
         while let Some(key) = map.next_key::<Key<'de>>()? {
             let key = key.0;
-            // Paths that continue through this key: those that end here, and those that go
-            // deeper.
-            let mut ends_here = None;
-            let mut deeper: u8 = 0;
-            for (i, p) in self.paths.iter().enumerate() {
-                if self.mask & (1 << i) != 0 && p[self.depth] == key {
-                    if p.len() == self.depth + 1 {
-                        ends_here = Some(i);
-                    } else {
-                        deeper |= 1 << i;
-                    }
-                }
-            }
+            let (ends_here, deeper) = through(self.paths, self.mask, self.depth, &key);
             if ends_here.is_none() && deeper == 0 {
                 map.next_value::<IgnoredAny>()?;
                 continue;
@@ -215,8 +203,33 @@ impl<'de, 'w, 'f> Visitor<'de> for SubtreeSeed<'w, 'f, 'de> {
     }
 }
 
-/// An object key, borrowed when it has no escapes.
-struct Key<'a>(Cow<'a, str>);
+/// The paths under `mask` (of an object at `depth`) that continue through `key`: the one that
+/// ends here (the last, if several), and a mask of those that go deeper.
+pub(crate) fn through(
+    paths: &[Vec<String>],
+    mask: u8,
+    depth: usize,
+    key: &str,
+) -> (Option<usize>, u8) {
+    let mut ends_here = None;
+    let mut deeper: u8 = 0;
+    if mask == 0 {
+        return (None, 0);
+    }
+    for (i, p) in paths.iter().enumerate() {
+        if mask & (1 << i) != 0 && p[depth] == key {
+            if p.len() == depth + 1 {
+                ends_here = Some(i);
+            } else {
+                deeper |= 1 << i;
+            }
+        }
+    }
+    (ends_here, deeper)
+}
+
+/// An object key, borrowed when it has no escapes (also read by the direct Parquet path).
+pub(crate) struct Key<'a>(pub(crate) Cow<'a, str>);
 
 impl<'de> de::Deserialize<'de> for Key<'de> {
     fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

@@ -12,7 +12,7 @@ use crate::commit::Tp;
 use crate::config::TablePlan;
 use crate::encode::parquet::direct::JsonRows;
 use crate::encode::parquet::{SETTLE_BYTES, SETTLE_ROWS};
-use crate::encode::Encoder;
+use crate::encode::{EncodeError, Encoder};
 use crate::rotate::{file_full, CutReason};
 use crate::route::escape::escape_partition_value;
 use crate::route::MAX_KEY_BYTES;
@@ -205,15 +205,8 @@ pub(super) fn append(
     payload: &[u8],
     held: &mut usize,
 ) -> Result<Option<CutReason>, WriteError> {
-    f.encoder
-        .append(payload)
-        .map_err(|source| WriteError::Encode {
-            key: f.upload.key().to_string(),
-            source,
-        })?;
-    f.records += 1;
-    recharge(ctx, f, held);
-    Ok(file_full(&table.rotate, f.records, f.encoder.written()))
+    let r = f.encoder.append(payload);
+    appended(ctx, table, f, held, r)
 }
 
 /// Appends a record the direct JSON path parsed (row 0 of `rows`), or, if the file's encoder
@@ -226,22 +219,10 @@ pub(super) fn append_parsed(
     payload: &[u8],
     held: &mut usize,
 ) -> Result<(Option<CutReason>, bool), WriteError> {
-    let taken = f
-        .encoder
-        .append_parsed(rows, 0, payload.len())
-        .map_err(|source| WriteError::Encode {
-            key: f.upload.key().to_string(),
-            source,
-        })?;
-    if !taken {
-        return Ok((append(ctx, table, f, payload, held)?, false));
+    match f.encoder.append_parsed(rows, 0, payload.len()) {
+        Ok(false) => Ok((append(ctx, table, f, payload, held)?, false)),
+        r => Ok((appended(ctx, table, f, held, r.map(drop))?, true)),
     }
-    f.records += 1;
-    recharge(ctx, f, held);
-    Ok((
-        file_full(&table.rotate, f.records, f.encoder.written()),
-        true,
-    ))
 }
 
 /// Counts the record the direct JSON path parsed into the file's own open rows.
@@ -252,12 +233,23 @@ pub(super) fn commit_parsed(
     payload: &[u8],
     held: &mut usize,
 ) -> Result<Option<CutReason>, WriteError> {
-    f.encoder
-        .commit_parsed(payload.len())
-        .map_err(|source| WriteError::Encode {
-            key: f.upload.key().to_string(),
-            source,
-        })?;
+    let r = f.encoder.commit_parsed(payload.len());
+    appended(ctx, table, f, held, r)
+}
+
+/// After a record went into the file's encoder (`r`): counts it, charges the budget, and says
+/// whether the file is full.
+fn appended(
+    ctx: &WriterCtx,
+    table: &TablePlan,
+    f: &mut OpenFile,
+    held: &mut usize,
+    r: Result<(), EncodeError>,
+) -> Result<Option<CutReason>, WriteError> {
+    r.map_err(|source| WriteError::Encode {
+        key: f.upload.key().to_string(),
+        source,
+    })?;
     f.records += 1;
     recharge(ctx, f, held);
     Ok(file_full(&table.rotate, f.records, f.encoder.written()))

@@ -111,7 +111,7 @@ impl B {
         }
     }
 
-    pub(super) fn len(&self) -> usize {
+    fn valid_ref(&self) -> &BooleanBufferBuilder {
         match self {
             B::Utf8 { valid, .. }
             | B::Bool { valid, .. }
@@ -119,8 +119,12 @@ impl B {
             | B::Int64 { valid, .. }
             | B::Float64 { valid, .. }
             | B::Struct { valid, .. }
-            | B::List { valid, .. } => valid.len(),
+            | B::List { valid, .. } => valid,
         }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.valid_ref().len()
     }
 
     /// Appends a null (to a struct's children too: its null masks them).
@@ -158,15 +162,7 @@ impl B {
 
     /// Appends row `row` of `src` (the same shape).
     fn push_row(&mut self, src: &B, row: usize) {
-        let valid = match src {
-            B::Utf8 { valid, .. }
-            | B::Bool { valid, .. }
-            | B::Int32 { valid, .. }
-            | B::Int64 { valid, .. }
-            | B::Float64 { valid, .. }
-            | B::Struct { valid, .. }
-            | B::List { valid, .. } => valid.get_bit(row),
-        };
+        let valid = src.valid_ref().get_bit(row);
         match (&mut *self, src) {
             (
                 B::Utf8 { offsets, data, .. },

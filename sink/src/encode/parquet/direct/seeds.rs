@@ -1,6 +1,5 @@
 //! The serde seeds of the direct path: a record's object into its row's builders.
 
-use std::borrow::Cow;
 use std::fmt;
 
 use arrow_schema::{ArrowError, TimeUnit};
@@ -9,32 +8,10 @@ use serde_json::value::RawValue;
 
 use super::rows::B;
 use super::{Col, Kind, MISS};
-use crate::route::json::{Found, MAX_FIELDS};
+use crate::route::json::{through, Found, Key, MAX_FIELDS};
 
 fn miss<E: de::Error>() -> E {
     E::custom(MISS)
-}
-
-/// An object key, borrowed unless it had escapes.
-struct Key<'a>(Cow<'a, str>);
-
-impl<'de> serde::Deserialize<'de> for Key<'de> {
-    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a key")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Borrowed(s)))
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(s.to_string())))
-            }
-        }
-        d.deserialize_str(V)
-    }
 }
 
 /// An object into a struct's builders (or, at the top, into the row's columns), finding the
@@ -70,19 +47,7 @@ impl<'de, 'p, 'b, 'f> Visitor<'de> for StructSeed<'p, 'b, 'f, 'de> {
         let mut prev = self.cols.len();
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
             let key: &str = &key;
-            let mut ends_here = None;
-            let mut deeper: u8 = 0;
-            if self.mask != 0 {
-                for (i, p) in self.paths.iter().enumerate() {
-                    if self.mask & (1 << i) != 0 && p[self.depth] == key {
-                        if p.len() == self.depth + 1 {
-                            ends_here = Some(i);
-                        } else {
-                            deeper |= 1 << i;
-                        }
-                    }
-                }
-            }
+            let (ends_here, deeper) = through(self.paths, self.mask, self.depth, key);
             let guess = self.follow[self.id][prev] as usize;
             let i = if self.cols.get(guess).is_some_and(|c| c.name == key) {
                 Some(guess)
