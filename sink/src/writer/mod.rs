@@ -514,11 +514,14 @@ impl PartitionWriter {
             }
             let parsing = &mut self.parsing[slot];
             let files = &mut self.files[slot];
+            // Where the record's row is, if it was parsed; `at`, where it would be.
             let mut row = Row::None;
+            let mut at = Row::None;
             let routed = unwrapped
                 .and_then(|_| match direct {
                     Some(d) => {
-                        let (rows, at) = parsing.target(files, d);
+                        let rows;
+                        (rows, at) = parsing.target(files, d);
                         let (routed, parsed) =
                             route_parsed(router, &r, now_micros, &mut self.path, d, rows)?;
                         if parsed {
@@ -540,7 +543,8 @@ impl PartitionWriter {
             let routed = match routed {
                 Ok(routed) => routed,
                 Err(source) => {
-                    parsing.undo(files, row);
+                    // A row parsed for a record the router then refused is cut off.
+                    parsing.undo(files, at);
                     let cut = bad_record(
                         DeadLetterFiles {
                             naming: self.replay.naming(),

@@ -56,7 +56,9 @@ impl Parsing {
         }
     }
 
-    /// The record was not appended (it is a bad record): its row is cut off.
+    /// The record was refused (a bad record): a row parsed for it at `row` (where
+    /// [`Parsing::target`] said it would be) is cut off; a staged one is emptied by the next
+    /// record's [`Parsing::target`].
     pub(super) fn undo(&mut self, files: &mut HashMap<String, OpenFile>, row: Row) {
         if let Row::InLast(at) = row {
             if let Some(rows) = self.last_rows(files) {

@@ -89,7 +89,8 @@ pub(super) fn unwrap_wire<'a>(
 
 /// Routes a record of a Parquet table with a direct path: parsed once, into a new last row of
 /// `rows`, as it is routed (`true`); or, if the direct path does not take it, routed as
-/// [`TableRouter::route`] does (`false`). On an error `rows` are as they were.
+/// [`TableRouter::route`] does (`false`). On an error the caller cuts off a row it parsed
+/// (`Parsing::undo`).
 pub(super) fn route_parsed(
     router: &mut TableRouter,
     rec: &RecordRef<'_>,
@@ -99,16 +100,10 @@ pub(super) fn route_parsed(
     rows: &mut JsonRows,
 ) -> Result<(Routed, bool), RouteError> {
     let text = router.text(rec)?;
-    let before = rows.len();
     let (found, parsed) = match direct.parse(text, router.paths(), rows) {
         Ok(found) => (found, true),
         Err(_) => (router.extract(text)?, false),
     };
-    match router.place(rec, &found, now_micros, path) {
-        Ok(routed) => Ok((routed, parsed)),
-        Err(e) => {
-            rows.truncate(before);
-            Err(e)
-        }
-    }
+    let routed = router.place(rec, &found, now_micros, path)?;
+    Ok((routed, parsed))
 }

@@ -554,54 +554,48 @@ impl Encoder for ParquetEncoder {
     }
 
     fn settle(&mut self, rejected: &mut Vec<Rejected>) -> Result<(), EncodeError> {
+        if self.parsed_count == 0 && self.ends.is_empty() {
+            return Ok(());
+        }
         if self.parsed_count > 0 {
-            // Parsed rows first, then the records that took the old way; either way the same
-            // records give the same file.
             let direct = self
                 .plan
                 .json
-                .clone()
+                .as_ref()
                 .expect("rows were parsed for this plan");
             if let Some(open) = self.parsed_rows.as_mut().filter(|r| !r.is_empty()) {
-                self.parsed.push(open.finish(&direct)?);
-            }
-            for b in self.parsed.drain(..) {
-                self.group_rows += b.num_rows();
-                self.group_bytes += b.get_array_memory_size();
-                self.group.push(b);
+                self.parsed.push(open.finish(direct)?);
             }
             self.parsed_memory = 0;
             self.open_memory = 0;
             self.parsed_count = 0;
             self.parsed_bytes = 0;
-            if self.ends.is_empty() {
-                return self.group_due();
-            }
-        }
-        if self.ends.is_empty() {
-            return Ok(());
         }
         self.batches.clear();
-        if let Some(avro) = self.plan.avro.clone() {
-            self.settle_avro(&avro, rejected);
-        } else {
-            let batches = &mut self.batches;
-            let pending = &self.pending;
-            let whole = with_decoder(&self.plan, |d| decode_all(d, pending, batches));
-            let rows: usize = self.batches.iter().map(RecordBatch::num_rows).sum();
-            if whole.is_err() || rows != self.ends.len() {
-                self.one_by_one(rejected)?;
+        if !self.ends.is_empty() {
+            if let Some(avro) = self.plan.avro.clone() {
+                self.settle_avro(&avro, rejected);
+            } else {
+                let batches = &mut self.batches;
+                let pending = &self.pending;
+                let whole = with_decoder(&self.plan, |d| decode_all(d, pending, batches));
+                let rows: usize = self.batches.iter().map(RecordBatch::num_rows).sum();
+                if whole.is_err() || rows != self.ends.len() {
+                    self.one_by_one(rejected)?;
+                }
+            }
+            self.pending.clear();
+            self.ends.clear();
+            if self.pending.capacity() > SETTLE_BYTES * 2 {
+                self.pending.shrink_to(SETTLE_BYTES);
             }
         }
-        for b in self.batches.drain(..) {
+        // Parsed rows first, then the records that took the old way: the order is decided by
+        // the data, so the same records give the same file.
+        for b in self.parsed.drain(..).chain(self.batches.drain(..)) {
             self.group_rows += b.num_rows();
             self.group_bytes += b.get_array_memory_size();
             self.group.push(b);
-        }
-        self.pending.clear();
-        self.ends.clear();
-        if self.pending.capacity() > SETTLE_BYTES * 2 {
-            self.pending.shrink_to(SETTLE_BYTES);
         }
         self.group_due()
     }
