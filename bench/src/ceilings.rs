@@ -128,7 +128,7 @@ pub fn rss() -> usize {
 
 /// `lakesink-bench parquet-memory`: what open Parquet files really hold against what they
 /// are charged to the memory budget (`Encoder::overhead` + `Encoder::buffered`).
-pub fn parquet_memory(files: u64, rows: u64) {
+pub fn parquet_memory(files: u64, rows: u64, one_pass: bool) {
     use lakesink::encode::{Encoder, ParquetEncoder};
     use std::sync::Arc;
     let pq = Arc::new(lakesink::config::default_parquet_plan("cloudtrail.avsc").expect("schema"));
@@ -141,7 +141,16 @@ pub fn parquet_memory(files: u64, rows: u64) {
         let mut e = ParquetEncoder::new(pq.clone());
         for seq in 0..rows {
             event(&cfg, f * rows + seq, files * rows, &mut buf);
-            e.append(buf.as_bytes()).expect("append");
+            match pq.json.as_ref().filter(|_| one_pass) {
+                Some(direct) => {
+                    let open = e.parsed_rows().expect("rows");
+                    direct
+                        .parse(&buf, &[], open)
+                        .expect("the direct path takes it");
+                    e.commit_parsed(buf.len()).expect("commit");
+                }
+                None => e.append(buf.as_bytes()).expect("append"),
+            }
             if seq % 100 == 99 {
                 e.settle(&mut rejected).expect("settle");
             }
@@ -152,7 +161,8 @@ pub fn parquet_memory(files: u64, rows: u64) {
     let charged: usize = open.iter().map(|e| e.overhead() + e.buffered()).sum();
     let per = |b: usize| b / 1024 / files.max(1) as usize;
     println!(
-        "{files} open Parquet files × {rows} rows: RSS +{} KiB ({} KiB/file), charged {} KiB/file",
+        "{files} open Parquet files × {rows} rows ({}): RSS +{} KiB ({} KiB/file), charged {} KiB/file",
+        if one_pass { "one pass" } else { "two passes" },
         after.saturating_sub(before) / 1024,
         per(after.saturating_sub(before)),
         per(charged)

@@ -136,6 +136,10 @@ enum Sub {
         files: u64,
         #[arg(long, default_value_t = 600)]
         rows: u64,
+        /// Parse the records once, into the files' builders (`parquet.one_pass`), as the
+        /// writer does for tables whose schema the direct path covers.
+        #[arg(long)]
+        one_pass: bool,
     },
     /// (internal) Seal and compact the `cloudtrail` table of a lake Lakesink wrote into a
     /// local directory, and write the figures (CPU-s per GB compacted, files per partition
@@ -546,7 +550,11 @@ fn main() {
             topic,
             report,
         }) => return compact::run(lake, topic, report),
-        Some(Sub::ParquetMemory { files, rows }) => return ceilings::parquet_memory(*files, *rows),
+        Some(Sub::ParquetMemory {
+            files,
+            rows,
+            one_pass,
+        }) => return ceilings::parquet_memory(*files, *rows, *one_pass),
         Some(Sub::Shapes {
             records,
             partitions,

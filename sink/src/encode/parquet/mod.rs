@@ -527,7 +527,7 @@ impl Encoder for ParquetEncoder {
         if n == DECODE_ROWS {
             // Batches of DECODE_ROWS, as arrow-json makes them: parquet decides page
             // boundaries between the batches it is given.
-            let b = open.finish(direct)?;
+            let b = open.finish(direct, true)?;
             self.parsed_memory += b.get_array_memory_size();
             self.parsed.push(b);
             self.open_memory = 0;
@@ -564,7 +564,7 @@ impl Encoder for ParquetEncoder {
                 .as_ref()
                 .expect("rows were parsed for this plan");
             if let Some(open) = self.parsed_rows.as_mut().filter(|r| !r.is_empty()) {
-                self.parsed.push(open.finish(direct)?);
+                self.parsed.push(open.finish(direct, false)?);
             }
             self.parsed_memory = 0;
             self.open_memory = 0;

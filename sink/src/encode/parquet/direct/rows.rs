@@ -226,8 +226,10 @@ impl B {
         }
     }
 
-    /// The column's array; the builders are left empty.
-    fn finish(&mut self, kind: &Kind) -> Result<ArrayRef, ArrowError> {
+    /// The column's array; the builders are left empty, with room for as many values again
+    /// when `again`.
+    fn finish(&mut self, kind: &Kind, again: bool) -> Result<ArrayRef, ArrowError> {
+        let room = |n: usize| if again { n } else { 0 };
         let take_nulls = |valid: &mut BooleanBufferBuilder| {
             let n = NullBuffer::new(valid.finish());
             (n.null_count() > 0).then_some(n)
@@ -241,10 +243,10 @@ impl B {
                 },
                 _,
             ) => {
-                let mut next = Vec::with_capacity(offsets.len());
+                let mut next = Vec::with_capacity(room(offsets.len()).max(1));
                 next.push(0);
                 let offsets = std::mem::replace(offsets, next);
-                let data = std::mem::replace(data, Vec::with_capacity(data.len()));
+                let data = std::mem::replace(data, Vec::with_capacity(room(data.len())));
                 let nulls = take_nulls(valid);
                 // SAFETY: the offsets grow monotonically from 0 to `data.len()`, and every
                 // value appended was a whole `&str` (or the JSON text of one), so each slice
@@ -262,7 +264,7 @@ impl B {
                 Arc::new(BooleanArray::new(values.finish(), nulls))
             }
             (B::Int32 { values, valid }, _) => Arc::new(PrimitiveArray::<Int32Type>::new(
-                reuse(values).into(),
+                reuse(values, again).into(),
                 take_nulls(valid),
             )),
             (
@@ -271,7 +273,7 @@ impl B {
                     unit, data_type, ..
                 },
             ) => {
-                let values: ScalarBuffer<i64> = reuse(values).into();
+                let values: ScalarBuffer<i64> = reuse(values, again).into();
                 let nulls = take_nulls(valid);
                 let a: ArrayRef = match unit {
                     TimeUnit::Second => {
@@ -291,11 +293,11 @@ impl B {
                 arrow_array::make_array(data.build()?)
             }
             (B::Int64 { values, valid }, _) => Arc::new(PrimitiveArray::<Int64Type>::new(
-                reuse(values).into(),
+                reuse(values, again).into(),
                 take_nulls(valid),
             )),
             (B::Float64 { values, valid }, _) => Arc::new(PrimitiveArray::<Float64Type>::new(
-                reuse(values).into(),
+                reuse(values, again).into(),
                 take_nulls(valid),
             )),
             (B::Struct { children, valid }, Kind::Struct { fields, cols, .. }) => {
@@ -303,7 +305,7 @@ impl B {
                 let arrays = children
                     .iter_mut()
                     .zip(cols)
-                    .map(|(c, col)| c.finish(&col.kind))
+                    .map(|(c, col)| c.finish(&col.kind, again))
                     .collect::<Result<Vec<_>, _>>()?;
                 Arc::new(StructArray::try_new(fields.clone(), arrays, nulls)?)
             }
@@ -317,7 +319,7 @@ impl B {
             ) => {
                 let offsets = std::mem::replace(offsets, vec![0]);
                 let nulls = take_nulls(valid);
-                let values = item.finish(&ic.kind)?;
+                let values = item.finish(&ic.kind, again)?;
                 Arc::new(ListArray::try_new(
                     field.clone(),
                     OffsetBuffer::new(ScalarBuffer::from(offsets)),
@@ -359,13 +361,16 @@ impl JsonRows {
         self.cols.iter().map(B::memory).sum()
     }
 
-    /// The rows as one batch of `plan`'s schema; the rows are left empty.
-    pub fn finish(&mut self, plan: &JsonDirect) -> Result<RecordBatch, ArrowError> {
+    /// The rows as one batch of `plan`'s schema; the rows are left empty. With `again`, the
+    /// builders keep room for as many rows (a full batch: more rows are on their way); without,
+    /// they hold nothing until the next row (a file settled may wait long for its next rows,
+    /// and room kept in thousands of such files is memory the budget does not see).
+    pub fn finish(&mut self, plan: &JsonDirect, again: bool) -> Result<RecordBatch, ArrowError> {
         let arrays = self
             .cols
             .iter_mut()
             .zip(&plan.root)
-            .map(|(b, c)| b.finish(&c.kind))
+            .map(|(b, c)| b.finish(&c.kind, again))
             .collect::<Result<Vec<_>, _>>()?;
         let rows = std::mem::take(&mut self.rows);
         RecordBatch::try_new_with_options(
@@ -376,8 +381,9 @@ impl JsonRows {
     }
 }
 
-/// The values, leaving room for as many in their place (the next batch is about as long).
-fn reuse<T>(values: &mut Vec<T>) -> Vec<T> {
-    let n = values.len();
+/// The values, leaving room for as many in their place when `again` (the next batch is about
+/// as long), or nothing.
+fn reuse<T>(values: &mut Vec<T>, again: bool) -> Vec<T> {
+    let n = if again { values.len() } else { 0 };
     std::mem::replace(values, Vec::with_capacity(n))
 }

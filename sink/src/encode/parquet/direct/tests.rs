@@ -102,17 +102,26 @@ fn what_the_direct_path_takes_it_makes_into_the_rows_arrow_json_makes() {
         let one = {
             let mut r = direct.rows();
             r.push_row(&rows, rows.len() - 1);
-            r.finish(&direct).unwrap()
+            r.finish(&direct, false).unwrap()
         };
         assert_eq!(one, old(&plan, record).unwrap(), "record {i}: {record}");
     }
-    // All the rows at once, as a file holds them.
-    let got = rows.finish(&direct).unwrap();
+    // All the rows at once, as a file holds them; then again into the emptied builders, with
+    // room kept for them and without.
     let mut d = plan.decoder().unwrap();
     let mut want = Vec::new();
     decode_all(&mut d, (TAKEN.join("\n") + "\n").as_bytes(), &mut want).unwrap();
-    assert_eq!(got, want[0]);
-    assert!(rows.is_empty());
+    for again in [true, false, true] {
+        let got = rows.finish(&direct, again).unwrap();
+        assert_eq!(got, want[0], "again: {again}");
+        assert!(rows.is_empty());
+        if !again {
+            assert!(rows.memory() < 64, "{} bytes held", rows.memory());
+        }
+        for record in TAKEN {
+            direct.parse(record, &paths, &mut rows).unwrap();
+        }
+    }
 }
 
 #[test]
@@ -128,7 +137,7 @@ fn what_the_direct_path_misses_leaves_the_rows_as_they_were_and_takes_the_old_wa
         assert_eq!(rows.len(), 1);
     }
     direct.parse(TAKEN[2], &paths, &mut rows).unwrap();
-    let got = rows.finish(&direct).unwrap();
+    let got = rows.finish(&direct, false).unwrap();
     let mut d = plan.decoder().unwrap();
     let mut want = Vec::new();
     let text = format!("{}\n{}\n", TAKEN[1], TAKEN[2]);
@@ -176,7 +185,7 @@ fn cloudtrail_events_give_the_rows_arrow_json_gives() {
         all.push_str(&text);
         all.push('\n');
     }
-    let got = file.finish(&direct).unwrap();
+    let got = file.finish(&direct, true).unwrap();
     let mut d = plan.decoder().unwrap();
     let mut want = Vec::new();
     decode_all(&mut d, all.as_bytes(), &mut want).unwrap();
