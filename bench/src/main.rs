@@ -72,6 +72,11 @@ struct Args {
     /// VMs this was built on.
     #[arg(long, default_value_t = 1)]
     repeat: usize,
+    /// Also run json.gz level 6 and Parquet with only these of Lakesink's malloc settings
+    /// (`LAKESINK_MALLOC_TUNING`: `off` for glibc's defaults, or a list such as
+    /// `arena_max,trim_threshold`), to weigh them; may be given more than once.
+    #[arg(long)]
+    malloc: Vec<String>,
     #[command(subcommand)]
     sub: Option<Sub>,
 }
@@ -269,6 +274,8 @@ struct Target {
     parquet: bool,
     /// Extra lines of the table's section (`[tables.parquet]` settings).
     extra: &'static str,
+    /// Environment of the daemon's process.
+    env: &'static [(&'static str, &'static str)],
 }
 
 /// Runs Lakesink into `target` (pass `pass`: its own consumer group and lake) to the end of the
@@ -291,6 +298,7 @@ fn run_lakesink(
         endpoint,
         parquet,
         extra,
+        env,
     } = target;
     let url = format!("{url}-{pass}");
     let endpoint = endpoint.as_ref().map(|v| {
@@ -338,7 +346,8 @@ max_age = "5m"
     let mut cmd = Command::new(lakesink);
     cmd.args(["run", "--until-caught-up", "--config"])
         .arg(&path)
-        .env("LAKESINK_LOG", "warn");
+        .env("LAKESINK_LOG", "warn")
+        .envs(env.iter().copied());
     let m = measure(cmd, name, Some(broker.child.id()));
     let out_mb = url
         .strip_prefix("file://")
@@ -429,6 +438,7 @@ fn run_shape(s: &Setup, kind: ShapeKind) -> (ShapeReport, u64) {
             endpoint: None,
             parquet: false,
             extra: "",
+            env: &[],
         });
     }
     targets.push(Target {
@@ -438,6 +448,7 @@ fn run_shape(s: &Setup, kind: ShapeKind) -> (ShapeReport, u64) {
         endpoint: None,
         parquet: true,
         extra: "",
+        env: &[],
     });
     // The same with the route pass and arrow-json, the way before the one pass: the two side by
     // side in one run, passes interleaved, on a VM whose CPU times drift between runs.
@@ -448,7 +459,33 @@ fn run_shape(s: &Setup, kind: ShapeKind) -> (ShapeReport, u64) {
         endpoint: None,
         parquet: true,
         extra: "[tables.parquet]\none_pass = false",
+        env: &[],
     });
+    for tuning in &args.malloc {
+        // The same with only these of Lakesink's malloc settings (`memory::tune_allocator`;
+        // `off`: glibc's defaults), side by side.
+        let tuning: &'static str = Box::leak(tuning.clone().into_boxed_str());
+        let env: &'static [(&str, &str)] =
+            Box::leak(vec![("LAKESINK_MALLOC_TUNING", tuning)].into_boxed_slice());
+        for (name, key, parquet) in [
+            ("json.gz level 6", "gz6", false),
+            ("parquet zstd", "parquet", true),
+        ] {
+            targets.push(Target {
+                name: format!("lakesink {name}, LAKESINK_MALLOC_TUNING={tuning} → local dir"),
+                url: format!(
+                    "file://{}/{key}-malloc-{}",
+                    lakes.display(),
+                    tuning.replace(',', "-")
+                ),
+                level: 6,
+                endpoint: None,
+                parquet,
+                extra: "",
+                env,
+            });
+        }
+    }
     if let Some(s3) = &args.s3 {
         let (endpoint, bucket) = s3.rsplit_once('/').expect("--s3 http://host:port/BUCKET");
         let run = format!("{}-{}", std::process::id(), kind.key());
@@ -459,6 +496,7 @@ fn run_shape(s: &Setup, kind: ShapeKind) -> (ShapeReport, u64) {
             endpoint: Some(endpoint.into()),
             parquet: false,
             extra: "",
+            env: &[],
         });
         targets.push(Target {
             name: "lakesink parquet zstd → S3".into(),
@@ -467,6 +505,7 @@ fn run_shape(s: &Setup, kind: ShapeKind) -> (ShapeReport, u64) {
             endpoint: Some(endpoint.into()),
             parquet: true,
             extra: "",
+            env: &[],
         });
     }
     // Pass by pass, each target once per pass: a slow spell of the machine hits all of them.

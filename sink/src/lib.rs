@@ -56,7 +56,7 @@ pub mod generator;
 mod http;
 pub mod kafka;
 pub mod logging;
-mod memory;
+pub mod memory;
 pub mod metrics;
 pub mod mock;
 mod pipeline;

@@ -141,6 +141,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // First, before any thread allocates (see the function).
+    let malloc_tuned = lakesink::memory::tune_allocator();
     // `--version`: the crate's version, the git revision and the librdkafka linked in, with
     // whether it can do OAUTHBEARER/OIDC (only when libcurl was there to build it with).
     let (_, librdkafka) = rdkafka::util::get_rdkafka_version();
@@ -178,6 +180,10 @@ fn main() -> ExitCode {
             Command::Demo { .. } => "warn",
             _ => "info",
         },
+    );
+    tracing::debug!(
+        ?malloc_tuned,
+        "glibc malloc tuned (LAKESINK_MALLOC_TUNING=off keeps its defaults)"
     );
     let plan = match loaded.transpose() {
         Ok(plan) => plan,
@@ -273,6 +279,7 @@ async fn dispatch(command: Command, plan: Option<lakesink::Plan>) -> anyhow::Res
                 catalog_retries = s.catalog_retries,
                 claims_refused = s.claims_refused,
                 commit_failures = s.commit_failures,
+                peak_rss = lakesink::memory::resident().map_or(0, |r| r.peak),
                 "drained: everything consumed is uploaded and committed"
             );
             Ok(ExitCode::SUCCESS)

@@ -56,6 +56,9 @@ pub struct Metrics {
     pub catalog_stalled: Gauge,
     pub buffered_bytes: Gauge,
     pub buffer_limit_bytes: Gauge,
+    /// The process's resident set, now and at its peak (read when the metrics are rendered).
+    pub resident_bytes: Gauge,
+    pub peak_resident_bytes: Gauge,
     /// 1 while fetching is paused for this reason (`memory`, `catalog`).
     pub fetch_paused: Family<Labels, Gauge>,
     pub open_files: Gauge,
@@ -100,6 +103,8 @@ impl Default for Metrics {
             catalog_stalled: Gauge::default(),
             buffered_bytes: Gauge::default(),
             buffer_limit_bytes: Gauge::default(),
+            resident_bytes: Gauge::default(),
+            peak_resident_bytes: Gauge::default(),
             fetch_paused: Family::default(),
             open_files: Gauge::default(),
             open_ages: Arc::default(),
@@ -200,6 +205,16 @@ impl Default for Metrics {
             m.buffer_limit_bytes.clone(),
         );
         r.register(
+            "resident_bytes",
+            "The process's resident set (VmRSS): the budget, plus the code, threads and what the allocator keeps",
+            m.resident_bytes.clone(),
+        );
+        r.register(
+            "peak_resident_bytes",
+            "The process's largest resident set so far (VmHWM)",
+            m.peak_resident_bytes.clone(),
+        );
+        r.register(
             "fetch_paused",
             "1 while fetching is paused, by reason",
             m.fetch_paused.clone(),
@@ -285,6 +300,10 @@ pub fn tp_labels(tp: &Tp) -> Labels {
 impl Metrics {
     /// The exposition, OpenMetrics text.
     pub fn render(&self) -> String {
+        if let Some(r) = crate::memory::resident() {
+            self.resident_bytes.set(r.now as i64);
+            self.peak_resident_bytes.set(r.peak as i64);
+        }
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String");
         out

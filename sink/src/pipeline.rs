@@ -113,6 +113,9 @@ pub async fn run(
     let compactor =
         crate::compact::Compactor::new(&plan, &lake, catalog_client, stats.metrics.clone());
     let watermarks = Arc::new(crate::watermark::Current::default());
+    let _give_back = AbortOnDrop(Some(tokio::spawn(crate::memory::give_back(
+        plan.pipeline.max_buffered_bytes,
+    ))));
     let mut upkeep = AbortOnDrop(Some(tokio::spawn(crate::upkeep::run(
         plan.clone(),
         claims.clone(),

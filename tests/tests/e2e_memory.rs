@@ -15,11 +15,13 @@ const USERS: u64 = 10_000;
 /// The fixed overhead above the budget: the code, the runtime and threads, and what the
 /// allocator keeps resident of freed memory. librdkafka's prefetch and the consumer's batches are
 /// inside the budget (the prefetch is sized from it and reserved; batches are charged while they
-/// live). Measured (this data, 48 MiB budget, debug and release builds alike): peak RSS
-/// 114–149 MiB, while the live heap peaks at ~45 MB (heaptrack); glibc's arenas keep the rest of
-/// ~40,000 files' churn resident (docs/DESIGN.md, "Memory"). Before the prefetch was sized from
-/// the budget and batches were charged: 162–189 MiB.
-const OVERHEAD: u64 = 128 << 20;
+/// live). The peak is the daemon's own (`VmHWM`; see `Daemon::wait_with_peak_rss`). Measured
+/// (this data, debug build), 48 MiB budget: 99–104 MiB with the daemon's malloc settings (an
+/// arena per core, `malloc_trim` when the resident set is 48 MiB above the budget), 133–146 MiB
+/// with glibc's defaults (`LAKESINK_MALLOC_TUNING=off`, which fails here); 256 MiB budget:
+/// 199–207 MiB, below the budget. Until 2026-12, `wait4`'s figure was asserted, and under the 48 MiB budget it
+/// was this test's own peak (~130 MiB), not the daemon's (docs/DESIGN.md, "Memory").
+const OVERHEAD: u64 = 64 << 20;
 
 struct Run {
     peak_rss: u64,
