@@ -154,6 +154,12 @@ pub fn json_direct(records: u64, repeat: usize) {
     let mut fields = FieldSet::default();
     fields.add(&["eventTime".to_string()]).unwrap();
     let paths = fields.paths().to_vec();
+    // Settled every this many rows (`LAKESINK_BENCH_SETTLE_EVERY`): the writer settles a file
+    // at the end of each consumer batch, ~180 rows of a Kafka partition in the many shape.
+    let settle_every = std::env::var("LAKESINK_BENCH_SETTLE_EVERY")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(lakesink::encode::parquet::SETTLE_ROWS);
     let run = |parsed: bool| -> (f64, Vec<u8>) {
         let mut enc: Box<dyn Encoder> = Box::new(ParquetEncoder::new(plan.clone()));
         let mut rejected = Vec::new();
@@ -174,7 +180,7 @@ pub fn json_direct(records: u64, repeat: usize) {
                 f
             };
             n += found[0].map_or(0, |r| r.get().len());
-            if enc.unsettled() >= lakesink::encode::parquet::SETTLE_ROWS {
+            if enc.unsettled() >= settle_every {
                 enc.settle(&mut rejected).unwrap();
             }
         }
