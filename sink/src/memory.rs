@@ -163,7 +163,7 @@ impl Drop for Charge {
 /// allocates is given an arena, up to the maximum, and each arena keeps what its threads freed:
 /// the tokio threads that write to a local store alone are dozens. With [`give_back`], the
 /// daemon's own peak resident set in `e2e_memory` (48 MiB budget, ~40,000 small files cut
-/// early) went from 133–146 MiB to 99–104 MiB (docs/DESIGN.md, "Memory").
+/// early) went from 133–146 MiB to 99–116 MiB (docs/DESIGN.md, "Memory").
 ///
 /// `LAKESINK_MALLOC_TUNING` lists the settings to apply (`arena_max,malloc_trim`, the default;
 /// `off` for none). `MALLOC_ARENA_MAX` or `glibc.malloc.arena_max` in `GLIBC_TUNABLES`, when

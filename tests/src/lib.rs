@@ -644,11 +644,11 @@ impl Daemon {
         let status_file = format!("/proc/{pid}/status");
         let mut polled = 0u64;
         loop {
-            if let Some(hwm) = std::fs::read_to_string(&status_file)
+            if let Some(r) = std::fs::read_to_string(&status_file)
                 .ok()
-                .and_then(|s| proc_kib(&s, "VmHWM:"))
+                .and_then(|s| lakesink::memory::Resident::parse(&s))
             {
-                polled = polled.max(hwm);
+                polled = polled.max(r.peak);
             }
             let mut status = 0;
             // SAFETY: plain syscall with a valid out-pointer.
@@ -1016,14 +1016,4 @@ pub fn report(line: &str) {
     {
         let _ = writeln!(f, "{line}");
     }
-}
-
-/// A `kB` field of a `/proc/<pid>/status` file, in bytes.
-fn proc_kib(status: &str, key: &str) -> Option<u64> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.trim().strip_suffix("kB"))
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(|k| k * 1024)
 }
