@@ -116,14 +116,9 @@ pub fn ndjson(events: &[String]) -> Vec<u8> {
         .collect()
 }
 
-/// Resident set of this process, in bytes (from `/proc/self/statm`).
+/// Resident set of this process, in bytes.
 pub fn rss() -> usize {
-    let s = std::fs::read_to_string("/proc/self/statm").expect("/proc/self/statm");
-    s.split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse::<usize>().ok())
-        .expect("statm's resident pages")
-        * 4096
+    lakesink::memory::resident().expect("/proc/self/status").now as usize
 }
 
 /// `lakesink-bench parquet-memory`: what open Parquet files really hold against what they

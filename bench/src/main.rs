@@ -74,7 +74,7 @@ struct Args {
     repeat: usize,
     /// Also run json.gz level 6 and Parquet with only these of Lakesink's malloc settings
     /// (`LAKESINK_MALLOC_TUNING`: `off` for glibc's defaults, or a list such as
-    /// `arena_max,trim_threshold`), to weigh them; may be given more than once.
+    /// `arena_max` or `malloc_trim`), to weigh them; may be given more than once.
     #[arg(long)]
     malloc: Vec<String>,
     #[command(subcommand)]
@@ -275,7 +275,7 @@ struct Target {
     /// Extra lines of the table's section (`[tables.parquet]` settings).
     extra: &'static str,
     /// Environment of the daemon's process.
-    env: &'static [(&'static str, &'static str)],
+    env: Vec<(&'static str, String)>,
 }
 
 /// Runs Lakesink into `target` (pass `pass`: its own consumer group and lake) to the end of the
@@ -347,7 +347,7 @@ max_age = "5m"
     cmd.args(["run", "--until-caught-up", "--config"])
         .arg(&path)
         .env("LAKESINK_LOG", "warn")
-        .envs(env.iter().copied());
+        .envs(env.iter().map(|(k, v)| (*k, v)));
     let m = measure(cmd, name, Some(broker.child.id()));
     let out_mb = url
         .strip_prefix("file://")
@@ -438,7 +438,7 @@ fn run_shape(s: &Setup, kind: ShapeKind) -> (ShapeReport, u64) {
             endpoint: None,
             parquet: false,
             extra: "",
-            env: &[],
+            env: Vec::new(),
         });
     }
     targets.push(Target {
@@ -448,7 +448,7 @@ fn run_shape(s: &Setup, kind: ShapeKind) -> (ShapeReport, u64) {
         endpoint: None,
         parquet: true,
         extra: "",
-        env: &[],
+        env: Vec::new(),
     });
     // The same with the route pass and arrow-json, the way before the one pass: the two side by
     // side in one run, passes interleaved, on a VM whose CPU times drift between runs.
@@ -459,14 +459,11 @@ fn run_shape(s: &Setup, kind: ShapeKind) -> (ShapeReport, u64) {
         endpoint: None,
         parquet: true,
         extra: "[tables.parquet]\none_pass = false",
-        env: &[],
+        env: Vec::new(),
     });
     for tuning in &args.malloc {
         // The same with only these of Lakesink's malloc settings (`memory::tune_allocator`;
         // `off`: glibc's defaults), side by side.
-        let tuning: &'static str = Box::leak(tuning.clone().into_boxed_str());
-        let env: &'static [(&str, &str)] =
-            Box::leak(vec![("LAKESINK_MALLOC_TUNING", tuning)].into_boxed_slice());
         for (name, key, parquet) in [
             ("json.gz level 6", "gz6", false),
             ("parquet zstd", "parquet", true),
@@ -482,7 +479,7 @@ fn run_shape(s: &Setup, kind: ShapeKind) -> (ShapeReport, u64) {
                 endpoint: None,
                 parquet,
                 extra: "",
-                env,
+                env: vec![("LAKESINK_MALLOC_TUNING", tuning.clone())],
             });
         }
     }
@@ -496,7 +493,7 @@ fn run_shape(s: &Setup, kind: ShapeKind) -> (ShapeReport, u64) {
             endpoint: Some(endpoint.into()),
             parquet: false,
             extra: "",
-            env: &[],
+            env: Vec::new(),
         });
         targets.push(Target {
             name: "lakesink parquet zstd → S3".into(),
@@ -505,7 +502,7 @@ fn run_shape(s: &Setup, kind: ShapeKind) -> (ShapeReport, u64) {
             endpoint: Some(endpoint.into()),
             parquet: true,
             extra: "",
-            env: &[],
+            env: Vec::new(),
         });
     }
     // Pass by pass, each target once per pass: a slow spell of the machine hits all of them.

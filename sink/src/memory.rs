@@ -271,6 +271,8 @@ impl Resident {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn the_resident_set_is_read_from_the_kernels_status_file() {
         let status = "Name:\tlakesink\nVmPeak:\t  900000 kB\nVmHWM:\t  133532 kB\nVmRSS:\t   83020 kB\nThreads:\t18\n";
@@ -288,8 +290,6 @@ mod tests {
             assert!(r.now > 0 && r.peak >= r.now, "{r:?}");
         }
     }
-
-    use super::*;
 
     #[test]
     fn a_charge_follows_its_size_and_is_released_when_dropped() {

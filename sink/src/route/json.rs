@@ -211,11 +211,11 @@ pub(crate) fn through(
     depth: usize,
     key: &str,
 ) -> (Option<usize>, u8) {
-    let mut ends_here = None;
-    let mut deeper: u8 = 0;
     if mask == 0 {
         return (None, 0);
     }
+    let mut ends_here = None;
+    let mut deeper: u8 = 0;
     for (i, p) in paths.iter().enumerate() {
         if mask & (1 << i) != 0 && p[depth] == key {
             if p.len() == depth + 1 {
