@@ -190,6 +190,7 @@ fn main() -> ExitCode {
         Err(e) => return failed(&lakesink::Error::from(e).into()),
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(lakesink::memory::BLOCKING_THREADS)
         .enable_all()
         .build()
     {

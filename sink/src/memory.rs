@@ -161,9 +161,10 @@ impl Drop for Charge {
 ///
 /// Arenas: one per core (at least two), not glibc's eight per core. Every thread that
 /// allocates is given an arena, up to the maximum, and each arena keeps what its threads freed:
-/// the tokio threads that write to a local store alone are dozens. With [`give_back`], the
-/// daemon's own peak resident set in `e2e_memory` (48 MiB budget, ~40,000 small files cut
-/// early) went from 133–146 MiB to 99–116 MiB (docs/DESIGN.md, "Memory").
+/// the tokio threads that write to a local store alone are dozens. With [`give_back`] and
+/// [`BLOCKING_THREADS`], the daemon's own peak resident set in `e2e_memory` (48 MiB budget,
+/// ~40,000 small files cut early) went from 133–146 MiB to 97–104 MiB (docs/DESIGN.md,
+/// "Memory").
 ///
 /// `LAKESINK_MALLOC_TUNING` lists the settings to apply (`arena_max,malloc_trim`, the default;
 /// `off` for none). `MALLOC_ARENA_MAX` or `glibc.malloc.arena_max` in `GLIBC_TUNABLES`, when
@@ -197,6 +198,14 @@ fn tuning_wanted(name: &str) -> bool {
         .ok()
         .is_none_or(|o| o.split(',').any(|w| w.trim() == name))
 }
+
+/// The most threads the runtime keeps for blocking work (tokio's default is 512). A local
+/// store writes each object on such a thread, and so do a few of the daemon's own calls (the
+/// consumer loop holds one for the whole run). With tokio's default, `e2e_memory`'s 48 MiB run
+/// (~40,000 small files cut early) had 525 threads at its peak, their stacks 14 MiB resident,
+/// and each thread its own allocator caches; with 32, 45 threads and 1 MiB of stacks. More
+/// threads add nothing to writing on two to a few cores: the blocking work queues instead.
+pub const BLOCKING_THREADS: usize = 32;
 
 /// How far the resident set may run above `pipeline.max_buffered_bytes` before the allocator
 /// is asked to give back what it keeps free: the code, the threads and what is outside the
