@@ -656,14 +656,8 @@ impl Daemon {
             if r == pid {
                 // Reaped: the Child must not wait again.
                 std::mem::forget(self.child.take());
-                let logged = self
-                    .log_text()
-                    .split("peak_rss=")
-                    .nth(1)
-                    .and_then(|t| {
-                        let digits: String = t.chars().take_while(|c| c.is_ascii_digit()).collect();
-                        digits.parse::<u64>().ok()
-                    })
+                let logged = drained_field(&self.log_text(), "peak_rss")
+                    .and_then(|n| n.parse::<u64>().ok())
                     .unwrap_or(0);
                 return (ExitStatus::from_raw(status), polled.max(logged));
             }
@@ -733,6 +727,18 @@ impl Drop for Daemon {
             let _ = c.wait();
         }
     }
+}
+
+/// A field of the daemon's closing log line (`drained: … consumed=N … peak_rss=N`), as
+/// written: the run's own counters, not the wording of any message. `None` when the daemon did
+/// not drain or the line has no such field.
+pub fn drained_field<'a>(log: &'a str, field: &str) -> Option<&'a str> {
+    let prefix = format!("{field}=");
+    log.lines()
+        .rev()
+        .find(|l| l.contains("drained:"))?
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(prefix.as_str()))
 }
 
 /// A `[catalog]` section for the test Glue endpoint (moto) at `endpoint`, creating its tables

@@ -644,12 +644,7 @@ fn the_hive_metastore_lists_every_partition_and_a_restart_asks_it_again() {
 
 /// A field of the daemon's closing `drained` log line.
 fn drained(log: &str, field: &str) -> String {
-    log.lines()
-        .find(|l| l.contains("drained:"))
-        .and_then(|l| {
-            l.split_whitespace()
-                .find_map(|w| w.strip_prefix(&format!("{field}=")))
-        })
+    lakesink_e2e::drained_field(log, field)
         .unwrap_or("?")
         .to_string()
 }

@@ -11,8 +11,7 @@ use lakesink_e2e::{report, GroupRun};
 /// A field of the daemon's last line (`drained: … consumed=N … claims_refused=N …`): the
 /// run's own counters, not the wording of any message.
 fn drained(log: &str, field: &str) -> u64 {
-    log.rsplit_once(&format!(" {field}="))
-        .and_then(|(_, t)| t.split(' ').next())
+    lakesink_e2e::drained_field(log, field)
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
 }
